@@ -1,0 +1,1 @@
+"""The data catalog (目录): departments, entries, their schemas, validation and publication."""

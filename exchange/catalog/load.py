@@ -1,0 +1,172 @@
+"""Loading the catalog from ``config/``: every problem is collected, none stops the others.
+
+``load_catalog`` reads the departments file, each ``catalog/*.yaml`` and each entry's Avro schema,
+then cross-checks them (:mod:`exchange.catalog.checks`). It returns what loaded plus the list of
+problems, so ``exchange catalog validate`` can report them all at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from exchange.catalog.avro import ENVELOPE_FILE, SchemaFileError, load_schema
+from exchange.catalog.checks import check_entries
+from exchange.catalog.model import CatalogEntry, CatalogFile, Department, DepartmentsFile
+from exchange.config import ConfigError, ExchangeSettings, Problem, YamlDocument, load_yaml
+from exchange.config.problems import Loc, format_loc, nearest_line, problems_from_validation
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class EntrySource:
+    """Where an entry was declared, for messages."""
+
+    file: Path
+    index: int
+    lines: dict[Loc, int]
+
+    def line(self, *loc: str | int) -> int | None:
+        return nearest_line(self.lines, ("entries", self.index, *loc))
+
+    def path(self, *loc: str | int) -> str:
+        return format_loc(("entries", self.index, *loc))
+
+    def problem(self, message: str, *loc: str | int) -> Problem:
+        return Problem(self.file, self.path(*loc), message, self.line(*loc))
+
+
+@dataclass(frozen=True)
+class LoadedEntry:
+    entry: CatalogEntry
+    source: EntrySource
+    #: The entry's record schema (``after`` of its change records); None if it failed to load.
+    schema: dict[str, Any] | None
+
+
+@dataclass
+class Catalog:
+    departments: dict[str, Department] = field(default_factory=dict)
+    entries: dict[str, LoadedEntry] = field(default_factory=dict)
+    envelope: dict[str, Any] | None = None
+
+    def entry(self, entry_id: str) -> LoadedEntry:
+        try:
+            return self.entries[entry_id]
+        except KeyError:
+            raise ConfigError(
+                [Problem(Path("catalog"), entry_id, "no such catalog entry")]
+            ) from None
+
+
+@dataclass
+class CatalogLoad:
+    catalog: Catalog
+    problems: list[Problem]
+
+    def require_valid(self) -> Catalog:
+        if self.problems:
+            raise ConfigError(self.problems)
+        return self.catalog
+
+
+def load_catalog(settings: ExchangeSettings) -> CatalogLoad:
+    problems: list[Problem] = []
+    catalog = Catalog()
+    for dept in _load_departments(settings.departments_file, problems):
+        catalog.departments[dept.id] = dept
+
+    catalog_dir = settings.catalog_dir
+    files = sorted(catalog_dir.glob("*.yaml")) + sorted(catalog_dir.glob("*.yml"))
+    if not files:
+        problems.append(Problem(catalog_dir, "(folder)", "no catalog files (*.yaml) found"))
+    loaded: list[tuple[CatalogEntry, EntrySource]] = []
+    for file in files:
+        loaded.extend(_load_catalog_file(file, problems))
+
+    schemas_dir = settings.schemas_dir
+    try:
+        catalog.envelope = load_schema(schemas_dir / ENVELOPE_FILE)
+    except SchemaFileError as exc:
+        problems.append(Problem(schemas_dir / ENVELOPE_FILE, "(schema)", str(exc)))
+
+    for entry, source in loaded:
+        schema = None
+        try:
+            schema = load_schema(schemas_dir / entry.schema_file)
+        except SchemaFileError as exc:
+            problems.append(source.problem(str(exc), "schema"))
+        if entry.id in catalog.entries:
+            first = catalog.entries[entry.id].source
+            problems.append(
+                source.problem(
+                    f"duplicate entry id {entry.id!r} (first in {first.file}:{first.line()})", "id"
+                )
+            )
+            continue
+        catalog.entries[entry.id] = LoadedEntry(entry, source, schema)
+
+    problems.extend(check_entries(catalog, settings.topics.source_prefix))
+    return CatalogLoad(catalog, problems)
+
+
+def _load_departments(file: Path, problems: list[Problem]) -> list[Department]:
+    parsed = _load_model(file, DepartmentsFile, problems)
+    if parsed is None:
+        return []
+    doc, model = parsed
+    seen: set[str] = set()
+    out = []
+    for i, dept in enumerate(model.departments):
+        if dept.id in seen:
+            problems.append(
+                Problem(file, f"departments[{i}].id", f"duplicate department id {dept.id!r}",
+                        doc.lines.get(("departments", i, "id")))
+            )
+            continue
+        seen.add(dept.id)
+        out.append(dept)
+    return out
+
+
+def _load_catalog_file(file: Path, problems: list[Problem]) -> list[tuple[CatalogEntry, EntrySource]]:
+    """Entries of one file; a bad entry is reported and skipped, its neighbours still load."""
+    try:
+        doc = load_yaml(file)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return []
+    raw = doc.data.get("entries") if isinstance(doc.data, dict) else None
+    if not isinstance(doc.data, dict) or set(doc.data) != {"entries"} or not isinstance(raw, list):
+        problems.append(Problem(file, "(top level)", "must be a mapping with one key, entries: [...]", 1))
+        return []
+    out = []
+    for index, item in enumerate(raw):
+        try:
+            entry = CatalogEntry.model_validate(item)
+        except ValidationError as exc:
+            problems.extend(
+                problems_from_validation(exc, file, doc.lines, item, prefix=("entries", index))
+            )
+            continue
+        out.append((entry, EntrySource(file, index, doc.lines)))
+    return out
+
+
+def _load_model(
+    file: Path, model: type[_M], problems: list[Problem]
+) -> tuple[YamlDocument, _M] | None:
+    try:
+        doc = load_yaml(file)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return None
+    try:
+        return doc, model.model_validate(doc.data)
+    except ValidationError as exc:
+        problems.extend(problems_from_validation(exc, file, doc.lines, doc.data))
+        return None

@@ -1,0 +1,113 @@
+"""The catalog's data model: departments and the data resources (entries) they provide."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+
+from exchange.rules import Rule, parse_rule
+from exchange.rules.rules import rule_to_raw
+
+Sensitivity = Literal["public", "internal", "sensitive"]
+#: 无条件共享 / 有条件共享 / 不予共享.
+SharingClass = Literal["unconditional", "conditional", "none"]
+UpdateCycle = Literal[
+    "realtime", "hourly", "daily", "weekly", "monthly", "quarterly", "yearly", "on_change"
+]
+Level = Literal["province", "city", "county"]
+
+_ID = r"^[a-z][a-z0-9_]*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Department(_Model):
+    id: Annotated[str, Field(pattern=_ID, max_length=64)]
+    name: Annotated[str, Field(min_length=1)]
+    level: Level
+    #: GB/T 2260 administrative division code, e.g. 140600 (朔州市), 140602 (朔城区).
+    region_code: Annotated[str, Field(pattern=r"^\d{6}$")]
+    parent: str | None = None
+
+
+class DepartmentsFile(_Model):
+    departments: list[Department]
+
+
+class FieldSpec(_Model):
+    #: ``sensitive`` fields are masked in deliveries unless a grant unmasks them.
+    sensitivity: Sensitivity = "internal"
+    rules: tuple[Rule, ...] = ()
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _parse_rules(cls, raw: Any) -> tuple[Rule, ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise ValueError("rules must be a list, e.g. [required, citizen_id]")
+        return tuple(parse_rule(item) for item in raw)
+
+    @field_serializer("rules")
+    def _dump_rules(self, rules: tuple[Rule, ...]) -> list[Any]:
+        return [rule_to_raw(r) for r in rules]
+
+
+class Retention(_Model):
+    #: Days a record is kept; ``None`` keeps it forever.
+    days: Annotated[int, Field(ge=1)] | None = None
+    #: Keep the latest record per key (lets a new consumer be backfilled with current state).
+    compaction: bool = True
+
+    def topic_config(self) -> dict[str, str]:
+        """The Kafka topic configuration this retention means."""
+        if self.compaction:
+            policy = "compact" if self.days is None else "compact,delete"
+        else:
+            policy = "delete"
+        retention_ms = -1 if self.days is None else self.days * 86_400_000
+        return {"cleanup.policy": policy, "retention.ms": str(retention_ms)}
+
+
+class CatalogEntry(_Model):
+    #: ``<provider>.<name>``; also names the source topic ``src.<id>``.
+    id: str
+    title: Annotated[str, Field(min_length=1)]
+    provider: str
+    description: str = ""
+    #: Avro schema file, relative to ``schemas/avro/``.
+    schema_file: Path = Field(alias="schema")
+    #: Business key field(s); the Kafka record key.
+    key: tuple[str, ...]
+    sharing: SharingClass
+    update_cycle: UpdateCycle
+    partitions: Annotated[int, Field(ge=1, le=1000)] = 3
+    retention: Retention = Field(default_factory=Retention)
+    fields: dict[str, FieldSpec] = Field(default_factory=dict)
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key_list(cls, raw: Any) -> Any:
+        if isinstance(raw, str):
+            return (raw,)
+        if isinstance(raw, list) and not raw:
+            raise ValueError("key needs at least one field")
+        return raw
+
+    def sensitivity(self, field: str) -> Sensitivity:
+        spec = self.fields.get(field)
+        return spec.sensitivity if spec else "internal"
+
+
+class CatalogFile(_Model):
+    entries: list[CatalogEntry]
+
+
+TOPIC_CHARS = re.compile(r"^[a-zA-Z0-9._-]+$")
+#: Kafka's limit on topic name length.
+MAX_TOPIC_LENGTH = 249

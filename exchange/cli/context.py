@@ -1,0 +1,28 @@
+"""What every command needs: the settings, loaded once from ``--config``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+
+from exchange.config import ExchangeSettings, load_settings
+
+
+@dataclass
+class CliState:
+    config: Path | None = None
+    _settings: ExchangeSettings | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> ExchangeSettings:
+        if self._settings is None:
+            self._settings = load_settings(self.config)
+        return self._settings
+
+
+def state(ctx: typer.Context) -> CliState:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, CliState)
+    return obj

@@ -1,0 +1,61 @@
+"""Entry point of the ``exchange`` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from exchange import __version__
+from exchange.cli import catalog, dev, output
+from exchange.cli.context import CliState
+from exchange.config import ConfigError
+from exchange.errors import ExchangeError
+
+app = typer.Typer(
+    help="Exchange: government data sharing over Apache Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(dev.app, name="dev")
+app.add_typer(catalog.app, name="catalog")
+
+
+def _version(value: bool) -> None:
+    if value:
+        output.out.print(f"exchange {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="exchange.yaml to use (default: $EXCHANGE_CONFIG_FILE or config/exchange.yaml).",
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    ctx.obj = CliState(config=config)
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        output.problems(exc.problems)
+        sys.exit(1)
+    except ExchangeError as exc:
+        output.err.print(f"[red]error:[/red] {exc}", markup=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,37 @@
+"""Terminal output: readable tables to stdout, progress and errors to stderr."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from exchange.config import Problem
+
+# Not a terminal (CI logs, pipes): rich would assume 80 columns and fold every table.
+_WIDTH = None if sys.stdout.isatty() else 160
+out = Console(highlight=False, width=_WIDTH)
+err = Console(stderr=True, highlight=False, width=_WIDTH)
+
+
+def progress(message: str) -> None:
+    err.print(f"[dim]…[/dim] {message}")
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for i, column in enumerate(columns):
+        # The first column is an identifier: never fold it mid-word.
+        t.add_column(column, overflow="fold", no_wrap=i == 0)
+    for row in rows:
+        t.add_row(*("" if cell is None else str(cell) for cell in row))
+    out.print(t)
+
+
+def problems(found: Sequence[Problem]) -> None:
+    for p in found:
+        where = f"{p.file}:{p.line}" if p.line else str(p.file)
+        err.print(f"[red]✗[/red] [bold]{where}[/bold]: {p.path}: {p.message}", markup=True)
+    err.print(f"[red]{len(found)} problem(s)[/red]")

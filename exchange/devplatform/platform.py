@@ -1,0 +1,264 @@
+"""Start, stop and inspect the local Kafka broker and schema registry."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from exchange.config import ExchangeSettings
+from exchange.devplatform import processes
+from exchange.devplatform.fetch import fetch_apicurio, fetch_kafka, java_major, require_tool
+from exchange.errors import ExchangeError
+
+COMPONENTS = ("kafka", "registry")
+MIN_JAVA = 17
+Progress = Callable[[str], None]
+
+
+class PlatformError(ExchangeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    state: str  # "running" | "stopped" | "not answering"
+    pid: int | None
+    address: str
+    log: Path
+
+
+class LocalPlatform:
+    def __init__(self, settings: ExchangeSettings) -> None:
+        self.settings = settings
+        self.dev = settings.dev
+        self.state = settings.resolve(self.dev.state_dir)
+        self.cache = settings.resolve(self.dev.cache_dir)
+        self.kafka_data = self.state / "kafka" / "data"
+
+    # -- paths -------------------------------------------------------------------------------
+    def log_file(self, component: str) -> Path:
+        return self.state / "logs" / f"{component}.log"
+
+    def _pid_file(self, component: str) -> Path:
+        return self.state / "run" / f"{component}.pid"
+
+    def _marker(self) -> str:
+        # Every process we start has the state folder in its command line: read_pid checks it.
+        return str(self.state)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"localhost:{self.dev.kafka_port}"
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://localhost:{self.dev.registry_port}/apis/ccompat/v7"
+
+    # -- commands ----------------------------------------------------------------------------
+    def up(self, progress: Progress = lambda _m: None) -> list[ComponentStatus]:
+        java = require_tool("java", "run Kafka and the schema registry")
+        if (major := java_major(java)) < MIN_JAVA:
+            raise PlatformError(f"Java {MIN_JAVA}+ is needed, found Java {major}", code="OLD_JAVA")
+        libs = fetch_kafka(self.cache, self.dev.kafka_version, self.dev.log4j_version, progress)
+        registry_jar = fetch_apicurio(self.cache, self.dev.apicurio_version, progress)
+        self._up_kafka(java, libs, progress)
+        self._up_registry(java, registry_jar, progress)
+        return self.status()
+
+    def down(self, purge: bool = False, progress: Progress = lambda _m: None) -> list[str]:
+        """Stop what we started (registry first: it writes to Kafka). Returns what was stopped."""
+        stopped = []
+        for component in reversed(COMPONENTS):
+            pid = processes.read_pid(self._pid_file(component), self._marker())
+            if pid is not None:
+                progress(f"stopping {component} (pid {pid})")
+                killed = processes.stop(pid)
+                stopped.append(f"{component} (pid {pid}{', killed' if killed else ''})")
+            self._pid_file(component).unlink(missing_ok=True)
+        if purge:
+            progress(f"deleting {self.state}")
+            shutil.rmtree(self.state, ignore_errors=True)
+        return stopped
+
+    def status(self) -> list[ComponentStatus]:
+        return [self._status("kafka"), self._status("registry")]
+
+    # -- kafka -------------------------------------------------------------------------------
+    def _up_kafka(self, java: str, libs: Path, progress: Progress) -> None:
+        pid_file = self._pid_file("kafka")
+        if processes.read_pid(pid_file, self._marker()) is not None:
+            progress("kafka is already running")
+            self._wait_kafka(pid_file)
+            return
+        self._check_free(self.dev.kafka_port, self.dev.controller_port)
+        props = self._write_kafka_config()
+        classpath = f"{libs}/*"
+        if not (self.kafka_data / "meta.properties").exists():
+            progress("formatting KRaft storage")
+            cluster_id = str(uuid.uuid4())  # StorageTool takes any UUID; it is stored once
+            self._run_java(
+                [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
+                 "-t", _kafka_uuid(cluster_id), "-c", str(props)],
+                "format KRaft storage",
+            )
+        progress(f"starting kafka on {self.bootstrap}")
+        heap = f"-Xmx{self.dev.kafka_heap_mb}m"
+        processes.start(
+            [java, heap, f"-Xms{self.dev.kafka_heap_mb}m",
+             f"-Dlog4j2.configurationFile={self.state / 'kafka' / 'log4j2.yaml'}",
+             "-cp", classpath, "kafka.Kafka", str(props)],
+            self.log_file("kafka"),
+            pid_file,
+        )
+        self._wait_kafka(pid_file)
+
+    def _write_kafka_config(self) -> Path:
+        home = self.state / "kafka"
+        home.mkdir(parents=True, exist_ok=True)
+        d = self.dev
+        props = home / "server.properties"
+        props.write_text(
+            "\n".join(
+                [
+                    "# Written by `exchange dev up`; edits are overwritten.",
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers=localhost:{d.controller_port}",
+                    f"listeners=PLAINTEXT://localhost:{d.kafka_port},"
+                    f"CONTROLLER://localhost:{d.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://localhost:{d.kafka_port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={self.kafka_data}",
+                    "num.partitions=1",
+                    # One broker: internal topics cannot have more replicas than that.
+                    "offsets.topic.replication.factor=1",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    # No 3 s wait before the first consumer group rebalance: tests start faster.
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                    "",
+                ]
+            )
+        )
+        log_config = resources.files("exchange.devplatform").joinpath("resources/log4j2.yaml")
+        (home / "log4j2.yaml").write_text(log_config.read_text())
+        return props
+
+    def _wait_kafka(self, pid_file: Path) -> None:
+        quiet = logging.getLogger("exchange.devplatform.probe")
+        quiet.setLevel(logging.CRITICAL)  # librdkafka logs every refused connection otherwise
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "logger": quiet})
+
+        def ready() -> bool:
+            try:
+                admin.list_topics(timeout=2)
+            except KafkaException:
+                return False
+            return True
+
+        self._wait("kafka", pid_file, ready)
+
+    # -- registry ----------------------------------------------------------------------------
+    def _up_registry(self, java: str, jar: Path, progress: Progress) -> None:
+        pid_file = self._pid_file("registry")
+        if processes.read_pid(pid_file, self._marker()) is not None:
+            progress("registry is already running")
+        else:
+            self._check_free(self.dev.registry_port)
+            progress(f"starting the schema registry on port {self.dev.registry_port}")
+            processes.start(
+                [java, f"-Xmx{self.dev.registry_heap_mb}m",
+                 f"-Dexchange.dev.state={self.state}",
+                 f"-Dquarkus.http.port={self.dev.registry_port}",
+                 "-Dquarkus.http.host=127.0.0.1",
+                 # Schemas live in a Kafka topic, so they survive a restart of the registry.
+                 "-Dapicurio.storage.kind=kafkasql",
+                 f"-Dapicurio.kafkasql.bootstrap.servers={self.bootstrap}",
+                 "-jar", str(jar)],
+                self.log_file("registry"),
+                pid_file,
+            )
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"{self.registry_url}/subjects", timeout=2) as resp:
+                    return bool(resp.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+
+        self._wait("registry", pid_file, ready)
+
+    # -- shared ------------------------------------------------------------------------------
+    def _wait(self, component: str, pid_file: Path, ready: Callable[[], bool]) -> None:
+        # Liveness by the pid alone: while the JVM launcher re-execs, its cmdline can be empty.
+        pid = int(pid_file.read_text())
+        deadline = time.monotonic() + self.dev.start_timeout_s
+        while time.monotonic() < deadline:
+            if not processes.alive(pid):
+                raise PlatformError(
+                    f"{component} exited while starting; last lines of {self.log_file(component)}:\n"
+                    + "\n".join(processes.tail(self.log_file(component), 20)),
+                    code="START_FAILED",
+                )
+            if ready():
+                return
+            time.sleep(0.5)
+        raise PlatformError(
+            f"{component} did not answer within {self.dev.start_timeout_s:.0f} s; "
+            f"see {self.log_file(component)}",
+            code="START_TIMEOUT",
+        )
+
+    def _check_free(self, *ports: int) -> None:
+        for port in ports:
+            if processes.port_open("127.0.0.1", port):
+                raise PlatformError(
+                    f"port {port} is taken by a process `exchange dev` did not start; stop it, "
+                    f"or choose other ports under dev: in config/exchange.yaml",
+                    code="PORT_TAKEN",
+                )
+
+    def _run_java(self, argv: list[str], what: str) -> None:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+        if proc.returncode != 0:
+            raise PlatformError(
+                f"cannot {what}: {(proc.stdout + proc.stderr).strip()[-2000:]}", code="START_FAILED"
+            )
+
+    def _status(self, component: str) -> ComponentStatus:
+        pid = processes.read_pid(self._pid_file(component), self._marker())
+        if component == "kafka":
+            address, port = self.bootstrap, self.dev.kafka_port
+        else:
+            address, port = self.registry_url, self.dev.registry_port
+        if pid is None:
+            state = "stopped"
+        elif processes.port_open("127.0.0.1", port):
+            state = "running"
+        else:
+            state = "not answering"
+        return ComponentStatus(component, state, pid, address, self.log_file(component))
+
+
+def _kafka_uuid(value: str) -> str:
+    """Kafka cluster ids are 16 bytes in URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.UUID(value).bytes).decode().rstrip("=")

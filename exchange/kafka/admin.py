@@ -1,0 +1,155 @@
+"""Topics: the pure plan of what to change, and the admin calls that carry it out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
+
+from exchange.config.settings import KafkaSettings
+from exchange.kafka.errors import KafkaOpError
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TopicState:
+    partitions: int
+    config: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class TopicChange:
+    topic: str
+    action: str  # "create" | "update" | "unchanged"
+    details: tuple[str, ...] = ()
+    spec: TopicSpec | None = None
+    add_partitions_to: int | None = None
+    set_config: Mapping[str, str] = field(default_factory=dict)
+
+
+class TopicPlanError(KafkaOpError):
+    """The wanted topic layout cannot be reached (e.g. fewer partitions than exist)."""
+
+
+def plan_topics(
+    wanted: Iterable[TopicSpec], existing: Mapping[str, TopicState]
+) -> list[TopicChange]:
+    """What must change so that every wanted topic exists as specified. Pure; no Kafka."""
+    changes = []
+    for spec in wanted:
+        state = existing.get(spec.name)
+        if state is None:
+            changes.append(TopicChange(spec.name, "create", ("new topic",), spec=spec))
+            continue
+        details = []
+        grow = None
+        if spec.partitions < state.partitions:
+            raise TopicPlanError(
+                f"topic {spec.name} has {state.partitions} partitions; Kafka cannot reduce them "
+                f"to {spec.partitions} (raise partitions in the catalog, or recreate the topic)",
+                code="INVALID_PARTITIONS",
+            )
+        if spec.partitions > state.partitions:
+            grow = spec.partitions
+            details.append(f"partitions {state.partitions} -> {spec.partitions}")
+        diff = {k: v for k, v in spec.config.items() if state.config.get(k) != v}
+        details.extend(f"{k}: {state.config.get(k)} -> {v}" for k, v in sorted(diff.items()))
+        if details:
+            changes.append(
+                TopicChange(spec.name, "update", tuple(details), spec, grow, diff)
+            )
+        else:
+            changes.append(TopicChange(spec.name, "unchanged"))
+    return changes
+
+
+class Admin:
+    """The few admin operations the project needs, with errors that carry librdkafka codes."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._timeout = settings.request_timeout_s
+        self._admin = AdminClient(settings.client_config())
+
+    def topic_states(self, names: Iterable[str]) -> dict[str, TopicState]:
+        try:
+            metadata = self._admin.list_topics(timeout=self._timeout)
+        except KafkaException as exc:
+            raise KafkaOpError.wrap("cannot read cluster metadata", exc) from exc
+        present = [n for n in names if n in metadata.topics]
+        if not present:
+            return {}
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in present]
+        configs = self._wait(self._admin.describe_configs(resources), "describe topic configs")
+        out = {}
+        for resource, entries in configs.items():
+            out[resource.name] = TopicState(
+                partitions=len(metadata.topics[resource.name].partitions),
+                config={k: str(v.value) for k, v in entries.items()},
+            )
+        return out
+
+    def apply(self, changes: Iterable[TopicChange]) -> None:
+        changes = list(changes)
+        new = [
+            NewTopic(c.spec.name, c.spec.partitions, c.spec.replication_factor, config=dict(c.spec.config))
+            for c in changes
+            if c.action == "create" and c.spec is not None
+        ]
+        if new:
+            self._wait(self._admin.create_topics(new, operation_timeout=self._timeout), "create topics")
+        grow = [NewPartitions(c.topic, c.add_partitions_to) for c in changes if c.add_partitions_to]
+        if grow:
+            self._wait(self._admin.create_partitions(grow), "add partitions")
+        alter = [
+            ConfigResource(
+                ConfigResource.Type.TOPIC,
+                c.topic,
+                incremental_configs=[
+                    ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                    for k, v in c.set_config.items()
+                ],
+            )
+            for c in changes
+            if c.set_config
+        ]
+        if alter:
+            self._wait(self._admin.incremental_alter_configs(alter), "alter topic configs")
+
+    def delete_topics(self, names: list[str]) -> None:
+        if names:
+            self._wait(self._admin.delete_topics(names, operation_timeout=self._timeout), "delete topics")
+
+    def _wait(self, futures: Mapping[Any, Any], what: str) -> dict[Any, Any]:
+        results, failures = {}, []
+        for key, future in futures.items():
+            try:
+                results[key] = future.result(timeout=self._timeout)
+            except KafkaException as exc:
+                failures.append((key, exc))
+            except TimeoutError as exc:  # concurrent.futures.TimeoutError is TimeoutError on 3.11
+                failures.append((key, exc))
+        if failures:
+            key, exc = failures[0]
+            name = getattr(key, "name", key)
+            err = KafkaOpError.wrap(f"{what} failed for {name}", exc)
+            if len(failures) > 1:
+                err.message += f" (and {len(failures) - 1} more)"
+            raise err from exc
+        return results

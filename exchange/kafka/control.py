@@ -1,0 +1,101 @@
+"""Compacted control topics (``exchange.catalog``, ``exchange.grants``, ...) as key -> value tables."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import TopicPartition
+
+from exchange.config.settings import KafkaSettings
+from exchange.kafka.errors import KafkaOpError
+
+
+def read_table(settings: KafkaSettings, topic: str) -> dict[str, bytes]:
+    """The latest value per key of a compacted topic, read from the start to the current end.
+
+    Tombstones remove their key. No consumer group offsets are committed.
+    """
+    consumer = Consumer(
+        settings.client_config(
+            **{
+                # A throwaway group: we assign partitions ourselves and never commit.
+                "group.id": f"exchange-reader-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
+    )
+    try:
+        return _read(consumer, topic, settings.request_timeout_s)
+    finally:
+        consumer.close()
+
+
+def _read(consumer: Consumer, topic: str, timeout: float) -> dict[str, bytes]:
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaOpError.wrap(f"cannot read metadata of {topic}", exc) from exc
+    tmeta = metadata.topics.get(topic)
+    if tmeta is None or tmeta.error is not None:
+        return {}
+    pending = set()
+    assignment = []
+    for p in tmeta.partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+        if high > low:
+            pending.add(p)
+            assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+    table: dict[str, bytes] = {}
+    if not assignment:
+        return table
+    consumer.assign(assignment)
+    ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout)[1] for tp in assignment}
+    while pending:
+        msg = consumer.poll(timeout)
+        if msg is None:
+            raise KafkaOpError(f"timed out reading {topic} to its end", code="_TIMED_OUT")
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                pending.discard(msg.partition())
+                continue
+            raise KafkaOpError.wrap(f"cannot read {topic}", KafkaException(err))
+        key = (msg.key() or b"").decode("utf-8", errors="replace")
+        value = msg.value()
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+        if msg.offset() + 1 >= ends[msg.partition()]:
+            pending.discard(msg.partition())
+    return table
+
+
+def publish(
+    settings: KafkaSettings, topic: str, records: Iterable[tuple[str, bytes | None]]
+) -> int:
+    """Write keyed records (``None`` = tombstone) and wait until Kafka acknowledged all of them."""
+    producer = Producer(
+        settings.client_config(**{"enable.idempotence": True, "acks": "all", "linger.ms": 5})
+    )
+    failures: list[Any] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err)
+
+    count = 0
+    for key, value in records:
+        producer.produce(topic, key=key.encode("utf-8"), value=value, on_delivery=on_delivery)
+        producer.poll(0)
+        count += 1
+    remaining = producer.flush(settings.request_timeout_s)
+    if remaining:
+        raise KafkaOpError(f"{remaining} record(s) to {topic} not acknowledged in time", code="_TIMED_OUT")
+    if failures:
+        raise KafkaOpError.wrap(f"cannot write to {topic}", KafkaException(failures[0]))
+    return count

@@ -1,0 +1,105 @@
+"""The schema registry (Confluent API; Apicurio serves it under ``/apis/ccompat/v7``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from exchange.config.settings import RegistrySettings
+from exchange.kafka.errors import RegistryError
+
+_T = TypeVar("_T")
+#: Confluent error codes for "no such subject" / "no such version".
+_NOT_FOUND = {40401, 40402, 40403, 40408}
+
+
+@dataclass(frozen=True)
+class RegisteredSchema:
+    subject: str
+    version: int
+    schema_id: int
+    schema: dict[str, Any]
+
+
+class Registry:
+    def __init__(self, settings: RegistrySettings) -> None:
+        self.url = settings.url
+        conf: dict[str, Any] = {"url": settings.url, "timeout": settings.timeout_s}
+        conf.update(settings.client)
+        self._client = SchemaRegistryClient(conf)
+
+    @property
+    def client(self) -> SchemaRegistryClient:
+        """The underlying client, for the Avro serializers."""
+        return self._client
+
+    def latest(self, subject: str) -> RegisteredSchema | None:
+        """The latest version under ``subject``, or ``None`` if the subject does not exist."""
+        found = self._call(f"read latest schema of {subject}", self._client.get_latest_version, subject)
+        if found is None:
+            return None
+        return RegisteredSchema(
+            subject, found.version, found.schema_id, json.loads(found.schema.schema_str)
+        )
+
+    def register(self, subject: str, schema_json: str) -> int:
+        return int(
+            self._call(
+                f"register schema under {subject}",
+                self._client.register_schema,
+                subject,
+                Schema(schema_json, "AVRO"),
+                missing_ok=False,
+            )
+        )
+
+    def is_compatible(self, subject: str, schema_json: str) -> bool:
+        return bool(
+            self._call(
+                f"check compatibility under {subject}",
+                self._client.test_compatibility,
+                subject,
+                Schema(schema_json, "AVRO"),
+                missing_ok=False,
+            )
+        )
+
+    def compatibility(self, subject: str) -> str | None:
+        """The subject's own compatibility level, ``None`` if it has none set."""
+        level = self._call(
+            f"read compatibility of {subject}", self._client.get_compatibility, subject
+        )
+        return str(level) if level is not None else None
+
+    def set_compatibility(self, subject: str, level: str) -> None:
+        self._call(
+            f"set compatibility of {subject}",
+            self._client.set_compatibility,
+            subject,
+            level,
+            missing_ok=False,
+        )
+
+    def subjects(self) -> list[str]:
+        return list(self._call("list subjects", self._client.get_subjects, missing_ok=False))
+
+    def _call(
+        self, what: str, fn: Callable[..., _T], *args: Any, missing_ok: bool = True
+    ) -> _T | None:
+        try:
+            return fn(*args)
+        except SchemaRegistryError as exc:
+            if missing_ok and (exc.http_status_code == 404 or exc.error_code in _NOT_FOUND):
+                return None
+            raise RegistryError(
+                f"schema registry at {self.url}: cannot {what}: {exc.error_message}",
+                http_status=exc.http_status_code,
+                error_code=exc.error_code,
+            ) from exc
+        except Exception as exc:  # connection refused, timeouts: requests/httpx errors
+            raise RegistryError(f"schema registry at {self.url}: cannot {what}: {exc}") from exc
