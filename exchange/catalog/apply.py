@@ -40,7 +40,8 @@ class IncompatibleSchemaError(ExchangeError):
         self.problems = problems
         lines = "\n".join(f"  {p}" for p in problems)
         super().__init__(
-            f"refused: schema change(s) not {COMPATIBILITY} compatible, nothing was changed:\n{lines}",
+            f"refused: schema change(s) not {COMPATIBILITY} compatible, "
+            f"nothing was changed:\n{lines}",
             code="INCOMPATIBLE_SCHEMA",
         )
 
@@ -189,5 +190,5 @@ def _incompatibilities(new: dict[str, Any], old: dict[str, Any]) -> list[str]:
 def _after(envelope: dict[str, Any]) -> dict[str, Any]:
     for field in envelope.get("fields", []):
         if field["name"] == "after":
-            return next(t for t in field["type"] if isinstance(t, dict))  # type: ignore[no-any-return]
+            return next(t for t in field["type"] if isinstance(t, dict))
     return envelope

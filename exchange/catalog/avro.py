@@ -36,7 +36,7 @@ class FieldType:
 
     @property
     def is_numeric(self) -> bool:
-        return self.avro_type in NUMERIC_TYPES and self.logical_type is None or (
+        return (self.avro_type in NUMERIC_TYPES and self.logical_type is None) or (
             self.logical_type == "decimal"
         )
 
@@ -82,7 +82,9 @@ def record_fields(schema: dict[str, Any]) -> dict[str, FieldType]:
     return out
 
 
-def envelope_schema(entry_id: str, record: dict[str, Any], envelope: dict[str, Any]) -> dict[str, Any]:
+def envelope_schema(
+    entry_id: str, record: dict[str, Any], envelope: dict[str, Any]
+) -> dict[str, Any]:
     """The change-record schema of one entry: the shared envelope with ``after`` = its record.
 
     ``schemas/avro/exchange/envelope.avsc`` holds the envelope (op, source, ts_ms, event_id); the
@@ -148,7 +150,7 @@ def _one_field(record: dict[str, Any], field: dict[str, Any]) -> dict[str, Any]:
 
 def _check(reader: dict[str, Any], writer: dict[str, Any]) -> list[str]:
     try:
-        result = ReaderWriterCompatibilityChecker().get_compatibility(
+        result = ReaderWriterCompatibilityChecker().get_compatibility(  # type: ignore[no-untyped-call]
             avro_parse(json.dumps(reader)), avro_parse(json.dumps(writer))
         )
     except AvroException as exc:

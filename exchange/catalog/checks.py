@@ -40,8 +40,11 @@ def check_entries(catalog: Catalog, source_prefix: str) -> list[Problem]:
 def _check_identity(loaded: LoadedEntry, catalog: Catalog, source_prefix: str) -> list[Problem]:
     entry, src = loaded.entry, loaded.source
     out = []
-    if entry.provider not in catalog.departments:
-        out.append(src.problem(f"unknown provider {entry.provider!r} (not in departments)", "provider"))
+    known_provider = entry.provider in catalog.departments
+    if not known_provider:
+        out.append(
+            src.problem(f"unknown provider {entry.provider!r} (not in departments)", "provider")
+        )
     topic = source_prefix + entry.id
     if not TOPIC_CHARS.match(topic):
         bad = "".join(sorted({c for c in topic if not TOPIC_CHARS.match(c)}))
@@ -56,7 +59,8 @@ def _check_identity(loaded: LoadedEntry, catalog: Catalog, source_prefix: str) -
         out.append(src.problem(f"topic name {topic} is longer than {MAX_TOPIC_LENGTH}", "id"))
     else:
         provider, _, name = entry.id.partition(".")
-        if provider != entry.provider or not _NAME.match(name):
+        # With an unknown provider the id cannot match it either: one problem is enough.
+        if known_provider and (provider != entry.provider or not _NAME.match(name)):
             out.append(
                 src.problem(
                     f"id {entry.id!r} must be <provider>.<name> with provider {entry.provider!r} "
@@ -91,14 +95,20 @@ def _check_against_schema(loaded: LoadedEntry) -> list[Problem]:
                 out.append(
                     src.problem(
                         f"rule {rule.name} needs a string field, {name!r} is {ftype.avro_type}",
-                        "fields", name, "rules", i,
+                        "fields",
+                        name,
+                        "rules",
+                        i,
                     )
                 )
             elif rule.name == "range" and not ftype.is_numeric:
                 out.append(
                     src.problem(
                         f"rule range needs a numeric field, {name!r} is {ftype.avro_type}",
-                        "fields", name, "rules", i,
+                        "fields",
+                        name,
+                        "rules",
+                        i,
                     )
                 )
     return out

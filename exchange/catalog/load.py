@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from exchange.catalog.avro import ENVELOPE_FILE, SchemaFileError, load_schema
 from exchange.catalog.checks import check_entries
-from exchange.catalog.model import CatalogEntry, CatalogFile, Department, DepartmentsFile
+from exchange.catalog.model import CatalogEntry, Department
 from exchange.config import ConfigError, ExchangeSettings, Problem, YamlDocument, load_yaml
 from exchange.config.problems import Loc, format_loc, nearest_line, problems_from_validation
-
-_M = TypeVar("_M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -115,35 +113,76 @@ def load_catalog(settings: ExchangeSettings) -> CatalogLoad:
 
 
 def _load_departments(file: Path, problems: list[Problem]) -> list[Department]:
-    parsed = _load_model(file, DepartmentsFile, problems)
-    if parsed is None:
+    """Departments one by one: a bad one is reported without hiding the others."""
+    items = _load_list(file, "departments", problems)
+    if items is None:
         return []
-    doc, model = parsed
-    seen: set[str] = set()
-    out = []
-    for i, dept in enumerate(model.departments):
-        if dept.id in seen:
-            problems.append(
-                Problem(file, f"departments[{i}].id", f"duplicate department id {dept.id!r}",
-                        doc.lines.get(("departments", i, "id")))
+    doc, raw = items
+    by_id: dict[str, Department] = {}
+    index_of: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        try:
+            dept = Department.model_validate(item)
+        except ValidationError as exc:
+            problems.extend(
+                problems_from_validation(exc, file, doc.lines, item, prefix=("departments", index))
             )
             continue
-        seen.add(dept.id)
-        out.append(dept)
-    return out
+        if dept.id in by_id:
+            problems.append(
+                Problem(
+                    file,
+                    f"departments[{index}].id",
+                    f"duplicate department id {dept.id!r}",
+                    doc.lines.get(("departments", index, "id")),
+                )
+            )
+            continue
+        by_id[dept.id] = dept
+        index_of[dept.id] = index
+    for dept in by_id.values():
+        index = index_of[dept.id]
+        if dept.parent is not None and dept.parent not in by_id:
+            problems.append(
+                Problem(
+                    file,
+                    f"departments[{index}].parent",
+                    f"unknown department {dept.parent!r}",
+                    doc.lines.get(("departments", index, "parent")),
+                )
+            )
+    return list(by_id.values())
 
 
-def _load_catalog_file(file: Path, problems: list[Problem]) -> list[tuple[CatalogEntry, EntrySource]]:
-    """Entries of one file; a bad entry is reported and skipped, its neighbours still load."""
+def _load_list(
+    file: Path, key: str, problems: list[Problem]
+) -> tuple[YamlDocument, list[Any]] | None:
+    """A YAML file whose top level is ``{key: [...]}``."""
     try:
         doc = load_yaml(file)
     except ConfigError as exc:
         problems.extend(exc.problems)
+        return None
+    if (
+        not isinstance(doc.data, dict)
+        or set(doc.data) != {key}
+        or not isinstance(doc.data[key], list)
+    ):
+        problems.append(
+            Problem(file, "(top level)", f"must be a mapping with one key, {key}: [...]", 1)
+        )
+        return None
+    return doc, doc.data[key]
+
+
+def _load_catalog_file(
+    file: Path, problems: list[Problem]
+) -> list[tuple[CatalogEntry, EntrySource]]:
+    """Entries of one file; a bad entry is reported and skipped, its neighbours still load."""
+    items = _load_list(file, "entries", problems)
+    if items is None:
         return []
-    raw = doc.data.get("entries") if isinstance(doc.data, dict) else None
-    if not isinstance(doc.data, dict) or set(doc.data) != {"entries"} or not isinstance(raw, list):
-        problems.append(Problem(file, "(top level)", "must be a mapping with one key, entries: [...]", 1))
-        return []
+    doc, raw = items
     out = []
     for index, item in enumerate(raw):
         try:
@@ -155,18 +194,3 @@ def _load_catalog_file(file: Path, problems: list[Problem]) -> list[tuple[Catalo
             continue
         out.append((entry, EntrySource(file, index, doc.lines)))
     return out
-
-
-def _load_model(
-    file: Path, model: type[_M], problems: list[Problem]
-) -> tuple[YamlDocument, _M] | None:
-    try:
-        doc = load_yaml(file)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-        return None
-    try:
-        return doc, model.model_validate(doc.data)
-    except ValidationError as exc:
-        problems.extend(problems_from_validation(exc, file, doc.lines, doc.data))
-        return None

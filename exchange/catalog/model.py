@@ -35,10 +35,6 @@ class Department(_Model):
     parent: str | None = None
 
 
-class DepartmentsFile(_Model):
-    departments: list[Department]
-
-
 class FieldSpec(_Model):
     #: ``sensitive`` fields are masked in deliveries unless a grant unmasks them.
     sensitivity: Sensitivity = "internal"
@@ -102,10 +98,6 @@ class CatalogEntry(_Model):
     def sensitivity(self, field: str) -> Sensitivity:
         spec = self.fields.get(field)
         return spec.sensitivity if spec else "internal"
-
-
-class CatalogFile(_Model):
-    entries: list[CatalogEntry]
 
 
 TOPIC_CHARS = re.compile(r"^[a-zA-Z0-9._-]+$")

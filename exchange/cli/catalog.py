@@ -75,7 +75,9 @@ def list_(
         try:
             published = read_table(settings.kafka, settings.topics.catalog)
         except ExchangeError as exc:
-            output.err.print(f"[yellow]platform not reachable ({exc}); showing config only[/yellow]")
+            output.err.print(
+                f"[yellow]platform not reachable ({exc}); showing config only[/yellow]"
+            )
     rows = []
     for loaded in catalog.entries.values():
         e = loaded.entry

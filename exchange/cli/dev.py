@@ -13,7 +13,9 @@ from exchange.devplatform import ComponentStatus, LocalPlatform
 from exchange.devplatform.platform import COMPONENTS
 from exchange.devplatform.processes import tail
 
-app = typer.Typer(help="The local platform: a Kafka broker and a schema registry.", no_args_is_help=True)
+app = typer.Typer(
+    help="The local platform: a Kafka broker and a schema registry.", no_args_is_help=True
+)
 
 
 def _show(statuses: list[ComponentStatus]) -> None:
@@ -39,7 +41,9 @@ def up(ctx: typer.Context) -> None:
 @app.command()
 def down(
     ctx: typer.Context,
-    purge: Annotated[bool, typer.Option(help="Also delete the broker's data and the logs.")] = False,
+    purge: Annotated[
+        bool, typer.Option(help="Also delete the broker's data and the logs.")
+    ] = False,
 ) -> None:
     """Stop the processes `dev up` started (by their pid files)."""
     stopped = LocalPlatform(state(ctx).settings).down(purge=purge, progress=output.progress)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from exchange import __version__
 from exchange.cli import catalog, dev, output
@@ -14,7 +16,23 @@ from exchange.cli.context import CliState
 from exchange.config import ConfigError
 from exchange.errors import ExchangeError
 
+
+class _Commands(TyperGroup):
+    """Turns our errors into a clear message and exit 1, for every command and in tests."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            output.problems(exc.problems)
+            raise typer.Exit(1) from exc
+        except ExchangeError as exc:
+            output.err.print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(1) from exc
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Exchange: government data sharing over Apache Kafka.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -51,11 +69,5 @@ def root(
 def main() -> None:
     try:
         app()
-    except ConfigError as exc:
-        output.problems(exc.problems)
-        sys.exit(1)
-    except ExchangeError as exc:
-        output.err.print(f"[red]error:[/red] {exc}", markup=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

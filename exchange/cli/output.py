@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterable, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from exchange.config import Problem
@@ -13,7 +14,8 @@ from exchange.config import Problem
 # Not a terminal (CI logs, pipes): rich would assume 80 columns and fold every table.
 _WIDTH = None if sys.stdout.isatty() else 160
 out = Console(highlight=False, width=_WIDTH)
-err = Console(stderr=True, highlight=False, width=_WIDTH)
+# Messages are never folded: a path cut in two cannot be copied.
+err = Console(stderr=True, highlight=False, width=_WIDTH, soft_wrap=True)
 
 
 def progress(message: str) -> None:
@@ -33,5 +35,7 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[obj
 def problems(found: Sequence[Problem]) -> None:
     for p in found:
         where = f"{p.file}:{p.line}" if p.line else str(p.file)
-        err.print(f"[red]✗[/red] [bold]{where}[/bold]: {p.path}: {p.message}", markup=True)
+        err.print(
+            f"[red]✗[/red] [bold]{escape(where)}[/bold]: {escape(p.path)}: {escape(p.message)}"
+        )
     err.print(f"[red]{len(found)} problem(s)[/red]")

@@ -1,4 +1,4 @@
-"""Typed configuration: YAML files with positions, env overrides, and problems that name file and field."""
+"""Typed configuration: YAML with positions, env overrides, problems naming file and field."""
 
 from exchange.config.problems import ConfigError, Problem, format_loc
 from exchange.config.settings import ExchangeSettings, load_settings

@@ -1,4 +1,4 @@
-"""Problems found in configuration, each naming the file, the field path and (where known) the line."""
+"""Problems found in configuration, each naming the file, the field path and the line."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def _data_path(data: Any, loc: Loc) -> Loc:
     kept: list[str | int] = []
     node = data
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
+        if isinstance(node, dict) and part in node:  # noqa: SIM114 - separate for mypy
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]

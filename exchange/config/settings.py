@@ -171,9 +171,7 @@ def load_settings(file: Path | None = None) -> ExchangeSettings:
         return ExchangeSettings(**data, base_dir=path.parent.resolve())
     except ValidationError as exc:
         problems = problems_from_validation(exc, path, lines, data)
-        raise ConfigError(
-            [_mention_env(p) for p in problems]
-        ) from exc
+        raise ConfigError([_mention_env(p) for p in problems]) from exc
 
 
 def _mention_env(problem: Problem) -> Problem:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -111,16 +112,33 @@ class LocalPlatform:
             progress("formatting KRaft storage")
             cluster_id = str(uuid.uuid4())  # StorageTool takes any UUID; it is stored once
             self._run_java(
-                [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-                 "-t", _kafka_uuid(cluster_id), "-c", str(props)],
+                [
+                    java,
+                    "-cp",
+                    classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    _kafka_uuid(cluster_id),
+                    "-c",
+                    str(props),
+                ],
                 "format KRaft storage",
             )
         progress(f"starting kafka on {self.bootstrap}")
         heap = f"-Xmx{self.dev.kafka_heap_mb}m"
         processes.start(
-            [java, heap, f"-Xms{self.dev.kafka_heap_mb}m",
-             f"-Dlog4j2.configurationFile={self.state / 'kafka' / 'log4j2.yaml'}",
-             "-cp", classpath, "kafka.Kafka", str(props)],
+            [
+                java,
+                heap,
+                f"-Xms{self.dev.kafka_heap_mb}m",
+                f"-Dlog4j2.configurationFile={self.state / 'kafka' / 'log4j2.yaml'}",
+                "-cp",
+                classpath,
+                "kafka.Kafka",
+                str(props),
+            ],
             self.log_file("kafka"),
             pid_file,
         )
@@ -166,7 +184,8 @@ class LocalPlatform:
     def _wait_kafka(self, pid_file: Path) -> None:
         quiet = logging.getLogger("exchange.devplatform.probe")
         quiet.setLevel(logging.CRITICAL)  # librdkafka logs every refused connection otherwise
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "logger": quiet})
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": quiet}
+        admin = AdminClient(conf)
 
         def ready() -> bool:
             try:
@@ -186,14 +205,18 @@ class LocalPlatform:
             self._check_free(self.dev.registry_port)
             progress(f"starting the schema registry on port {self.dev.registry_port}")
             processes.start(
-                [java, f"-Xmx{self.dev.registry_heap_mb}m",
-                 f"-Dexchange.dev.state={self.state}",
-                 f"-Dquarkus.http.port={self.dev.registry_port}",
-                 "-Dquarkus.http.host=127.0.0.1",
-                 # Schemas live in a Kafka topic, so they survive a restart of the registry.
-                 "-Dapicurio.storage.kind=kafkasql",
-                 f"-Dapicurio.kafkasql.bootstrap.servers={self.bootstrap}",
-                 "-jar", str(jar)],
+                [
+                    java,
+                    f"-Xmx{self.dev.registry_heap_mb}m",
+                    f"-Dexchange.dev.state={self.state}",
+                    f"-Dquarkus.http.port={self.dev.registry_port}",
+                    "-Dquarkus.http.host=127.0.0.1",
+                    # Schemas live in a Kafka topic, so they survive a restart of the registry.
+                    "-Dapicurio.storage.kind=kafkasql",
+                    f"-Dapicurio.kafkasql.bootstrap.servers={self.bootstrap}",
+                    "-jar",
+                    str(jar),
+                ],
                 self.log_file("registry"),
                 pid_file,
             )
@@ -215,7 +238,8 @@ class LocalPlatform:
         while time.monotonic() < deadline:
             if not processes.alive(pid):
                 raise PlatformError(
-                    f"{component} exited while starting; last lines of {self.log_file(component)}:\n"
+                    f"{component} exited while starting; "
+                    f"last lines of {self.log_file(component)}:\n"
                     + "\n".join(processes.tail(self.log_file(component), 20)),
                     code="START_FAILED",
                 )
@@ -238,7 +262,7 @@ class LocalPlatform:
                 )
 
     def _run_java(self, argv: list[str], what: str) -> None:
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise PlatformError(
                 f"cannot {what}: {(proc.stdout + proc.stderr).strip()[-2000:]}", code="START_FAILED"

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import (
+
+# confluent-kafka's admin package does not declare these in __all__, hence the ignore.
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
@@ -72,9 +74,7 @@ def plan_topics(
         diff = {k: v for k, v in spec.config.items() if state.config.get(k) != v}
         details.extend(f"{k}: {state.config.get(k)} -> {v}" for k, v in sorted(diff.items()))
         if details:
-            changes.append(
-                TopicChange(spec.name, "update", tuple(details), spec, grow, diff)
-            )
+            changes.append(TopicChange(spec.name, "update", tuple(details), spec, grow, diff))
         else:
             changes.append(TopicChange(spec.name, "unchanged"))
     return changes
@@ -108,12 +108,19 @@ class Admin:
     def apply(self, changes: Iterable[TopicChange]) -> None:
         changes = list(changes)
         new = [
-            NewTopic(c.spec.name, c.spec.partitions, c.spec.replication_factor, config=dict(c.spec.config))
+            NewTopic(
+                c.spec.name,
+                c.spec.partitions,
+                c.spec.replication_factor,
+                config=dict(c.spec.config),
+            )
             for c in changes
             if c.action == "create" and c.spec is not None
         ]
         if new:
-            self._wait(self._admin.create_topics(new, operation_timeout=self._timeout), "create topics")
+            self._wait(
+                self._admin.create_topics(new, operation_timeout=self._timeout), "create topics"
+            )
         grow = [NewPartitions(c.topic, c.add_partitions_to) for c in changes if c.add_partitions_to]
         if grow:
             self._wait(self._admin.create_partitions(grow), "add partitions")
@@ -134,22 +141,24 @@ class Admin:
 
     def delete_topics(self, names: list[str]) -> None:
         if names:
-            self._wait(self._admin.delete_topics(names, operation_timeout=self._timeout), "delete topics")
+            self._wait(
+                self._admin.delete_topics(names, operation_timeout=self._timeout), "delete topics"
+            )
 
     def _wait(self, futures: Mapping[Any, Any], what: str) -> dict[Any, Any]:
-        results, failures = {}, []
+        results: dict[Any, Any] = {}
+        failures: list[tuple[Any, BaseException]] = []
         for key, future in futures.items():
             try:
                 results[key] = future.result(timeout=self._timeout)
-            except KafkaException as exc:
-                failures.append((key, exc))
-            except TimeoutError as exc:  # concurrent.futures.TimeoutError is TimeoutError on 3.11
+            # concurrent.futures.TimeoutError is the builtin TimeoutError on 3.11.
+            except (KafkaException, TimeoutError) as exc:
                 failures.append((key, exc))
         if failures:
-            key, exc = failures[0]
+            key, cause = failures[0]
             name = getattr(key, "name", key)
-            err = KafkaOpError.wrap(f"{what} failed for {name}", exc)
+            err = KafkaOpError.wrap(f"{what} failed for {name}", cause)
             if len(failures) > 1:
                 err.message += f" (and {len(failures) - 1} more)"
-            raise err from exc
+            raise err from cause
         return results

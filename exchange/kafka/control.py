@@ -1,4 +1,4 @@
-"""Compacted control topics (``exchange.catalog``, ``exchange.grants``, ...) as key -> value tables."""
+"""Compacted control topics (``exchange.catalog``, ``exchange.grants``) as key -> value tables."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka import TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from exchange.config.settings import KafkaSettings
 from exchange.kafka.errors import KafkaOpError
@@ -53,7 +59,9 @@ def _read(consumer: Consumer, topic: str, timeout: float) -> dict[str, bytes]:
     if not assignment:
         return table
     consumer.assign(assignment)
-    ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout)[1] for tp in assignment}
+    ends = {
+        tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout)[1] for tp in assignment
+    }
     while pending:
         msg = consumer.poll(timeout)
         if msg is None:
@@ -70,8 +78,9 @@ def _read(consumer: Consumer, topic: str, timeout: float) -> dict[str, bytes]:
             table.pop(key, None)
         else:
             table[key] = value
-        if msg.offset() + 1 >= ends[msg.partition()]:
-            pending.discard(msg.partition())
+        partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
+        if offset + 1 >= ends[partition]:
+            pending.discard(partition)
     return table
 
 
@@ -95,7 +104,9 @@ def publish(
         count += 1
     remaining = producer.flush(settings.request_timeout_s)
     if remaining:
-        raise KafkaOpError(f"{remaining} record(s) to {topic} not acknowledged in time", code="_TIMED_OUT")
+        raise KafkaOpError(
+            f"{remaining} record(s) to {topic} not acknowledged in time", code="_TIMED_OUT"
+        )
     if failures:
         raise KafkaOpError.wrap(f"cannot write to {topic}", KafkaException(failures[0]))
     return count

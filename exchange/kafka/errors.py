@@ -23,7 +23,9 @@ class KafkaOpError(ExchangeError):
 class RegistryError(ExchangeError):
     """A schema-registry call failed; ``code`` is ``<http status>/<registry error code>``."""
 
-    def __init__(self, message: str, *, http_status: int | None = None, error_code: int | None = None):
+    def __init__(
+        self, message: str, *, http_status: int | None = None, error_code: int | None = None
+    ):
         code = f"{http_status}/{error_code}" if http_status is not None else None
         super().__init__(message, code=code)
         self.http_status = http_status

@@ -40,66 +40,66 @@ class Registry:
 
     def latest(self, subject: str) -> RegisteredSchema | None:
         """The latest version under ``subject``, or ``None`` if the subject does not exist."""
-        found = self._call(f"read latest schema of {subject}", self._client.get_latest_version, subject)
+        found = self._optional(
+            f"read latest schema of {subject}", self._client.get_latest_version, subject
+        )
         if found is None:
             return None
         return RegisteredSchema(
-            subject, found.version, found.schema_id, json.loads(found.schema.schema_str)
+            subject,
+            int(found.version or 0),
+            int(found.schema_id or 0),
+            json.loads(found.schema.schema_str or "{}"),
         )
 
     def register(self, subject: str, schema_json: str) -> int:
-        return int(
-            self._call(
-                f"register schema under {subject}",
-                self._client.register_schema,
-                subject,
-                Schema(schema_json, "AVRO"),
-                missing_ok=False,
-            )
+        return self._call(
+            f"register schema under {subject}",
+            self._client.register_schema,
+            subject,
+            Schema(schema_json, "AVRO"),
         )
 
     def is_compatible(self, subject: str, schema_json: str) -> bool:
-        return bool(
-            self._call(
-                f"check compatibility under {subject}",
-                self._client.test_compatibility,
-                subject,
-                Schema(schema_json, "AVRO"),
-                missing_ok=False,
-            )
+        return self._call(
+            f"check compatibility under {subject}",
+            self._client.test_compatibility,
+            subject,
+            Schema(schema_json, "AVRO"),
         )
 
     def compatibility(self, subject: str) -> str | None:
         """The subject's own compatibility level, ``None`` if it has none set."""
-        level = self._call(
+        level = self._optional(
             f"read compatibility of {subject}", self._client.get_compatibility, subject
         )
         return str(level) if level is not None else None
 
     def set_compatibility(self, subject: str, level: str) -> None:
         self._call(
-            f"set compatibility of {subject}",
-            self._client.set_compatibility,
-            subject,
-            level,
-            missing_ok=False,
+            f"set compatibility of {subject}", self._client.set_compatibility, subject, level
         )
 
     def subjects(self) -> list[str]:
-        return list(self._call("list subjects", self._client.get_subjects, missing_ok=False))
+        return list(self._call("list subjects", self._client.get_subjects))
 
-    def _call(
-        self, what: str, fn: Callable[..., _T], *args: Any, missing_ok: bool = True
-    ) -> _T | None:
+    def _optional(self, what: str, fn: Callable[..., _T], *args: Any) -> _T | None:
+        """Like :meth:`_call`, but "no such subject or version" is ``None``, not an error."""
+        try:
+            return self._call(what, fn, *args)
+        except RegistryError as exc:
+            if exc.http_status == 404 or exc.error_code in _NOT_FOUND:
+                return None
+            raise
+
+    def _call(self, what: str, fn: Callable[..., _T], *args: Any) -> _T:
         try:
             return fn(*args)
         except SchemaRegistryError as exc:
-            if missing_ok and (exc.http_status_code == 404 or exc.error_code in _NOT_FOUND):
-                return None
             raise RegistryError(
                 f"schema registry at {self.url}: cannot {what}: {exc.error_message}",
                 http_status=exc.http_status_code,
                 error_code=exc.error_code,
             ) from exc
-        except Exception as exc:  # connection refused, timeouts: requests/httpx errors
+        except Exception as exc:  # connection refused, timeouts: the HTTP client's errors
             raise RegistryError(f"schema registry at {self.url}: cannot {what}: {exc}") from exc

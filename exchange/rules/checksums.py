@@ -19,7 +19,8 @@ _PROVINCES = frozenset(
     {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46}
     | {50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82, 83}
 )
-_EARLIEST_BIRTH = dt.date(1890, 1, 1)
+# A sanity bound, not a policy: the standard's own example was born in 1880.
+_EARLIEST_BIRTH = dt.date(1800, 1, 1)
 
 CREDIT_CODE_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _CC_VALUE = {c: i for i, c in enumerate(CREDIT_CODE_ALPHABET)}
@@ -30,6 +31,12 @@ def citizen_id_check_char(first17: str) -> str:
     """The GB 11643 check character for the first 17 digits."""
     total = sum(int(d) * w for d, w in zip(first17, _ID_WEIGHTS, strict=True))
     return _ID_CHECK[total % 11]
+
+
+def make_citizen_id(region_code: str, birth: dt.date, sequence: int) -> str:
+    """A well-formed citizen ID (for sample data and tests)."""
+    first17 = f"{region_code}{birth:%Y%m%d}{sequence:03d}"
+    return first17 + citizen_id_check_char(first17)
 
 
 def citizen_id_problem(value: str, today: dt.date | None = None) -> str | None:
@@ -59,6 +66,11 @@ def credit_code_check_char(first17: str) -> str:
     """The GB 32100 check character for the first 17 characters."""
     total = sum(_CC_VALUE[c] * w for c, w in zip(first17, _CC_WEIGHTS, strict=True))
     return CREDIT_CODE_ALPHABET[(31 - total % 31) % 31]
+
+
+def make_credit_code(first17: str) -> str:
+    """A well-formed credit code from its first 17 characters (for sample data and tests)."""
+    return first17 + credit_code_check_char(first17)
 
 
 def credit_code_problem(value: str) -> str | None:

@@ -1,0 +1,54 @@
+import subprocess
+import sys
+from pathlib import Path
+
+from exchange.devplatform import processes
+from exchange.devplatform.fetch import java_major
+from exchange.devplatform.platform import _kafka_uuid
+
+
+def test_start_read_and_stop_by_pid(tmp_path: Path) -> None:
+    marker = str(tmp_path / "state")
+    pid_file = tmp_path / "run" / "sleep.pid"
+    pid = processes.start(
+        [sys.executable, "-c", "import time; time.sleep(60)", marker], tmp_path / "log", pid_file
+    )
+    assert processes.read_pid(pid_file, marker) == pid
+    # Another checkout's marker does not match: we never signal a process that is not ours.
+    assert processes.read_pid(pid_file, str(tmp_path / "elsewhere")) is None
+    assert processes.stop(pid, timeout_s=5) is False
+    assert not processes.alive(pid)
+    assert processes.read_pid(pid_file, marker) is None
+
+
+def test_stale_pid_file_is_ignored(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    pid_file = tmp_path / "x.pid"
+    pid_file.write_text(str(proc.pid))
+    assert processes.read_pid(pid_file, "anything") is None
+    pid_file.write_text("garbage")
+    assert processes.read_pid(pid_file, "anything") is None
+
+
+def test_tail(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert processes.tail(log, 2) == ["line 98", "line 99"]
+    assert processes.tail(tmp_path / "missing", 2) == []
+
+
+def test_java_major_parses_both_styles(tmp_path: Path) -> None:
+    for text, major in [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('java version "1.8.0_292"', 8),
+    ]:
+        fake = tmp_path / "java"
+        fake.write_text(f"#!/bin/sh\necho '{text}' >&2\n")
+        fake.chmod(0o755)
+        assert java_major(str(fake)) == major
+
+
+def test_kafka_cluster_id_format() -> None:
+    cid = _kafka_uuid("6f1c5b0e-8a0e-4c35-9f0e-2b7f5d9c1a11")
+    assert len(cid) == 22 and "=" not in cid
