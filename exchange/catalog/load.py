@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from exchange.catalog.avro import ENVELOPE_FILE, SchemaFileError, load_schema
 from exchange.catalog.checks import check_entries
 from exchange.catalog.model import CatalogEntry, Department
 from exchange.config import ConfigError, ExchangeSettings, Problem, YamlDocument, load_yaml
 from exchange.config.problems import Loc, format_loc, nearest_line, problems_from_validation
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -114,20 +116,13 @@ def load_catalog(settings: ExchangeSettings) -> CatalogLoad:
 
 def _load_departments(file: Path, problems: list[Problem]) -> list[Department]:
     """Departments one by one: a bad one is reported without hiding the others."""
-    items = _load_list(file, "departments", problems)
-    if items is None:
+    loaded = _load_items(file, "departments", Department, problems)
+    if loaded is None:
         return []
-    doc, raw = items
+    doc, items = loaded
     by_id: dict[str, Department] = {}
     index_of: dict[str, int] = {}
-    for index, item in enumerate(raw):
-        try:
-            dept = Department.model_validate(item)
-        except ValidationError as exc:
-            problems.extend(
-                problems_from_validation(exc, file, doc.lines, item, prefix=("departments", index))
-            )
-            continue
+    for index, dept in items:
         if dept.id in by_id:
             problems.append(
                 Problem(
@@ -154,43 +149,38 @@ def _load_departments(file: Path, problems: list[Problem]) -> list[Department]:
     return list(by_id.values())
 
 
-def _load_list(
-    file: Path, key: str, problems: list[Problem]
-) -> tuple[YamlDocument, list[Any]] | None:
-    """A YAML file whose top level is ``{key: [...]}``."""
+def _load_catalog_file(
+    file: Path, problems: list[Problem]
+) -> list[tuple[CatalogEntry, EntrySource]]:
+    """Entries of one file; a bad entry is reported and skipped, its neighbours still load."""
+    loaded = _load_items(file, "entries", CatalogEntry, problems)
+    if loaded is None:
+        return []
+    doc, items = loaded
+    return [(entry, EntrySource(file, index, doc.lines)) for index, entry in items]
+
+
+def _load_items(
+    file: Path, key: str, model: type[_M], problems: list[Problem]
+) -> tuple[YamlDocument, list[tuple[int, _M]]] | None:
+    """A YAML file ``{key: [...]}`` validated item by item, each valid item with its index."""
     try:
         doc = load_yaml(file)
     except ConfigError as exc:
         problems.extend(exc.problems)
         return None
-    if (
-        not isinstance(doc.data, dict)
-        or set(doc.data) != {key}
-        or not isinstance(doc.data[key], list)
-    ):
+    data = doc.data
+    if not isinstance(data, dict) or set(data) != {key} or not isinstance(data[key], list):
         problems.append(
             Problem(file, "(top level)", f"must be a mapping with one key, {key}: [...]", 1)
         )
         return None
-    return doc, doc.data[key]
-
-
-def _load_catalog_file(
-    file: Path, problems: list[Problem]
-) -> list[tuple[CatalogEntry, EntrySource]]:
-    """Entries of one file; a bad entry is reported and skipped, its neighbours still load."""
-    items = _load_list(file, "entries", problems)
-    if items is None:
-        return []
-    doc, raw = items
-    out = []
-    for index, item in enumerate(raw):
+    items = []
+    for index, item in enumerate(data[key]):
         try:
-            entry = CatalogEntry.model_validate(item)
+            items.append((index, model.model_validate(item)))
         except ValidationError as exc:
             problems.extend(
-                problems_from_validation(exc, file, doc.lines, item, prefix=("entries", index))
+                problems_from_validation(exc, file, doc.lines, item, prefix=(key, index))
             )
-            continue
-        out.append((entry, EntrySource(file, index, doc.lines)))
-    return out
+    return doc, items

@@ -144,3 +144,11 @@ def test_sample_catalog_through_the_cli(platform: ExchangeSettings) -> None:
     listed = runner.invoke(app, ["catalog", "list"])
     assert listed.exit_code == 0, listed.output
     assert listed.output.count("applied") >= 6 and "not applied" not in listed.output
+
+
+def test_dry_run_changes_nothing(isolated: IsolatedProject) -> None:
+    settings = isolated.settings()
+    changes = apply_catalog(load_catalog(settings).require_valid(), settings, dry_run=True)
+    assert actions(changes, "topic")[isolated.source_topic] == "create"
+    assert isolated.source_topic not in Admin(settings.kafka).topic_states([isolated.source_topic])
+    assert Registry(settings.registry).latest(isolated.subject) is None

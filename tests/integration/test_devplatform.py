@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+
+import pytest
 from typer.testing import CliRunner
 
 from exchange.catalog.apply import apply_catalog
 from exchange.catalog.load import load_catalog
 from exchange.cli.main import app
 from exchange.config import ExchangeSettings
-from exchange.devplatform import LocalPlatform, processes
+from exchange.devplatform import LocalPlatform, PlatformError, processes
 from exchange.kafka.registry import Registry
 from tests.integration.conftest import IsolatedProject
 
@@ -39,3 +42,20 @@ def test_schemas_survive_a_registry_restart(
     local.up()  # starts the registry again; kafka is left as it was
     latest = Registry(settings.registry).latest(isolated.subject)
     assert latest is not None and latest.version == 1
+
+
+def test_a_taken_port_is_refused_clearly(platform: ExchangeSettings) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        other = platform.model_copy(
+            update={
+                "dev": platform.dev.model_copy(
+                    update={"kafka_port": port, "state_dir": platform.dev.state_dir / "other"}
+                )
+            }
+        )
+        with pytest.raises(PlatformError) as info:
+            LocalPlatform(other).up()
+    assert info.value.code == "PORT_TAKEN" and f"port {port} is taken" in str(info.value)
