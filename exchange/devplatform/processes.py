@@ -21,11 +21,21 @@ def read_pid(pid_file: Path, marker: str) -> int | None:
         pid = int(pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return None
-    return pid if marker in cmdline else None
+    cmdline = _cmdline(pid)
+    return pid if cmdline is not None and marker in cmdline else None
+
+
+def _cmdline(pid: int) -> str | None:
+    # Right after fork/exec the kernel can show an empty cmdline for a moment: wait it out.
+    for _ in range(40):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        if raw or not alive(pid):
+            return raw.replace(b"\0", b" ").decode(errors="replace")
+        time.sleep(0.05)
+    return ""
 
 
 def start(
