@@ -54,14 +54,6 @@ class Catalog:
     entries: dict[str, LoadedEntry] = field(default_factory=dict)
     envelope: dict[str, Any] | None = None
 
-    def entry(self, entry_id: str) -> LoadedEntry:
-        try:
-            return self.entries[entry_id]
-        except KeyError:
-            raise ConfigError(
-                [Problem(Path("catalog"), entry_id, "no such catalog entry")]
-            ) from None
-
 
 @dataclass
 class CatalogLoad:

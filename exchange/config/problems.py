@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,9 +97,3 @@ def nearest_line(lines: dict[Loc, int], loc: Loc) -> int | None:
         if loc[:end] in lines:
             return lines[loc[:end]]
     return None
-
-
-def raise_if_any(problems: Iterable[Problem]) -> None:
-    found = list(problems)
-    if found:
-        raise ConfigError(found)

@@ -139,12 +139,6 @@ class Admin:
         if alter:
             self._wait(self._admin.incremental_alter_configs(alter), "alter topic configs")
 
-    def delete_topics(self, names: list[str]) -> None:
-        if names:
-            self._wait(
-                self._admin.delete_topics(names, operation_timeout=self._timeout), "delete topics"
-            )
-
     def _wait(self, futures: Mapping[Any, Any], what: str) -> dict[Any, Any]:
         results: dict[Any, Any] = {}
         failures: list[tuple[Any, BaseException]] = []

@@ -33,11 +33,6 @@ class Registry:
         conf.update(settings.client)
         self._client = SchemaRegistryClient(conf)
 
-    @property
-    def client(self) -> SchemaRegistryClient:
-        """The underlying client, for the Avro serializers."""
-        return self._client
-
     def latest(self, subject: str) -> RegisteredSchema | None:
         """The latest version under ``subject``, or ``None`` if the subject does not exist."""
         found = self._optional(
@@ -79,9 +74,6 @@ class Registry:
         self._call(
             f"set compatibility of {subject}", self._client.set_compatibility, subject, level
         )
-
-    def subjects(self) -> list[str]:
-        return list(self._call("list subjects", self._client.get_subjects))
 
     def _optional(self, what: str, fn: Callable[..., _T], *args: Any) -> _T | None:
         """Like :meth:`_call`, but "no such subject or version" is ``None``, not an error."""
