@@ -29,6 +29,9 @@ class FieldType:
     avro_type: str  # the non-null branch's type name, e.g. "string", "int", "bytes"
     logical_type: str | None
     nullable: bool
+    #: Digits and decimal places of a ``decimal``.
+    precision: int | None = None
+    scale: int | None = None
 
     @property
     def is_string(self) -> bool:
@@ -74,11 +77,12 @@ def record_fields(schema: dict[str, Any]) -> dict[str, FieldType]:
             branches = [b for b in ftype if b != "null"]
             nullable = len(branches) < len(ftype)
             ftype = branches[0] if len(branches) == 1 else "union"
-        logical = None
+        logical = precision = scale = None
         if isinstance(ftype, dict):
             logical = ftype.get("logicalType")
+            precision, scale = ftype.get("precision"), ftype.get("scale", 0)
             ftype = ftype.get("type", "record")
-        out[f["name"]] = FieldType(f["name"], str(ftype), logical, nullable)
+        out[f["name"]] = FieldType(f["name"], str(ftype), logical, nullable, precision, scale)
     return out
 
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from exchange import __version__
-from exchange.cli import catalog, dev, output
+from exchange.cli import catalog, connector, dev, output
 from exchange.cli.context import CliState
 from exchange.config import ConfigError
 from exchange.errors import ExchangeError
@@ -40,6 +40,7 @@ app = typer.Typer(
 )
 app.add_typer(dev.app, name="dev")
 app.add_typer(catalog.app, name="catalog")
+app.add_typer(connector.app, name="connector")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,218 @@
+"""Source values to Avro values: text from CSV, cells from XLSX, columns from SQL, JSON values.
+
+Pure functions. Each field gets a converter built once from its Avro type, so the per-row cost is
+one call per field. A converter returns the value fastavro expects (``str``, ``int``, ``float``,
+``bool``, ``datetime.date``, ``datetime.datetime``, ``Decimal``) or ``None`` for an empty cell, and
+raises :class:`ConversionError` saying what it could not read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from exchange.catalog.avro import FieldType
+
+Converter = Callable[[Any], Any]
+#: Local time of the departments' systems: naive timestamps are read in it.
+CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "CST")
+
+_DATE_PATTERNS = (
+    re.compile(r"(\d{4})年(\d{1,2})月(\d{1,2})日"),
+    re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})"),
+    re.compile(r"(\d{4})(\d{2})(\d{2})"),
+)
+_TIME = re.compile(r"(?:[ T](\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?")
+_NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+")
+_TRUE = frozenset({"true", "t", "yes", "y", "1", "是", "真"})
+_FALSE = frozenset({"false", "f", "no", "n", "0", "否", "假"})
+
+
+class ConversionError(ValueError):
+    """A source value that cannot be read as its field's type."""
+
+
+def converter(
+    ftype: FieldType, *, values: Mapping[str, Any] | None = None, date_format: str | None = None
+) -> Converter:
+    """The converter of one field. ``values`` translates source codes first (e.g. 男 -> 1)."""
+    base = _base_converter(ftype, date_format)
+    if not values:
+        return base
+    table = dict(values)
+
+    def translated(raw: Any) -> Any:
+        key = raw.strip() if isinstance(raw, str) else raw
+        return base(table.get(key, raw) if _hashable(key) else raw)
+
+    return translated
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
+
+
+def _base_converter(ftype: FieldType, date_format: str | None) -> Converter:
+    logical, avro = ftype.logical_type, ftype.avro_type
+    if logical == "date":
+        return lambda raw: _empty_or(raw, lambda v: to_date(v, date_format))
+    if logical in ("timestamp-millis", "timestamp-micros"):
+        return lambda raw: _empty_or(raw, lambda v: to_timestamp(v, date_format))
+    if logical == "decimal":
+        return _decimal_converter(ftype)
+    if avro == "string":
+        return lambda raw: _empty_or(raw, to_text)
+    if avro in ("int", "long"):
+        return lambda raw: _empty_or(raw, to_int)
+    if avro in ("float", "double"):
+        return lambda raw: _empty_or(raw, to_float)
+    if avro == "boolean":
+        return lambda raw: _empty_or(raw, to_bool)
+    raise ConversionError(f"fields of Avro type {avro} are not supported by connectors")
+
+
+def _empty_or(raw: Any, convert: Callable[[Any], Any]) -> Any:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return convert(raw)
+
+
+def to_text(raw: Any) -> str:
+    if isinstance(raw, str):
+        return raw.strip()
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, float) and raw.is_integer():
+        # A spreadsheet stores 13800138000 as a number; the text is the digits, not 1.38e10.
+        return str(int(raw))
+    if isinstance(raw, int | float | Decimal):
+        return str(raw)
+    if isinstance(raw, dt.datetime | dt.date):
+        return raw.isoformat()
+    raise ConversionError(f"cannot read {type(raw).__name__} {raw!r} as text")
+
+
+def _number_text(raw: Any) -> str:
+    text = unicodedata.normalize("NFKC", str(raw)).strip().replace(" ", "")
+    if _NUMBER.fullmatch(text) is None:
+        raise ConversionError(f"{raw!r} is not a number")
+    return text.replace(",", "")
+
+
+def to_decimal(raw: Any) -> Decimal:
+    if isinstance(raw, bool):
+        raise ConversionError(f"{raw!r} is not a number")
+    if isinstance(raw, Decimal):
+        return raw
+    if isinstance(raw, int):
+        return Decimal(raw)
+    if isinstance(raw, float):
+        return Decimal(repr(raw))  # the shortest text of the float, not its binary expansion
+    try:
+        return Decimal(_number_text(raw))
+    except InvalidOperation as exc:
+        raise ConversionError(f"{raw!r} is not a number") from exc
+
+
+def to_int(raw: Any) -> int:
+    number = to_decimal(raw)
+    if number != number.to_integral_value():
+        raise ConversionError(f"{raw!r} is not a whole number")
+    return int(number)
+
+
+def to_float(raw: Any) -> float:
+    return float(to_decimal(raw))
+
+
+def to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConversionError(f"{raw!r} is not a yes/no value")
+
+
+def _decimal_converter(ftype: FieldType) -> Converter:
+    scale = ftype.scale or 0
+    precision = ftype.precision
+    quantum = Decimal(1).scaleb(-scale)
+
+    def convert(raw: Any) -> Decimal:
+        number = to_decimal(raw)
+        exact = number.quantize(quantum)
+        if exact != number:
+            raise ConversionError(f"{raw!r} has more than {scale} decimal places")
+        if precision is not None and len(exact.as_tuple().digits) > precision:
+            raise ConversionError(f"{raw!r} has more than {precision} digits")
+        return exact
+
+    return lambda raw: _empty_or(raw, convert)
+
+
+def to_date(raw: Any, date_format: str | None = None) -> dt.date:
+    if isinstance(raw, dt.datetime):
+        return raw.date()
+    if isinstance(raw, dt.date):
+        return raw
+    text = unicodedata.normalize("NFKC", str(raw)).strip()
+    if date_format:
+        try:
+            return dt.datetime.strptime(text, date_format).date()
+        except ValueError as exc:
+            raise ConversionError(f"{raw!r} is not a date in format {date_format}") from exc
+    parsed = _parse_date_time(text)
+    if parsed is None:
+        raise ConversionError(
+            f"{raw!r} is not a date (expected e.g. 2021年7月27日, 2021/7/27, 2021-07-27, 20210727)"
+        )
+    return parsed[0]
+
+
+def to_timestamp(raw: Any, date_format: str | None = None) -> dt.datetime:
+    if isinstance(raw, dt.datetime):
+        return raw if raw.tzinfo else raw.replace(tzinfo=CHINA_TZ)
+    if isinstance(raw, dt.date):
+        return dt.datetime.combine(raw, dt.time(), CHINA_TZ)
+    text = unicodedata.normalize("NFKC", str(raw)).strip()
+    if date_format:
+        try:
+            value = dt.datetime.strptime(text, date_format)
+        except ValueError as exc:
+            raise ConversionError(f"{raw!r} is not a time in format {date_format}") from exc
+        return value if value.tzinfo else value.replace(tzinfo=CHINA_TZ)
+    parsed = _parse_date_time(text)
+    if parsed is None:
+        raise ConversionError(f"{raw!r} is not a date and time (e.g. 2021-07-27 08:30:00)")
+    day, time = parsed
+    return dt.datetime.combine(day, time, CHINA_TZ)
+
+
+def _parse_date_time(text: str) -> tuple[dt.date, dt.time] | None:
+    for pattern in _DATE_PATTERNS:
+        match = pattern.match(text)
+        if match is None:
+            continue
+        rest = _TIME.fullmatch(text[match.end() :])
+        if rest is None:
+            continue
+        try:
+            day = dt.date(int(match[1]), int(match[2]), int(match[3]))
+            hour, minute, second, micro = (rest[i] for i in range(1, 5))
+            time = dt.time(
+                int(hour or 0),
+                int(minute or 0),
+                int(second or 0),
+                int((micro or "0").ljust(6, "0")),
+            )
+        except ValueError:
+            return None
+        return day, time
+    return None

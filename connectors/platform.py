@@ -1,0 +1,90 @@
+"""What a connector needs from the platform: the published catalog entry, its registered schema,
+and the saved source position. A connector trusts the platform's catalog (``exchange.catalog``
+and the registry), not local files: it writes exactly the schema the platform registered."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from connectors.config import ConnectorConfig
+from connectors.errors import ConnectorError
+from exchange.catalog.model import CatalogEntry
+from exchange.config import ExchangeSettings
+from exchange.kafka.control import read_table
+from exchange.kafka.registry import Registry
+from exchange.kafka.wire import AvroCodec
+
+
+@dataclass(frozen=True)
+class PublishedEntry:
+    entry: CatalogEntry
+    topic: str
+    subject: str
+    codec: AvroCodec
+
+    @property
+    def record_schema(self) -> dict[str, Any]:
+        """The entry's own record: the non-null branch of the envelope's ``after``."""
+        after = next(f for f in self.codec.schema["fields"] if f["name"] == "after")
+        return next(t for t in after["type"] if isinstance(t, dict))
+
+
+def published_entry(settings: ExchangeSettings, config: ConnectorConfig) -> PublishedEntry:
+    """The connector's entry as the platform published it; refuses another department's entry."""
+    table = read_table(settings.kafka, settings.topics.catalog)
+    raw = table.get(config.entry)
+    if raw is None:
+        known = ", ".join(sorted(table)) or "none"
+        raise ConnectorError(
+            f"entry {config.entry!r} is not in the platform catalog ({settings.topics.catalog}; "
+            f"published entries: {known}). Is the name right, and was `exchange catalog apply` "
+            "run?",
+            code="UNKNOWN_ENTRY",
+        )
+    try:
+        record = json.loads(raw)
+        entry = CatalogEntry.model_validate(record["entry"])
+        topic, subject = str(record["source_topic"]), str(record["subject"])
+    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        raise ConnectorError(
+            f"catalog record of {config.entry!r} on {settings.topics.catalog} is unreadable: {exc}",
+            code="BAD_CATALOG_RECORD",
+        ) from exc
+    if entry.provider != config.department:
+        raise ConnectorError(
+            f"refused: connector {config.id!r} belongs to department {config.department!r}, but "
+            f"entry {entry.id!r} is provided by {entry.provider!r}; a department may publish only "
+            "the entries it provides",
+            code="NOT_PROVIDER",
+        )
+    latest = Registry(settings.registry).latest(subject)
+    if latest is None:
+        raise ConnectorError(
+            f"no schema registered under {subject}: run `exchange catalog apply`",
+            code="NOT_REGISTERED",
+        )
+    return PublishedEntry(entry, topic, subject, AvroCodec(latest.schema_id, latest.schema))
+
+
+def saved_position(settings: ExchangeSettings, connector_id: str) -> dict[str, Any] | None:
+    """The connector's last saved source position (from ``exchange.connector-offsets``)."""
+    raw = read_table(settings.kafka, settings.topics.connector_offsets).get(connector_id)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ConnectorError(
+            f"saved position of {connector_id} on {settings.topics.connector_offsets} is not "
+            f"JSON: {exc}",
+            code="BAD_OFFSET_RECORD",
+        ) from exc
+    if not isinstance(value, dict) or not isinstance(value.get("position"), dict):
+        raise ConnectorError(
+            f"saved position of {connector_id} has no 'position' object", code="BAD_OFFSET_RECORD"
+        )
+    return dict(value["position"])

@@ -1,0 +1,257 @@
+"""Sends one connector's change records, dead letters and source positions to Kafka.
+
+The producer is idempotent with ``acks=all``. Every record carries a *marker* (its place in the
+source); the :class:`AckTracker` turns acknowledgements into the newest marker that is safe to
+save, and only that is written to ``exchange.connector-offsets``. A crash therefore repeats the
+unacknowledged tail (with the same event ids) and never skips a row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from connectors.checkpoint import AckTracker
+from connectors.config import ConnectorConfig
+from connectors.errors import ConnectorError
+from connectors.metrics import ConnectorMetrics
+from connectors.platform import PublishedEntry
+from connectors.records import Identity, Op, RowError, RowMapper, change
+from exchange.config import ExchangeSettings
+from exchange.dlq import DeadLetter
+from exchange.kafka.errors import KafkaOpError
+
+log = logging.getLogger(__name__)
+Done = Callable[[str | None], None]
+#: Serve delivery callbacks every this many records (poll(0) per record costs more).
+_POLL_EVERY = 64
+
+
+class Publisher:
+    def __init__(
+        self,
+        settings: ExchangeSettings,
+        config: ConnectorConfig,
+        target: PublishedEntry,
+        metrics: ConnectorMetrics,
+    ) -> None:
+        self.config = config
+        self.target = target
+        self.entry = target.entry
+        self.metrics = metrics
+        self.mapper = RowMapper(target.entry, target.record_schema, config.field_sources())
+        self.identity = Identity(config.department, config.system, config.id)
+        self.tracker = AckTracker()
+        self._dlq = settings.topics.dlq
+        self._offsets = settings.topics.connector_offsets
+        self._compacted = target.entry.retention.compaction
+        publish = config.publish
+        self._delivery_timeout = publish.delivery_timeout_s
+        self._producer = Producer(
+            settings.kafka.client_config(
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "compression.type": publish.compression,
+                    "linger.ms": publish.linger_ms,
+                    "delivery.timeout.ms": int(publish.delivery_timeout_s * 1000),
+                    "client.id": f"connector-{config.id}",
+                    **publish.producer,
+                }
+            )
+        )
+        self._unpolled = 0
+        self._state_for: Callable[[Any], dict[str, Any]] = lambda marker: {"marker": marker}
+        self._saved_marker: Any = None
+        self._saved_completed = 0
+        self._last_save = time.monotonic()
+        self._offset_errors: list[str] = []
+
+    # -- change records ---------------------------------------------------------------------
+
+    def send(
+        self,
+        op: Op,
+        key: str,
+        record: dict[str, Any] | None,
+        position: str,
+        identity: str,
+        marker: Any = None,
+        on_done: Done | None = None,
+    ) -> str:
+        """Publish one change; returns its event id. A delete is followed by a tombstone when
+        the topic is compacted, so compaction eventually drops the key."""
+        value = change(
+            self.entry.id,
+            op,
+            key,
+            record,
+            self.identity,
+            position,
+            identity,
+            int(time.time() * 1000),
+        )
+        encoded = self.target.codec.encode(value)
+        key_bytes = key.encode("utf-8")
+        tombstone = op == "d" and self._compacted
+        self._produce(
+            self.target.topic, key_bytes, encoded, None, marker, op, None if tombstone else on_done
+        )
+        if tombstone:
+            self._produce(self.target.topic, key_bytes, None, None, marker, None, on_done)
+        return str(value["event_id"])
+
+    def reject(
+        self,
+        row: Mapping[str, Any] | bytes | None,
+        errors: Sequence[RowError],
+        position: str,
+        marker: Any = None,
+        on_done: Done | None = None,
+    ) -> None:
+        """Send a rejected row to the DLQ with its reasons; it never reaches ``src.*``."""
+        reason = errors[0].code if errors else "rejected"
+        letter = DeadLetter(
+            origin="connector",
+            reason=reason,
+            errors=[{"field": e.field, "code": e.code, "message": e.message} for e in errors],
+            entry=self.entry.id,
+            department=self.identity.department,
+            position=position,
+            data=row,
+            extra={"connector": self.identity.connector},
+        )
+        self.metrics.rejected(reason)
+        self._produce(
+            self._dlq,
+            self.identity.connector.encode(),
+            letter.encode(),
+            letter.headers(),
+            marker,
+            None,
+            on_done,
+        )
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        headers: list[tuple[str, str | bytes | None]] | None,
+        marker: Any,
+        op: str | None,
+        on_done: Done | None,
+    ) -> None:
+        tracker, metrics = self.tracker, self.metrics
+        seq = tracker.add(marker) if marker is not None else -1
+        started = time.monotonic()
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                if seq >= 0:
+                    tracker.fail(seq, f"{topic}: {err.str()} ({err.name()})")
+                if on_done is not None:
+                    on_done(f"{err.str()} ({err.name()})")
+                return
+            if seq >= 0:
+                tracker.ack(seq)
+            if op is not None:
+                metrics.published(op)
+                metrics.publish_latency.observe(time.monotonic() - started)
+            if on_done is not None:
+                on_done(None)
+
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=delivered
+                )
+                break
+            except BufferError:
+                # The local queue is full: let deliveries drain it.
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                raise KafkaOpError.wrap(f"cannot produce to {topic}", exc) from exc
+        self._unpolled += 1
+        if self._unpolled >= _POLL_EVERY:
+            self._unpolled = 0
+            self._producer.poll(0)
+
+    def poll(self, timeout: float = 0) -> None:
+        self._producer.poll(timeout)
+
+    # -- positions --------------------------------------------------------------------------
+
+    def begin(self, state_for: Callable[[Any], dict[str, Any]]) -> None:
+        """Start a new run of markers (e.g. a new file); ``state_for`` turns a marker into the
+        position saved on the offsets topic."""
+        self.flush()
+        self.tracker.reset()
+        self._state_for = state_for
+        self._saved_marker = None
+
+    def checkpoint(self, *, force: bool = False) -> None:
+        """Save the newest fully acknowledged position, at most once per interval unless forced.
+
+        Raises if any record failed: the position must not move past a lost record.
+        """
+        self.raise_failures()
+        tracker = self.tracker
+        self.metrics.checkpoint_lag.set(tracker.sent - self._saved_completed)
+        now = time.monotonic()
+        if not force and now - self._last_save < self.config.publish.checkpoint_interval_s:
+            return
+        marker = tracker.position
+        if marker is None or marker == self._saved_marker:
+            return
+        self.save_position(self._state_for(marker))
+        self._saved_marker = marker
+        self._saved_completed = tracker.completed
+        self._last_save = now
+
+    def save_position(self, position: dict[str, Any]) -> None:
+        value = json.dumps(
+            {
+                "connector": self.identity.connector,
+                "entry": self.entry.id,
+                "position": position,
+                "saved_at_ms": int(time.time() * 1000),
+            },
+            ensure_ascii=False,
+            sort_keys=True,
+        ).encode("utf-8")
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                self._offset_errors.append(f"{self._offsets}: {err.str()} ({err.name()})")
+
+        self._producer.produce(
+            self._offsets, key=self.identity.connector.encode(), value=value, on_delivery=delivered
+        )
+        self._producer.poll(0)
+
+    def flush(self) -> None:
+        """Wait until Kafka acknowledged everything sent; raise if anything failed."""
+        remaining = self._producer.flush(self._delivery_timeout)
+        if remaining:
+            raise ConnectorError(
+                f"{remaining} record(s) not acknowledged by Kafka within "
+                f"{self._delivery_timeout:g} s; the saved position stays before them",
+                code="NOT_ACKNOWLEDGED",
+            )
+        self.raise_failures()
+
+    def raise_failures(self) -> None:
+        failures = self.tracker.errors + self._offset_errors
+        if failures:
+            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            raise ConnectorError(
+                f"Kafka refused a record: {failures[0]}{more}; the saved position stays before "
+                "it, so a restart repeats from there",
+                code="DELIVERY_FAILED",
+            )

@@ -1,0 +1,1 @@
+"""Sources of connectors: file drop (CSV/XLSX), SQL table polling, HTTP push."""

@@ -1,0 +1,361 @@
+"""File drop: a folder the department's system exports CSV or XLSX files into.
+
+Each file is processed once: its rows are published, then it moves to ``done/`` (or ``failed/``
+when it cannot be read at all) beside ``<name>.report.csv``, which lists every rejected row and
+why. The saved position is (file name, SHA-256 of its bytes, row number), so a connector stopped
+or killed in the middle of a file resumes after the last acknowledged row of that same file.
+With ``delete_missing``, each file is a full export and keys of the previous export that are
+missing from it are published as deletes.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connectors.config import ConnectorConfig, FileSourceConfig
+from connectors.errors import SourceError
+from connectors.publisher import Publisher
+from connectors.records import Op, RowError, RowMapper, record_key
+from connectors.sources.base import Preview
+from connectors.sources.tabular import FileFormatError, FileScan, read_rows, scan
+
+log = logging.getLogger(__name__)
+DONE, FAILED = "done", "failed"
+#: Check whether it is time to save the position every this many rows.
+_CHECKPOINT_EVERY = 500
+
+
+@dataclass
+class Report:
+    """Rejected rows of one file, written as CSV (UTF-8 with BOM, so Excel shows the Chinese)."""
+
+    file: str
+    rows: int = 0
+    published: int = 0
+    deletes: int = 0
+    rejected: list[tuple[int | str, str, RowError]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    report_path: Path | None = None
+
+    def reject(self, row: int | str, key: str, errors: list[RowError]) -> None:
+        for error in errors:
+            self.rejected.append((row, key, error))
+
+    @property
+    def rejected_rows(self) -> int:
+        return len({row for row, _key, _err in self.rejected})
+
+    def write(self, path: Path) -> None:
+        with path.open("w", encoding="utf-8-sig", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["row", "key", "field", "reason", "message"])
+            for row, key, error in self.rejected:
+                out.writerow([row, key, error.field or "", error.code, error.message])
+            for note in self.notes:
+                out.writerow(["", "", "", "note", note])
+
+    def summary(self) -> str:
+        return (
+            f"{self.file}: {self.rows} rows, {self.published} published, "
+            f"{self.rejected_rows} rejected, {self.deletes} deletes"
+        )
+
+
+class FileDropSource:
+    def __init__(self, config: ConnectorConfig) -> None:
+        assert isinstance(config.source, FileSourceConfig)
+        self.config = config
+        self.source: FileSourceConfig = config.source
+        self.folder = config.resolve(config.source.folder)
+        #: Reports of the files processed by this object, newest last (for the CLI and tests).
+        self.reports: list[Report] = []
+
+    # -- Source protocol ---------------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        if not self.folder.is_dir():
+            raise SourceError(f"drop folder {self.folder} does not exist", code="NO_FOLDER")
+        if not os.access(self.folder, os.R_OK | os.W_OK | os.X_OK):
+            raise SourceError(
+                f"drop folder {self.folder} is not readable and writable (files are moved to "
+                f"{DONE}/ and {FAILED}/ once processed)",
+                code="NO_ACCESS",
+            )
+        waiting = self.pending(settled_only=False)
+        return [f"drop folder {self.folder}: {len(waiting)} file(s) waiting"]
+
+    def preview(self, mapper: RowMapper, limit: int) -> list[Preview]:
+        out: list[Preview] = []
+        for path in self.pending(settled_only=False):
+            file_scan = scan(path, self.source.encoding)
+            op = "r" if self.source.mode == "snapshot" else "u"
+            for number, row in self._rows(path, file_scan, mapper):
+                record, errors = _map(mapper, row)
+                key = record_key(mapper.entry, record) if record else None
+                out.append(Preview(f"{path.name}#{number}", op, key, record, errors))
+                if len(out) >= limit:
+                    return out
+        return out
+
+    def run(
+        self,
+        publisher: Publisher,
+        saved: dict[str, Any] | None,
+        stop: threading.Event,
+        once: bool,
+    ) -> None:
+        state = saved
+        while not stop.is_set():
+            for path in self.pending(settled_only=True):
+                if stop.is_set():
+                    break
+                state = self.process(path, publisher, state, stop)
+            publisher.metrics.last_poll.set_to_current_time()
+            if once:
+                break
+            stop.wait(self.source.poll_interval_s)
+
+    # -- files -------------------------------------------------------------------------------
+
+    def pending(self, *, settled_only: bool) -> list[Path]:
+        """Files waiting in the folder, oldest first; with ``settled_only``, not those that
+        changed within ``settle_s`` (they may still be being written)."""
+        try:
+            entries = list(self.folder.iterdir())
+        except OSError as exc:
+            raise SourceError(
+                f"cannot list {self.folder}: {exc.strerror}", code="NO_FOLDER"
+            ) from exc
+        now = time.time()
+        files = []
+        for path in entries:
+            name = path.name
+            if name.startswith((".", "~$")) or not path.is_file():
+                continue  # hidden, partial uploads, Excel's lock files
+            if not any(fnmatch.fnmatch(name.lower(), p.lower()) for p in self.source.patterns):
+                continue
+            mtime = path.stat().st_mtime
+            if settled_only and now - mtime < self.source.settle_s:
+                continue
+            files.append((mtime, name, path))
+        return [path for _m, _n, path in sorted(files)]
+
+    def process(
+        self,
+        path: Path,
+        publisher: Publisher,
+        state: dict[str, Any] | None,
+        stop: threading.Event,
+    ) -> dict[str, Any] | None:
+        """Publish one file; returns the new saved state (unchanged if stopped midway)."""
+        report = Report(path.name)
+        try:
+            file_scan = scan(path, self.source.encoding)
+        except FileFormatError as exc:
+            report.notes.append(str(exc))
+            self._finish(path, report, FAILED)
+            return state
+        digest = file_scan.sha256
+        previous = (state or {}).get("last_export")
+        same_file = (
+            state is not None and state.get("file") == path.name and state.get("sha256") == digest
+        )
+        resume = int(state.get("row", 0)) if same_file and state else 0
+        if same_file and state and state.get("complete"):
+            resume = 1 << 62  # published before (crash before the move): report and move only
+            report.notes.append("already published earlier (identical file); nothing re-sent")
+        elif resume:
+            log.info("%s: resuming after row %d", path.name, resume)
+
+        def state_for(marker: int, complete: bool = False) -> dict[str, Any]:
+            return {
+                "file": path.name,
+                "sha256": digest,
+                "row": marker,
+                "complete": complete,
+                "last_export": previous,
+            }
+
+        publisher.begin(state_for)
+        try:
+            keys, last_row = self._publish_rows(path, file_scan, publisher, report, resume, stop)
+        except FileFormatError as exc:
+            report.notes.append(f"stopped: {exc}")
+            publisher.flush()
+            failed_state = {
+                **state_for(publisher.tracker.position or 0, complete=True),
+                "failed": True,
+            }
+            publisher.save_position(failed_state)
+            publisher.flush()
+            self._finish(path, report, FAILED)
+            return failed_state
+        if keys is None:  # stopped
+            publisher.flush()
+            publisher.checkpoint(force=True)
+            publisher.flush()
+            return state
+        if self.source.delete_missing:
+            self._publish_deletes(path, digest, keys, last_row, previous, publisher, report, resume)
+        publisher.flush()
+        destination = _free_name(self.folder / DONE, path.name)
+        new_state = state_for(last_row + report.deletes, complete=True)
+        if self.source.delete_missing:
+            new_state["last_export"] = {"file": f"{DONE}/{destination.name}", "sha256": digest}
+        publisher.save_position(new_state)
+        publisher.flush()
+        self._finish(path, report, DONE, destination)
+        return new_state
+
+    def _rows(
+        self, path: Path, file_scan: FileScan, mapper: RowMapper
+    ) -> Iterator[tuple[int, dict[str, Any] | str]]:
+        return read_rows(
+            path,
+            file_scan,
+            mapper.columns,
+            delimiter=self.source.delimiter,
+            sheet=self.source.sheet,
+        )
+
+    def _publish_rows(
+        self,
+        path: Path,
+        file_scan: FileScan,
+        publisher: Publisher,
+        report: Report,
+        resume: int,
+        stop: threading.Event,
+    ) -> tuple[set[str] | None, int]:
+        """Publish the rows after ``resume``; returns the keys seen (None if stopped)."""
+        mapper, entry, metrics = publisher.mapper, publisher.entry, publisher.metrics
+        op: Op = "r" if self.source.mode == "snapshot" else "u"
+        keys: set[str] = set()
+        name, digest = path.name, file_scan.sha256
+        last_row = 0
+        since_checkpoint = 0
+        for number, row in self._rows(path, file_scan, mapper):
+            last_row = number
+            report.rows += 1
+            fresh = number > resume
+            record, errors = _map(mapper, row)
+            if errors:
+                key = _key_of_rejected(mapper, row)
+                if key is not None:
+                    keys.add(key)  # still in the export: not a delete
+                report.reject(number, key or "", errors)
+                if fresh:
+                    metrics.rows_read.inc()
+                    publisher.reject(
+                        row if isinstance(row, dict) else None, errors, f"{name}#{number}", number
+                    )
+            else:
+                assert record is not None
+                key = record_key(entry, record)
+                keys.add(key)
+                if fresh:
+                    metrics.rows_read.inc()
+                    publisher.send(
+                        op, key, record, f"{name}#{number}", f"{digest}:{number}", number
+                    )
+                    report.published += 1
+            if fresh:
+                since_checkpoint += 1
+                if since_checkpoint >= _CHECKPOINT_EVERY:
+                    since_checkpoint = 0
+                    publisher.checkpoint()
+                    if stop.is_set():
+                        log.info("%s: stopping after row %d", name, number)
+                        return None, last_row
+        return keys, last_row
+
+    def _publish_deletes(
+        self,
+        path: Path,
+        digest: str,
+        keys: set[str],
+        last_row: int,
+        previous: dict[str, Any] | None,
+        publisher: Publisher,
+        report: Report,
+        resume: int,
+    ) -> None:
+        if previous is None:
+            report.notes.append("first full export: no earlier export to detect deletes against")
+            return
+        try:
+            before = self._export_keys(
+                self.folder / previous["file"], previous["sha256"], publisher
+            )
+        except (SourceError, OSError, KeyError) as exc:
+            report.notes.append(f"delete detection skipped: previous export unusable: {exc}")
+            return
+        for offset, key in enumerate(sorted(before - keys), start=1):
+            marker = last_row + offset
+            report.deletes += 1
+            if marker > resume:
+                publisher.send(
+                    "d", key, None, f"{path.name}#delete", f"{digest}:delete:{key}", marker
+                )
+
+    def _export_keys(self, path: Path, digest: str, publisher: Publisher) -> set[str]:
+        file_scan = scan(path, self.source.encoding)
+        if file_scan.sha256 != digest:
+            raise SourceError(f"{path} changed since it was published", code="CHANGED")
+        keys = set()
+        for _number, row in self._rows(path, file_scan, publisher.mapper):
+            record, _errors = _map(publisher.mapper, row)
+            key = (
+                record_key(publisher.entry, record)
+                if record
+                else _key_of_rejected(publisher.mapper, row)
+            )
+            if key is not None:
+                keys.add(key)
+        return keys
+
+    def _finish(
+        self, path: Path, report: Report, outcome: str, destination: Path | None = None
+    ) -> None:
+        target = destination or _free_name(self.folder / outcome, path.name)
+        target.parent.mkdir(exist_ok=True)
+        report.report_path = target.with_name(target.name + ".report.csv")
+        report.write(report.report_path)
+        path.replace(target)
+        self.reports.append(report)
+        log.info("%s -> %s/%s", report.summary(), outcome, target.name)
+
+
+def _map(
+    mapper: RowMapper, row: dict[str, Any] | str
+) -> tuple[dict[str, Any] | None, list[RowError]]:
+    if isinstance(row, str):
+        return None, [RowError(None, "malformed", row)]
+    return mapper.to_record(row)
+
+
+def _key_of_rejected(mapper: RowMapper, row: dict[str, Any] | str) -> str | None:
+    if isinstance(row, str):
+        return None
+    record, errors = mapper.key_record(row)
+    return record_key(mapper.entry, record) if record and not errors else None
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    """``folder/name``, or ``folder/stem.N.ext`` when a file of that name was processed before."""
+    candidate = folder / name
+    n = 1
+    while candidate.exists():
+        stem, dot, ext = name.rpartition(".")
+        candidate = folder / (f"{stem}.{n}.{ext}" if dot else f"{name}.{n}")
+        n += 1
+    return candidate

@@ -1,0 +1,105 @@
+"""``exchange connector``: check and run department connectors (config/connectors/*.yaml)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from connectors.config import load_connector_config
+from connectors.runner import Connector, check
+from exchange.cli import output
+from exchange.cli.context import state
+
+app = typer.Typer(
+    help="Department connectors (前置机): publish a department's data.", no_args_is_help=True
+)
+ConfigFile = Annotated[
+    Path, typer.Argument(help="Connector file, e.g. config/connectors/gongan-population.yaml.")
+]
+
+
+@app.command("check")
+def check_(
+    ctx: typer.Context,
+    file: ConfigFile,
+    rows: Annotated[int, typer.Option("--rows", "-n", min=0, help="Rows to preview.")] = 5,
+) -> None:
+    """Validate the file, reach the source and the platform, show the first rows as they would
+    be published. Publishes nothing and moves nothing."""
+    settings = state(ctx).settings
+    config = load_connector_config(file)
+    result = check(settings, config, rows)
+    target = result.target
+    output.out.print(
+        f"[green]✓[/green] connector [bold]{config.id}[/bold] of {config.department} may publish "
+        f"{target.entry.id} ({escape(target.entry.title)}) to {target.topic}, schema id "
+        f"{target.codec.schema_id}"
+    )
+    for fact in result.facts:
+        output.out.print(f"[green]✓[/green] {escape(fact)}")
+    saved = json.dumps(result.saved, ensure_ascii=False) if result.saved else "none (starts fresh)"
+    output.out.print(f"  saved position: {escape(saved)}")
+    if result.preview:
+        output.table(
+            f"first {len(result.preview)} row(s) as they would be published",
+            ["position", "op", "key", "record or rejection"],
+            [
+                (
+                    p.position,
+                    p.op if not p.errors else "rejected",
+                    p.key or "",
+                    _record_text(p.record) if not p.errors else "; ".join(map(str, p.errors)),
+                )
+                for p in result.preview
+            ],
+        )
+    output.out.print("nothing was published")
+
+
+def _record_text(record: dict[str, Any] | None) -> str:
+    return json.dumps(record, ensure_ascii=False, default=str) if record else ""
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    file: ConfigFile,
+    once: Annotated[
+        bool,
+        typer.Option("--once", help="Publish what the source has now, then stop (no watching)."),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Publish the source's changes until stopped (Ctrl-C or SIGTERM finish cleanly)."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = state(ctx).settings
+    config = load_connector_config(file)
+    connector = Connector(settings, config)
+
+    def stop(signum: int, _frame: Any) -> None:
+        output.progress(
+            f"{signal.Signals(signum).name}: finishing in-flight records, then stopping"
+        )
+        connector.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    connector.run(once=once)
+    reports = getattr(connector.source, "reports", [])
+    if reports:
+        output.table(
+            f"{config.id}: files processed",
+            ["file", "rows", "published", "rejected", "deletes", "report"],
+            [
+                (r.file, r.rows, r.published, r.rejected_rows, r.deletes, r.report_path or "")
+                for r in reports
+            ],
+        )
