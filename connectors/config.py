@@ -184,6 +184,10 @@ class ConnectorConfig(_Model):
         path = path.expanduser()
         return path if path.is_absolute() else (self.base_dir / path).resolve()
 
+    def fields_columns(self) -> list[str]:
+        """Source columns the field mapping reads, in order, once each."""
+        return list(dict.fromkeys(m.column for m in self.fields.values()))
+
     def field_sources(self) -> dict[str, FieldSource]:
         return {name: mapping.source() for name, mapping in self.fields.items()}
 

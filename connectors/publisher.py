@@ -39,12 +39,13 @@ class Publisher:
         config: ConnectorConfig,
         target: PublishedEntry,
         metrics: ConnectorMetrics,
+        mapper: RowMapper,
     ) -> None:
         self.config = config
         self.target = target
         self.entry = target.entry
         self.metrics = metrics
-        self.mapper = RowMapper(target.entry, target.record_schema, config.field_sources())
+        self.mapper = mapper
         self.identity = Identity(config.department, config.system, config.id)
         self.tracker = AckTracker()
         self._dlq = settings.topics.dlq

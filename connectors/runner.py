@@ -17,8 +17,9 @@ from connectors.errors import ConnectorError
 from connectors.metrics import ConnectorMetrics
 from connectors.platform import PublishedEntry, published_entry, saved_position
 from connectors.publisher import Publisher
-from connectors.records import RowMapper
+from connectors.records import FieldSource, RowMapper
 from connectors.sources.base import Preview, Source
+from exchange.catalog.avro import record_fields
 from exchange.config import ExchangeSettings
 from exchange.metrics import MetricsServer
 
@@ -51,8 +52,12 @@ class CheckResult:
 
 
 def mapper_for(config: ConnectorConfig, target: PublishedEntry) -> RowMapper:
+    """The field mapping; without one (HTTP push), each field is read under its own name."""
+    sources = config.field_sources()
+    if not sources:
+        sources = {name: FieldSource(name) for name in record_fields(target.record_schema)}
     try:
-        return RowMapper(target.entry, target.record_schema, config.field_sources())
+        return RowMapper(target.entry, target.record_schema, sources)
     except ValueError as exc:
         raise ConnectorError(f"fields: {exc}", code="BAD_MAPPING") from exc
 
@@ -74,11 +79,11 @@ class Connector:
         self.settings = settings
         self.config = config
         self.target = published_entry(settings, config)
-        mapper_for(config, self.target)  # a bad mapping fails here, before anything runs
+        mapper = mapper_for(config, self.target)  # a bad mapping fails here, before anything runs
         self.source = make_source(config)
         self.source.check()
         self.metrics = ConnectorMetrics(config.id, config.entry)
-        self.publisher = Publisher(settings, config, self.target, self.metrics)
+        self.publisher = Publisher(settings, config, self.target, self.metrics, mapper)
         self.stop = threading.Event()
 
     def run(self, *, once: bool = False) -> None:

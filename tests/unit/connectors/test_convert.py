@@ -1,0 +1,103 @@
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from connectors.convert import CHINA_TZ, ConversionError, converter
+from exchange.catalog.avro import FieldType
+
+
+def field(avro: str, logical: str | None = None, **kw: int) -> FieldType:
+    return FieldType("f", avro, logical, True, kw.get("precision"), kw.get("scale"))
+
+
+DATE = converter(field("int", "date"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2021年7月27日",
+        "2021/7/27",
+        "2021-07-27",
+        "20210727",
+        "2021.7.27",
+        " 2021/07/27 ",
+        "２０２１/7/27",
+    ],
+)
+def test_dates_in_the_formats_departments_export(text: str) -> None:
+    assert DATE(text) == dt.date(2021, 7, 27)
+
+
+def test_date_cells_and_datetimes_become_dates() -> None:
+    assert DATE(dt.datetime(2021, 7, 27, 10, 30)) == dt.date(2021, 7, 27)
+    assert DATE(dt.date(2021, 7, 27)) == dt.date(2021, 7, 27)
+    assert DATE("2021-07-27 00:00:00") == dt.date(2021, 7, 27)
+
+
+@pytest.mark.parametrize(
+    "text", ["1990年13月5日", "2021/2/30", "yesterday", "2021-07", "202107271"]
+)
+def test_impossible_or_unknown_dates_are_refused_with_the_value(text: str) -> None:
+    with pytest.raises(ConversionError, match="is not a date"):
+        DATE(text)
+
+
+def test_configured_date_format() -> None:
+    convert = converter(field("int", "date"), date_format="%d.%m.%Y")
+    assert convert("27.07.2021") == dt.date(2021, 7, 27)
+    with pytest.raises(ConversionError, match="format"):
+        convert("2021-07-27")
+
+
+def test_naive_timestamps_are_china_time() -> None:
+    convert = converter(field("long", "timestamp-millis"))
+    assert convert("2021/7/27 08:30:05") == dt.datetime(2021, 7, 27, 8, 30, 5, tzinfo=CHINA_TZ)
+
+
+@pytest.mark.parametrize("empty", [None, "", "   "])
+def test_empty_cells_are_null(empty: object) -> None:
+    for ftype in (field("string"), field("int"), field("int", "date"), field("double")):
+        assert converter(ftype)(empty) is None
+
+
+def test_numbers_with_thousands_separators() -> None:
+    assert converter(field("long"))("1,234,567") == 1234567
+    assert converter(field("double"))("1,234.5") == 1234.5
+    assert converter(field("int"))("１，２３４") == 1234  # full-width digits and comma
+    assert converter(field("int"))(3.0) == 3  # a spreadsheet's number cell
+    for bad in ("12,34", "1.2.3", "abc", "1 2x"):
+        with pytest.raises(ConversionError, match="not a number"):
+            converter(field("long"))(bad)
+    with pytest.raises(ConversionError, match="whole number"):
+        converter(field("int"))("2.5")
+
+
+def test_decimals_keep_their_scale_and_precision() -> None:
+    convert = converter(field("bytes", "decimal", precision=6, scale=2))
+    assert convert("1,234.5") == Decimal("1234.50")
+    assert convert(12.25) == Decimal("12.25")
+    with pytest.raises(ConversionError, match="decimal places"):
+        convert("1.234")
+    with pytest.raises(ConversionError, match="digits"):
+        convert("123456.00")
+
+
+def test_text_from_number_cells_has_no_float_noise() -> None:
+    assert converter(field("string"))(13800138000.0) == "13800138000"
+    assert converter(field("string"))("  张三 ") == "张三"
+
+
+def test_value_maps_translate_codes_first() -> None:
+    convert = converter(field("string"), values={"男": "1", "女": "2"})
+    assert convert("男") == "1"
+    assert convert(" 女 ") == "2"
+    assert convert("9") == "9"  # unmapped values pass through to the rules
+
+
+def test_booleans() -> None:
+    convert = converter(field("boolean"))
+    assert convert("是") is True and convert("N") is False and convert(1) is True
+    with pytest.raises(ConversionError):
+        convert("maybe")

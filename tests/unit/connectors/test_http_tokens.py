@@ -1,0 +1,39 @@
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from connectors.config import ConnectorConfig
+from connectors.sources.http import HttpPushSource
+from exchange.config import ConfigError
+
+
+def source(tmp_path: Path, tokens: str) -> HttpPushSource:
+    (tmp_path / "t.yaml").write_text(tokens, encoding="utf-8")
+    config = ConnectorConfig.model_validate(
+        {
+            "id": "c",
+            "department": "mzj",
+            "system": "s",
+            "entry": "mzj.marriage_registration",
+            "source": {"type": "http", "tokens_file": "t.yaml"},
+            "base_dir": tmp_path,
+        }
+    )
+    return HttpPushSource(config)
+
+
+def test_plain_and_hashed_tokens(tmp_path: Path) -> None:
+    digest = hashlib.sha256(b"gongan-secret").hexdigest()
+    src = source(tmp_path, f"tokens: {{mzj: mzj-secret, gongan: 'sha256:{digest}'}}\n")
+    tokens = src.tokens()
+    assert src.department_of("Bearer mzj-secret", tokens) == "mzj"
+    assert src.department_of("Bearer gongan-secret", tokens) == "gongan"
+    assert src.department_of("Bearer wrong", tokens) is None
+    assert src.department_of("Basic mzj-secret", tokens) is None
+    assert src.department_of(None, tokens) is None
+
+
+def test_the_connectors_department_needs_a_token(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no token for department mzj"):
+        source(tmp_path, "tokens: {gongan: x}\n").check()
