@@ -210,12 +210,15 @@ class Publisher:
         marker = tracker.position
         if marker is None or marker == self._saved_marker:
             return
-        self.save_position(self._state_for(marker))
-        self._saved_marker = marker
-        self._saved_completed = tracker.completed
-        self._last_save = now
+        self.save_position(self._state_for(marker), marker)
 
-    def save_position(self, position: dict[str, Any]) -> None:
+    def save_position(self, position: dict[str, Any], marker: Any = None) -> None:
+        """Write ``position`` as the connector's saved position. ``marker`` is the newest record
+        it covers (default: the newest acknowledged), so a later checkpoint does not repeat it."""
+        tracker = self.tracker
+        self._saved_marker = marker if marker is not None else tracker.position
+        self._saved_completed = tracker.completed
+        self._last_save = time.monotonic()
         value = json.dumps(
             {
                 "connector": self.identity.connector,

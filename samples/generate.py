@@ -86,11 +86,17 @@ def population_rows(count: int, seed: int = 1406, first_sequence: int = 0) -> It
 
 
 def write_population_csv(
-    path: Path, count: int, *, encoding: str = "gbk", bad_rows: bool = False, seed: int = 1406
+    path: Path,
+    count: int,
+    *,
+    encoding: str = "gbk",
+    bad_rows: bool = False,
+    seed: int = 1406,
+    first_sequence: int = 0,
 ) -> list[list[str]]:
     """A population export; with ``bad_rows``, the rows of ``BAD_POPULATION_ROWS`` are broken.
     Returns the rows written (without the header)."""
-    rows = list(population_rows(count, seed))
+    rows = list(population_rows(count, seed, first_sequence))
     if bad_rows:
         rows[4 - 2][0] = rows[4 - 2][0][:17] + ("0" if rows[4 - 2][0][17] != "0" else "1")
         rows[7 - 2][1] = ""

@@ -1,9 +1,10 @@
-"""Compacted control topics (``exchange.catalog``, ``exchange.grants``) as key -> value tables."""
+"""Control topics (``exchange.catalog``, ``exchange.grants``, ...): read whole, written acked."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import (
@@ -19,10 +20,35 @@ from exchange.config.settings import KafkaSettings
 from exchange.kafka.errors import KafkaOpError
 
 
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
 def read_table(settings: KafkaSettings, topic: str) -> dict[str, bytes]:
     """The latest value per key of a compacted topic, read from the start to the current end.
 
     Tombstones remove their key. No consumer group offsets are committed.
+    """
+    table: dict[str, bytes] = {}
+    for msg in read_all(settings, topic):
+        key = (msg.key or b"").decode("utf-8", errors="replace")
+        if msg.value is None:
+            table.pop(key, None)
+        else:
+            table[key] = msg.value
+    return table
+
+
+def read_all(settings: KafkaSettings, topic: str) -> list[Message]:
+    """Every record of ``topic`` from the start to its end as of now, partition by partition.
+
+    For control topics, tools and tests: it holds everything in memory.
     """
     consumer = Consumer(
         settings.client_config(
@@ -40,28 +66,27 @@ def read_table(settings: KafkaSettings, topic: str) -> dict[str, bytes]:
         consumer.close()
 
 
-def _read(consumer: Consumer, topic: str, timeout: float) -> dict[str, bytes]:
+def _read(consumer: Consumer, topic: str, timeout: float) -> list[Message]:
     try:
         metadata = consumer.list_topics(topic, timeout=timeout)
     except KafkaException as exc:
         raise KafkaOpError.wrap(f"cannot read metadata of {topic}", exc) from exc
     tmeta = metadata.topics.get(topic)
     if tmeta is None or tmeta.error is not None:
-        return {}
+        return []
     pending = set()
     assignment = []
+    ends = {}
     for p in tmeta.partitions:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
         if high > low:
             pending.add(p)
+            ends[p] = high
             assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-    table: dict[str, bytes] = {}
+    out: list[Message] = []
     if not assignment:
-        return table
+        return out
     consumer.assign(assignment)
-    ends = {
-        tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout)[1] for tp in assignment
-    }
     while pending:
         msg = consumer.poll(timeout)
         if msg is None:
@@ -72,16 +97,22 @@ def _read(consumer: Consumer, topic: str, timeout: float) -> dict[str, bytes]:
                 pending.discard(msg.partition())
                 continue
             raise KafkaOpError.wrap(f"cannot read {topic}", KafkaException(err))
-        key = (msg.key() or b"").decode("utf-8", errors="replace")
-        value = msg.value()
-        if value is None:
-            table.pop(key, None)
-        else:
-            table[key] = value
         partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
+        if partition not in pending:
+            continue
+        raw = msg.headers() or []
+        pairs = raw.items() if isinstance(raw, dict) else raw
+        headers = tuple((str(k), _bytes(v)) for k, v in pairs)
+        out.append(Message(topic, partition, offset, msg.key(), msg.value(), headers))
         if offset + 1 >= ends[partition]:
             pending.discard(partition)
-    return table
+    return out
+
+
+def _bytes(value: str | bytes | None) -> bytes:
+    if value is None:
+        return b""
+    return value.encode("utf-8") if isinstance(value, str) else value
 
 
 def publish(
