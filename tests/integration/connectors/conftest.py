@@ -116,3 +116,11 @@ class ConnectorEnv:
 @pytest.fixture
 def env(isolated: IsolatedProject) -> Iterator[ConnectorEnv]:
     yield ConnectorEnv(isolated)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    from tests.integration.postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url

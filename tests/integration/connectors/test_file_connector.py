@@ -73,7 +73,8 @@ def test_gb18030_and_utf8_files_decode_including_characters_outside_gbk(
     rows[0][1] = "王䶮"  # U+4DAE: GB18030 only
     rows[1][5] = "山西省朔州市𠀀街1号"  # U+20000: a 4-byte GB18030 sequence
     _write(env.inbox / "a.csv", rows, "gb18030")
-    _write(env.inbox / "b.csv", write_population_csv(env.inbox / "x", 3, first_sequence=1000), "utf-8")
+    more = write_population_csv(env.inbox / "x", 3, first_sequence=1000)
+    _write(env.inbox / "b.csv", more, "utf-8")
     (env.inbox / "x").unlink()
     run_once(env)
     after = {c.key: c.value["after"] for c in env.changes() if c.value}
