@@ -124,7 +124,8 @@ class HttpSourceConfig(_Model):
 
     type: Literal["http"]
     host: str = "127.0.0.1"
-    port: int = Field(8480, ge=1, le=65535)
+    #: 0 picks a free port (tests).
+    port: int = Field(8480, ge=0, le=65535)
     #: YAML file ``tokens: {department: token}``; only this connector's department is admitted.
     tokens_file: Path
     max_batch: int = Field(1000, ge=1, le=100_000)

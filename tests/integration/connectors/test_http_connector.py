@@ -1,0 +1,130 @@
+"""HTTP push against the real broker: 202 after acknowledgement, 400 per record, 401, 403."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from connectors.config import load_connector_config
+from connectors.runner import Connector
+from connectors.sources.http import HttpPushSource
+from samples.generate import population_rows
+from tests.integration.connectors.conftest import ConnectorEnv
+
+TOKEN = "test-token-of-the-provider"
+
+
+@pytest.fixture
+def endpoint(env: ConnectorEnv) -> Iterator[str]:
+    tokens = env.project.write(
+        "config/connectors/tokens.yaml",
+        f"tokens: {{{env.uid}: {TOKEN}, other: other-token}}\n",
+    )
+    path = env.connector_file({"type": "http", "port": 0, "tokens_file": str(tokens)})
+    connector = Connector(env.settings, load_connector_config(path))
+    source = connector.source
+    assert isinstance(source, HttpPushSource)
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            connector.run()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert source.ready.wait(30), failure
+    yield f"http://127.0.0.1:{source.port}/v1/entries/{env.project.entry_id}/records"
+    connector.stop.set()
+    thread.join(30)
+    assert not failure, failure
+
+
+def post(url: str, body: Any, token: str | None = TOKEN) -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+    request = urllib.request.Request(url, data=data, method="POST")
+    request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def person(i: int) -> dict[str, Any]:
+    p = list(population_rows(i + 1))[i]
+    return {
+        "citizen_id": p[0],
+        "name": p[1],
+        "gender": "1",
+        "birth_date": "1980年1月2日",
+        "region_code": p[6],
+        "address": p[5],
+    }
+
+
+def test_one_record_and_a_batch_are_accepted_after_kafka_acknowledged(
+    env: ConnectorEnv, endpoint: str
+) -> None:
+    status, body = post(endpoint, person(0))
+    assert status == 202 and body["accepted"] == 1
+    status, body = post(endpoint, [person(1), {**person(2), "_op": "c", "_id": "r-2"}])
+    assert status == 202 and body["accepted"] == 2
+    # The records are on the topic as soon as the 202 came: no waiting needed.
+    values = {c.key: c.value for c in env.changes() if c.value}
+    assert set(values) == {person(i)["citizen_id"] for i in range(3)}
+    assert values[person(0)["citizen_id"]]["after"]["name"] == person(0)["name"]
+    assert values[person(2)["citizen_id"]]["op"] == "c"
+    event_ids = set(body["event_ids"])
+    assert event_ids == {values[person(i)["citizen_id"]]["event_id"] for i in (1, 2)}
+    # A resend is recognisable: same record, same event id.
+    _status, again = post(endpoint, [person(1), {**person(2), "_op": "c", "_id": "r-2"}])
+    assert set(again["event_ids"]) == event_ids
+
+
+def test_a_delete(env: ConnectorEnv, endpoint: str) -> None:
+    assert post(endpoint, person(0))[0] == 202
+    status, _ = post(endpoint, {"_op": "d", "citizen_id": person(0)["citizen_id"]})
+    assert status == 202
+    ops = [c.value["op"] if c.value else None for c in env.changes()]
+    assert ops == ["u", "d", None]
+
+
+def test_bad_records_get_400_with_per_record_errors_and_nothing_is_published(
+    env: ConnectorEnv, endpoint: str
+) -> None:
+    bad_id = {**person(1), "citizen_id": person(1)["citizen_id"][:17] + "0"}
+    if bad_id["citizen_id"] == person(1)["citizen_id"]:
+        bad_id["citizen_id"] = bad_id["citizen_id"][:17] + "1"
+    batch = [person(0), bad_id, {**person(2), "birth_date": "someday", "colour": "red"}]
+    status, body = post(endpoint, batch)
+    assert status == 400 and body["accepted"] == 0 and body["rejected"] == 2
+    errors = {(e["index"], e["field"], e["reason"]) for e in body["errors"]}
+    assert errors == {
+        (1, "citizen_id", "citizen_id"),
+        (2, "birth_date", "unreadable"),
+        (2, "colour", "unknown_field"),
+    }
+    assert env.changes() == []
+    letters = env.dead_letters()
+    assert sorted(d["reason"] for d in letters) == ["citizen_id", "unknown_field"]
+    status, body = post(endpoint, b"{not json")
+    assert status == 400 and "not JSON" in body["error"]
+    assert len(env.dead_letters()) == 3
+
+
+def test_tokens(env: ConnectorEnv, endpoint: str) -> None:
+    assert post(endpoint, person(0), token="wrong")[0] == 401
+    assert post(endpoint, person(0), token=None)[0] == 401
+    status, body = post(endpoint, person(0), token="other-token")
+    assert status == 403 and "other" in body["error"]
+    assert env.changes() == []
