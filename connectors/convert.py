@@ -59,26 +59,38 @@ def _hashable(value: Any) -> bool:
 def _base_converter(ftype: FieldType, date_format: str | None) -> Converter:
     logical, avro = ftype.logical_type, ftype.avro_type
     if logical == "date":
-        return lambda raw: _empty_or(raw, lambda v: to_date(v, date_format))
+        return _or_null(lambda v: to_date(v, date_format))
     if logical in ("timestamp-millis", "timestamp-micros"):
-        return lambda raw: _empty_or(raw, lambda v: to_timestamp(v, date_format))
+        return _or_null(lambda v: to_timestamp(v, date_format))
     if logical == "decimal":
-        return _decimal_converter(ftype)
+        return _or_null(_decimal_converter(ftype))
     if avro == "string":
-        return lambda raw: _empty_or(raw, to_text)
+        return _text_or_null
     if avro in ("int", "long"):
-        return lambda raw: _empty_or(raw, to_int)
+        return _or_null(to_int)
     if avro in ("float", "double"):
-        return lambda raw: _empty_or(raw, to_float)
+        return _or_null(to_float)
     if avro == "boolean":
-        return lambda raw: _empty_or(raw, to_bool)
+        return _or_null(to_bool)
     raise ConversionError(f"fields of Avro type {avro} are not supported by connectors")
 
 
-def _empty_or(raw: Any, convert: Callable[[Any], Any]) -> Any:
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return None
-    return convert(raw)
+def _or_null(convert: Callable[[Any], Any]) -> Converter:
+    """``convert``, with an empty cell (None, blank text) read as null."""
+
+    def convert_or_null(raw: Any) -> Any:
+        if raw is None or (raw.__class__ is str and not raw.strip()):
+            return None
+        return convert(raw)
+
+    return convert_or_null
+
+
+def _text_or_null(raw: Any) -> str | None:
+    # The commonest case, kept to one call: text cells.
+    if raw.__class__ is str:
+        return raw.strip() or None
+    return None if raw is None else to_text(raw)
 
 
 def to_text(raw: Any) -> str:
@@ -140,7 +152,7 @@ def to_bool(raw: Any) -> bool:
     raise ConversionError(f"{raw!r} is not a yes/no value")
 
 
-def _decimal_converter(ftype: FieldType) -> Converter:
+def _decimal_converter(ftype: FieldType) -> Callable[[Any], Decimal]:
     scale = ftype.scale or 0
     precision = ftype.precision
     quantum = Decimal(1).scaleb(-scale)
@@ -154,7 +166,7 @@ def _decimal_converter(ftype: FieldType) -> Converter:
             raise ConversionError(f"{raw!r} has more than {precision} digits")
         return exact
 
-    return lambda raw: _empty_or(raw, convert)
+    return convert
 
 
 def to_date(raw: Any, date_format: str | None = None) -> dt.date:

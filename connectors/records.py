@@ -12,13 +12,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Literal
 
 from connectors.convert import ConversionError, Converter, converter
 from exchange.catalog.avro import FieldType, record_fields
 from exchange.catalog.model import CatalogEntry
-from exchange.rules import Rule, check_value
+from exchange.rules.rules import Checker, checker
 
 Op = Literal["c", "u", "d", "r"]
 
@@ -66,7 +65,7 @@ class RowMapper:
         if unknown:
             raise ValueError(f"not fields of {entry.id}: {', '.join(unknown)}")
         self.sources = dict(sources)
-        self._plan: list[tuple[str, str | None, Converter, FieldType, tuple[Rule, ...]]] = []
+        self._plan: list[tuple[str, str | None, Converter, bool, list[tuple[str, Checker]]]] = []
         for name, ftype in self.types.items():
             source = self.sources.get(name)
             spec = entry.fields.get(name)
@@ -79,8 +78,8 @@ class RowMapper:
                         values=source.values if source else None,
                         date_format=source.date_format if source else None,
                     ),
-                    ftype,
-                    spec.rules if spec else (),
+                    ftype.nullable,
+                    [(r.name, checker(r)) for r in (spec.rules if spec else ())],
                 )
             )
 
@@ -93,20 +92,20 @@ class RowMapper:
         """The entry's record, or why the row cannot be one (every problem, not just the first)."""
         record: dict[str, Any] = {}
         errors: list[RowError] = []
-        for name, column, convert, ftype, rules in self._plan:
+        for name, column, convert, nullable, rules in self._plan:
             raw = row.get(column) if column is not None else None
             try:
                 value = convert(raw)
             except ConversionError as exc:
                 errors.append(RowError(name, "unreadable", str(exc)))
                 continue
-            for rule in rules:
-                problem = check_value(rule, value)
+            for rule_name, check in rules:
+                problem = check(value)
                 if problem is not None:
-                    errors.append(RowError(name, rule.name, problem))
+                    errors.append(RowError(name, rule_name, problem))
                     break
             else:
-                if value is None and not ftype.nullable:
+                if value is None and not nullable:
                     errors.append(RowError(name, "required", "is required (empty)"))
             record[name] = value
         return (None, errors) if errors else (record, [])
@@ -115,7 +114,7 @@ class RowMapper:
         """Just the key fields of a row (for deletes, where nothing else is sent)."""
         record: dict[str, Any] = {}
         errors: list[RowError] = []
-        for name, column, convert, _ftype, rules in self._plan:
+        for name, column, convert, _nullable, rules in self._plan:
             if name not in self.entry.key:
                 continue
             try:
@@ -123,7 +122,7 @@ class RowMapper:
             except ConversionError as exc:
                 errors.append(RowError(name, "unreadable", str(exc)))
                 continue
-            problems = [p for r in rules if (p := check_value(r, value)) is not None]
+            problems = [p for _name, check in rules if (p := check(value)) is not None]
             if value is None:
                 errors.append(RowError(name, "required", "key field is required"))
             elif problems:
@@ -163,15 +162,13 @@ def event_id(
 
 
 def _canonical(record: Mapping[str, Any] | None) -> str:
+    """Field names and values in a fixed order; None is kept apart from the text "None"."""
     if record is None:
-        return "null"
-    return json.dumps(record, sort_keys=True, ensure_ascii=False, default=_plain)
-
-
-def _plain(value: Any) -> str:
-    if isinstance(value, dt.date | dt.datetime | Decimal):
-        return str(value)
-    raise TypeError(f"cannot hash {type(value).__name__}")
+        return "\x00"
+    return "\x1e".join(
+        f"{k}\x1d{'' if v is None else type(v).__name__}\x1d{'' if v is None else v}"
+        for k, v in sorted(record.items())
+    )
 
 
 def change(

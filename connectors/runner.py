@@ -85,11 +85,15 @@ class Connector:
         self.metrics = ConnectorMetrics(config.id, config.entry)
         self.publisher = Publisher(settings, config, self.target, self.metrics, mapper)
         self.stop = threading.Event()
+        #: Port of /metrics once running (the configured one, or the one picked for port 0).
+        self.metrics_port: int | None = None
+        self.running = threading.Event()
 
     def run(self, *, once: bool = False) -> None:
         server = None
         if self.config.metrics.port is not None:
             server = MetricsServer(self.config.metrics.port, self.config.metrics.host)
+            self.metrics_port = server.port
             log.info("metrics on http://%s:%d/metrics", self.config.metrics.host, server.port)
         try:
             saved = saved_position(self.settings, self.config.id)
@@ -100,6 +104,7 @@ class Connector:
                 self.target.topic,
                 f", resuming from {saved}" if saved else "",
             )
+            self.running.set()
             self.source.run(self.publisher, saved, self.stop, once)
             self.publisher.flush()
             self.publisher.checkpoint(force=True)
