@@ -75,7 +75,9 @@ def main() -> None:
     records = _encoded(connector, source_file)
     baseline_topic = f"bench.baseline.{project.uid}"
     admin = Admin(settings.kafka)
-    admin.apply(plan_topics([TopicSpec(baseline_topic, 2, 1, {})], admin.topic_states([baseline_topic])))
+    admin.apply(
+        plan_topics([TopicSpec(baseline_topic, 2, 1, {})], admin.topic_states([baseline_topic]))
+    )
     producer_conf = settings.kafka.client_config(
         **{"enable.idempotence": True, "acks": "all", "compression.type": "lz4", "linger.ms": 20}
     )
@@ -87,8 +89,11 @@ def main() -> None:
         started = time.perf_counter()
         Connector(settings, config).run(once=True)
         ours.append(args.rows / (time.perf_counter() - started))
-        print(f"round {round_no}: bare producer {baseline[-1]:,.0f} rows/s, "
-              f"connector {ours[-1]:,.0f} rows/s", flush=True)
+        print(
+            f"round {round_no}: bare producer {baseline[-1]:,.0f} rows/s, "
+            f"connector {ours[-1]:,.0f} rows/s",
+            flush=True,
+        )
 
     b, o = statistics.median(baseline), statistics.median(ours)
     print()

@@ -68,6 +68,9 @@ class Publisher:
             )
         )
         self._unpolled = 0
+        #: Change records and rejected rows sent by this publisher (for summaries).
+        self.sent_changes = 0
+        self.sent_rejections = 0
         self._state_for: Callable[[Any], dict[str, Any]] = lambda marker: {"marker": marker}
         self._saved_marker: Any = None
         self._saved_completed = 0
@@ -103,6 +106,7 @@ class Publisher:
             # the record against each branch of ``after`` first (half the encoding time).
             value["after"] = (self._record_name, record)
         encoded = self.target.codec.encode(value)
+        self.sent_changes += 1
         key_bytes = key.encode("utf-8")
         tombstone = op == "d" and self._compacted
         self._produce(
@@ -133,6 +137,7 @@ class Publisher:
             extra={"connector": self.identity.connector},
         )
         self.metrics.rejected(reason)
+        self.sent_rejections += 1
         self._produce(
             self._dlq,
             self.identity.connector.encode(),

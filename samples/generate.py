@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import random
 import sqlite3
 import sys
@@ -212,10 +213,41 @@ def write_social_insurance_db(path: Path, count: int = 20) -> None:
     db.close()
 
 
+def marriage_registrations(count: int = 3) -> list[dict[str, str]]:
+    """Registrations as the marriage system pushes them over HTTP (JSON, field names)."""
+    men = [p for p in population_rows(40, seed=1410) if p[2] == "男"]
+    women = [p for p in population_rows(40, seed=1410) if p[2] == "女"]
+    return [
+        {
+            "registration_no": f"J140600-2026-{i + 1:06d}",
+            "registration_type": "IA",
+            "male_citizen_id": men[i][0],
+            "male_name": men[i][1],
+            "female_citizen_id": women[i][0],
+            "female_name": women[i][1],
+            "registration_date": f"2026年11月{20 + i}日",
+            "registry_office": "朔州市民政局婚姻登记处",
+            "region_code": men[i][6],
+        }
+        for i in range(count)
+    ]
+
+
+def write_marriage_batches(folder: Path) -> None:
+    """``registrations.json`` (a valid batch) and ``bad-batch.json`` (one record is wrong)."""
+    good = marriage_registrations(3)
+    bad = [dict(good[0], registration_no="J140600-2026-000099"), dict(good[1])]
+    bad[1].update(registration_no="J140600-2026-000098", male_citizen_id="140602199001011230")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, batch in (("registrations.json", good), ("bad-batch.json", bad)):
+        (folder / name).write_text(json.dumps(batch, ensure_ascii=False, indent=2), "utf-8")
+
+
 def main(out: Path) -> None:
     write_population_csv(out / "gongan" / "population.csv", 40, bad_rows=True)
     write_legal_entities_xlsx(out / "scjg" / "legal_entities.xlsx")
     write_social_insurance_db(out / "rsj" / "social_insurance.db")
+    write_marriage_batches(out / "mzj")
     print(f"sample data written to {out}")
 
 

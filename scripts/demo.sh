@@ -1,10 +1,44 @@
 #!/usr/bin/env bash
-# The sample exchange, end to end on the local platform.
+# The sample exchange, end to end on the local platform: catalog, then each sample department's
+# connector publishes its source data (GBK CSV with bad rows, XLSX, SQLite, HTTP push).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 x=.venv/bin/exchange
+py=.venv/bin/python
 $x dev up
 $x catalog validate
 $x catalog apply
 $x catalog list
+
+echo "== sample source data (samples/data) into the connectors' drop folders and database"
+work=.exchange/connectors
+mkdir -p "$work/gongan/inbox" "$work/scjg/inbox" "$work/rsj"
+cp samples/data/gongan/population.csv "$work/gongan/inbox/"
+cp samples/data/scjg/legal_entities.xlsx "$work/scjg/inbox/"
+[ -f "$work/rsj/social_insurance.db" ] || cp samples/data/rsj/social_insurance.db "$work/rsj/"
+
+for c in gongan-population scjg-legal-entities rsj-social-insurance; do
+  echo "== connector $c"
+  $x connector check "config/connectors/$c.yaml" --rows 3
+  $x connector run "config/connectors/$c.yaml" --once --log-level warning
+done
+
+echo "== connector mzj-marriage-push (HTTP): a good batch, then a batch with a wrong citizen ID"
+$x connector run config/connectors/mzj-marriage-push.yaml --log-level warning &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null || true' EXIT
+url=http://127.0.0.1:8480/v1/entries/mzj.marriage_registration/records
+for _ in $(seq 1 100); do
+  curl_ok=$($py -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8480/healthz', timeout=1); print(1)" 2>/dev/null || true)
+  [ "$curl_ok" = 1 ] && break
+  sleep 0.2
+done
+token=sample-mzj-token-change-me
+$py -m samples.push "$url" "$token" samples/data/mzj/registrations.json
+$py -m samples.push "$url" "$token" samples/data/mzj/bad-batch.json || echo "(refused, as it should be)"
+kill -TERM $pid && wait $pid || true
+trap - EXIT
+
+$x connector positions
+echo "reports of the processed files: $work/*/inbox/done/*.report.csv"

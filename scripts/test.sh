@@ -2,7 +2,7 @@
 # Set up, lint, type-check and run every test (integration tests start the local platform).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

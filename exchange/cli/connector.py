@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import signal
@@ -15,6 +16,7 @@ from connectors.config import load_connector_config
 from connectors.runner import Connector, check
 from exchange.cli import output
 from exchange.cli.context import state
+from exchange.kafka.control import read_table
 
 app = typer.Typer(
     help="Department connectors (前置机): publish a department's data.", no_args_is_help=True
@@ -93,6 +95,12 @@ def run(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     connector.run(once=once)
+    publisher = connector.publisher
+    output.out.print(
+        f"connector {config.id}: {publisher.sent_changes} change record(s) published to "
+        f"{connector.target.topic}, {publisher.sent_rejections} rejected row(s) sent to "
+        f"{settings.topics.dlq}; all acknowledged"
+    )
     reports = getattr(connector.source, "reports", [])
     if reports:
         output.table(
@@ -103,3 +111,30 @@ def run(
                 for r in reports
             ],
         )
+
+
+@app.command()
+def positions(ctx: typer.Context) -> None:
+    """Every connector's saved source position (from the offsets topic)."""
+    settings = state(ctx).settings
+    table = read_table(settings.kafka, settings.topics.connector_offsets)
+    rows = []
+    for connector_id, raw in sorted(table.items()):
+        try:
+            value = json.loads(raw)
+            saved = dt.datetime.fromtimestamp(value["saved_at_ms"] / 1000, dt.UTC)
+            rows.append(
+                (
+                    connector_id,
+                    value.get("entry", ""),
+                    json.dumps(value.get("position"), ensure_ascii=False),
+                    saved.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                )
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            rows.append((connector_id, "", f"unreadable: {exc}", ""))
+    output.table(
+        f"saved positions ({settings.topics.connector_offsets})",
+        ["connector", "entry", "position", "saved"],
+        rows,
+    )

@@ -188,3 +188,18 @@ def test_a_hundred_thousand_rows_are_published_completely(env: ConnectorEnv) -> 
     saved = env.saved()
     assert saved is not None and saved["complete"] and saved["row"] == 100_001
     assert connector.source.reports[-1].published == 100_000  # type: ignore[attr-defined]
+
+
+def test_cli_refuses_another_departments_entry(env: ConnectorEnv) -> None:
+    from typer.testing import CliRunner
+
+    from exchange.cli.main import app
+
+    path = env.connector_file(
+        {"type": "file", "folder": str(env.inbox)}, POPULATION_FIELDS, department="gongan"
+    )
+    result = CliRunner().invoke(
+        app, ["--config", str(env.project.exchange_yaml), "connector", "check", str(path)]
+    )
+    assert result.exit_code == 1
+    assert "refused" in result.output and "provided by" in result.output
