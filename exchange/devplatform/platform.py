@@ -221,10 +221,17 @@ class LocalPlatform:
                 pid_file,
             )
 
+        # With kafkasql storage the API answers before the journal is replayed; the readiness
+        # probe turns UP only once it is (a restarted registry would otherwise look empty).
+        health = f"http://localhost:{self.dev.registry_port}/health/ready"
+
         def ready() -> bool:
             try:
-                with urllib.request.urlopen(f"{self.registry_url}/subjects", timeout=2) as resp:
-                    return bool(resp.status == 200)
+                for url in (health, f"{self.registry_url}/subjects"):
+                    with urllib.request.urlopen(url, timeout=2) as resp:
+                        if resp.status != 200:
+                            return False
+                return True
             except (urllib.error.URLError, OSError):
                 return False
 
