@@ -39,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=0, help="publish.workers of the connector")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="exchange-bench-"))
@@ -65,6 +66,7 @@ def main() -> None:
                 "entry": project.entry_id,
                 "source": {"type": "file", "folder": str(inbox), "settle_s": 0, "mode": "snapshot"},
                 "fields": POPULATION_FIELDS,
+                "publish": {"workers": args.workers},
             },
             allow_unicode=True,
         ),

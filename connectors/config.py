@@ -144,6 +144,10 @@ class PublishConfig(_Model):
     checkpoint_interval_s: float = Field(1.0, gt=0)
     #: A record Kafka has not acknowledged after this long stops the connector.
     delivery_timeout_s: float = Field(120.0, gt=0)
+    #: Processes that convert and encode file rows; 0 = all in the connector's own process.
+    #: Worth it with cores to spare: on 2 cores shared with a broker it gained nothing (see
+    #: docs/benchmarks.md).
+    workers: int = Field(0, ge=0, le=32)
     #: Extra librdkafka producer settings.
     producer: dict[str, str | int | float | bool] = Field(default_factory=dict)
 

@@ -18,10 +18,11 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connectors.checkpoint import AckTracker
 from connectors.config import ConnectorConfig
+from connectors.encoding import ChangeEncoder, EncoderSpec
 from connectors.errors import ConnectorError
 from connectors.metrics import ConnectorMetrics
 from connectors.platform import PublishedEntry
-from connectors.records import Identity, Op, RowError, RowMapper, change
+from connectors.records import Identity, Op, RowError, RowMapper
 from exchange.config import ExchangeSettings
 from exchange.dlq import DeadLetter
 from exchange.kafka.errors import KafkaOpError
@@ -45,13 +46,22 @@ class Publisher:
         self.target = target
         self.entry = target.entry
         self.metrics = metrics
-        self.mapper = mapper
+        self.spec = EncoderSpec(
+            target.entry,
+            target.record_schema,
+            mapper.sources,
+            target.codec.schema_id,
+            target.codec.schema,
+            target.record_name,
+            Identity(config.department, config.system, config.id),
+        )
+        self.encoder = ChangeEncoder(self.spec)
+        self.mapper = self.encoder.mapper
         self.identity = Identity(config.department, config.system, config.id)
         self.tracker = AckTracker()
         self._dlq = settings.topics.dlq
         self._offsets = settings.topics.connector_offsets
         self._compacted = target.entry.retention.compaction
-        self._record_name = target.record_name
         publish = config.publish
         self._delivery_timeout = publish.delivery_timeout_s
         self._producer = Producer(
@@ -91,21 +101,15 @@ class Publisher:
     ) -> str:
         """Publish one change; returns its event id. A delete is followed by a tombstone when
         the topic is compacted, so compaction eventually drops the key."""
-        value = change(
-            self.entry.id,
-            op,
-            key,
-            record,
-            self.identity,
-            position,
-            identity,
-            int(time.time() * 1000),
-        )
-        if record is not None and op != "d":
-            # fastavro's tuple notation names the union branch: without it, fastavro validates
-            # the record against each branch of ``after`` first (half the encoding time).
-            value["after"] = (self._record_name, record)
-        encoded = self.target.codec.encode(value)
+        ts_ms = int(time.time() * 1000)
+        encoded, event_id = self.encoder.encode(op, key, record, position, identity, ts_ms)
+        self.send_encoded(op, key, encoded, marker, on_done)
+        return event_id
+
+    def send_encoded(
+        self, op: Op, key: str, encoded: bytes, marker: Any = None, on_done: Done | None = None
+    ) -> None:
+        """Publish a change record encoded beforehand (by :class:`ChangeEncoder`)."""
         self.sent_changes += 1
         key_bytes = key.encode("utf-8")
         tombstone = op == "d" and self._compacted
@@ -114,7 +118,6 @@ class Publisher:
         )
         if tombstone:
             self._produce(self.target.topic, key_bytes, None, None, marker, None, on_done)
-        return str(value["event_id"])
 
     def reject(
         self,

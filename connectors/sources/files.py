@@ -13,15 +13,19 @@ from __future__ import annotations
 import csv
 import fnmatch
 import logging
+import multiprocessing
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from connectors.config import ConnectorConfig, FileSourceConfig
+from connectors.encoding import FileBatch, Row, RowResult, encode_file_batch, init_worker, work
 from connectors.errors import SourceError
 from connectors.publisher import Publisher
 from connectors.records import Op, RowError, RowMapper, record_key
@@ -32,6 +36,8 @@ log = logging.getLogger(__name__)
 DONE, FAILED = "done", "failed"
 #: Check whether it is time to save the position every this many rows.
 _CHECKPOINT_EVERY = 500
+#: Rows per batch handed to an encoder (in this process or a worker).
+_BATCH_ROWS = 1000
 
 
 @dataclass
@@ -78,6 +84,7 @@ class FileDropSource:
         self.folder = config.resolve(config.source.folder)
         #: Reports of the files processed by this object, newest last (for the CLI and tests).
         self.reports: list[Report] = []
+        self._executor: ProcessPoolExecutor | None = None
 
     # -- Source protocol ---------------------------------------------------------------------
 
@@ -99,7 +106,10 @@ class FileDropSource:
             file_scan = scan(path, self.source.encoding)
             op = "r" if self.source.mode == "snapshot" else "u"
             for number, row in self._rows(path, file_scan, mapper):
-                record, errors = _map(mapper, row)
+                if isinstance(row, str):
+                    record, errors = None, [RowError(None, "malformed", row)]
+                else:
+                    record, errors = mapper.to_record(row)
                 key = record_key(mapper.entry, record) if record else None
                 out.append(Preview(f"{path.name}#{number}", op, key, record, errors))
                 if len(out) >= limit:
@@ -114,15 +124,18 @@ class FileDropSource:
         once: bool,
     ) -> None:
         state = saved
-        while not stop.is_set():
-            for path in self.pending(settled_only=True):
-                if stop.is_set():
+        try:
+            while not stop.is_set():
+                for path in self.pending(settled_only=True):
+                    if stop.is_set():
+                        break
+                    state = self.process(path, publisher, state, stop)
+                publisher.metrics.last_poll.set_to_current_time()
+                if once:
                     break
-                state = self.process(path, publisher, state, stop)
-            publisher.metrics.last_poll.set_to_current_time()
-            if once:
-                break
-            stop.wait(self.source.poll_interval_s)
+                stop.wait(self.source.poll_interval_s)
+        finally:
+            self.close()
 
     # -- files -------------------------------------------------------------------------------
 
@@ -237,46 +250,79 @@ class FileDropSource:
         stop: threading.Event,
     ) -> tuple[set[str] | None, int]:
         """Publish the rows after ``resume``; returns the keys seen (None if stopped)."""
-        mapper, entry, metrics = publisher.mapper, publisher.entry, publisher.metrics
+        metrics = publisher.metrics
         op: Op = "r" if self.source.mode == "snapshot" else "u"
         keys: set[str] = set()
-        name, digest = path.name, file_scan.sha256
+        name = path.name
         last_row = 0
         since_checkpoint = 0
-        for number, row in self._rows(path, file_scan, mapper):
-            last_row = number
-            report.rows += 1
-            fresh = number > resume
-            record, errors = _map(mapper, row)
-            if errors:
-                key = _key_of_rejected(mapper, row)
-                if key is not None:
-                    keys.add(key)  # still in the export: not a delete
-                report.reject(number, key or "", errors)
-                if fresh:
-                    metrics.rows_read.inc()
-                    publisher.reject(
-                        row if isinstance(row, dict) else None, errors, f"{name}#{number}", number
-                    )
-            else:
-                assert record is not None
-                key = record_key(entry, record)
-                keys.add(key)
-                if fresh:
-                    metrics.rows_read.inc()
-                    publisher.send(
-                        op, key, record, f"{name}#{number}", f"{digest}:{number}", number
-                    )
+        fresh_rows = 0
+        rows = self._rows(path, file_scan, publisher.mapper)
+        batches = (
+            FileBatch(name, file_scan.sha256, op, resume, chunk)
+            for chunk in _chunks(rows, _BATCH_ROWS)
+        )
+        for results in self._encoded(batches, publisher):
+            for result in results:
+                number = last_row = result.number
+                report.rows += 1
+                fresh = number > resume
+                if result.key is not None:
+                    keys.add(result.key)  # a rejected row is still in the export: not a delete
+                if result.errors:
+                    report.reject(number, result.key or "", result.errors)
+                    if fresh:
+                        publisher.reject(result.row, result.errors, f"{name}#{number}", number)
+                elif fresh:
+                    assert result.value is not None and result.key is not None
+                    publisher.send_encoded(op, result.key, result.value, number)
                     report.published += 1
-            if fresh:
-                since_checkpoint += 1
-                if since_checkpoint >= _CHECKPOINT_EVERY:
-                    since_checkpoint = 0
-                    publisher.checkpoint()
-                    if stop.is_set():
-                        log.info("%s: stopping after row %d", name, number)
-                        return None, last_row
+                fresh_rows += fresh
+            metrics.rows_read.inc(fresh_rows)
+            fresh_rows = 0
+            since_checkpoint += len(results)
+            if since_checkpoint >= _CHECKPOINT_EVERY:
+                since_checkpoint = 0
+                publisher.checkpoint()
+                if stop.is_set():
+                    log.info("%s: stopping after row %d", name, last_row)
+                    return None, last_row
         return keys, last_row
+
+    def _encoded(
+        self, batches: Iterator[FileBatch], publisher: Publisher
+    ) -> Iterator[list[RowResult]]:
+        """Results of each batch, in order: from worker processes when configured, with a few
+        batches in flight so reading, encoding and producing overlap."""
+        workers = self.config.publish.workers
+        if workers == 0:
+            for batch in batches:
+                yield encode_file_batch(publisher.encoder, batch)
+            return
+        pool = self._pool(publisher, workers)
+        in_flight: deque[Future[list[RowResult]]] = deque()
+        for batch in batches:
+            in_flight.append(pool.submit(work, batch))
+            if len(in_flight) > 2 * workers:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+
+    def _pool(self, publisher: Publisher, workers: int) -> ProcessPoolExecutor:
+        if self._executor is None:
+            # spawn, not fork: the connector's process runs librdkafka threads.
+            self._executor = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_worker,
+                initargs=(publisher.spec,),
+            )
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
 
     def _publish_deletes(
         self,
@@ -312,13 +358,10 @@ class FileDropSource:
         if file_scan.sha256 != digest:
             raise SourceError(f"{path} changed since it was published", code="CHANGED")
         keys = set()
+        encoder = publisher.encoder
         for _number, row in self._rows(path, file_scan, publisher.mapper):
-            record, _errors = _map(publisher.mapper, row)
-            key = (
-                record_key(publisher.entry, record)
-                if record
-                else _key_of_rejected(publisher.mapper, row)
-            )
+            record, _errors = encoder.map_row(row)
+            key = record_key(encoder.entry, record) if record else encoder.key_of_rejected(row)
             if key is not None:
                 keys.add(key)
         return keys
@@ -335,19 +378,15 @@ class FileDropSource:
         log.info("%s -> %s/%s", report.summary(), outcome, target.name)
 
 
-def _map(
-    mapper: RowMapper, row: dict[str, Any] | str
-) -> tuple[dict[str, Any] | None, list[RowError]]:
-    if isinstance(row, str):
-        return None, [RowError(None, "malformed", row)]
-    return mapper.to_record(row)
-
-
-def _key_of_rejected(mapper: RowMapper, row: dict[str, Any] | str) -> str | None:
-    if isinstance(row, str):
-        return None
-    record, errors = mapper.key_record(row)
-    return record_key(mapper.entry, record) if record and not errors else None
+def _chunks(rows: Iterator[tuple[int, Row]], size: int) -> Iterator[list[tuple[int, Row]]]:
+    chunk: list[tuple[int, Row]] = []
+    for item in rows:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _free_name(folder: Path, name: str) -> Path:

@@ -32,11 +32,16 @@ def report_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 def test_gbk_sample_with_bad_rows_publishes_the_good_and_reports_every_bad_one(
-    env: ConnectorEnv,
+    env: ConnectorEnv, workers: int
 ) -> None:
     shutil.copy(ROOT / "samples/data/gongan/population.csv", env.inbox / "population.csv")
-    run_once(env, mode="snapshot")
+    config = env.file_config(mode="snapshot")
+    config = config.model_copy(
+        update={"publish": config.publish.model_copy(update={"workers": workers})}
+    )
+    Connector(env.settings, config).run(once=True)
 
     changes = env.changes()
     assert len(changes) == 40 - len(BAD_POPULATION_ROWS)

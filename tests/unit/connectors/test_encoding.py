@@ -1,0 +1,49 @@
+from connectors.encoding import ChangeEncoder, EncoderSpec, FileBatch, encode_file_batch
+from connectors.records import FieldSource, Identity
+from exchange.catalog.avro import envelope_schema, load_schema
+from tests.conftest import ROOT
+from tests.unit.connectors.test_records import COLUMNS, ENTRY, GOOD, SCHEMA
+
+ENVELOPE = envelope_schema(
+    ENTRY.id, SCHEMA, load_schema(ROOT / "schemas/avro/exchange/envelope.avsc")
+)
+ENCODER = ChangeEncoder(
+    EncoderSpec(
+        ENTRY,
+        SCHEMA,
+        {f: FieldSource(c, {"男": "1"} if f == "gender" else None) for f, c in COLUMNS.items()},
+        7,
+        ENVELOPE,
+        "gov.shuozhou.gongan.ResidentPopulation",
+        Identity("gongan", "人口系统", "c1"),
+    )
+)
+
+
+def test_a_batch_encodes_fresh_rows_keys_old_ones_and_rejects_bad_ones() -> None:
+    bad = {**GOOD, "身份证号": "11010519491231002X", "姓名": ""}
+    batch = FileBatch(
+        "p.csv",
+        "d1g",
+        "r",
+        2,
+        [(2, GOOD), (3, GOOD), (4, bad), (5, "has 1 cells, the header has 6")],
+    )
+    results = encode_file_batch(ENCODER, batch)
+    assert [r.number for r in results] == [2, 3, 4, 5]
+    old, fresh, rejected, malformed = results
+    assert old.key == GOOD["身份证号"] and old.value is None  # published before the resume point
+    assert fresh.value is not None
+    decoded = ENCODER.codec.decode(fresh.value)
+    assert decoded["op"] == "r" and decoded["after"]["name"] == "张三"
+    assert decoded["source"]["position"] == "p.csv#3"
+    assert rejected.errors and rejected.errors[0].code == "required" and rejected.row == bad
+    assert rejected.key == "11010519491231002X"  # its key is still readable: not a delete
+    assert malformed.key is None and malformed.errors and malformed.errors[0].code == "malformed"
+
+
+def test_the_event_id_does_not_depend_on_when_a_row_is_encoded() -> None:
+    record, _ = ENCODER.mapper.to_record(GOOD)
+    a = ENCODER.encode("r", "k", record, "p.csv#3", "d1g:3", 1)
+    b = ENCODER.encode("r", "k", record, "p.csv#3", "d1g:3", 2)
+    assert a[1] == b[1] and a[0] != b[0]  # ts_ms differs, the event id does not
