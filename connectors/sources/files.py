@@ -131,9 +131,11 @@ class FileDropSource:
                         break
                     state = self.process(path, publisher, state, stop)
                 publisher.metrics.last_poll.set_to_current_time()
-                if once:
+                if once and not self.pending(settled_only=False):
                     break
-                stop.wait(self.source.poll_interval_s)
+                # With --once, files still being written are waited for, not skipped.
+                wait = self.source.settle_s if once else self.source.poll_interval_s
+                stop.wait(max(wait, 0.1))
         finally:
             self.close()
 

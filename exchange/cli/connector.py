@@ -105,9 +105,17 @@ def run(
     if reports:
         output.table(
             f"{config.id}: files processed",
-            ["file", "rows", "published", "rejected", "deletes", "report"],
+            ["file", "rows", "published", "rejected", "deletes", "report", "notes"],
             [
-                (r.file, r.rows, r.published, r.rejected_rows, r.deletes, r.report_path or "")
+                (
+                    r.file,
+                    r.rows,
+                    r.published,
+                    r.rejected_rows,
+                    r.deletes,
+                    r.report_path or "",
+                    "; ".join(r.notes),
+                )
                 for r in reports
             ],
         )

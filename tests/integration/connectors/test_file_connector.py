@@ -208,3 +208,10 @@ def test_cli_refuses_another_departments_entry(env: ConnectorEnv) -> None:
     )
     assert result.exit_code == 1
     assert "refused" in result.output and "provided by" in result.output
+
+
+def test_once_waits_for_a_file_still_settling(env: ConnectorEnv) -> None:
+    write_population_csv(env.inbox / "fresh.csv", 3)  # modified just now
+    run_once(env, settle_s=1)
+    assert (env.inbox / "done" / "fresh.csv").exists()
+    assert len(env.changes()) == 3
