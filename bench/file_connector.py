@@ -22,9 +22,8 @@ from typing import Any
 from confluent_kafka import Producer
 
 from connectors.config import load_connector_config
-from connectors.records import Identity, change, record_key
-from connectors.runner import Connector, mapper_for
-from connectors.sources.files import FileDropSource
+from connectors.encoding import FileBatch, encode_file_batch
+from connectors.runner import Connector
 from connectors.sources.tabular import read_rows, scan
 from exchange.catalog.apply import apply_catalog
 from exchange.catalog.load import load_catalog
@@ -107,20 +106,14 @@ def main() -> None:
 
 def _encoded(connector: Connector, path: Path) -> list[tuple[bytes, bytes]]:
     """The records the connector would publish, encoded outside the timing."""
-    mapper = mapper_for(connector.config, connector.target)
-    source = connector.source
-    assert isinstance(source, FileDropSource)
-    who = Identity(connector.config.department, "bench", connector.config.id)
-    out = []
-    file_scan = scan(path, "auto")
-    for number, row in read_rows(path, file_scan, mapper.columns, delimiter=",", sheet=None):
-        assert isinstance(row, dict)
-        record, errors = mapper.to_record(row)
-        assert record is not None, errors
-        key = record_key(mapper.entry, record)
-        value = change(mapper.entry.id, "r", key, record, who, f"p#{number}", str(number), 0)
-        out.append((key.encode(), connector.target.codec.encode(value)))
-    return out
+    rows = read_rows(
+        path, scan(path, "auto"), connector.publisher.mapper.columns, delimiter=",", sheet=None
+    )
+    results = encode_file_batch(
+        connector.publisher.encoder, FileBatch(path.name, "bench", "r", 0, list(rows))
+    )
+    assert all(r.value is not None and r.key is not None for r in results)
+    return [(str(r.key).encode(), bytes(r.value or b"")) for r in results]
 
 
 def _bare_producer(conf: dict[str, Any], topic: str, records: list[tuple[bytes, bytes]]) -> float:

@@ -19,6 +19,14 @@ from exchange.kafka.wire import AvroCodec
 Row = dict[str, Any] | str
 
 
+def map_row(mapper: RowMapper, row: Row) -> tuple[dict[str, Any] | None, list[RowError]]:
+    """The entry's record of a source row, or why not (a row that could not even be split into
+    cells is ``malformed``)."""
+    if isinstance(row, str):
+        return None, [RowError(None, "malformed", row)]
+    return mapper.to_record(row)
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """Everything needed to map and encode rows; picklable, sent once to each worker."""
@@ -59,9 +67,7 @@ class ChangeEncoder:
         return self.codec.encode(value), str(value["event_id"])
 
     def map_row(self, row: Row) -> tuple[dict[str, Any] | None, list[RowError]]:
-        if isinstance(row, str):
-            return None, [RowError(None, "malformed", row)]
-        return self.mapper.to_record(row)
+        return map_row(self.mapper, row)
 
     def key_of_rejected(self, row: Row) -> str | None:
         """The key of a rejected row, when at least its key fields are readable."""

@@ -57,7 +57,7 @@ class Publisher:
         )
         self.encoder = ChangeEncoder(self.spec)
         self.mapper = self.encoder.mapper
-        self.identity = Identity(config.department, config.system, config.id)
+        self.identity = self.spec.identity
         self.tracker = AckTracker()
         self._dlq = settings.topics.dlq
         self._offsets = settings.topics.connector_offsets

@@ -104,12 +104,17 @@ def write_population_csv(
         rows[9 - 2][3] = "1990年13月5日"
         rows[12 - 2][7] = "1380013"
         rows[15 - 2][6] = "14060"
+    write_population_rows(path, rows, encoding)
+    return rows
+
+
+def write_population_rows(path: Path, rows: list[list[str]], encoding: str) -> None:
+    """Population rows as an export: the header, then the rows, in ``encoding``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding=encoding, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(POPULATION_HEADER)
         writer.writerows(rows)
-    return rows
 
 
 LEGAL_ENTITY_HEADER = [

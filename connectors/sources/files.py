@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from connectors.config import ConnectorConfig, FileSourceConfig
-from connectors.encoding import FileBatch, Row, RowResult, encode_file_batch, init_worker, work
+from connectors.encoding import (
+    FileBatch,
+    Row,
+    RowResult,
+    encode_file_batch,
+    init_worker,
+    map_row,
+    work,
+)
 from connectors.errors import SourceError
 from connectors.publisher import Publisher
 from connectors.records import Op, RowError, RowMapper, record_key
@@ -38,6 +46,8 @@ DONE, FAILED = "done", "failed"
 _CHECKPOINT_EVERY = 500
 #: Rows per batch handed to an encoder (in this process or a worker).
 _BATCH_ROWS = 1000
+#: A resume point after every row: nothing is sent again.
+_ALL_ROWS = 1 << 62
 
 
 @dataclass
@@ -106,10 +116,7 @@ class FileDropSource:
             file_scan = scan(path, self.source.encoding)
             op = "r" if self.source.mode == "snapshot" else "u"
             for number, row in self._rows(path, file_scan, mapper):
-                if isinstance(row, str):
-                    record, errors = None, [RowError(None, "malformed", row)]
-                else:
-                    record, errors = mapper.to_record(row)
+                record, errors = map_row(mapper, row)
                 key = record_key(mapper.entry, record) if record else None
                 out.append(Preview(f"{path.name}#{number}", op, key, record, errors))
                 if len(out) >= limit:
@@ -186,7 +193,7 @@ class FileDropSource:
         )
         resume = int(state.get("row", 0)) if same_file and state else 0
         if same_file and state and state.get("complete"):
-            resume = 1 << 62  # published before (crash before the move): report and move only
+            resume = _ALL_ROWS  # published before (crash before the move): report and move only
             report.notes.append("already published earlier (identical file); nothing re-sent")
         elif resume:
             log.info("%s: resuming after row %d", path.name, resume)
@@ -359,13 +366,12 @@ class FileDropSource:
         file_scan = scan(path, self.source.encoding)
         if file_scan.sha256 != digest:
             raise SourceError(f"{path} changed since it was published", code="CHANGED")
-        keys = set()
-        encoder = publisher.encoder
-        for _number, row in self._rows(path, file_scan, publisher.mapper):
-            record, _errors = encoder.map_row(row)
-            key = record_key(encoder.entry, record) if record else encoder.key_of_rejected(row)
-            if key is not None:
-                keys.add(key)
+        keys: set[str] = set()
+        rows = self._rows(path, file_scan, publisher.mapper)
+        for chunk in _chunks(rows, _BATCH_ROWS):
+            # Every row counts as published before: keyed, not encoded.
+            batch = FileBatch(path.name, digest, "r", _ALL_ROWS, chunk)
+            keys.update(r.key for r in encode_file_batch(publisher.encoder, batch) if r.key)
         return keys
 
     def _finish(

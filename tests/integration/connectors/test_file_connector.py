@@ -16,6 +16,7 @@ from samples.generate import (
     BAD_POPULATION_ROWS,
     write_legal_entities_xlsx,
     write_population_csv,
+    write_population_rows,
 )
 from tests.conftest import ROOT
 from tests.integration.connectors.conftest import POPULATION_FIELDS, ConnectorEnv
@@ -77,24 +78,15 @@ def test_gb18030_and_utf8_files_decode_including_characters_outside_gbk(
     rows = write_population_csv(env.inbox / "a.csv", 5, encoding="gb18030")
     rows[0][1] = "王䶮"  # U+4DAE: GB18030 only
     rows[1][5] = "山西省朔州市𠀀街1号"  # U+20000: a 4-byte GB18030 sequence
-    _write(env.inbox / "a.csv", rows, "gb18030")
+    write_population_rows(env.inbox / "a.csv", rows, "gb18030")
     more = write_population_csv(env.inbox / "x", 3, first_sequence=1000)
-    _write(env.inbox / "b.csv", more, "utf-8")
+    write_population_rows(env.inbox / "b.csv", more, "utf-8")
     (env.inbox / "x").unlink()
     run_once(env)
     after = {c.key: c.value["after"] for c in env.changes() if c.value}
     assert after[rows[0][0]]["name"] == "王䶮"
     assert after[rows[1][0]]["address"] == "山西省朔州市𠀀街1号"
     assert len(after) == 8
-
-
-def _write(path: Path, rows: list[list[str]], encoding: str) -> None:
-    from samples.generate import POPULATION_HEADER
-
-    with path.open("w", encoding=encoding, newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(POPULATION_HEADER)
-        writer.writerows(rows)
 
 
 def test_xlsx_export_with_date_cells_and_amounts(env: ConnectorEnv) -> None:
@@ -139,7 +131,7 @@ def test_full_exports_turn_missing_keys_into_deletes_with_tombstones(env: Connec
     rows = write_population_csv(env.inbox / "day1.csv", 10)
     run_once(env, mode="snapshot", delete_missing=True)
     kept = rows[:7]
-    _write(env.inbox / "day2.csv", kept, "gbk")
+    write_population_rows(env.inbox / "day2.csv", kept, "gbk")
     run_once(env, mode="snapshot", delete_missing=True)
     changes = env.changes()
     deleted = {c.key for c in changes if c.value and c.value["op"] == "d"}
