@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from connectors.records import FieldSource, Identity, Op, RowError, RowMapper, change, record_key
+from connectors.records import FieldSource, Identity, Op, RowError, RowMapper, change
+from exchange.catalog.keys import record_key
 from exchange.catalog.model import CatalogEntry
 from exchange.kafka.wire import AvroCodec
 

@@ -7,9 +7,7 @@ event_id) keyed by the entry's business key.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -129,19 +127,6 @@ class RowMapper:
                 errors.append(RowError(name, "key", problems[0]))
             record[name] = value
         return (None, errors) if errors else (record, [])
-
-
-def record_key(entry: CatalogEntry, record: Mapping[str, Any]) -> str:
-    """The Kafka key: the business key's value; a JSON array of values for a composite key."""
-    if len(entry.key) == 1:
-        return _key_text(record[entry.key[0]])
-    return json.dumps([_key_text(record[k]) for k in entry.key], ensure_ascii=False)
-
-
-def _key_text(value: Any) -> str:
-    if isinstance(value, dt.date | dt.datetime):
-        return value.isoformat()
-    return str(value)
 
 
 def event_id(

@@ -36,9 +36,10 @@ from connectors.encoding import (
 )
 from connectors.errors import SourceError
 from connectors.publisher import Publisher
-from connectors.records import Op, RowError, RowMapper, record_key
+from connectors.records import Op, RowError, RowMapper
 from connectors.sources.base import Preview
 from connectors.sources.tabular import FileFormatError, FileScan, read_rows, scan
+from exchange.catalog.keys import record_key
 
 log = logging.getLogger(__name__)
 DONE, FAILED = "done", "failed"

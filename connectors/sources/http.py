@@ -26,8 +26,9 @@ from aiohttp import web
 from connectors.config import ConnectorConfig, HttpSourceConfig
 from connectors.errors import SourceError
 from connectors.publisher import Publisher
-from connectors.records import Op, RowError, RowMapper, record_key
+from connectors.records import Op, RowError, RowMapper
 from connectors.sources.base import Preview
+from exchange.catalog.keys import record_key
 from exchange.config import ConfigError, Problem, load_yaml
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,9 @@ from connectors.config import ConnectorConfig, SqlSourceConfig
 from connectors.convert import ConversionError, to_bool
 from connectors.errors import SourceError
 from connectors.publisher import Publisher
-from connectors.records import Op, RowError, RowMapper, record_key
+from connectors.records import Op, RowError, RowMapper
 from connectors.sources.base import Preview
+from exchange.catalog.keys import record_key
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 import datetime as dt
 import json
 
-from connectors.records import FieldSource, Identity, RowMapper, change, event_id, record_key
+from connectors.records import FieldSource, Identity, RowMapper, change, event_id
 from exchange.catalog.avro import load_schema
+from exchange.catalog.keys import record_key
 from exchange.catalog.model import CatalogEntry
 from tests.conftest import ROOT
 

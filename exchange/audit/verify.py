@@ -1,0 +1,136 @@
+"""Checking audit chains: every event in place, unchanged, and sealed by a key holder.
+
+Pure: takes the events as read (with where each was read) and reports, per chain, the first
+broken link. What a hash chain cannot show by itself: events cut off the *end* of a chain. The
+verifier reports each chain's last sequence so an operator can compare it with what the writer
+last reported (the router exports it as a metric).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from exchange.audit.events import ALGORITHMS, GENESIS, AuditEvent, event_hash
+
+Breach = Literal["changed", "missing", "reordered", "duplicated", "forged", "unreadable"]
+
+
+@dataclass(frozen=True)
+class Read:
+    """One record of the audit topic: where it was, and the event or why it is not one."""
+
+    position: str  # "partition 1 offset 42"
+    event: AuditEvent | None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class BrokenLink:
+    breach: Breach
+    position: str
+    sequence: int | None
+    message: str
+
+
+@dataclass
+class ChainReport:
+    chain_id: str
+    events: int = 0
+    last_sequence: int | None = None
+    last_hash: str = GENESIS
+    broken: BrokenLink | None = None
+
+
+@dataclass
+class Verification:
+    chains: dict[str, ChainReport] = field(default_factory=dict)
+    #: Records that are not audit events at all (not attributable to any chain).
+    unreadable: list[BrokenLink] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.unreadable and all(c.broken is None for c in self.chains.values())
+
+    @property
+    def events(self) -> int:
+        return sum(c.events for c in self.chains.values())
+
+
+def verify(reads: Iterable[Read], key: bytes | None) -> Verification:
+    """Check every chain in the order its events were read (one chain lives in one partition)."""
+    result = Verification()
+    by_chain: dict[str, list[tuple[str, AuditEvent]]] = {}
+    for read in reads:
+        if read.event is None:
+            result.unreadable.append(
+                BrokenLink("unreadable", read.position, None, read.error or "not an audit event")
+            )
+            continue
+        by_chain.setdefault(read.event.chain_id, []).append((read.position, read.event))
+    for chain_id, events in by_chain.items():
+        result.chains[chain_id] = _verify_chain(chain_id, events, key)
+    return result
+
+
+def _verify_chain(
+    chain_id: str, events: list[tuple[str, AuditEvent]], key: bytes | None
+) -> ChainReport:
+    report = ChainReport(chain_id)
+    sequences = {e.sequence for _p, e in events}
+    seen: dict[int, str] = {}
+    expected = 0
+    for position, event in events:
+        report.events += 1
+        broken = _check(event, expected, report.last_hash, seen, sequences, key, position)
+        if broken is not None:
+            report.broken = broken
+            return report
+        seen[event.sequence] = event.hash
+        report.last_sequence = event.sequence
+        report.last_hash = event.hash
+        expected = event.sequence + 1
+    return report
+
+
+def _check(
+    event: AuditEvent,
+    expected: int,
+    prev_hash: str,
+    seen: dict[int, str],
+    sequences: set[int],
+    key: bytes | None,
+    position: str,
+) -> BrokenLink | None:
+    seq = event.sequence
+
+    def broken(breach: Breach, message: str) -> BrokenLink:
+        return BrokenLink(breach, position, seq, message)
+
+    if event.algorithm not in ALGORITHMS:
+        return broken("forged", f"unknown hash algorithm {event.algorithm!r}")
+    if key is not None and not event.algorithm.startswith("hmac-"):
+        return broken("forged", "not sealed with the audit key (plain hash, anyone can make one)")
+    if key is None and event.algorithm.startswith("hmac-"):
+        return broken("forged", "sealed with an audit key, and none was given to check it")
+    if event.hash != event_hash(event, key):
+        what = "sealed with another key, or changed" if key is not None else "changed"
+        return broken("changed", f"hash does not match the content: {what}")
+    if seq in seen:
+        if seen[seq] == event.hash:
+            return broken("duplicated", f"sequence {seq} appears twice")
+        return broken("forged", f"a second, different event with sequence {seq}")
+    if seq < expected:
+        return broken("reordered", f"sequence {seq} after {expected - 1}")
+    if seq > expected:
+        first_missing = expected
+        if any(s in sequences for s in range(first_missing, seq)):
+            return broken("reordered", f"sequence {seq} comes before {first_missing}")
+        gap = f"{first_missing}" if seq - first_missing == 1 else f"{first_missing}..{seq - 1}"
+        return broken("missing", f"sequence {gap} missing before {seq}")
+    if event.prev_hash != prev_hash:
+        return broken(
+            "changed", f"previous-hash link does not match event {seq - 1} as read"
+        )
+    return None

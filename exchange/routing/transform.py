@@ -1,0 +1,186 @@
+"""What one grant lets through: row filter, projection and masks, and the delivery schema.
+
+Pure functions; the router builds one :class:`DeliveryPlan` per active grant and calls it per
+record.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from exchange.catalog.model import CatalogEntry
+from exchange.grants.model import Grant, Mask, Predicate
+from exchange.grants.rules import effective_masks
+
+RowFilter = Callable[[Mapping[str, Any]], bool]
+DELIVERY_NAMESPACE = "exchange.delivery"
+
+
+def compile_filter(predicates: Sequence[Predicate]) -> RowFilter:
+    """A row passes when every predicate holds; a null value never matches."""
+    checks = [_predicate(p) for p in predicates]
+    if not checks:
+        return lambda _row: True
+    return lambda row: all(check(row) for check in checks)
+
+
+def _predicate(p: Predicate) -> RowFilter:
+    name = p.field
+    if p.op == "prefix":
+        prefix = str(p.values[0])
+        return lambda row: isinstance(v := row.get(name), str) and v.startswith(prefix)
+    # Filter values come from YAML or the CLI as text or numbers; compare both as text so that
+    # `region_code: {eq: 140602}` matches the string "140602".
+    wanted = frozenset(_text(v) for v in p.values)
+    return lambda row: (v := row.get(name)) is not None and _text(v) in wanted
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def mask_value(value: Any, mask: Mask, salt: bytes) -> str | None:
+    """The masked text of a value; ``None`` stays ``None``."""
+    if value is None or mask.kind == "redact":
+        return None
+    text = _text(value)
+    if mask.kind == "hash":
+        return hmac.new(salt, text.encode("utf-8"), hashlib.sha256).hexdigest()
+    if mask.kind == "none":
+        return text
+    keep = mask.first + mask.last
+    if len(text) <= keep:
+        # Too short to show anything and still hide something: hide it all.
+        return "*" * len(text)
+    tail = text[len(text) - mask.last :] if mask.last else ""
+    return text[: mask.first] + "*" * (len(text) - keep) + tail
+
+
+def delivery_record_schema(
+    entry: CatalogEntry, record_schema: Mapping[str, Any], grant: Grant
+) -> dict[str, Any]:
+    """The granted fields of the entry's record, in the entry's order, all optional.
+
+    Masked fields become strings. Every field is a union with null and defaults to null, so a
+    grant's later changes (a field added or dropped) stay readable for its consumer.
+    """
+    masks = effective_masks(grant.request, entry)
+    granted = set(grant.request.fields)
+    fields = []
+    for field in record_schema["fields"]:
+        name = field["name"]
+        if name not in granted:
+            continue
+        if name in masks:
+            ftype: Any = ["null", "string"]
+        else:
+            ftype = copy.deepcopy(field["type"])
+            branches = ftype if isinstance(ftype, list) else [ftype]
+            ftype = ["null", *(b for b in branches if b != "null")]
+        out = {"name": name, "type": ftype, "default": None}
+        doc = field.get("doc")
+        if doc:
+            out["doc"] = doc + (f" Masked: {masks[name].describe()}." if name in masks else "")
+        fields.append(out)
+    return {
+        "type": "record",
+        "name": _record_name(grant.request.consumer, entry.id),
+        "namespace": DELIVERY_NAMESPACE,
+        "doc": f"{entry.title} ({entry.id}) as delivered to {grant.request.consumer}.",
+        "fields": fields,
+    }
+
+
+def delivery_schema(
+    entry: CatalogEntry, record_schema: Mapping[str, Any], grant: Grant
+) -> dict[str, Any]:
+    """The delivery envelope: op, the projected record, the source event's id and time."""
+    return {
+        "type": "record",
+        "name": _record_name(grant.request.consumer, entry.id) + "Change",
+        "namespace": DELIVERY_NAMESPACE,
+        "doc": f"Changes of {entry.id} delivered to {grant.request.consumer} under a grant.",
+        "fields": [
+            {
+                "name": "op",
+                "type": {
+                    "type": "enum",
+                    "name": "Op",
+                    "namespace": "exchange",
+                    "symbols": ["c", "u", "d", "r"],
+                },
+            },
+            {
+                "name": "after",
+                "type": ["null", delivery_record_schema(entry, record_schema, grant)],
+                "default": None,
+            },
+            {"name": "provider", "type": "string", "doc": "The entry's provider department."},
+            {
+                "name": "ts_ms",
+                "type": {"type": "long", "logicalType": "timestamp-millis"},
+                "doc": "When the change was read at the source.",
+            },
+            {"name": "event_id", "type": "string", "doc": "The source change's event id."},
+            {"name": "grant_id", "type": "string", "doc": "The grant this delivery is made under."},
+        ],
+    }
+
+
+def _record_name(consumer: str, entry_id: str) -> str:
+    parts = [consumer, *entry_id.replace(".", "_").split("_")]
+    return "".join(p[:1].upper() + p[1:] for p in parts if p)
+
+
+@dataclass(frozen=True)
+class DeliveryPlan:
+    """One grant applied to one entry: filter, project and mask a record; derive its key."""
+
+    grant: Grant
+    entry: CatalogEntry
+    fields: tuple[str, ...]
+    masks: Mapping[str, Mask]
+    row_filter: RowFilter
+    salt: bytes
+    #: A key field is masked: the delivered key is then a salted hash, never the value.
+    hashed_key: bool
+
+    @classmethod
+    def build(cls, grant: Grant, entry: CatalogEntry) -> DeliveryPlan:
+        masks = effective_masks(grant.request, entry)
+        return cls(
+            grant=grant,
+            entry=entry,
+            fields=tuple(grant.request.fields),
+            masks=masks,
+            row_filter=compile_filter(grant.request.row_filter),
+            salt=bytes.fromhex(grant.salt),
+            hashed_key=any(k in masks or k not in grant.request.fields for k in entry.key),
+        )
+
+    def accepts(self, record: Mapping[str, Any]) -> bool:
+        return self.row_filter(record)
+
+    def project(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.fields:
+            value = record.get(name)
+            mask = self.masks.get(name)
+            out[name] = value if mask is None else mask_value(value, mask, self.salt)
+        return out
+
+    def key(self, key: bytes | None) -> bytes | None:
+        """The delivered key: the source key, or its salted hash when it would reveal a field."""
+        if key is None or not self.hashed_key:
+            return key
+        return hmac.new(self.salt, key, hashlib.sha256).hexdigest().encode("ascii")

@@ -1,0 +1,110 @@
+import dataclasses
+import itertools
+
+import pytest
+
+from exchange.audit.events import GENESIS, AuditEvent, Chain, Happening, event_hash
+from exchange.audit.verify import Read, verify
+
+KEY = b"k" * 32
+
+
+def events(n: int, key: bytes | None = KEY, algorithm: str = "sha256") -> list[AuditEvent]:
+    chain = Chain("router.w1", algorithm, key)  # type: ignore[arg-type]
+    return [
+        chain.seal(Happening("delivery.receipt", "router", 1000 + i, {"count": i}, grant_id="g"))
+        for i in range(n)
+    ]
+
+
+def reads(evs: list[AuditEvent]) -> list[Read]:
+    return [Read(f"partition 0 offset {i}", e) for i, e in enumerate(evs)]
+
+
+def first_break(evs: list[AuditEvent], key: bytes | None = KEY) -> tuple[str, int | None, str]:
+    report = verify(reads(evs), key).chains["router.w1"]
+    assert report.broken is not None
+    return report.broken.breach, report.broken.sequence, report.broken.position
+
+
+def test_chain_links_and_verifies() -> None:
+    evs = events(5)
+    assert evs[0].prev_hash == GENESIS and evs[0].sequence == 0
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(evs))
+    assert evs[0].algorithm == "hmac-sha256"
+    result = verify(reads(evs), KEY)
+    assert result.intact and result.events == 5
+    assert result.chains["router.w1"].last_sequence == 4
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sm3"])
+def test_unkeyed_chains_verify_with_either_algorithm(algorithm: str) -> None:
+    evs = events(3, key=None, algorithm=algorithm)
+    assert evs[0].algorithm == algorithm and len(evs[0].hash) == 64
+    assert verify(reads(evs), None).intact
+
+
+def test_changed_event_is_found() -> None:
+    evs = events(5)
+    evs[2] = dataclasses.replace(evs[2], details='{"count":99}')
+    assert first_break(evs) == ("changed", 2, "partition 0 offset 2")
+
+
+def test_changed_and_rehashed_event_breaks_the_next_link() -> None:
+    evs = events(5, key=None)
+    changed = dataclasses.replace(evs[2], details='{"count":99}')
+    evs[2] = dataclasses.replace(changed, hash=event_hash(changed, None))
+    assert first_break(evs, None)[:2] == ("changed", 3)
+
+
+def test_dropped_event_is_found() -> None:
+    evs = events(5)
+    del evs[2]
+    assert first_break(evs) == ("missing", 3, "partition 0 offset 2")
+    assert first_break(events(3)[1:])[:2] == ("missing", 1)
+
+
+def test_reordered_events_are_found() -> None:
+    evs = events(5)
+    evs[1], evs[3] = evs[3], evs[1]
+    assert first_break(evs)[:2] == ("reordered", 3)
+
+
+def test_duplicate_is_found() -> None:
+    evs = events(3)
+    assert first_break([*evs, evs[1]])[:2] == ("duplicated", 1)
+
+
+def test_forged_events_are_found() -> None:
+    evs = events(3)
+    # Appended by someone without the key: a plain hash, correctly linked.
+    tail = Chain("router.w1", "sha256", None, 3, evs[-1].hash)
+    forged = tail.seal(Happening("delivery.receipt", "router", 5, {"count": 1}))
+    assert first_break([*evs, forged])[:2] == ("forged", 3)
+    # ... or with a key of its own: the HMAC does not match.
+    other = Chain("router.w1", "sha256", b"x" * 32, 3, evs[-1].hash)
+    assert first_break([*evs, other.seal(Happening("k", "a", 5, {}))])[:2] == ("changed", 3)
+    # A second event with a sequence already used.
+    fork = Chain("router.w1", "sha256", KEY, 1, evs[0].hash).seal(Happening("k", "a", 5, {}))
+    assert first_break([*evs, fork])[:2] == ("forged", 1)
+
+
+def test_unreadable_records_and_independent_chains() -> None:
+    good = events(2)
+    other = Chain("cli.gongan", "sha256", KEY).seal(Happening("grant.approved", "gongan", 1, {}))
+    result = verify(
+        [*reads(good), Read("partition 1 offset 0", other), Read("p 2", None, "bad")], KEY
+    )
+    assert not result.intact
+    assert set(result.chains) == {"router.w1", "cli.gongan"}
+    assert all(c.broken is None for c in result.chains.values())
+    assert [u.position for u in result.unreadable] == ["p 2"]
+
+
+def test_avro_round_trip_keeps_the_hash_valid() -> None:
+    import datetime as dt
+
+    ev = events(1)[0]
+    record = ev.to_avro()
+    record["ts_ms"] = dt.datetime.fromtimestamp(ev.ts_ms / 1000, tz=dt.UTC)
+    assert AuditEvent.from_avro(record) == ev

@@ -1,0 +1,58 @@
+import datetime as dt
+
+import pytest
+from pydantic import ValidationError
+
+from exchange.grants.model import Grant, Mask, Predicate, parse_row_filter
+from tests.unit.grants.fixtures import T0, grant, request
+
+
+def test_row_filter_short_form() -> None:
+    preds = parse_row_filter({"region_code": {"prefix": "1406"}, "gender": {"in": ["1", "2"]}})
+    assert preds == (
+        Predicate(field="region_code", op="prefix", values=("1406",)),
+        Predicate(field="gender", op="in", values=("1", "2")),
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"region_code": {"like": "14"}}, "unknown condition"),
+        ({"region_code": "1406"}, "must be one of eq, in, prefix"),
+        ({"region_code": {"eq": ["1", "2"]}}, "use 'in' for several"),
+        ({"region_code": {"prefix": 14}}, "prefix takes a text value"),
+        ("region_code", "must map fields"),
+    ],
+)
+def test_bad_row_filters_say_what_is_wrong(raw: object, message: str) -> None:
+    with pytest.raises((ValueError, ValidationError), match=message):
+        parse_row_filter(raw)
+
+
+def test_mask_short_forms() -> None:
+    assert Mask.model_validate("hash") == Mask(kind="hash")
+    assert Mask.model_validate({"keep": {"first": 6, "last": 4}}) == Mask(
+        kind="keep", first=6, last=4
+    )
+    with pytest.raises(ValidationError):
+        Mask.model_validate("scramble")
+
+
+def test_request_needs_time_zones_and_accepts_comma_fields() -> None:
+    with pytest.raises(ValidationError, match="time zone"):
+        request(valid_from=dt.datetime(2026, 1, 1))
+    assert request(fields="name, region_code").fields == ("name", "region_code")
+
+
+def test_status_follows_the_period() -> None:
+    g = grant().model_copy(update={"state": "approved"})
+    assert g.status(T0 - dt.timedelta(seconds=1)) == "pending"
+    assert g.status(T0) == "active"
+    assert g.status(T0 + dt.timedelta(days=365)) == "expired"
+    assert grant().status(T0) == "requested"
+
+
+def test_grant_round_trips_as_json() -> None:
+    g = grant(row_filter={"region_code": {"prefix": "1406"}}, masks={"name": "hash"})
+    assert Grant.decode(g.encode()) == g
