@@ -130,7 +130,5 @@ def _check(
         gap = f"{first_missing}" if seq - first_missing == 1 else f"{first_missing}..{seq - 1}"
         return broken("missing", f"sequence {gap} missing before {seq}")
     if event.prev_hash != prev_hash:
-        return broken(
-            "changed", f"previous-hash link does not match event {seq - 1} as read"
-        )
+        return broken("changed", f"previous-hash link does not match event {seq - 1} as read")
     return None

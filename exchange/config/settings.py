@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -79,6 +79,34 @@ class PathSettings(_Section):
     departments: Path = Path("departments.yaml")
     catalog: Path = Path("catalog")
     schemas: Path = Path("../schemas/avro")
+    grants: Path = Path("grants")
+
+
+class GrantSettings(_Section):
+    #: Platform operator departments (e.g. the 大数据局): may approve any conditional grant.
+    operators: tuple[str, ...] = ()
+    #: Approve requests for unconditional (无条件共享) entries at once.
+    auto_approve_unconditional: bool = True
+
+
+class AuditSettings(_Section):
+    #: ``sm3`` (GB/T 32905) for deployments that require national cryptography.
+    algorithm: Literal["sha256", "sm3"] = "sha256"
+    #: Secret key sealing every event (HMAC), so nobody without it can forge one. Without a key
+    #: the chain still shows changed, dropped and reordered events, but not a forged tail.
+    key_file: Path | None = None
+
+
+class RouterSettings(_Section):
+    #: Consumer group of the router workers; workers of one group share the source partitions.
+    group_id: str = "exchange-router"
+    metrics_port: int = Field(9310, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    #: Records handled together: one delivery receipt per grant and source partition per batch.
+    batch_size: int = Field(500, ge=1)
+    batch_wait_s: float = Field(0.2, gt=0)
+    #: How often grants are checked for expiry and changes, even when no record arrives.
+    grant_check_interval_s: float = Field(1.0, gt=0)
 
 
 class DevPlatformSettings(_Section):
@@ -112,6 +140,9 @@ class ExchangeSettings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     paths: PathSettings = Field(default_factory=PathSettings)
+    grants: GrantSettings = Field(default_factory=GrantSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    router: RouterSettings = Field(default_factory=RouterSettings)
     dev: DevPlatformSettings = Field(default_factory=DevPlatformSettings)
     #: The folder relative paths are resolved against (the config file's folder).
     base_dir: Path = Path(".")
@@ -144,6 +175,10 @@ class ExchangeSettings(BaseSettings):
     @property
     def schemas_dir(self) -> Path:
         return self.resolve(self.paths.schemas)
+
+    @property
+    def grants_dir(self) -> Path:
+        return self.resolve(self.paths.grants)
 
 
 def config_path(explicit: Path | None = None) -> Path:

@@ -45,25 +45,74 @@ def read_table(settings: KafkaSettings, topic: str) -> dict[str, bytes]:
     return table
 
 
-def read_all(settings: KafkaSettings, topic: str) -> list[Message]:
+def read_all(settings: KafkaSettings, topic: str, *, committed: bool = False) -> list[Message]:
     """Every record of ``topic`` from the start to its end as of now, partition by partition.
 
-    For control topics, tools and tests: it holds everything in memory.
+    For control topics, tools and tests: it holds everything in memory. ``committed`` skips
+    records of aborted or still open transactions (topics written transactionally: grants, audit).
     """
-    consumer = Consumer(
-        settings.client_config(
-            **{
-                # A throwaway group: we assign partitions ourselves and never commit.
-                "group.id": f"exchange-reader-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
-        )
-    )
+    consumer = reader(settings, committed=committed)
     try:
         return _read(consumer, topic, settings.request_timeout_s)
     finally:
         consumer.close()
+
+
+def reader(settings: KafkaSettings, *, committed: bool = False) -> Consumer:
+    """A consumer for reading by assignment: a throwaway group, nothing committed."""
+    return Consumer(
+        settings.client_config(
+            **{
+                "group.id": f"exchange-reader-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed" if committed else "read_uncommitted",
+            }
+        )
+    )
+
+
+def read_range(
+    consumer: Consumer, topic: str, partition: int, start: int, end: int, timeout: float
+) -> list[Message]:
+    """Records of one partition with ``start <= offset < end`` (or to the partition's end)."""
+    out: list[Message] = []
+    if start >= end:
+        return out
+    consumer.assign([TopicPartition(topic, partition, start)])
+    try:
+        while True:
+            msg = consumer.poll(timeout)
+            if msg is None:
+                raise KafkaOpError(f"timed out reading {topic}[{partition}]", code="_TIMED_OUT")
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    return out
+                raise KafkaOpError.wrap(f"cannot read {topic}", KafkaException(err))
+            offset = int(msg.offset() or 0)
+            # Transaction markers take offsets too, so `end - 1` itself may never arrive.
+            if offset >= end:
+                return out
+            out.append(_message(msg))
+            if offset + 1 >= end:
+                return out
+    finally:
+        consumer.unassign()
+
+
+def _message(msg: Any) -> Message:
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    headers = tuple((str(k), _bytes(v)) for k, v in pairs)
+    return Message(
+        str(msg.topic()),
+        int(msg.partition() or 0),
+        int(msg.offset() or 0),
+        msg.key(),
+        msg.value(),
+        headers,
+    )
 
 
 def _read(consumer: Consumer, topic: str, timeout: float) -> list[Message]:
@@ -100,10 +149,10 @@ def _read(consumer: Consumer, topic: str, timeout: float) -> list[Message]:
         partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
         if partition not in pending:
             continue
-        raw = msg.headers() or []
-        pairs = raw.items() if isinstance(raw, dict) else raw
-        headers = tuple((str(k), _bytes(v)) for k, v in pairs)
-        out.append(Message(topic, partition, offset, msg.key(), msg.value(), headers))
+        if offset >= ends[partition]:
+            pending.discard(partition)
+            continue
+        out.append(_message(msg))
         if offset + 1 >= ends[partition]:
             pending.discard(partition)
     return out

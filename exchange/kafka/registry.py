@@ -47,6 +47,13 @@ class Registry:
             json.loads(found.schema.schema_str or "{}"),
         )
 
+    def schema_by_id(self, schema_id: int) -> dict[str, Any]:
+        found = self._call(f"read schema id {schema_id}", self._client.get_schema, schema_id)
+        schema = json.loads(found.schema_str or "{}")
+        if not isinstance(schema, dict):
+            raise RegistryError(f"schema id {schema_id} is not an Avro record schema")
+        return schema
+
     def register(self, subject: str, schema_json: str) -> int:
         return self._call(
             f"register schema under {subject}",

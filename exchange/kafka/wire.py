@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import fastavro
@@ -67,3 +68,25 @@ def schema_id_of(data: bytes | None) -> int:
             code="BAD_FRAMING",
         )
     return int(_HEADER.unpack_from(data)[1])
+
+
+class SchemaLookup:
+    """Decodes records by the writer schema their framing names, fetched once per id.
+
+    ``fetch`` is the registry's ``schema_by_id``; a reader of a topic whose producers move to a
+    newer schema version keeps decoding every record as written.
+    """
+
+    def __init__(self, fetch: Callable[[int], dict[str, Any]]) -> None:
+        self._fetch = fetch
+        self._codecs: dict[int, AvroCodec] = {}
+
+    def codec(self, schema_id: int) -> AvroCodec:
+        codec = self._codecs.get(schema_id)
+        if codec is None:
+            codec = AvroCodec(schema_id, self._fetch(schema_id))
+            self._codecs[schema_id] = codec
+        return codec
+
+    def decode(self, data: bytes | None) -> dict[str, Any]:
+        return self.codec(schema_id_of(data)).decode(data or b"")

@@ -1,0 +1,223 @@
+"""Writing the audit trail: one chain per writer, on ``exchange.audit``, in Kafka transactions.
+
+The producer's ``transactional.id`` is the chain's id, so Kafka itself keeps a chain to a single
+writer: a second process opening the same chain fences the first (whose next write fails with
+``FENCED``) instead of forking the chain. A chain lives in one partition (chosen from its id), so
+its order on the topic is its order of writing; a new writer finds where its chain ended by
+reading that partition backwards.
+
+Writes can carry other records in the same transaction, so a grant change and its audit event are
+committed together or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from exchange.audit.events import GENESIS, AuditEvent, Chain, Happening
+from exchange.catalog.apply import value_subject
+from exchange.catalog.avro import canonical_json, load_schema
+from exchange.config import ExchangeSettings
+from exchange.errors import ExchangeError
+from exchange.kafka.control import Message, read_range, reader
+from exchange.kafka.errors import KafkaOpError
+from exchange.kafka.registry import Registry
+from exchange.kafka.wire import AvroCodec, SchemaLookup, WireFormatError
+
+AUDIT_SCHEMA_FILE = Path("exchange/audit_event.avsc")
+#: How many records to read per step when looking for a chain's last event.
+TAIL_WINDOW = 2000
+
+
+class AuditError(ExchangeError):
+    """The audit trail cannot be written or read."""
+
+
+def load_key(settings: ExchangeSettings) -> bytes | None:
+    """The HMAC key sealing audit events, or ``None`` when the deployment has none configured."""
+    file = settings.audit.key_file
+    if file is None:
+        return None
+    path = settings.resolve(file)
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError as exc:
+        raise AuditError(
+            f"audit.key_file {path} does not exist; create one with `exchange audit keygen`",
+            code="NO_AUDIT_KEY",
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuditError(f"cannot read audit.key_file {path}: {exc}", code="NO_AUDIT_KEY") from exc
+    try:
+        key = bytes.fromhex(text)
+    except ValueError as exc:
+        raise AuditError(f"audit.key_file {path}: not a hex key", code="BAD_AUDIT_KEY") from exc
+    if len(key) < 16:
+        raise AuditError(f"audit.key_file {path}: key shorter than 16 bytes", code="BAD_AUDIT_KEY")
+    return key
+
+
+def generate_key(path: Path) -> bool:
+    """Write a new random 32-byte key (readable by the owner only); ``False`` if one exists."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "x", encoding="ascii", opener=_private) as f:
+        f.write(secrets.token_hex(32) + "\n")
+    return True
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
+def audit_schema(settings: ExchangeSettings) -> dict[str, Any]:
+    return load_schema(settings.schemas_dir / AUDIT_SCHEMA_FILE)
+
+
+def audit_codec(settings: ExchangeSettings, registry: Registry) -> AvroCodec:
+    """Registers the audit event schema (idempotent) and returns its codec."""
+    schema = audit_schema(settings)
+    schema_id = registry.register(value_subject(settings.topics.audit), canonical_json(schema))
+    return AvroCodec(schema_id, schema)
+
+
+def decode_event(lookup: SchemaLookup, value: bytes | None) -> AuditEvent:
+    try:
+        return AuditEvent.from_avro(lookup.decode(value))
+    except (TypeError, KeyError) as exc:
+        raise WireFormatError(f"not an audit event: {exc}", code="NOT_AUDIT_EVENT") from exc
+
+
+def chain_partition(chain_id: str, partitions: int) -> int:
+    return zlib.crc32(chain_id.encode("utf-8")) % partitions
+
+
+class AuditWriter:
+    """The single writer of one audit chain."""
+
+    def __init__(self, settings: ExchangeSettings, chain_id: str) -> None:
+        self.settings = settings
+        self.topic = settings.topics.audit
+        self.chain_id = chain_id
+        registry = Registry(settings.registry)
+        self._codec = audit_codec(settings, registry)
+        self._lookup = SchemaLookup(registry.schema_by_id)
+        timeout = settings.kafka.request_timeout_s
+        self._producer = Producer(
+            settings.kafka.client_config(
+                **{
+                    "transactional.id": f"exchange-audit.{chain_id}",
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                }
+            )
+        )
+        try:
+            # Fences any earlier writer of this chain and aborts its open transaction.
+            self._producer.init_transactions(timeout)
+            metadata = self._producer.list_topics(self.topic, timeout=timeout)
+        except KafkaException as exc:
+            raise KafkaOpError.wrap(f"cannot open audit chain {chain_id}", exc) from exc
+        tmeta = metadata.topics.get(self.topic)
+        if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+            raise AuditError(
+                f"audit topic {self.topic} does not exist; run `exchange catalog apply`",
+                code="NO_AUDIT_TOPIC",
+            )
+        self.partition = chain_partition(chain_id, len(tmeta.partitions))
+        last = self._find_last()
+        self.chain = Chain(
+            chain_id,
+            settings.audit.algorithm,
+            load_key(settings),
+            0 if last is None else last.sequence + 1,
+            GENESIS if last is None else last.hash,
+        )
+
+    def write(
+        self,
+        happenings: Sequence[Happening],
+        with_records: Sequence[tuple[str, bytes, bytes | None]] = (),
+    ) -> list[AuditEvent]:
+        """Seal and write events, plus ``(topic, key, value)`` records, in one transaction."""
+        start = (self.chain.next_sequence, self.chain.last_hash)
+        events = [self.chain.seal(h) for h in happenings]
+        timeout = self.settings.kafka.request_timeout_s
+        try:
+            self._producer.begin_transaction()
+            for topic, key, value in with_records:
+                self._producer.produce(topic, key=key, value=value)
+            for event in events:
+                self._producer.produce(
+                    self.topic,
+                    key=self.chain_id.encode("utf-8"),
+                    value=self._codec.encode(event.to_avro()),
+                    partition=self.partition,
+                )
+            self._producer.commit_transaction(timeout)
+        except KafkaException as exc:
+            self.chain.rewind(*start)
+            self._abort()
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() in (
+                KafkaError._FENCED,
+                KafkaError.PRODUCER_FENCED,
+                KafkaError.INVALID_PRODUCER_EPOCH,
+            ):
+                raise AuditError(
+                    f"audit chain {self.chain_id} was taken over by another writer; "
+                    "this process may no longer write it",
+                    code="FENCED",
+                ) from exc
+            raise KafkaOpError.wrap(f"cannot write audit events of {self.chain_id}", exc) from exc
+        return events
+
+    def close(self) -> None:
+        self._producer.flush(self.settings.kafka.request_timeout_s)
+
+    def _abort(self) -> None:
+        # Fatal or no transaction: the next write fails with the real reason.
+        with contextlib.suppress(KafkaException):
+            self._producer.abort_transaction(self.settings.kafka.request_timeout_s)
+
+    def _find_last(self) -> AuditEvent | None:
+        """The chain's last committed event: read its partition backwards in windows."""
+        timeout = self.settings.kafka.request_timeout_s
+        consumer = reader(self.settings.kafka, committed=True)
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(self.topic, self.partition), timeout=timeout
+            )
+            end = high
+            while end > low:
+                start = max(low, end - TAIL_WINDOW)
+                window = read_range(consumer, self.topic, self.partition, start, end, timeout)
+                for msg in reversed(window):
+                    if msg.key == self.chain_id.encode("utf-8"):
+                        return self._decode(msg)
+                end = start
+            return None
+        except KafkaException as exc:
+            raise KafkaOpError.wrap(f"cannot read audit chain {self.chain_id}", exc) from exc
+        finally:
+            consumer.close()
+
+    def _decode(self, msg: Message) -> AuditEvent:
+        try:
+            return decode_event(self._lookup, msg.value)
+        except WireFormatError as exc:
+            raise AuditError(
+                f"the last event of audit chain {self.chain_id} (partition {msg.partition} "
+                f"offset {msg.offset}) cannot be read: {exc}; run `exchange audit verify`",
+                code="CHAIN_UNREADABLE",
+            ) from exc

@@ -1,0 +1,260 @@
+"""Routing one source record: validate it, then make one delivery per grant that lets it through.
+
+No Kafka here: :class:`Router` takes a record as read (topic, partition, offset, key, value) and
+returns what to write (deliveries, or a rejection for the DLQ and the audit trail). The faust app
+in :mod:`exchange.routing.app` only moves records between Kafka and this class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from exchange.catalog.avro import FieldType, record_fields
+from exchange.catalog.keys import record_key
+from exchange.catalog.model import CatalogEntry
+from exchange.errors import ExchangeError
+from exchange.kafka.errors import RegistryError
+from exchange.kafka.wire import AvroCodec, SchemaLookup, WireFormatError
+from exchange.routing.transform import DeliveryPlan
+from exchange.rules.rules import Checker, checker
+
+GRANT_HEADER = "exchange.grant"
+EVENT_HEADER = "exchange.event_id"
+SOURCE_HEADER = "exchange.source"
+OPS = frozenset({"c", "u", "d", "r"})
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int = 0
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    #: Short fixed word: metric label, DLQ header and audit field.
+    reason: str
+    errors: tuple[Mapping[str, Any], ...]
+    entry: str | None
+    department: str | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    grant_id: str
+    consumer: str
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    #: When the change was read at its source (for the routing latency).
+    source_ts_ms: int
+
+
+@dataclass
+class Outcome:
+    entry: str | None = None
+    deliveries: list[Delivery] = field(default_factory=list)
+    rejection: Rejection | None = None
+    #: Grants whose row filter kept the record from their consumer: ``(grant id, consumer)``.
+    filtered: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ActiveGrant:
+    plan: DeliveryPlan
+    topic: str
+    codec: AvroCodec
+
+
+class EntryRoute:
+    """One catalog entry as the router knows it: its checks and its active grants."""
+
+    def __init__(self, entry: CatalogEntry, record_schema: Mapping[str, Any]) -> None:
+        self.entry = entry
+        self.record_schema = record_schema
+        self.fields: dict[str, FieldType] = record_fields(dict(record_schema))
+        self.required = frozenset(n for n, f in self.fields.items() if not f.nullable)
+        self.checks: list[tuple[str, str, Checker]] = [
+            (name, rule.name, checker(rule))
+            for name, spec in entry.fields.items()
+            for rule in spec.rules
+        ]
+        self.grants: dict[str, ActiveGrant] = {}
+
+
+class Router:
+    """Source records in, deliveries and rejections out."""
+
+    def __init__(self, lookup: SchemaLookup) -> None:
+        self._lookup = lookup
+        self.routes: dict[str, EntryRoute] = {}  # by source topic
+
+    def set_entry(self, topic: str, route: EntryRoute) -> None:
+        old = self.routes.get(topic)
+        if old is not None:
+            route.grants = old.grants
+        self.routes[topic] = route
+
+    def set_grants(self, topic: str, grants: Iterable[ActiveGrant]) -> None:
+        self.routes[topic].grants = {g.plan.grant.id: g for g in grants}
+
+    def route(self, record: SourceRecord) -> Outcome:
+        route = self.routes.get(record.topic)
+        if route is None:
+            return Outcome(
+                rejection=_reject("unknown_entry", f"{record.topic} is not a catalog entry's topic")
+            )
+        outcome = Outcome(entry=route.entry.id)
+        if record.value is None:
+            # A source tombstone follows its `d` record, which was already delivered as a delete.
+            return outcome
+        try:
+            change = self._lookup.decode(record.value)
+        except WireFormatError as exc:
+            outcome.rejection = _reject(_reason(exc.code), str(exc), route.entry.id)
+            return outcome
+        except RegistryError as exc:
+            if exc.http_status == 404:
+                outcome.rejection = _reject("unknown_schema", str(exc), route.entry.id)
+                return outcome
+            raise  # registry down: not the record's fault, so not the DLQ's business
+        except ExchangeError as exc:
+            outcome.rejection = _reject("bad_avro", str(exc), route.entry.id)
+            return outcome
+        problems, department = _check_change(route, change, record.key)
+        if problems:
+            reason, errors = problems
+            outcome.rejection = Rejection(reason, errors, route.entry.id, department)
+            return outcome
+        op, after = change["op"], change["after"]
+        ts_ms = _millis(change["ts_ms"])
+        for active in route.grants.values():
+            plan = active.plan
+            grant = plan.grant
+            if after is not None and not plan.accepts(after):
+                outcome.filtered.append((grant.id, grant.request.consumer))
+                continue
+            outcome.deliveries.extend(
+                _deliveries(
+                    active, record, op, after, ts_ms, str(change["event_id"]), route.entry.provider
+                )
+            )
+        return outcome
+
+
+def _deliveries(
+    active: ActiveGrant,
+    record: SourceRecord,
+    op: str,
+    after: Mapping[str, Any] | None,
+    ts_ms: int,
+    event_id: str,
+    provider: str,
+) -> list[Delivery]:
+    plan, grant = active.plan, active.plan.grant
+    value = active.codec.encode(
+        {
+            "op": op,
+            "after": None if after is None else plan.project(after),
+            "provider": provider,
+            "ts_ms": ts_ms,
+            "event_id": event_id,
+            "grant_id": grant.id,
+        }
+    )
+    headers = (
+        (GRANT_HEADER, grant.id.encode()),
+        (EVENT_HEADER, event_id.encode()),
+        (SOURCE_HEADER, record.position.encode()),
+    )
+    key = plan.key(record.key)
+    out = [Delivery(grant.id, grant.request.consumer, active.topic, key, value, headers, ts_ms)]
+    if op == "d" and key is not None:
+        # Delivery topics are compacted: the tombstone lets compaction drop the key entirely.
+        out.append(
+            Delivery(grant.id, grant.request.consumer, active.topic, key, None, headers, ts_ms)
+        )
+    return out
+
+
+def _check_change(
+    route: EntryRoute, change: Mapping[str, Any], key: bytes | None
+) -> tuple[tuple[str, tuple[Mapping[str, Any], ...]] | None, str | None]:
+    """``((reason, errors), department)``; the first part is ``None`` for a valid change."""
+    entry = route.entry
+    source = change.get("source")
+    department = source.get("department") if isinstance(source, Mapping) else None
+    op, after = change.get("op"), change.get("after")
+    if op not in OPS or not isinstance(source, Mapping) or "event_id" not in change:
+        return ("schema_mismatch", (_error("(record)", "not a change envelope"),)), department
+    if department != entry.provider:
+        message = f"published by {department!r}, but {entry.id} is provided by {entry.provider!r}"
+        return ("not_provider", (_error("source.department", message),)), department
+    if op == "d":
+        if after is not None:
+            return ("schema_mismatch", (_error("after", "a delete carries no record"),)), department
+        if not key:
+            return ("no_key", (_error("(key)", "a delete needs the record's key"),)), department
+        return None, department
+    if not isinstance(after, Mapping):
+        return ("schema_mismatch", (_error("after", f"op {op} needs a record"),)), department
+    unknown = set(after) - set(route.fields)
+    missing = route.required - set(after)
+    if unknown or missing:
+        errors = [_error(n, f"not a field of {entry.id}") for n in sorted(unknown)]
+        errors += [_error(n, "required field missing") for n in sorted(missing)]
+        return ("schema_mismatch", tuple(errors)), department
+    errors = [
+        _error(name, problem, rule)
+        for name, rule, check in route.checks
+        if (problem := check(after.get(name))) is not None
+    ]
+    if errors:
+        return ("rule_violation", tuple(errors)), department
+    expected = record_key(entry, after).encode("utf-8")
+    if key != expected:
+        shown = key.decode("utf-8", "replace") if key is not None else None
+        message = f"Kafka key {shown!r} is not the record's business key"
+        return ("key_mismatch", (_error("(key)", message),)), department
+    return None, department
+
+
+def _reject(reason: str, message: str, entry: str | None = None) -> Rejection:
+    return Rejection(reason, (_error("(record)", message),), entry, None)
+
+
+def _error(field_name: str, message: str, rule: str | None = None) -> dict[str, Any]:
+    out = {"field": field_name, "message": message}
+    if rule:
+        out["rule"] = rule
+    return out
+
+
+def _reason(code: str | None) -> str:
+    return {"BAD_FRAMING": "bad_framing", "BAD_AVRO": "bad_avro"}.get(code or "", "bad_avro")
+
+
+def _millis(value: Any) -> int:
+    return value if isinstance(value, int) else int(value.timestamp() * 1000)
+
+
+def receipt_digest(deliveries: Iterable[Delivery]) -> str:
+    """SHA-256 over the delivered records (key and value, length-prefixed, in order)."""
+    digest = hashlib.sha256()
+    for d in deliveries:
+        for part in (d.key or b"", d.value or b""):
+            digest.update(len(part).to_bytes(4, "big"))
+            digest.update(part)
+    return digest.hexdigest()

@@ -1,0 +1,174 @@
+import copy
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from exchange.catalog.avro import envelope_schema, load_schema
+from exchange.catalog.model import CatalogEntry
+from exchange.grants.model import Grant
+from exchange.kafka.errors import RegistryError
+from exchange.kafka.wire import AvroCodec, SchemaLookup
+from exchange.routing.core import (
+    EVENT_HEADER,
+    GRANT_HEADER,
+    ActiveGrant,
+    EntryRoute,
+    Router,
+    SourceRecord,
+    receipt_digest,
+)
+from exchange.routing.transform import DeliveryPlan, delivery_schema
+from tests.conftest import ROOT
+from tests.unit.grants.fixtures import SCHEMA, grant
+
+TOPIC = "src.gongan.resident_population"
+ENVELOPE = envelope_schema(
+    "gongan.resident_population", SCHEMA, load_schema(ROOT / "schemas/avro/exchange/envelope.avsc")
+)
+SOURCE = AvroCodec(7, copy.deepcopy(ENVELOPE))
+ENTRY = CatalogEntry.model_validate(
+    {
+        "id": "gongan.resident_population",
+        "title": "人口基础信息",
+        "provider": "gongan",
+        "schema": "gongan/resident_population.avsc",
+        "key": "citizen_id",
+        "sharing": "conditional",
+        "update_cycle": "daily",
+        "fields": {
+            "citizen_id": {"sensitivity": "sensitive", "rules": ["required", "citizen_id"]},
+            "name": {"sensitivity": "sensitive"},
+            "region_code": {"rules": [{"pattern": "^\\d{6}$"}]},
+        },
+    }
+)
+CID = "11010519491231002X"
+ROW: dict[str, Any] = {
+    "citizen_id": CID,
+    "name": "张三丰",
+    "gender": "1",
+    "birth_date": dt.date(1949, 12, 31),
+    "ethnicity": None,
+    "address": None,
+    "region_code": "140602",
+    "phone": None,
+}
+
+
+def change(op: str = "u", after: dict[str, Any] | None = ROW, department: str = "gongan") -> bytes:
+    return SOURCE.encode(
+        {
+            "op": op,
+            "after": after,
+            "source": {"department": department, "system": "s", "connector": "c", "position": "1"},
+            "ts_ms": 1_700_000_000_000,
+            "event_id": "ev1",
+        }
+    )
+
+
+def fetch(schema_id: int) -> dict[str, Any]:
+    """Like the registry: only id 7 exists."""
+    if schema_id != 7:
+        raise RegistryError("no such schema", http_status=404, error_code=40403)
+    return copy.deepcopy(ENVELOPE)
+
+
+def router(*grants: Grant) -> Router:
+    lookup = SchemaLookup(fetch)
+    r = Router(lookup)
+    r.set_entry(TOPIC, EntryRoute(ENTRY, SCHEMA))
+    active = []
+    for i, g in enumerate(grants):
+        codec = AvroCodec(100 + i, delivery_schema(ENTRY, SCHEMA, g))
+        topic = f"dlv.{g.request.consumer}.{ENTRY.id}"
+        active.append(ActiveGrant(DeliveryPlan.build(g, ENTRY), topic, codec))
+    r.set_grants(TOPIC, active)
+    return r
+
+
+def approved(grant_id: str, **changes: Any) -> Grant:
+    return grant(**changes).model_copy(update={"id": grant_id, "state": "approved"})
+
+
+def record(value: bytes | None, key: bytes | None = CID.encode(), offset: int = 5) -> SourceRecord:
+    return SourceRecord(TOPIC, 1, offset, key, value)
+
+
+def test_each_grant_gets_its_projection() -> None:
+    three = approved("g3", fields=["citizen_id", "name", "region_code"])
+    county = approved(
+        "county",
+        consumer="rsj",
+        fields=["region_code"],
+        row_filter={"region_code": {"prefix": "140603"}},
+    )
+    out = router(three, county).route(record(change()))
+    assert out.rejection is None and out.entry == ENTRY.id
+    assert out.filtered == [("county", "rsj")]
+    (d,) = out.deliveries
+    assert d.topic == "dlv.mzj.gongan.resident_population" and d.consumer == "mzj"
+    value = AvroCodec(100, delivery_schema(ENTRY, SCHEMA, three)).decode(d.value or b"")
+    assert value["after"] == {
+        "citizen_id": "1" + "*" * 16 + "X",
+        "name": "张*丰",
+        "region_code": "140602",
+    }
+    assert (
+        value["event_id"] == "ev1" and value["grant_id"] == "g3" and value["provider"] == "gongan"
+    )
+    headers = dict(d.headers)
+    assert headers[GRANT_HEADER] == b"g3" and headers[EVENT_HEADER] == b"ev1"
+    assert headers["exchange.source"] == f"{TOPIC}/1/5".encode()
+    assert d.key is not None and CID.encode() not in d.key
+
+
+def test_deletes_become_a_delete_and_a_tombstone() -> None:
+    out = router(approved("g")).route(record(change("d", None)))
+    assert [d.value is None for d in out.deliveries] == [False, True]
+    assert out.deliveries[0].key == out.deliveries[1].key
+
+
+def test_source_tombstones_are_skipped() -> None:
+    out = router(approved("g")).route(record(None))
+    assert out.deliveries == [] and out.rejection is None
+
+
+@pytest.mark.parametrize(
+    ("value", "key", "reason"),
+    [
+        (b"not avro at all", CID.encode(), "bad_framing"),
+        (b"\x00\x00\x00\x00\x07\xff\xff", CID.encode(), "bad_avro"),
+        (change(department="mzj"), CID.encode(), "not_provider"),
+        (
+            change(after={**ROW, "citizen_id": "110105194912310021"}),
+            b"110105194912310021",
+            "rule_violation",
+        ),
+        (change(), b"someone-else", "key_mismatch"),
+        (change("d", None), None, "no_key"),
+    ],
+)
+def test_bad_records_are_rejected_with_a_reason(
+    value: bytes, key: bytes | None, reason: str
+) -> None:
+    out = router(approved("g")).route(record(value, key))
+    assert out.rejection is not None and out.rejection.reason == reason
+    assert out.deliveries == []
+    assert out.rejection.errors and all("message" in e for e in out.rejection.errors)
+
+
+def test_unknown_schema_id_and_topic() -> None:
+    out = router().route(record(b"\x00\x00\x00\x00\x09abc"))
+    assert out.rejection is not None and out.rejection.reason == "unknown_schema"
+    out = router().route(SourceRecord("src.nobody", 0, 0, None, b"x"))
+    assert out.rejection is not None and out.rejection.reason == "unknown_entry"
+
+
+def test_no_grant_no_delivery_and_digest_is_order_sensitive() -> None:
+    assert router().route(record(change())).deliveries == []
+    r = router(approved("a"), approved("b", consumer="rsj"))
+    ds = r.route(record(change())).deliveries
+    assert len(ds) == 2
+    assert receipt_digest(ds) != receipt_digest(reversed(ds))
