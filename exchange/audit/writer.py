@@ -17,10 +17,12 @@ import os
 import secrets
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from prometheus_client import Gauge
 
 from exchange.audit.events import GENESIS, AuditEvent, Chain, Happening
 from exchange.catalog.apply import value_subject
@@ -32,9 +34,24 @@ from exchange.kafka.errors import KafkaOpError
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import AvroCodec, SchemaLookup, WireFormatError
 
+AUDIT_SEQUENCE = Gauge(
+    "exchange_audit_chain_last_sequence",
+    "Sequence of the last audit event this process wrote, per chain (compare with verify).",
+    ("chain",),
+)
 AUDIT_SCHEMA_FILE = Path("exchange/audit_event.avsc")
 #: How many records to read per step when looking for a chain's last event.
 TAIL_WINDOW = 2000
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    """A record written in the same transaction as audit events."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, str | bytes | None]] = ()
 
 
 class AuditError(ExchangeError):
@@ -147,16 +164,18 @@ class AuditWriter:
     def write(
         self,
         happenings: Sequence[Happening],
-        with_records: Sequence[tuple[str, bytes, bytes | None]] = (),
+        with_records: Sequence[OutRecord] = (),
     ) -> list[AuditEvent]:
-        """Seal and write events, plus ``(topic, key, value)`` records, in one transaction."""
+        """Seal and write events, plus other records, in one transaction."""
         start = (self.chain.next_sequence, self.chain.last_hash)
         events = [self.chain.seal(h) for h in happenings]
         timeout = self.settings.kafka.request_timeout_s
         try:
             self._producer.begin_transaction()
-            for topic, key, value in with_records:
-                self._producer.produce(topic, key=key, value=value)
+            for out in with_records:
+                self._producer.produce(
+                    out.topic, key=out.key, value=out.value, headers=list(out.headers)
+                )
             for event in events:
                 self._producer.produce(
                     self.topic,
@@ -165,6 +184,8 @@ class AuditWriter:
                     partition=self.partition,
                 )
             self._producer.commit_transaction(timeout)
+            if events:
+                AUDIT_SEQUENCE.labels(self.chain_id).set(events[-1].sequence)
         except KafkaException as exc:
             self.chain.rewind(*start)
             self._abort()

@@ -11,8 +11,9 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from exchange import __version__
-from exchange.cli import catalog, connector, dev, output
+from exchange.cli import audit, catalog, connector, dev, grant, output
 from exchange.cli.context import CliState
+from exchange.cli.router import router
 from exchange.config import ConfigError
 from exchange.errors import ExchangeError
 
@@ -41,6 +42,9 @@ app = typer.Typer(
 app.add_typer(dev.app, name="dev")
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(connector.app, name="connector")
+app.add_typer(grant.app, name="grant")
+app.add_typer(audit.app, name="audit")
+app.command("router")(router)
 
 
 def _version(value: bool) -> None:

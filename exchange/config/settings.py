@@ -107,6 +107,8 @@ class RouterSettings(_Section):
     batch_wait_s: float = Field(0.2, gt=0)
     #: How often grants are checked for expiry and changes, even when no record arrives.
     grant_check_interval_s: float = Field(1.0, gt=0)
+    #: faust's working folder (one sub-folder per worker).
+    data_dir: Path = Path("../.exchange/router")
 
 
 class DevPlatformSettings(_Section):

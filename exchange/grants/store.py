@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from exchange.audit.events import Happening
-from exchange.audit.writer import AuditWriter
+from exchange.audit.writer import AuditWriter, OutRecord
 from exchange.catalog.avro import FieldType, record_fields
 from exchange.catalog.load import Catalog
 from exchange.catalog.model import CatalogEntry
@@ -227,7 +227,7 @@ class GrantStore:
             consumer=grant.request.consumer,
             grant_id=grant.id,
         )
-        record = (self.settings.topics.grants, grant.id.encode("utf-8"), grant.encode())
+        record = OutRecord(self.settings.topics.grants, grant.id.encode("utf-8"), grant.encode())
         self._writer.write([happening], with_records=[record])
 
     def close(self) -> None:

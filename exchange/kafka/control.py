@@ -94,14 +94,14 @@ def read_range(
             # Transaction markers take offsets too, so `end - 1` itself may never arrive.
             if offset >= end:
                 return out
-            out.append(_message(msg))
+            out.append(to_message(msg))
             if offset + 1 >= end:
                 return out
     finally:
         consumer.unassign()
 
 
-def _message(msg: Any) -> Message:
+def to_message(msg: Any) -> Message:
     raw = msg.headers() or []
     pairs = raw.items() if isinstance(raw, dict) else raw
     headers = tuple((str(k), _bytes(v)) for k, v in pairs)
@@ -152,7 +152,7 @@ def _read(consumer: Consumer, topic: str, timeout: float) -> list[Message]:
         if offset >= ends[partition]:
             pending.discard(partition)
             continue
-        out.append(_message(msg))
+        out.append(to_message(msg))
         if offset + 1 >= ends[partition]:
             pending.discard(partition)
     return out

@@ -1,0 +1,164 @@
+"""``exchange audit``: verify the hash chains, ask who received what, follow the trail."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Annotated
+
+import typer
+from confluent_kafka import OFFSET_END, TopicPartition
+from rich.markup import escape
+
+from exchange.audit.events import AuditEvent
+from exchange.audit.trail import Query, query, read_trail, to_read
+from exchange.audit.verify import verify
+from exchange.audit.writer import generate_key, load_key
+from exchange.cli import output
+from exchange.cli.context import state
+from exchange.kafka.control import reader, to_message
+from exchange.kafka.registry import Registry
+from exchange.kafka.wire import SchemaLookup
+
+app = typer.Typer(help="The audit trail (日志审计).", no_args_is_help=True)
+Topic = Annotated[str | None, typer.Option(help="Audit topic (default: topics.audit).")]
+
+
+@app.command()
+def keygen(ctx: typer.Context) -> None:
+    """Create the HMAC key that seals audit events (audit.key_file), if it does not exist."""
+    settings = state(ctx).settings
+    if settings.audit.key_file is None:
+        raise typer.BadParameter("audit.key_file is not set in the configuration")
+    path = settings.resolve(settings.audit.key_file)
+    made = generate_key(path)
+    output.out.print(f"{'created' if made else 'kept existing'} audit key {path}")
+
+
+@app.command("verify")
+def verify_(ctx: typer.Context, topic: Topic = None) -> None:
+    """Check every chain; report the first broken link (changed, missing, reordered, forged)."""
+    settings = state(ctx).settings
+    reads = read_trail(settings, topic)
+    result = verify(reads, load_key(settings))
+    rows = []
+    for chain in sorted(result.chains.values(), key=lambda c: c.chain_id):
+        broken = chain.broken
+        rows.append(
+            (
+                chain.chain_id,
+                str(chain.events),
+                "-" if chain.last_sequence is None else str(chain.last_sequence),
+                "intact"
+                if broken is None
+                else f"BROKEN: {broken.breach} at {broken.position} "
+                f"(sequence {broken.sequence}): {broken.message}",
+            )
+        )
+    output.table(
+        f"audit chains on {topic or settings.topics.audit}",
+        ["chain", "events", "last sequence", "state"],
+        rows,
+    )
+    for u in result.unreadable:
+        output.out.print(f"[red]unreadable record at {u.position}:[/red] {escape(u.message)}")
+    if not result.intact:
+        output.err.print("[red]audit trail NOT intact[/red]")
+        raise typer.Exit(2)
+    output.out.print(
+        f"[green]audit trail intact:[/green] {result.events} event(s) "
+        f"in {len(result.chains)} chain(s)"
+    )
+
+
+@app.command("query")
+def query_(
+    ctx: typer.Context,
+    consumer: Annotated[str | None, typer.Option(help="Consumer department.")] = None,
+    entry: Annotated[str | None, typer.Option(help="Catalog entry id.")] = None,
+    grant_id: Annotated[str | None, typer.Option("--grant", help="Grant id.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Event kind or prefix, e.g. delivery.")] = None,
+    since: Annotated[dt.datetime | None, typer.Option(help="Only events from this time.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Who received what, when, under which grant (and every other kind of event)."""
+    settings = state(ctx).settings
+    if since is not None and since.tzinfo is None:
+        since = since.astimezone()
+    events = query(read_trail(settings), Query(consumer, entry, grant_id, kind, since))
+    if as_json:
+        for e in events:
+            print(json.dumps({**e.to_avro(), "details": e.detail()}, ensure_ascii=False))
+        return
+    output.table(
+        f"{len(events)} audit event(s)",
+        ["time", "kind", "consumer", "entry", "grant", "details"],
+        [_row(e) for e in events],
+    )
+
+
+def _row(e: AuditEvent) -> tuple[str, ...]:
+    when = (
+        dt.datetime.fromtimestamp(e.ts_ms / 1000, dt.UTC).astimezone().isoformat(timespec="seconds")
+    )
+    d = e.detail()
+    if e.kind == "delivery.receipt":
+        text = (
+            f"{d['count']} record(s) from {d['source_topic']}[{d['partition']}] offsets "
+            f"{d['first_offset']}..{d['last_offset']}, sha256 {d['sha256'][:12]}…"
+        )
+    elif e.kind == "record.rejected":
+        text = f"{d['reason']} at {d['position']}"
+    else:
+        text = json.dumps(
+            {k: v for k, v in d.items() if k in ("state", "why", "fields", "note")},
+            ensure_ascii=False,
+        )
+    return (when, e.kind, e.consumer or "", e.entry or "", e.grant_id or "", text)
+
+
+@app.command()
+def tail(
+    ctx: typer.Context,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
+    ] = True,
+    last: Annotated[int, typer.Option(help="Events to show first.")] = 20,
+) -> None:
+    """Show the latest events, then follow the trail as it is written."""
+    settings = state(ctx).settings
+    reads = read_trail(settings)
+    for r in reads[-last:]:
+        output.out.print(
+            _line(r.event) if r.event else f"[red]unreadable[/red] {r.position}: {escape(r.error)}"
+        )
+    if not follow:
+        return
+    lookup = SchemaLookup(Registry(settings.registry).schema_by_id)
+    consumer = reader(settings.kafka, committed=True)
+    topic = settings.topics.audit
+    parts = (
+        consumer.list_topics(topic, timeout=settings.kafka.request_timeout_s)
+        .topics[topic]
+        .partitions
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in parts])
+    try:
+        while True:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error() is not None:
+                continue
+            r = to_read(lookup, to_message(msg))
+            output.out.print(_line(r.event) if r.event else f"[red]unreadable[/red] {r.position}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+def _line(e: AuditEvent) -> str:
+    when, kind, consumer, entry, grant, text = _row(e)
+    return escape(
+        f"{when} {e.chain_id}#{e.sequence} {kind} consumer={consumer or '-'} "
+        f"entry={entry or '-'} grant={grant or '-'} {text}"
+    )

@@ -1,0 +1,36 @@
+"""Router metrics. Labels stay bounded: entry, consumer, grant, reason; never a key or offset."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECORDS_IN = Counter(
+    "exchange_router_records_in_total", "Source records read by the router.", ("entry",)
+)
+DELIVERED = Counter(
+    "exchange_records_delivered_total",
+    "Records delivered to a consumer's delivery topic and acknowledged by Kafka.",
+    ("entry", "consumer", "grant"),
+)
+DENIED = Counter(
+    "exchange_records_denied_total",
+    "Valid records a grant's consumer did not receive (e.g. outside its row filter).",
+    ("entry", "consumer", "grant", "reason"),
+)
+REJECTED = Counter(
+    "exchange_router_dlq_records_total",
+    "Source records the router rejected to the DLQ, by reason.",
+    ("entry", "reason"),
+)
+ROUTING_LATENCY = Histogram(
+    "exchange_routing_latency_seconds",
+    "From a change being read at its source to its delivery being acknowledged.",
+    ("entry",),
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+ACTIVE_GRANTS = Gauge(
+    "exchange_active_grants", "Grants the router currently delivers under.", ("entry",)
+)
+BACKFILLS = Gauge(
+    "exchange_router_backfills_running", "Backfills of newly active grants in progress."
+)
