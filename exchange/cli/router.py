@@ -36,6 +36,9 @@ def router(
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise typer.BadParameter("use debug, info, warning or error", param_hint="--log-level")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpx2", "aiokafka", "faust", "mode"):
+        # One line per HTTP call or fetch: only their warnings belong in the router's log.
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     port = settings.router.metrics_port if metrics_port is None else metrics_port
     worker = worker_id or f"{socket.gethostname()}-{port}"
     server = MetricsServer(port, settings.router.metrics_host)

@@ -41,7 +41,11 @@ def prepare_delivery(
     admin.apply(plan)
     schema = delivery_schema(entry, published.record_schema, grant)
     subject = value_subject(topic)
-    if registry.compatibility(subject) != DELIVERY_COMPATIBILITY:
+    latest = registry.latest(subject)
+    if latest is not None and registry.compatibility(subject) != DELIVERY_COMPATIBILITY:
         registry.set_compatibility(subject, DELIVERY_COMPATIBILITY)
     schema_id = registry.register(subject, canonical_json(schema))
+    if latest is None:
+        # The registry knows a subject's settings only once it has a version.
+        registry.set_compatibility(subject, DELIVERY_COMPATIBILITY)
     return ActiveGrant(DeliveryPlan.build(grant, entry), topic, AvroCodec(schema_id, schema))
