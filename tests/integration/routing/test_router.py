@@ -1,0 +1,135 @@
+"""The router end to end: real broker, real registry, `exchange router` as its own process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from typing import Any
+
+import pytest
+
+from exchange.audit.trail import Query, query, read_trail
+from exchange.dlq import REASON_HEADER
+from exchange.kafka.control import read_all
+from tests.integration.routing.conftest import CN, ROWS, RouterEnv, person
+
+pytestmark = pytest.mark.integration
+
+
+def test_three_of_eight_fields_masked_where_required(routed: RouterEnv) -> None:
+    got = routed.deliveries(routed.consumers["mzj"])
+    assert len(got) == 10
+    by_region: dict[str, int] = {}
+    for message, value in got:
+        assert value is not None
+        after = value["after"]
+        assert set(after) == {"citizen_id", "name", "region_code"}
+        source = next(
+            r
+            for r in ROWS
+            if r["citizen_id"][-4:] == after["citizen_id"][-4:]
+            and r["citizen_id"][:6] == after["citizen_id"][:6]
+        )
+        assert after["citizen_id"] == source["citizen_id"][:6] + "*" * 8 + source["citizen_id"][-4:]
+        assert after["name"] == source["name"][0] + "*" + source["name"][-1]
+        headers = dict(message.headers)
+        assert headers["exchange.grant"] == b"g-mzj"
+        assert headers["exchange.event_id"].decode() == value["event_id"]
+        assert headers["exchange.source"].startswith(routed.project.source_topic.encode())
+        # The key would reveal the masked citizen id: it is a salted hash instead.
+        assert message.key is not None and source["citizen_id"].encode() != message.key
+        by_region[after["region_code"]] = by_region.get(after["region_code"], 0) + 1
+    assert by_region == {"140602": 5, "140603": 5}
+
+
+def test_county_grant_receives_only_its_county(routed: RouterEnv) -> None:
+    c = routed.consumers["county"]
+    routed.wait_for("5 county deliveries", lambda: len(routed.deliveries(c)) >= 5)
+    got = routed.deliveries(c)
+    assert len(got) == 5
+    ids = {r["citizen_id"] for r in ROWS if r["region_code"] == "140602"}
+    assert {v["after"]["citizen_id"] for _m, v in got if v} == ids
+    # Unmasked key field: the key is the citizen id itself.
+    assert {m.key.decode() for m, _v in got if m.key} == ids
+
+
+def test_no_grant_no_delivery(routed: RouterEnv) -> None:
+    topic = routed.delivery_topic(routed.consumers["nogrant"])
+    assert read_all(routed.settings.kafka, topic) == []
+
+
+def test_non_provider_and_malformed_records_go_to_the_dlq(routed: RouterEnv) -> None:
+    rng = random.Random(7)
+    junk: list[tuple[str, bytes | None]] = [
+        (f"junk-{i}", bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40))))
+        for i in range(1000)
+    ]
+    forged = routed.change(person(50, "140602"), department=routed.consumers["mzj"])
+    valid = [routed.change(person(100 + i, "140602")) for i in range(5)]
+    routed.publish([*junk[:500], forged, *valid, *junk[500:]])
+    dlq = routed.settings.topics.dlq
+
+    def rejected() -> list[Any]:
+        return [
+            m
+            for m in read_all(routed.settings.kafka, dlq)
+            if b"router" in dict(m.headers).get("exchange.origin", b"")
+        ]
+
+    routed.wait_for("1001 rejections", lambda: len(rejected()) >= 1001, 120)
+    reasons: dict[str, int] = {}
+    for m in rejected():
+        reason = dict(m.headers)[REASON_HEADER].decode()
+        reasons[reason] = reasons.get(reason, 0) + 1
+    assert sum(reasons.values()) == 1001
+    assert reasons["not_provider"] == 1
+    assert set(reasons) <= {"not_provider", "bad_framing", "bad_avro", "unknown_schema"}
+    mzj = routed.consumers["mzj"]
+    routed.wait_for("valid records after the junk", lambda: len(routed.deliveries(mzj)) >= 15)
+    assert routed.process is not None and routed.process.poll() is None
+
+
+def test_revocation_stops_delivery_within_5_seconds(routed: RouterEnv) -> None:
+    late = routed.consumers["late"]
+    routed.grant(late, "g-late", fields=["region_code"])
+    store = routed.store(routed.provider)
+    store.revoke("g-late", "测试撤销")
+    store.close()
+    time.sleep(5)
+    before = len(routed.deliveries(late))
+    routed.publish([routed.change(person(200 + i, "140602")) for i in range(5)])
+    mzj = routed.consumers["mzj"]
+    routed.wait_for(
+        "mzj still receives",
+        lambda: any(
+            v and v["after"]["citizen_id"].endswith(person(204, "140602")["citizen_id"][-4:])
+            for _m, v in routed.deliveries(mzj)
+        ),
+    )
+    assert len(routed.deliveries(late)) == before
+
+
+def test_expired_grant_delivers_nothing_after_expiry(routed: RouterEnv) -> None:
+    c = routed.consumers["ops"]
+    until = dt.datetime.now(CN) + dt.timedelta(seconds=6)
+    routed.grant(c, "g-expiring", fields=["region_code"], valid_until=until)
+    routed.publish([routed.change(person(300, "140602"))])
+    routed.wait_for("delivery before expiry", lambda: len(routed.deliveries(c)) >= 1)
+    time.sleep(max(0.0, (until - dt.datetime.now(CN)).total_seconds()) + 0.5)
+    routed.publish([routed.change(person(301 + i, "140602")) for i in range(5)])
+    routed.wait_for(
+        "the expiry in the audit trail",
+        lambda: bool(
+            query(
+                read_trail(routed.settings), Query(grant_id="g-expiring", kind="delivery.stopped")
+            )
+        ),
+        30,
+    )
+    stopped = query(
+        read_trail(routed.settings), Query(grant_id="g-expiring", kind="delivery.stopped")
+    )
+    assert stopped[0].detail()["why"] == "expired"
+    assert stopped[0].ts_ms >= int(until.timestamp() * 1000)
+    assert len(routed.deliveries(c)) == 1
