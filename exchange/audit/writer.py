@@ -215,8 +215,11 @@ class AuditWriter:
         """The chain's last committed event: read its partition backwards in windows."""
         timeout = self.settings.kafka.request_timeout_s
         consumer = reader(self.settings.kafka, committed=True)
+        probe = reader(self.settings.kafka)
         try:
-            low, high = consumer.get_watermark_offsets(
+            # The high watermark, not the last stable offset: another chain's transaction in
+            # this partition may still be committing, and our last event may lie beyond it.
+            low, high = probe.get_watermark_offsets(
                 TopicPartition(self.topic, self.partition), timeout=timeout
             )
             end = high
@@ -232,6 +235,7 @@ class AuditWriter:
             raise KafkaOpError.wrap(f"cannot read audit chain {self.chain_id}", exc) from exc
         finally:
             consumer.close()
+            probe.close()
 
     def _decode(self, msg: Message) -> AuditEvent:
         try:

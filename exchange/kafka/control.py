@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -52,10 +53,15 @@ def read_all(settings: KafkaSettings, topic: str, *, committed: bool = False) ->
     records of aborted or still open transactions (topics written transactionally: grants, audit).
     """
     consumer = reader(settings, committed=committed)
+    # A read-committed consumer's watermark is the last stable offset, which excludes a
+    # transaction whose commit markers the broker has not written yet; the end must include it.
+    probe = reader(settings) if committed else consumer
     try:
-        return _read(consumer, topic, settings.request_timeout_s)
+        return _read(consumer, probe, topic, settings.request_timeout_s, committed)
     finally:
         consumer.close()
+        if probe is not consumer:
+            probe.close()
 
 
 def reader(settings: KafkaSettings, *, committed: bool = False) -> Consumer:
@@ -75,7 +81,7 @@ def reader(settings: KafkaSettings, *, committed: bool = False) -> Consumer:
 def read_range(
     consumer: Consumer, topic: str, partition: int, start: int, end: int, timeout: float
 ) -> list[Message]:
-    """Records of one partition with ``start <= offset < end`` (or to the partition's end)."""
+    """Records of one partition with ``start <= offset < end``."""
     out: list[Message] = []
     if start >= end:
         return out
@@ -87,9 +93,12 @@ def read_range(
                 raise KafkaOpError(f"timed out reading {topic}[{partition}]", code="_TIMED_OUT")
             err = msg.error()
             if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaOpError.wrap(f"cannot read {topic}", KafkaException(err))
+                # Read-committed: the end may lie beyond a transaction still being committed.
+                if _position(consumer, topic, partition) >= end:
                     return out
-                raise KafkaOpError.wrap(f"cannot read {topic}", KafkaException(err))
+                continue
             offset = int(msg.offset() or 0)
             # Transaction markers take offsets too, so `end - 1` itself may never arrive.
             if offset >= end:
@@ -115,7 +124,9 @@ def to_message(msg: Any) -> Message:
     )
 
 
-def _read(consumer: Consumer, topic: str, timeout: float) -> list[Message]:
+def _read(
+    consumer: Consumer, probe: Consumer, topic: str, timeout: float, committed: bool
+) -> list[Message]:
     try:
         metadata = consumer.list_topics(topic, timeout=timeout)
     except KafkaException as exc:
@@ -127,7 +138,7 @@ def _read(consumer: Consumer, topic: str, timeout: float) -> list[Message]:
     assignment = []
     ends = {}
     for p in tmeta.partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+        low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
         if high > low:
             pending.add(p)
             ends[p] = high
@@ -136,14 +147,22 @@ def _read(consumer: Consumer, topic: str, timeout: float) -> list[Message]:
     if not assignment:
         return out
     consumer.assign(assignment)
+    deadline = time.monotonic() + timeout
     while pending:
-        msg = consumer.poll(timeout)
-        if msg is None:
+        if time.monotonic() > deadline:
             raise KafkaOpError(f"timed out reading {topic} to its end", code="_TIMED_OUT")
+        msg = consumer.poll(0.5)
+        if msg is None:
+            continue
         err = msg.error()
         if err is not None:
             if err.code() == KafkaError._PARTITION_EOF:
-                pending.discard(msg.partition())
+                partition = int(msg.partition() or 0)
+                # A committed read stops early while a transaction's markers are still being
+                # written (the broker commits asynchronously): keep reading until the end
+                # measured at the start, so a write committed just before is always seen.
+                if not committed or _position(consumer, topic, partition) >= ends[partition]:
+                    pending.discard(partition)
                 continue
             raise KafkaOpError.wrap(f"cannot read {topic}", KafkaException(err))
         partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
@@ -156,6 +175,11 @@ def _read(consumer: Consumer, topic: str, timeout: float) -> list[Message]:
         if offset + 1 >= ends[partition]:
             pending.discard(partition)
     return out
+
+
+def _position(consumer: Consumer, topic: str, partition: int) -> int:
+    (tp,) = consumer.position([TopicPartition(topic, partition)])
+    return int(tp.offset)
 
 
 def _bytes(value: str | bytes | None) -> bytes:
