@@ -8,11 +8,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from connectors.config import ConnectorConfig
 from connectors.errors import ConnectorError
 from exchange.catalog.model import CatalogEntry
+from exchange.catalog.published import parse_catalog_record
 from exchange.config import ExchangeSettings
 from exchange.kafka.control import read_table
 from exchange.kafka.registry import Registry
@@ -53,14 +52,14 @@ def published_entry(settings: ExchangeSettings, config: ConnectorConfig) -> Publ
             code="UNKNOWN_ENTRY",
         )
     try:
-        record = json.loads(raw)
-        entry = CatalogEntry.model_validate(record["entry"])
-        topic, subject = str(record["source_topic"]), str(record["subject"])
-    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        published = parse_catalog_record(raw)
+    except ValueError as exc:
         raise ConnectorError(
-            f"catalog record of {config.entry!r} on {settings.topics.catalog} is unreadable: {exc}",
+            f"catalog record of {config.entry!r} on {settings.topics.catalog} is unreadable: "
+            f"{exc.__cause__ or exc}",
             code="BAD_CATALOG_RECORD",
         ) from exc
+    entry, topic, subject = published.entry, published.source_topic, published.subject
     if entry.provider != config.department:
         raise ConnectorError(
             f"refused: connector {config.id!r} belongs to department {config.department!r}, but "

@@ -29,7 +29,7 @@ from exchange.catalog.apply import value_subject
 from exchange.catalog.avro import canonical_json, load_schema
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
-from exchange.kafka.control import Message, read_range, reader
+from exchange.kafka.control import Message, partitions, read_range, reader
 from exchange.kafka.errors import KafkaOpError
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import AvroCodec, SchemaLookup, WireFormatError
@@ -142,16 +142,15 @@ class AuditWriter:
         try:
             # Fences any earlier writer of this chain and aborts its open transaction.
             self._producer.init_transactions(timeout)
-            metadata = self._producer.list_topics(self.topic, timeout=timeout)
         except KafkaException as exc:
             raise KafkaOpError.wrap(f"cannot open audit chain {chain_id}", exc) from exc
-        tmeta = metadata.topics.get(self.topic)
-        if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+        numbers = partitions(self._producer, self.topic, timeout)
+        if not numbers:
             raise AuditError(
                 f"audit topic {self.topic} does not exist; run `exchange catalog apply`",
                 code="NO_AUDIT_TOPIC",
             )
-        self.partition = chain_partition(chain_id, len(tmeta.partitions))
+        self.partition = chain_partition(chain_id, len(numbers))
         last = self._find_last()
         self.chain = Chain(
             chain_id,

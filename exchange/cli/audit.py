@@ -16,7 +16,7 @@ from exchange.audit.verify import verify
 from exchange.audit.writer import generate_key, load_key
 from exchange.cli import output
 from exchange.cli.context import state
-from exchange.kafka.control import reader, to_message
+from exchange.kafka.control import partitions, reader, to_message
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import SchemaLookup
 
@@ -137,12 +137,8 @@ def tail(
     lookup = SchemaLookup(Registry(settings.registry).schema_by_id)
     consumer = reader(settings.kafka, committed=True)
     topic = settings.topics.audit
-    parts = (
-        consumer.list_topics(topic, timeout=settings.kafka.request_timeout_s)
-        .topics[topic]
-        .partitions
-    )
-    consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in parts])
+    numbers = partitions(consumer, topic, settings.kafka.request_timeout_s)
+    consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in numbers])
     try:
         while True:
             msg = consumer.poll(1.0)

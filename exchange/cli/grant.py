@@ -197,7 +197,7 @@ def list_(
             for g in grants
         ],
     )
-    for key, why in table.unreadable:
+    for key, why in table.unreadable.items():
         output.err.print(f"[yellow]unreadable grant {escape(key)}:[/yellow] {escape(why)}")
 
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from exchange.config import ExchangeSettings
 from exchange.grants.model import Grant
-from exchange.kafka.control import reader
+from exchange.kafka.control import partitions, reader
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,12 @@ class GrantBook:
         topic = self._settings.topics.grants
         consumer = reader(self._settings.kafka, committed=True)
         try:
-            meta = consumer.list_topics(topic, timeout=self._settings.kafka.request_timeout_s)
-            tmeta = meta.topics.get(topic)
-            partitions = [] if tmeta is None or tmeta.error else list(tmeta.partitions)
-            if not partitions:
+            numbers = partitions(consumer, topic, self._settings.kafka.request_timeout_s)
+            if not numbers:
                 log.error("grants topic %s does not exist: no grants, nothing delivered", topic)
                 self._caught_up.set()
                 return
-            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in numbers])
             at_end: set[int] = set()
             while not self._stop.is_set():
                 msg = consumer.poll(0.5)
@@ -69,7 +67,7 @@ class GrantBook:
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         at_end.add(int(msg.partition() or 0))
-                        if at_end >= set(partitions):
+                        if at_end >= set(numbers):
                             self._caught_up.set()
                     else:
                         log.warning("reading %s: %s", topic, err.str())

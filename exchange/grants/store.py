@@ -31,8 +31,8 @@ from exchange.kafka.control import read_all
 @dataclass
 class GrantTable:
     grants: dict[str, Grant] = field(default_factory=dict)
-    #: Values on the topic that are not grants: ``(key, why)``.
-    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    #: Values on the topic that are not grants: why, by key.
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 def read_grants(settings: ExchangeSettings) -> GrantTable:
@@ -40,7 +40,7 @@ def read_grants(settings: ExchangeSettings) -> GrantTable:
     table = GrantTable()
     for msg in read_all(settings.kafka, settings.topics.grants, committed=True):
         key = (msg.key or b"").decode("utf-8", errors="replace")
-        table.unreadable = [u for u in table.unreadable if u[0] != key]
+        table.unreadable.pop(key, None)
         if msg.value is None:
             table.grants.pop(key, None)
             continue
@@ -49,7 +49,7 @@ def read_grants(settings: ExchangeSettings) -> GrantTable:
         except ValidationError as exc:
             table.grants.pop(key, None)
             where = f"{settings.topics.grants} partition {msg.partition} offset {msg.offset}"
-            table.unreadable.append((key, f"{where}: {exc.error_count()} problem(s): {exc}"))
+            table.unreadable[key] = f"{where}: {exc.error_count()} problem(s): {exc}"
     return table
 
 
@@ -198,9 +198,6 @@ class GrantStore:
         )
         self._save(changed, "grant.amended", note)
         return changed
-
-    def save_decided(self, grant: Grant, kind: str) -> None:
-        self._save(grant, kind)
 
     def _entry_of(self, grant: Grant) -> CatalogEntry:
         entry = self.entry(grant.request.entry)

@@ -124,20 +124,25 @@ def to_message(msg: Any) -> Message:
     )
 
 
-def _read(
-    consumer: Consumer, probe: Consumer, topic: str, timeout: float, committed: bool
-) -> list[Message]:
+def partitions(client: Consumer | Producer, topic: str, timeout: float) -> list[int]:
+    """The topic's partition numbers; empty when the topic does not exist."""
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
+        metadata = client.list_topics(topic, timeout=timeout)
     except KafkaException as exc:
         raise KafkaOpError.wrap(f"cannot read metadata of {topic}", exc) from exc
     tmeta = metadata.topics.get(topic)
     if tmeta is None or tmeta.error is not None:
         return []
+    return sorted(tmeta.partitions)
+
+
+def _read(
+    consumer: Consumer, probe: Consumer, topic: str, timeout: float, committed: bool
+) -> list[Message]:
     pending = set()
     assignment = []
     ends = {}
-    for p in tmeta.partitions:
+    for p in partitions(consumer, topic, timeout):
         low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
         if high > low:
             pending.add(p)

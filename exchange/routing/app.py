@@ -112,7 +112,6 @@ def _record(message: Any) -> SourceRecord:
         offset=message.offset,
         key=message.key,
         value=message.value,
-        timestamp_ms=int((message.timestamp or 0) * 1000),
     )
 
 

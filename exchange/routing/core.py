@@ -34,7 +34,6 @@ class SourceRecord:
     offset: int
     key: bytes | None
     value: bytes | None
-    timestamp_ms: int = 0
 
     @property
     def position(self) -> str:
