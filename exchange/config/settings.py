@@ -67,6 +67,8 @@ class TopicSettings(_Section):
     audit: str = "exchange.audit"
     dlq: str = "exchange.dlq"
     connector_offsets: str = "exchange.connector-offsets"
+    #: The router's backfill progress and hand-over offsets, per grant and source partition.
+    router_backfills: str = "exchange.router-backfills"
     source_prefix: str = "src."
     delivery_prefix: str = "dlv."
     #: 1 for the single local broker; 3 in production.
@@ -107,6 +109,8 @@ class RouterSettings(_Section):
     batch_wait_s: float = Field(0.2, gt=0)
     #: How often grants are checked for expiry and changes, even when no record arrives.
     grant_check_interval_s: float = Field(1.0, gt=0)
+    #: Backfills of newly active grants read at the same time, per worker.
+    backfill_concurrency: int = Field(2, ge=1)
     #: faust's working folder (one sub-folder per worker).
     data_dir: Path = Path("../.exchange/router")
 

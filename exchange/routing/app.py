@@ -80,6 +80,18 @@ def build_app(
             except BaseException:
                 _die(f"routing a batch of {len(records)} records failed")
 
+    # Backfills run on the partitions this worker routes: the hand-over needs the live stream.
+    async def assigned(_app: Any, assigned: set[Any], **_: Any) -> None:
+        service.partitions_assigned((tp.topic, tp.partition) for tp in assigned)
+
+    async def revoked(_app: Any, revoked: set[Any], **_: Any) -> None:
+        service.partitions_revoked((tp.topic, tp.partition) for tp in revoked)
+
+    app.on_partitions_assigned.connect(assigned)  # type: ignore[arg-type]
+    app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]
+
+    service.on_failure = _die
+
     # faust's decorators are untyped.
     @app.timer(rs.grant_check_interval_s)  # type: ignore[untyped-decorator]
     async def grants() -> None:

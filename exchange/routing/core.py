@@ -8,7 +8,7 @@ in :mod:`exchange.routing.app` only moves records between Kafka and this class.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,7 +109,8 @@ class Router:
     def set_grants(self, topic: str, grants: Iterable[ActiveGrant]) -> None:
         self.routes[topic].grants = {g.plan.grant.id: g for g in grants}
 
-    def route(self, record: SourceRecord) -> Outcome:
+    def route(self, record: SourceRecord, only: Container[str] | None = None) -> Outcome:
+        """Validate ``record`` and deliver it to each active grant (or to those in ``only``)."""
         route = self.routes.get(record.topic)
         if route is None:
             return Outcome(
@@ -142,6 +143,8 @@ class Router:
         for active in route.grants.values():
             plan = active.plan
             grant = plan.grant
+            if only is not None and grant.id not in only:
+                continue
             if after is not None and not plan.accepts(after):
                 outcome.filtered.append((grant.id, grant.request.consumer))
                 continue

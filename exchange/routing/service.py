@@ -14,11 +14,11 @@ import base64
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from exchange.audit.events import Happening
 from exchange.audit.writer import AuditWriter, OutRecord
@@ -28,11 +28,13 @@ from exchange.dlq import DeadLetter
 from exchange.errors import ExchangeError
 from exchange.grants.book import GrantBook
 from exchange.grants.model import Grant
-from exchange.kafka.admin import Admin
+from exchange.kafka.admin import Admin, TopicSpec, plan_topics
+from exchange.kafka.control import read_all, reader
 from exchange.kafka.errors import KafkaOpError
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import SchemaLookup
 from exchange.routing import metrics
+from exchange.routing.backfill import Backfill, Handover, Progress, ProgressError
 from exchange.routing.core import (
     ActiveGrant,
     Delivery,
@@ -62,6 +64,8 @@ class Receipt:
     first_offset: int
     last_offset: int
     deliveries: list[Delivery] = field(default_factory=list)
+    #: Delivered by the grant's backfill rather than the live stream.
+    backfill: bool = False
 
     def happening(self, actor: str, ts_ms: int) -> Happening:
         return Happening(
@@ -79,6 +83,7 @@ class Receipt:
                 "count": len(self.deliveries),
                 "delivery_topic": self.deliveries[0].topic if self.deliveries else None,
                 "sha256": receipt_digest(self.deliveries),
+                "backfill": self.backfill,
             },
         )
 
@@ -116,17 +121,53 @@ class RouterService:
         #: The next instant a grant starts or ends: routing re-reads the grants at that moment.
         self._next_change: dt.datetime | None = None
         self._grant_lock = asyncio.Lock()
+        # The live stream and backfills both write audit events through one transactional
+        # producer, which must not be used by two threads at once.
+        self._audit_lock = asyncio.Lock()
+        self.handover = Handover()
+        #: Source partitions this worker routes (faust's assignment).
+        self.assigned: set[tuple[str, int]] = set()
+        self._backfill_slots = asyncio.Semaphore(settings.router.backfill_concurrency)
+        self._backfills: set[asyncio.Task[None]] = set()
+        #: Called when a backfill fails; the app ends the process (a restart resumes it).
+        self.on_failure: Callable[[str], None] = lambda what: None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         self.book.start(self.settings.kafka.request_timeout_s * 4)
+        self.handover = Handover(self._saved_progress())
         self.write_audit(self.apply_grants(*self.prepare_grants(_now())))
+
+    def _saved_progress(self) -> list[Progress]:
+        topic = self.settings.topics.router_backfills
+        # Deployments from before backfills existed lack the topic; `catalog apply` creates it.
+        spec = TopicSpec(
+            topic, 1, self.settings.topics.replication_factor, {"cleanup.policy": "compact"}
+        )
+        self.admin.apply(
+            c for c in plan_topics([spec], self.admin.topic_states([topic])) if c.action == "create"
+        )
+        latest: dict[bytes | None, bytes | None] = {}
+        for msg in read_all(self.settings.kafka, topic, committed=True):
+            latest[msg.key] = msg.value
+        saved = []
+        for key, value in latest.items():
+            if value is None:
+                continue
+            try:
+                saved.append(Progress.decode(value))
+            except ProgressError as exc:
+                # Without it the grant is backfilled again: repeats, which the SDK drops.
+                log.warning("ignoring backfill progress %r on %s: %s", key, topic, exc)
+        return saved
 
     def source_topics(self) -> list[str]:
         return sorted(self.core.routes)
 
     def close(self) -> None:
+        for backfill in self.handover.release(list(self.assigned)):
+            backfill.stopped = True
         self.book.stop()
         self.producer.flush(self.settings.kafka.request_timeout_s)
         self.audit.close()
@@ -217,20 +258,38 @@ class RouterService:
                 return
             prepared = await loop.run_in_executor(None, self.prepare_grants, now)
             happenings = self.apply_grants(*prepared)
-            await loop.run_in_executor(None, self.write_audit, happenings)
+            self.start_backfills(self.assigned)
+            await self._write_audit(loop, happenings)
+
+    async def _write_audit(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        happenings: list[Happening],
+        records: Sequence[OutRecord] = (),
+    ) -> None:
+        async with self._audit_lock:
+            await loop.run_in_executor(None, self.write_audit, happenings, records)
 
     # -- records -----------------------------------------------------------------------------
 
     async def handle(self, records: Sequence[SourceRecord]) -> None:
         loop = asyncio.get_running_loop()
         await self.refresh_grants(loop)
+        # Grants not yet backfilled on a partition start now; the live stream skips them there.
+        self.start_backfills({(r.topic, r.partition) for r in records})
         receipts: dict[tuple[str, str, int], Receipt] = {}
         rejections: list[Happening] = []
         dead: list[OutRecord] = []
         delivered: list[tuple[Delivery, str]] = []
         now_ms = int(time.time() * 1000)
         for record in records:
-            outcome = self.core.route(record)
+            route = self.core.routes.get(record.topic)
+            live = None
+            if route is not None and route.grants:
+                live = self.handover.live(
+                    record.topic, record.partition, record.offset, route.grants
+                )
+            outcome = self.core.route(record, live)
             entry = outcome.entry or "(unknown)"
             metrics.RECORDS_IN.labels(entry).inc()
             if outcome.rejection is not None:
@@ -268,31 +327,49 @@ class RouterService:
                 continue
             for grant_id, consumer in outcome.filtered:
                 metrics.DENIED.labels(entry, consumer, grant_id, "row_filter").inc()
-            for d in outcome.deliveries:
-                self.producer.produce(
-                    d.topic,
-                    key=d.key,
-                    value=d.value,
-                    headers=list(d.headers),
-                    on_delivery=self._on_delivery,
-                )
-                delivered.append((d, entry))
-                receipt_key = (d.grant_id, record.topic, record.partition)
-                receipt = receipts.get(receipt_key)
-                if receipt is None:
-                    receipt = receipts[receipt_key] = Receipt(
-                        d.grant_id,
-                        d.consumer,
-                        entry,
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        record.offset,
-                    )
-                receipt.last_offset = record.offset
-                receipt.deliveries.append(d)
+            self._produce(record, entry, outcome.deliveries, receipts, delivered)
             self.producer.poll(0)
         await loop.run_in_executor(None, self._flush)
+        self._count(delivered)
+        events = [r.happening(self.actor, now_ms) for r in receipts.values()] + rejections
+        await self._write_audit(loop, events, dead)
+
+    def _produce(
+        self,
+        record: SourceRecord,
+        entry: str,
+        deliveries: Iterable[Delivery],
+        receipts: dict[tuple[str, str, int], Receipt],
+        delivered: list[tuple[Delivery, str]],
+        backfill: bool = False,
+    ) -> None:
+        """Hand ``deliveries`` to the producer and note them on their receipts."""
+        for d in deliveries:
+            self.producer.produce(
+                d.topic,
+                key=d.key,
+                value=d.value,
+                headers=list(d.headers),
+                on_delivery=self._on_delivery,
+            )
+            delivered.append((d, entry))
+            receipt_key = (d.grant_id, record.topic, record.partition)
+            receipt = receipts.get(receipt_key)
+            if receipt is None:
+                receipt = receipts[receipt_key] = Receipt(
+                    d.grant_id,
+                    d.consumer,
+                    entry,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    record.offset,
+                    backfill=backfill,
+                )
+            receipt.last_offset = record.offset
+            receipt.deliveries.append(d)
+
+    def _count(self, delivered: Iterable[tuple[Delivery, str]]) -> None:
         acked_s = time.time()
         for d, entry in delivered:
             if d.value is not None:
@@ -300,8 +377,108 @@ class RouterService:
                 metrics.ROUTING_LATENCY.labels(entry).observe(
                     max(0.0, acked_s - d.source_ts_ms / 1000)
                 )
-        events = [r.happening(self.actor, now_ms) for r in receipts.values()] + rejections
-        await loop.run_in_executor(None, self.write_audit, events, dead)
+
+    # -- backfills ---------------------------------------------------------------------------
+
+    def partitions_assigned(self, partitions: Iterable[tuple[str, int]]) -> None:
+        self.assigned = {tp for tp in partitions if tp[0] in self.core.routes}
+        self.start_backfills(self.assigned)
+
+    def partitions_revoked(self, partitions: Iterable[tuple[str, int]]) -> None:
+        revoked = set(partitions)
+        self.assigned -= revoked
+        stopped = self.handover.release(revoked)
+        if stopped:
+            log.info("stopped %d backfill(s): their partitions were revoked", len(stopped))
+
+    def start_backfills(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Start a backfill for each active grant that has none and is not handed over yet."""
+        for topic, partition in partitions:
+            route = self.core.routes.get(topic)
+            if route is None or not route.grants:
+                continue
+            for backfill in self.handover.plan(topic, partition, route.grants):
+                log.info(
+                    "backfilling %s[%d] from offset %d for grant(s) %s",
+                    topic,
+                    partition,
+                    backfill.next_offset,
+                    ", ".join(sorted(backfill.grants)),
+                )
+                task = asyncio.ensure_future(self._backfill(backfill))
+                self._backfills.add(task)
+                task.add_done_callback(self._backfills.discard)
+
+    async def _backfill(self, backfill: Backfill) -> None:
+        try:
+            async with self._backfill_slots:
+                metrics.BACKFILLS.inc()
+                try:
+                    await self._run_backfill(backfill)
+                finally:
+                    metrics.BACKFILLS.dec()
+        except Exception:
+            log.exception("backfill of %s[%d] failed", backfill.topic, backfill.partition)
+            self.on_failure(f"backfilling {backfill.topic}[{backfill.partition}] failed")
+
+    async def _run_backfill(self, backfill: Backfill) -> None:
+        """Read the partition from ``next_offset``, deliver to the backfilled grants, hand over.
+
+        Every chunk is delivered and acknowledged, then its receipts and the new progress are
+        written in one audit transaction. The consumer is only touched from the executor thread
+        that reads, and closed after the last read returned.
+        """
+        loop = asyncio.get_running_loop()
+        consumer = reader(self.settings.kafka)
+        consumer.assign([TopicPartition(backfill.topic, backfill.partition, backfill.next_offset)])
+        try:
+            while not backfill.stopped:
+                chunk, at_end = await loop.run_in_executor(
+                    None, _read_chunk, consumer, self.settings.router.batch_size
+                )
+                # A grant may have been revoked or expired during the read.
+                await self.refresh_grants(loop)
+                route = self.core.routes[backfill.topic]
+                self.handover.keep(backfill, route.grants)
+                if backfill.stopped:
+                    break
+                receipts: dict[tuple[str, str, int], Receipt] = {}
+                delivered: list[tuple[Delivery, str]] = []
+                for record in chunk:
+                    outcome = self.core.route(record, backfill.grants)
+                    # Rejected records went to the DLQ when the live stream read them.
+                    if outcome.rejection is None:
+                        self._produce(
+                            record, route.entry.id, outcome.deliveries, receipts, delivered, True
+                        )
+                if chunk:
+                    backfill.next_offset = chunk[-1].offset + 1
+                await loop.run_in_executor(None, self._flush)
+                self._count(delivered)
+                done = self.handover.finish(backfill, at_end)
+                progress = self.handover.progress(backfill, done)
+                now_ms = int(time.time() * 1000)
+                events = [r.happening(self.actor, now_ms) for r in receipts.values()]
+                if done:
+                    events += [
+                        _backfilled_event(self.actor, now_ms, route.entry.id, p) for p in progress
+                    ]
+                records = [
+                    OutRecord(self.settings.topics.router_backfills, p.key, p.encode())
+                    for p in progress
+                ]
+                await self._write_audit(loop, events, records)
+                for p in progress:
+                    self.handover.saved(p)
+                if done:
+                    log.info(
+                        "backfill of %s[%d] handed over at offset %d",
+                        backfill.topic,
+                        backfill.partition,
+                        backfill.next_offset,
+                    )
+        finally:
+            consumer.close()
 
     def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
         if err is not None:
@@ -328,6 +505,46 @@ def _delivery_event(kind: str, grant: Grant, actor: str, ts_ms: int, why: str) -
             "why": why,
             "revision": grant.revision,
             "valid_until": grant.request.valid_until.isoformat(),
+        },
+    )
+
+
+def _read_chunk(consumer: Consumer, size: int) -> tuple[list[SourceRecord], bool]:
+    """Up to ``size`` records; ``True`` when the read reached the partition's end."""
+    records: list[SourceRecord] = []
+    at_end = False
+    for msg in consumer.consume(size, timeout=1.0):
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                raise KafkaOpError.wrap("backfill read failed", KafkaException(err))
+            at_end = True
+            continue
+        at_end = False  # records that arrived after the end was seen
+        records.append(
+            SourceRecord(
+                str(msg.topic()),
+                int(msg.partition() or 0),
+                int(msg.offset() or 0),
+                msg.key(),
+                msg.value(),
+            )
+        )
+    # Nothing within the timeout is the end too: the end-of-partition event comes only once.
+    return records, at_end or not records
+
+
+def _backfilled_event(actor: str, ts_ms: int, entry: str, progress: Progress) -> Happening:
+    return Happening(
+        kind="delivery.backfilled",
+        actor=actor,
+        ts_ms=ts_ms,
+        entry=entry,
+        grant_id=progress.grant_id,
+        details={
+            "source_topic": progress.topic,
+            "partition": progress.partition,
+            "handover_offset": progress.next_offset,
         },
     )
 

@@ -46,7 +46,7 @@ class IsolatedProject(Project):
         for f in (self.config / "catalog").glob("*.yaml"):
             f.unlink()
         text = self.exchange_yaml.read_text(encoding="utf-8")
-        for name in ("catalog", "grants", "audit", "dlq", "connector-offsets"):
+        for name in ("catalog", "grants", "audit", "dlq", "connector-offsets", "router-backfills"):
             text = text.replace(f"exchange.{name}\n", f"exchange.{name}.{self.uid}\n")
         self.exchange_yaml.write_text(text, encoding="utf-8")
         self.write(

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,9 @@ class RouterEnv:
         self.project = project
         uid = self.uid = project.uid
         self.provider = uid
-        self.consumers = {n: f"{uid}_{n}" for n in ("mzj", "county", "nogrant", "late", "ops")}
+        self.consumers = {
+            n: f"{uid}_{n}" for n in ("mzj", "county", "nogrant", "late", "ops", "fresh")
+        }
         departments = "".join(
             f"  - {{id: {d}, name: 部门{n}, level: city, region_code: '140600'}}\n"
             for n, d in self.consumers.items()
@@ -123,7 +125,7 @@ class RouterEnv:
         )
         return row["citizen_id"], value
 
-    def publish(self, records: list[tuple[str, bytes | None]]) -> None:
+    def publish(self, records: Sequence[tuple[str, bytes | None]]) -> None:
         publish(self.settings.kafka, self.project.source_topic, records)
 
     # -- the router --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from exchange.audit.trail import Query, query, read_trail
 from exchange.dlq import REASON_HEADER
-from exchange.kafka.control import read_all
+from exchange.kafka.control import partitions, read_all, reader
 from tests.integration.routing.conftest import CN, ROWS, RouterEnv, person
 
 pytestmark = pytest.mark.integration
@@ -114,10 +114,11 @@ def test_expired_grant_delivers_nothing_after_expiry(routed: RouterEnv) -> None:
     c = routed.consumers["ops"]
     until = dt.datetime.now(CN) + dt.timedelta(seconds=6)
     routed.grant(c, "g-expiring", fields=["region_code"], valid_until=until)
-    routed.publish([routed.change(person(300, "140602"))])
-    routed.wait_for("delivery before expiry", lambda: len(routed.deliveries(c)) >= 1)
+    routed.publish([routed.change(person(300, "140611"))])
+    routed.wait_for("delivery before expiry", lambda: "140611" in _regions(routed.deliveries(c)))
     time.sleep(max(0.0, (until - dt.datetime.now(CN)).total_seconds()) + 0.5)
-    routed.publish([routed.change(person(301 + i, "140602")) for i in range(5)])
+    before = len(routed.deliveries(c))
+    routed.publish([routed.change(person(301 + i, "140612")) for i in range(5)])
     routed.wait_for(
         "the expiry in the audit trail",
         lambda: bool(
@@ -132,4 +133,71 @@ def test_expired_grant_delivers_nothing_after_expiry(routed: RouterEnv) -> None:
     )
     assert stopped[0].detail()["why"] == "expired"
     assert stopped[0].ts_ms >= int(until.timestamp() * 1000)
-    assert len(routed.deliveries(c)) == 1
+    assert len(routed.deliveries(c)) == before
+    assert "140612" not in _regions(routed.deliveries(c))
+
+
+def _regions(deliveries: list[tuple[Any, dict[str, Any] | None]]) -> set[str]:
+    return {v["after"]["region_code"] for _m, v in deliveries if v and v["after"]}
+
+
+def test_new_grant_is_backfilled_with_the_full_current_state(routed: RouterEnv) -> None:
+    rows = [person(400 + i, "140609") for i in range(8)]
+    renamed = {i: {**rows[i], "name": "李四"} for i in (0, 1, 3)}
+    # History before the grant: creates, two updates, a delete.
+    routed.publish(
+        [routed.change(r, "c") for r in rows[:6]]
+        + [routed.change(renamed[0]), routed.change(renamed[1]), routed.change(rows[2], "d")]
+    )
+    mzj = routed.consumers["mzj"]
+    routed.wait_for(
+        "the history routed live",
+        lambda: sum(1 for _m, v in routed.deliveries(mzj) if v and v["op"] == "d") >= 1,
+    )
+    fresh = routed.consumers["fresh"]
+    routed.grant(
+        fresh,
+        "g-fresh",
+        fields=["citizen_id", "name", "region_code"],
+        row_filter={"region_code": {"prefix": "140609"}},
+        masks={"citizen_id": "none", "name": "none"},
+    )
+    # The live stream goes on while the grant is backfilled.
+    routed.publish([routed.change(rows[6]), routed.change(rows[7]), routed.change(renamed[3])])
+
+    def table() -> dict[bytes, dict[str, Any]]:
+        current: dict[bytes, dict[str, Any]] = {}
+        for message, value in routed.deliveries(fresh):
+            assert message.key is not None
+            if value is None or value["op"] == "d":
+                current.pop(message.key, None)
+            else:
+                current[message.key] = value["after"]
+        return current
+
+    expected = {
+        r["citizen_id"].encode(): {
+            "citizen_id": r["citizen_id"],
+            "name": renamed[i]["name"] if i in renamed else r["name"],
+            "region_code": "140609",
+        }
+        for i, r in enumerate(rows)
+        if i != 2
+    }
+    routed.wait_for("the backfilled table", lambda: table() == expected)
+    # Nothing arrived twice: not for the new grant, nor for anyone else.
+    for consumer in (fresh, mzj):
+        events = [v["event_id"] for _m, v in routed.deliveries(consumer) if v]
+        assert len(events) == len(set(events)), consumer
+    handed_over = query(
+        read_trail(routed.settings), Query(grant_id="g-fresh", kind="delivery.backfilled")
+    )
+    topic = routed.project.source_topic
+    numbers = partitions(reader(routed.settings.kafka), topic, 10)
+    assert sorted((e.detail()["source_topic"], e.detail()["partition"]) for e in handed_over) == [
+        (topic, p) for p in numbers
+    ]
+    receipts = query(
+        read_trail(routed.settings), Query(grant_id="g-fresh", kind="delivery.receipt")
+    )
+    assert any(e.detail()["backfill"] for e in receipts)
