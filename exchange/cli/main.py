@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 
 from exchange import __version__
 from exchange.cli import audit, catalog, connector, dev, grant, output
+from exchange.cli.consume import consume
 from exchange.cli.context import CliState
 from exchange.cli.router import router
 from exchange.config import ConfigError
@@ -45,6 +46,7 @@ app.add_typer(connector.app, name="connector")
 app.add_typer(grant.app, name="grant")
 app.add_typer(audit.app, name="audit")
 app.command("router")(router)
+app.command("consume")(consume)
 
 
 def _version(value: bool) -> None:

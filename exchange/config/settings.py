@@ -109,6 +109,9 @@ class RouterSettings(_Section):
     batch_wait_s: float = Field(0.2, gt=0)
     #: How often grants are checked for expiry and changes, even when no record arrives.
     grant_check_interval_s: float = Field(1.0, gt=0)
+    #: A worker silent this long leaves the group and its partitions go to the others; after
+    #: a crash, the restarted worker waits this long for its old self to be dropped.
+    session_timeout_s: float = Field(10.0, ge=6, le=300)
     #: Backfills of newly active grants read at the same time, per worker.
     backfill_concurrency: int = Field(2, ge=1)
     #: faust's working folder (one sub-folder per worker).

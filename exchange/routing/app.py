@@ -65,6 +65,8 @@ def build_app(
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        broker_session_timeout=rs.session_timeout_s,
+        broker_heartbeat_interval=rs.session_timeout_s / 3,
         producer_acks=-1,
         stream_wait_empty=True,
     )

@@ -83,8 +83,10 @@ class Backfill:
     grants: set[str]
     #: Where reading continues; everything below was delivered to ``grants``.
     next_offset: int
-    #: Set when the partition was taken away or no grant is left: the reader stops.
+    #: Set when the reader must stop: handed over, partition taken away, or no grant left.
     stopped: bool = field(default=False)
+    #: The live stream delivers from ``next_offset`` on (the reader saves that and stops).
+    handed_over: bool = field(default=False)
 
 
 class Handover:
@@ -129,10 +131,23 @@ class Handover:
         return started
 
     def live(self, topic: str, partition: int, offset: int, grant_ids: Iterable[str]) -> set[str]:
-        """The grants the live stream delivers this record to; notes how far the stream got."""
+        """The grants the live stream delivers this record to; notes how far the stream got.
+
+        A backfill that has delivered everything the live stream skipped, and nothing from this
+        record on, is taken over here: under a steady stream the reader may never find the
+        live stream behind it at the end of the partition, but the live stream finds it.
+        """
         tp = (topic, partition)
-        if self._live_next.get(tp, -1) < offset + 1:
+        # Unknown after a (re)start: then only a backfill at exactly this offset is taken over,
+        # since records below it were skipped by the stream before the restart.
+        before = self._live_next.get(tp, offset)
+        if before < offset + 1:
             self._live_next[tp] = offset + 1
+        running = self._running.get(tp)
+        if running:
+            for backfill in set(running.values()):
+                if before <= backfill.next_offset <= offset:
+                    self._hand_over(backfill)
         live_from = self._live_from.get(tp)
         if not live_from:
             return set()
@@ -158,19 +173,25 @@ class Handover:
         arrived since, but any the live stream already skipped lie below ``_live_next``, so a
         live stream beyond ``next_offset`` means reading on.
         """
+        if backfill.handed_over:
+            return True
         if backfill.stopped or not at_end:
             return False
         tp = (backfill.topic, backfill.partition)
         if self._live_next.get(tp, 0) > backfill.next_offset:
             return False
+        self._hand_over(backfill)
+        return True
+
+    def _hand_over(self, backfill: Backfill) -> None:
+        tp = (backfill.topic, backfill.partition)
         running = self._running.get(tp, {})
         live_from = self._live_from.setdefault(tp, {})
         for grant_id in backfill.grants:
             if running.get(grant_id) is backfill:
                 del running[grant_id]
             live_from[grant_id] = backfill.next_offset
-        backfill.stopped = True
-        return True
+        backfill.stopped = backfill.handed_over = True
 
     def progress(self, backfill: Backfill, done: bool) -> list[Progress]:
         return [

@@ -432,30 +432,43 @@ class RouterService:
         consumer = reader(self.settings.kafka)
         consumer.assign([TopicPartition(backfill.topic, backfill.partition, backfill.next_offset)])
         try:
-            while not backfill.stopped:
-                chunk, at_end = await loop.run_in_executor(
-                    None, _read_chunk, consumer, self.settings.router.batch_size
+            while not backfill.stopped or backfill.handed_over:
+                # Taken over by the live stream: nothing more to read, only the hand-over to save.
+                chunk, at_end = (
+                    ([], True)
+                    if backfill.handed_over
+                    else await loop.run_in_executor(
+                        None, _read_chunk, consumer, self.settings.router.batch_size
+                    )
                 )
+                if backfill.stopped and not backfill.handed_over:
+                    break
                 # A grant may have been revoked or expired during the read.
                 await self.refresh_grants(loop)
                 route = self.core.routes[backfill.topic]
                 self.handover.keep(backfill, route.grants)
-                if backfill.stopped:
-                    break
                 receipts: dict[tuple[str, str, int], Receipt] = {}
                 delivered: list[tuple[Delivery, str]] = []
-                for record in chunk:
-                    outcome = self.core.route(record, backfill.grants)
-                    # Rejected records went to the DLQ when the live stream read them.
-                    if outcome.rejection is None:
-                        self._produce(
-                            record, route.entry.id, outcome.deliveries, receipts, delivered, True
-                        )
-                if chunk:
+                # Stopped meanwhile (e.g. the live stream took over): the chunk is not ours.
+                if not backfill.stopped and chunk:
+                    for record in chunk:
+                        outcome = self.core.route(record, backfill.grants)
+                        # Rejected records went to the DLQ when the live stream read them.
+                        if outcome.rejection is None:
+                            self._produce(
+                                record,
+                                route.entry.id,
+                                outcome.deliveries,
+                                receipts,
+                                delivered,
+                                True,
+                            )
                     backfill.next_offset = chunk[-1].offset + 1
-                await loop.run_in_executor(None, self._flush)
-                self._count(delivered)
+                    await loop.run_in_executor(None, self._flush)
+                    self._count(delivered)
                 done = self.handover.finish(backfill, at_end)
+                if not (chunk or done):
+                    continue
                 progress = self.handover.progress(backfill, done)
                 now_ms = int(time.time() * 1000)
                 events = [r.happening(self.actor, now_ms) for r in receipts.values()]
@@ -477,6 +490,7 @@ class RouterService:
                         backfill.partition,
                         backfill.next_offset,
                     )
+                    return
         finally:
             consumer.close()
 
@@ -513,7 +527,8 @@ def _read_chunk(consumer: Consumer, size: int) -> tuple[list[SourceRecord], bool
     """Up to ``size`` records; ``True`` when the read reached the partition's end."""
     records: list[SourceRecord] = []
     at_end = False
-    for msg in consumer.consume(size, timeout=1.0):
+    # A short wait: under a steady stream the reader must keep pace, not wait for a full chunk.
+    for msg in consumer.consume(size, timeout=0.2):
         err = msg.error()
         if err is not None:
             if err.code() != KafkaError._PARTITION_EOF:

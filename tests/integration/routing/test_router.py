@@ -189,14 +189,18 @@ def test_new_grant_is_backfilled_with_the_full_current_state(routed: RouterEnv) 
     for consumer in (fresh, mzj):
         events = [v["event_id"] for _m, v in routed.deliveries(consumer) if v]
         assert len(events) == len(set(events)), consumer
-    handed_over = query(
-        read_trail(routed.settings), Query(grant_id="g-fresh", kind="delivery.backfilled")
-    )
     topic = routed.project.source_topic
     numbers = partitions(reader(routed.settings.kafka), topic, 10)
-    assert sorted((e.detail()["source_topic"], e.detail()["partition"]) for e in handed_over) == [
-        (topic, p) for p in numbers
-    ]
+
+    def handed_over() -> list[tuple[str, int]]:
+        events = query(
+            read_trail(routed.settings), Query(grant_id="g-fresh", kind="delivery.backfilled")
+        )
+        return sorted((e.detail()["source_topic"], e.detail()["partition"]) for e in events)
+
+    # The hand-over is audited once the last backfilled chunk is acknowledged.
+    routed.wait_for("hand-overs audited", lambda: len(handed_over()) >= len(numbers))
+    assert handed_over() == [(topic, p) for p in numbers]
     receipts = query(
         read_trail(routed.settings), Query(grant_id="g-fresh", kind="delivery.receipt")
     )

@@ -79,7 +79,7 @@ def test_released_partition_stops_its_backfill_and_is_resumed_from_what_was_save
     assert handover.finish(resumed, at_end=True)
 
 
-@pytest.mark.parametrize("seed", range(200))
+@pytest.mark.parametrize("seed", range(300))
 def test_every_record_reaches_the_grant_exactly_once_in_order(seed: int) -> None:
     """A backfill and the live stream, interleaved at random over a growing partition."""
     rnd = random.Random(seed)
@@ -88,39 +88,44 @@ def test_every_record_reaches_the_grant_exactly_once_in_order(seed: int) -> None
     handover = Handover()
     delivered: list[int] = []
     backfill: Backfill | None = None
-    chunk: tuple[int, int, bool] | None = None
-    for _ in range(4000):
+    chunk: tuple[int, int, bool] | None = None  # read, not yet delivered
+    acking: bool | None = None  # delivered, awaiting acknowledgement: was the read at the end?
+    for _ in range(20_000):
         step = rnd.random()
-        if backfill is None and step < 0.2:
-            (backfill,) = handover.plan(T, 0, ["g"])
-        elif step < 0.35 and log_end < 60:
+        if backfill is None:
+            if step < 0.2:
+                (backfill,) = handover.plan(T, 0, ["g"])
+        elif backfill.stopped and chunk is None and acking is None and live_at == log_end >= 60:
+            break
+        if step < 0.15 and log_end < 60:
             log_end += rnd.randint(1, 3)  # a connector publishes
-        elif step < 0.7 and live_at < log_end:
-            # The live stream handles a batch; a record of an unplanned grant is skipped, so
-            # plan first, as the router does for every batch.
+        elif step < 0.5 and live_at < log_end:
+            # The live stream handles a batch; the router plans backfills before routing.
             if backfill is None:
                 (backfill,) = handover.plan(T, 0, ["g"])
             for offset in range(live_at, min(log_end, live_at + rnd.randint(1, 5))):
                 if "g" in handover.live(T, 0, offset, ["g"]):
                     delivered.append(offset)
                 live_at = offset + 1
-        elif backfill is not None and not backfill.stopped and chunk is None:
-            # The backfill reads a chunk of what exists now; the live stream may move on while
-            # the chunk is delivered and acknowledged (the awaits in the router).
+        elif backfill is None:
+            continue
+        elif chunk is None and acking is None and not backfill.stopped:
             end = min(log_end, backfill.next_offset + rnd.randint(1, 8))
             chunk = (backfill.next_offset, end, end == log_end)
-        elif backfill is not None and not backfill.stopped and chunk is not None:
+        elif chunk is not None:
+            # Back from the read (the live stream may have taken over meanwhile).
             start, end, at_end = chunk
             chunk = None
-            delivered.extend(range(start, end))
-            backfill.next_offset = end
-            handover.finish(backfill, at_end)
-        if live_at == log_end and log_end >= 60 and backfill is not None and backfill.stopped:
-            break
-    if backfill is None or not backfill.stopped:
-        pytest.skip("the random walk ended before the hand-over")
-    # Drain: whatever the live stream has not handled yet.
-    for offset in range(live_at, log_end):
+            if not backfill.stopped:
+                delivered.extend(range(start, end))
+                backfill.next_offset = end
+                acking = at_end
+        elif acking is not None:
+            # Acknowledged: hand over if at the end (or note the live stream took over).
+            handover.finish(backfill, acking)
+            acking = None
+    assert backfill is not None and backfill.handed_over, "no hand-over"
+    for offset in range(live_at, log_end):  # drain what the live stream has not handled yet
         if "g" in handover.live(T, 0, offset, ["g"]):
             delivered.append(offset)
     assert delivered == list(range(log_end))

@@ -1,0 +1,243 @@
+"""Reading one's own deliveries: decoded changes, committed after the handler, repeats dropped.
+
+A department system hands :meth:`DeliveryConsumer.run` a function; it is called once per change,
+in order per key. The consumer commits a record's offset only after the handler returned for it
+(synchronously, per polled batch), together with what :class:`RepeatFilter` needs to recognise
+the router's repeats after a restart. A handler that raises stops the consumer: what it had
+handled before is committed, the failing record is not, and is handed over again next time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from pydantic import BaseModel, ValidationError
+
+from exchange.client.repeats import RepeatFilter
+from exchange.config import ExchangeSettings
+from exchange.errors import ExchangeError
+from exchange.kafka.errors import KafkaOpError, RegistryError
+from exchange.kafka.registry import Registry
+from exchange.kafka.wire import SchemaLookup, WireFormatError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+GRANT_HEADER = "exchange.grant"
+EVENT_HEADER = "exchange.event_id"
+SOURCE_HEADER = "exchange.source"
+
+
+class ClientError(ExchangeError):
+    """The delivery consumer cannot go on (configuration, Kafka or registry failure)."""
+
+
+@dataclass(frozen=True)
+class Change(Generic[T]):
+    """One change of an entry's record as delivered under a grant."""
+
+    #: ``c`` create, ``u`` update, ``r`` snapshot read, ``d`` delete.
+    op: str
+    #: The record's key in the delivery topic: the business key, or a salted hash of it when
+    #: the grant masks the key field.
+    key: str | None
+    #: The granted fields (projected and masked); ``None`` for a delete.
+    value: T | None
+    grant_id: str | None
+    event_id: str | None
+    provider: str | None
+    #: When the change was read at its source.
+    ts: dt.datetime | None
+    topic: str
+    partition: int
+    offset: int
+    #: Where the router read it: ``topic/partition/offset`` of the source topic.
+    source: str | None
+
+
+@dataclass
+class ConsumerStats:
+    received: int = 0
+    handled: int = 0
+    repeats: int = 0
+    #: Records that could not be decoded, set aside (logged) with the reason.
+    undecodable: list[str] = field(default_factory=list)
+
+
+class DeliveryConsumer(Generic[T]):
+    """A department's consumer of its delivery topics (``dlv.<department>.<entry>``)."""
+
+    def __init__(
+        self,
+        settings: ExchangeSettings,
+        department: str,
+        entries: Iterable[str],
+        *,
+        model: type[T] | None = None,
+        group_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.department = department
+        prefix = f"{settings.topics.delivery_prefix}{department}."
+        self.topics = [prefix + e for e in entries]
+        if not self.topics:
+            raise ClientError("name at least one entry to consume", code="NO_ENTRIES")
+        self.model = model
+        #: Consumer groups start with the department's id (the broker's ACLs allow only those).
+        self.group_id = group_id or f"{department}.exchange-client"
+        if not self.group_id.startswith(f"{department}."):
+            raise ClientError(
+                f"group id {self.group_id!r} must start with {department + '.'!r}",
+                code="BAD_GROUP",
+            )
+        self.lookup = SchemaLookup(Registry(settings.registry).schema_by_id)
+        self.stats = ConsumerStats()
+        self._filters: dict[tuple[str, int], RepeatFilter] = {}
+        self._consumer = Consumer(
+            settings.kafka.client_config(
+                **{
+                    "group.id": self.group_id,
+                    "enable.auto.commit": False,
+                    # A new consumer rebuilds the full current table from the compacted topic.
+                    "auto.offset.reset": "earliest",
+                    "client.id": f"{self.group_id}-{uuid.uuid4().hex[:8]}",
+                }
+            )
+        )
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        committed = consumer.committed(partitions, timeout=self.settings.kafka.request_timeout_s)
+        for tp in committed:
+            self._filters[(tp.topic, tp.partition)] = RepeatFilter.from_metadata(tp.metadata)
+
+    def run(
+        self,
+        handler: Callable[[Change[T]], object],
+        *,
+        max_changes: int | None = None,
+        idle_timeout_s: float | None = None,
+        batch_size: int = 500,
+    ) -> ConsumerStats:
+        """Call ``handler`` for each new change until stopped, ``max_changes`` were handled, or
+        nothing arrived for ``idle_timeout_s`` seconds (``None``: run until interrupted)."""
+        idle = 0.0
+        while max_changes is None or self.stats.handled < max_changes:
+            limit = batch_size if max_changes is None else max_changes - self.stats.handled
+            try:
+                messages = self._consumer.consume(min(batch_size, limit), timeout=1.0)
+            except KafkaException as exc:
+                raise KafkaOpError.wrap("cannot read deliveries", exc) from exc
+            if not messages:
+                idle += 1.0
+                if idle_timeout_s is not None and idle >= idle_timeout_s:
+                    break
+                continue
+            idle = 0.0
+            done: dict[tuple[str, int], int] = {}
+            try:
+                for msg in messages:
+                    self._handle(msg, handler)
+                    done[(str(msg.topic()), int(msg.partition() or 0))] = int(msg.offset() or 0)
+            finally:
+                self._commit(done)
+        return self.stats
+
+    def _handle(self, msg: Message, handler: Callable[[Change[T]], object]) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                return
+            if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+                # The router creates a delivery topic when the first grant for it is active.
+                log.warning("%s (no active grant yet?); waiting for it", err.str())
+                return
+            raise KafkaOpError.wrap("cannot read deliveries", KafkaException(err))
+        self.stats.received += 1
+        topic, partition = str(msg.topic()), int(msg.partition() or 0)
+        headers = _headers(msg)
+        marks = self._filters.setdefault((topic, partition), RepeatFilter())
+        grant_id, source = headers.get(GRANT_HEADER), headers.get(SOURCE_HEADER)
+        if marks.is_repeat(grant_id, source):
+            self.stats.repeats += 1
+            return
+        try:
+            change = self._decode(msg, headers)
+        except (WireFormatError, ValidationError) as exc:
+            where = f"{topic}/{partition}/{msg.offset()}"
+            log.error("setting aside undecodable delivery at %s: %s", where, exc)
+            self.stats.undecodable.append(f"{where}: {exc}")
+            return
+        handler(change)
+        marks.handled(grant_id, source)
+        self.stats.handled += 1
+
+    def _decode(self, msg: Message, headers: dict[str, str]) -> Change[T]:
+        key_bytes = msg.key()
+        raw = msg.value()
+        # A tombstone whose delete record compaction already removed is still a delete.
+        record: dict[str, Any] = {"op": "d"} if raw is None else self._record(raw)
+        after = record.get("after")
+        value: Any = after
+        if after is not None and self.model is not None and issubclass(self.model, BaseModel):
+            value = self.model.model_validate(after)
+        ts = record.get("ts_ms")
+        return Change(
+            op=str(record.get("op")),
+            key=None if key_bytes is None else key_bytes.decode("utf-8", "replace"),
+            value=value,
+            grant_id=record.get("grant_id", headers.get(GRANT_HEADER)),
+            event_id=record.get("event_id", headers.get(EVENT_HEADER)),
+            provider=record.get("provider"),
+            ts=ts if isinstance(ts, dt.datetime) else None,
+            topic=str(msg.topic()),
+            partition=int(msg.partition() or 0),
+            offset=int(msg.offset() or 0),
+            source=headers.get(SOURCE_HEADER),
+        )
+
+    def _record(self, raw: bytes) -> dict[str, Any]:
+        try:
+            return self.lookup.decode(raw)
+        except RegistryError as exc:
+            if exc.http_status == 404:
+                raise WireFormatError(str(exc), code="UNKNOWN_SCHEMA") from exc
+            raise ClientError(f"schema registry: {exc}", code=exc.code) from exc
+
+    def _commit(self, done: dict[tuple[str, int], int]) -> None:
+        if not done:
+            return
+        offsets = [
+            TopicPartition(
+                t, p, o + 1, metadata=self._filters.setdefault((t, p), RepeatFilter()).metadata()
+            )
+            for (t, p), o in done.items()
+        ]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            raise KafkaOpError.wrap("cannot commit deliveries", exc) from exc
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> DeliveryConsumer[T]:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _headers(msg: Message) -> dict[str, str]:
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return {
+        str(k): (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
+        for k, v in pairs
+        if v is not None
+    }
