@@ -60,7 +60,8 @@ def consume(
 
     def show(change: Change[dict[str, Any]]) -> None:
         if as_json:
-            output.out.print_json(json.dumps(_as_dict(change), ensure_ascii=False, default=str))
+            # One object per line for scripts: no colours, no folding.
+            print(json.dumps(_as_dict(change), ensure_ascii=False, default=str), flush=True)
             return
         fields = (
             "  ".join(f"{k}={v}" for k, v in change.value.items()) if change.value else "(deleted)"

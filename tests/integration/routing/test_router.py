@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
+import subprocess
 import time
 from typing import Any
 
@@ -12,7 +14,8 @@ import pytest
 from exchange.audit.trail import Query, query, read_trail
 from exchange.dlq import REASON_HEADER
 from exchange.kafka.control import partitions, read_all, reader
-from tests.integration.routing.conftest import CN, ROWS, RouterEnv, person
+from samples.plain_consumer import read_deliveries
+from tests.integration.routing.conftest import CN, EXCHANGE, ROWS, RouterEnv, person
 
 pytestmark = pytest.mark.integration
 
@@ -205,3 +208,57 @@ def test_new_grant_is_backfilled_with_the_full_current_state(routed: RouterEnv) 
         read_trail(routed.settings), Query(grant_id="g-fresh", kind="delivery.receipt")
     )
     assert any(e.detail()["backfill"] for e in receipts)
+
+
+def test_exchange_consume_and_a_plain_avro_consumer_read_the_same_deliveries(
+    routed: RouterEnv,
+) -> None:
+    mzj = routed.consumers["mzj"]
+    result = subprocess.run(
+        [
+            str(EXCHANGE),
+            "--config",
+            str(routed.project.exchange_yaml),
+            "consume",
+            routed.project.entry_id,
+            "--as",
+            mzj,
+            "--idle",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    changes = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert len(changes) >= 10
+    assert {c["grant_id"] for c in changes} == {"g-mzj"}
+    assert all(
+        set(c["value"]) == {"citizen_id", "name", "region_code"}
+        if c["op"] != "d"
+        else not c["value"]
+        for c in changes
+    )
+    assert "change(s) handled" in result.stderr
+    plain = read_deliveries(
+        routed.delivery_topic(mzj),
+        group_id=f"{mzj}.plain",
+        bootstrap=routed.settings.kafka.bootstrap_servers,
+        registry=routed.settings.registry.url,
+        idle_s=3,
+    )
+    assert [c["event_id"] for c in plain] == [c["event_id"] for c in changes]
+    assert {c["grant"] for c in plain} == {"g-mzj"}
+    # A wrong department's topic does not exist: a clear error, not a hang.
+    missing = subprocess.run(
+        [
+            *(str(EXCHANGE), "--config", str(routed.project.exchange_yaml)),
+            *("consume", "nope.x", "--as", mzj, "--idle", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode != 0 and "no active grant" in missing.stderr
