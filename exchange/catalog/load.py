@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from exchange.catalog.avro import ENVELOPE_FILE, SchemaFileError, load_schema
 from exchange.catalog.checks import check_entries
 from exchange.catalog.model import CatalogEntry, Department
-from exchange.config import ConfigError, ExchangeSettings, Problem, YamlDocument, load_yaml
-from exchange.config.problems import Loc, format_loc, nearest_line, problems_from_validation
+from exchange.config import ConfigError, ExchangeSettings, Problem
+from exchange.config.problems import Loc, format_loc, nearest_line
+from exchange.config.yamlfile import load_items
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -108,7 +109,7 @@ def load_catalog(settings: ExchangeSettings) -> CatalogLoad:
 
 def _load_departments(file: Path, problems: list[Problem]) -> list[Department]:
     """Departments one by one: a bad one is reported without hiding the others."""
-    loaded = _load_items(file, "departments", Department, problems)
+    loaded = load_items(file, "departments", Department, problems)
     if loaded is None:
         return []
     doc, items = loaded
@@ -145,34 +146,8 @@ def _load_catalog_file(
     file: Path, problems: list[Problem]
 ) -> list[tuple[CatalogEntry, EntrySource]]:
     """Entries of one file; a bad entry is reported and skipped, its neighbours still load."""
-    loaded = _load_items(file, "entries", CatalogEntry, problems)
+    loaded = load_items(file, "entries", CatalogEntry, problems)
     if loaded is None:
         return []
     doc, items = loaded
     return [(entry, EntrySource(file, index, doc.lines)) for index, entry in items]
-
-
-def _load_items(
-    file: Path, key: str, model: type[_M], problems: list[Problem]
-) -> tuple[YamlDocument, list[tuple[int, _M]]] | None:
-    """A YAML file ``{key: [...]}`` validated item by item, each valid item with its index."""
-    try:
-        doc = load_yaml(file)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-        return None
-    data = doc.data
-    if not isinstance(data, dict) or set(data) != {key} or not isinstance(data[key], list):
-        problems.append(
-            Problem(file, "(top level)", f"must be a mapping with one key, {key}: [...]", 1)
-        )
-        return None
-    items = []
-    for index, item in enumerate(data[key]):
-        try:
-            items.append((index, model.model_validate(item)))
-        except ValidationError as exc:
-            problems.extend(
-                problems_from_validation(exc, file, doc.lines, item, prefix=(key, index))
-            )
-    return doc, items

@@ -11,7 +11,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from exchange import __version__
-from exchange.cli import audit, catalog, connector, dev, grant, output
+from exchange.cli import audit, catalog, connector, dev, grant, grants, output
 from exchange.cli.consume import consume
 from exchange.cli.context import CliState
 from exchange.cli.router import router
@@ -44,6 +44,7 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(connector.app, name="connector")
 app.add_typer(grant.app, name="grant")
+app.add_typer(grants.app, name="grants")
 app.add_typer(audit.app, name="audit")
 app.command("router")(router)
 app.command("consume")(consume)

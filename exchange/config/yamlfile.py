@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
-from exchange.config.problems import ConfigError, Loc, Problem, format_loc
+from exchange.config.problems import ConfigError, Loc, Problem, format_loc, problems_from_validation
 
 
 @dataclass
@@ -81,3 +82,36 @@ def _walk(
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _walk(item, (*loc, index), lines, problems, file)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def load_items(
+    file: Path, key: str, model: type[_M], problems: list[Problem]
+) -> tuple[YamlDocument, list[tuple[int, _M]]] | None:
+    """A YAML file ``{key: [...]}`` validated item by item, each valid item with its index.
+
+    A bad item is reported in ``problems`` (file, field path, line) and skipped, so its
+    neighbours still load.
+    """
+    try:
+        doc = load_yaml(file)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return None
+    data = doc.data
+    if not isinstance(data, dict) or set(data) != {key} or not isinstance(data[key], list):
+        problems.append(
+            Problem(file, "(top level)", f"must be a mapping with one key, {key}: [...]", 1)
+        )
+        return None
+    items = []
+    for index, item in enumerate(data[key]):
+        try:
+            items.append((index, model.model_validate(item)))
+        except ValidationError as exc:
+            problems.extend(
+                problems_from_validation(exc, file, doc.lines, item, prefix=(key, index))
+            )
+    return doc, items
