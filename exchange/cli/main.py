@@ -14,6 +14,7 @@ from exchange import __version__
 from exchange.cli import audit, catalog, connector, dev, grant, grants, output
 from exchange.cli.consume import consume
 from exchange.cli.context import CliState
+from exchange.cli.deliveries import deliveries
 from exchange.cli.router import router
 from exchange.config import ConfigError
 from exchange.errors import ExchangeError
@@ -48,6 +49,7 @@ app.add_typer(grants.app, name="grants")
 app.add_typer(audit.app, name="audit")
 app.command("router")(router)
 app.command("consume")(consume)
+app.command("deliveries")(deliveries)
 
 
 def _version(value: bool) -> None:

@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from exchange.audit.writer import AuditWriter
 from exchange.catalog.avro import FieldType, record_fields
 from exchange.catalog.load import Catalog
 from exchange.config import ExchangeSettings, Problem
@@ -179,11 +180,15 @@ def apply_steps(
     """Carry the steps out; returns them with each grant's resulting state as the note."""
     done: list[Step] = []
     stores: dict[tuple[str, str], GrantStore] = {}
+    writers: dict[str, AuditWriter] = {}
 
     def store(actor: Actor) -> GrantStore:
         key = (actor.department, actor.person)
         if key not in stores:
-            stores[key] = GrantStore(settings, catalog, actor)
+            chain = actor.department
+            if chain not in writers:
+                writers[chain] = AuditWriter(settings, f"grants.{chain}")
+            stores[key] = GrantStore(settings, catalog, actor, writer=writers[chain])
         return stores[key]
 
     try:
@@ -225,8 +230,8 @@ def apply_steps(
                 )
             )
     finally:
-        for s in stores.values():
-            s.close()
+        for writer in writers.values():
+            writer.close()
     return done
 
 

@@ -88,12 +88,16 @@ class GrantStore:
         actor: Actor,
         *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        writer: AuditWriter | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.actor = actor
         self.clock = clock
-        self._writer: AuditWriter | None = None
+        # One writer per audit chain (``grants.<department>``) and process: a second one would
+        # fence the first. Stores of two people of one department share it.
+        self._writer = writer
+        self._owns_writer = writer is None
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -228,5 +232,5 @@ class GrantStore:
         self._writer.write([happening], with_records=[record])
 
     def close(self) -> None:
-        if self._writer is not None:
+        if self._writer is not None and self._owns_writer:
             self._writer.close()

@@ -1,0 +1,158 @@
+"""What each consumer has received, and whether the router has caught up (operators, demo).
+
+Reads whole topics (source and delivery tables), so it is meant for the sample exchange and for
+spot checks, not for very large entries; ``exchange status`` (metrics) is the live view.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from exchange.catalog.apply import source_topic
+from exchange.catalog.load import Catalog
+from exchange.config import ExchangeSettings
+from exchange.grants.model import Grant
+from exchange.grants.rules import effective_masks
+from exchange.grants.store import read_grants
+from exchange.kafka.control import partitions, read_all, reader
+from exchange.kafka.registry import Registry
+from exchange.kafka.wire import SchemaLookup, WireFormatError
+from exchange.routing.backfill import Progress, ProgressError
+from exchange.routing.core import GRANT_HEADER
+from exchange.routing.deliveries import delivery_topic
+
+
+@dataclass
+class GrantReport:
+    grant: Grant
+    topic: str
+    #: Rows in the consumer's current table (the delivery topic replayed by key).
+    rows: int
+    #: Rows in the entry's current table at its source.
+    source_rows: int
+    visible: list[str]
+    masked: dict[str, str]
+    row_filter: str
+    sample: dict[str, Any] | None = None
+    undecodable: list[str] = field(default_factory=list)
+
+    @property
+    def filtered_out(self) -> int:
+        return max(0, self.source_rows - self.rows)
+
+
+def _table(
+    settings: ExchangeSettings, topic: str, lookup: SchemaLookup, grant_id: str | None = None
+) -> tuple[dict[bytes, Any], list[str]]:
+    """The current row per key: creates and updates set it, deletes and tombstones remove it.
+
+    With ``grant_id``, only what was delivered under that grant (a consumer with two grants
+    on one entry receives both on one delivery topic).
+    """
+    current: dict[bytes, Any] = {}
+    bad: list[str] = []
+    for msg in read_all(settings.kafka, topic):
+        if grant_id is not None and dict(msg.headers).get(GRANT_HEADER) != grant_id.encode():
+            continue
+        key = msg.key or b""
+        if msg.value is None:
+            current.pop(key, None)
+            continue
+        try:
+            change = lookup.decode(msg.value)
+        except WireFormatError as exc:
+            bad.append(f"{topic}/{msg.partition}/{msg.offset}: {exc}")
+            continue
+        if change.get("op") == "d" or change.get("after") is None:
+            current.pop(key, None)
+        else:
+            current[key] = change["after"]
+    return current, bad
+
+
+def delivery_report(settings: ExchangeSettings, catalog: Catalog) -> list[GrantReport]:
+    now = dt.datetime.now(dt.UTC)
+    lookup = SchemaLookup(Registry(settings.registry).schema_by_id)
+    sources: dict[str, dict[bytes, Any]] = {}
+    reports = []
+    for grant in sorted(read_grants(settings).grants.values(), key=lambda g: g.id):
+        loaded = catalog.entries.get(grant.request.entry)
+        if not grant.is_active(now) or loaded is None:
+            continue
+        entry = loaded.entry
+        if entry.id not in sources:
+            sources[entry.id] = _table(settings, source_topic(settings.topics, entry.id), lookup)[0]
+        topic = delivery_topic(settings, grant.request.consumer, entry.id)
+        rows, bad = _table(settings, topic, lookup, grant.id)
+        masks = effective_masks(grant.request, entry)
+        reports.append(
+            GrantReport(
+                grant=grant,
+                topic=topic,
+                rows=len(rows),
+                source_rows=len(sources[entry.id]),
+                visible=[f for f in grant.request.fields if f not in masks],
+                masked={f: m.describe() for f, m in masks.items()},
+                row_filter=" and ".join(
+                    f"{p.field} {p.op} {'|'.join(str(v) for v in p.values)}"
+                    for p in grant.request.row_filter
+                ),
+                sample=next(iter(rows.values()), None),
+                undecodable=bad,
+            )
+        )
+    return reports
+
+
+@dataclass(frozen=True)
+class Backlog:
+    #: Source records the router's group has not committed yet.
+    unrouted: int
+    #: (grant, source partition) pairs not yet handed over from backfill to the live stream.
+    backfilling: int
+
+
+def router_backlog(settings: ExchangeSettings, catalog: Catalog) -> Backlog:
+    now = dt.datetime.now(dt.UTC)
+    timeout = settings.kafka.request_timeout_s
+    probe = reader(settings.kafka)
+    group = Consumer(
+        settings.kafka.client_config(
+            **{"group.id": settings.router.group_id, "enable.auto.commit": False}
+        )
+    )
+    try:
+        unrouted = 0
+        numbers: dict[str, list[int]] = {}
+        for entry_id in catalog.entries:
+            topic = source_topic(settings.topics, entry_id)
+            numbers[entry_id] = partitions(probe, topic, timeout)
+            tps = [TopicPartition(topic, p) for p in numbers[entry_id]]
+            if not tps:
+                continue
+            for tp in group.committed(tps, timeout=timeout):
+                low, high = probe.get_watermark_offsets(tp, timeout=timeout)
+                unrouted += high - (tp.offset if tp.offset >= 0 else low)
+        done: set[tuple[str, str, int]] = set()
+        for msg in read_all(settings.kafka, settings.topics.router_backfills, committed=True):
+            try:
+                progress = Progress.decode(msg.value or b"")
+            except ProgressError:
+                continue
+            if progress.done:
+                done.add((progress.grant_id, progress.topic, progress.partition))
+        backfilling = sum(
+            1
+            for grant in read_grants(settings).grants.values()
+            if grant.is_active(now) and grant.request.entry in numbers
+            for p in numbers[grant.request.entry]
+            if (grant.id, source_topic(settings.topics, grant.request.entry), p) not in done
+        )
+        return Backlog(unrouted, backfilling)
+    finally:
+        probe.close()
+        group.close()
