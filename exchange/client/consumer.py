@@ -22,15 +22,14 @@ from pydantic import BaseModel, ValidationError
 from exchange.client.repeats import RepeatFilter
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
+from exchange.kafka.control import to_message
 from exchange.kafka.errors import KafkaOpError, RegistryError
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import SchemaLookup, WireFormatError
+from exchange.routing.core import EVENT_HEADER, GRANT_HEADER, SOURCE_HEADER
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-GRANT_HEADER = "exchange.grant"
-EVENT_HEADER = "exchange.event_id"
-SOURCE_HEADER = "exchange.source"
 
 
 class ClientError(ExchangeError):
@@ -234,10 +233,4 @@ class DeliveryConsumer(Generic[T]):
 
 
 def _headers(msg: Message) -> dict[str, str]:
-    raw = msg.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    return {
-        str(k): (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
-        for k, v in pairs
-        if v is not None
-    }
+    return {k: v.decode("utf-8", "replace") for k, v in to_message(msg).headers}

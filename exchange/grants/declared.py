@@ -20,13 +20,11 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from exchange.audit.writer import AuditWriter
-from exchange.catalog.avro import FieldType, record_fields
 from exchange.catalog.load import Catalog
 from exchange.config import ExchangeSettings, Problem
 from exchange.config.yamlfile import load_items
 from exchange.grants.model import GRANT_ID, Actor, Grant, GrantRequest, _Model
-from exchange.grants.rules import request_problems
-from exchange.grants.store import GrantStore, GrantTable
+from exchange.grants.store import GrantStore, GrantTable, catalog_problems
 
 Action = Literal["request", "amend", "approve", "revoke"]
 
@@ -102,13 +100,7 @@ def load_declared(
                 )
                 continue
             first[grant.id] = item
-            loaded_entry = catalog.entries.get(grant.entry)
-            found = request_problems(
-                grant.terms(),
-                loaded_entry.entry if loaded_entry else None,
-                _fields(catalog, grant.entry),
-                set(catalog.departments),
-            )
+            found = catalog_problems(catalog, grant.terms())
             if grant.approved_by is not None and grant.approved_by.department not in (
                 catalog.departments
             ):
@@ -117,11 +109,6 @@ def load_declared(
             if not found:
                 declared.append(item)
     return declared, problems
-
-
-def _fields(catalog: Catalog, entry_id: str) -> dict[str, FieldType]:
-    loaded = catalog.entries.get(entry_id)
-    return record_fields(loaded.schema) if loaded and loaded.schema else {}
 
 
 def plan_declared(declared: Sequence[Declared], table: GrantTable, now: dt.datetime) -> list[Step]:

@@ -53,6 +53,15 @@ def read_grants(settings: ExchangeSettings) -> GrantTable:
     return table
 
 
+def catalog_problems(catalog: Catalog, request: GrantRequest) -> list[str]:
+    """What is wrong with ``request`` against the catalog configuration (empty: nothing)."""
+    loaded = catalog.entries.get(request.entry)
+    fields: dict[str, FieldType] = record_fields(loaded.schema) if loaded and loaded.schema else {}
+    return request_problems(
+        request, loaded.entry if loaded else None, fields, set(catalog.departments)
+    )
+
+
 def grant_id_for(request: GrantRequest) -> str:
     base = f"{request.consumer}-{request.entry}".replace(".", "-").replace("_", "-").lower()
     base = re.sub(r"[^a-z0-9-]", "", base)[:50]
@@ -116,17 +125,8 @@ class GrantStore:
         loaded = self.catalog.entries.get(entry_id)
         return loaded.entry if loaded else None
 
-    def fields(self, entry_id: str) -> dict[str, FieldType]:
-        loaded = self.catalog.entries.get(entry_id)
-        return record_fields(loaded.schema) if loaded and loaded.schema else {}
-
     def problems(self, request: GrantRequest) -> list[str]:
-        return request_problems(
-            request,
-            self.entry(request.entry),
-            self.fields(request.entry),
-            set(self.catalog.departments),
-        )
+        return catalog_problems(self.catalog, request)
 
     # -- changing ----------------------------------------------------------------------------
 

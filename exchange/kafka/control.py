@@ -31,13 +31,14 @@ class Message:
     headers: tuple[tuple[str, bytes], ...]
 
 
-def read_table(settings: KafkaSettings, topic: str) -> dict[str, bytes]:
+def read_table(settings: KafkaSettings, topic: str, *, committed: bool = False) -> dict[str, bytes]:
     """The latest value per key of a compacted topic, read from the start to the current end.
 
-    Tombstones remove their key. No consumer group offsets are committed.
+    Tombstones remove their key. No consumer group offsets are committed. ``committed`` as for
+    :func:`read_all` (topics written in transactions).
     """
     table: dict[str, bytes] = {}
-    for msg in read_all(settings, topic):
+    for msg in read_all(settings, topic, committed=committed):
         key = (msg.key or b"").decode("utf-8", errors="replace")
         if msg.value is None:
             table.pop(key, None)

@@ -21,9 +21,9 @@ from exchange.grants.store import read_grants
 from exchange.kafka.control import partitions, read_all, reader
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import SchemaLookup, WireFormatError
-from exchange.routing.backfill import Progress, ProgressError
 from exchange.routing.core import GRANT_HEADER
 from exchange.routing.deliveries import delivery_topic
+from exchange.routing.service import read_progress
 
 
 @dataclass
@@ -137,14 +137,7 @@ def router_backlog(settings: ExchangeSettings, catalog: Catalog) -> Backlog:
             for tp in group.committed(tps, timeout=timeout):
                 low, high = probe.get_watermark_offsets(tp, timeout=timeout)
                 unrouted += high - (tp.offset if tp.offset >= 0 else low)
-        done: set[tuple[str, str, int]] = set()
-        for msg in read_all(settings.kafka, settings.topics.router_backfills, committed=True):
-            try:
-                progress = Progress.decode(msg.value or b"")
-            except ProgressError:
-                continue
-            if progress.done:
-                done.add((progress.grant_id, progress.topic, progress.partition))
+        done = {(p.grant_id, p.topic, p.partition) for p in read_progress(settings) if p.done}
         backfilling = sum(
             1
             for grant in read_grants(settings).grants.values()

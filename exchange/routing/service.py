@@ -22,14 +22,15 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from exchange.audit.events import Happening
 from exchange.audit.writer import AuditWriter, OutRecord
+from exchange.catalog.apply import control_topic_specs
 from exchange.catalog.published import PublishedCatalog, read_published
 from exchange.config import ExchangeSettings
 from exchange.dlq import DeadLetter
 from exchange.errors import ExchangeError
 from exchange.grants.book import GrantBook
 from exchange.grants.model import Grant
-from exchange.kafka.admin import Admin, TopicSpec, plan_topics
-from exchange.kafka.control import read_all, reader
+from exchange.kafka.admin import Admin, plan_topics
+from exchange.kafka.control import read_table, reader
 from exchange.kafka.errors import KafkaOpError
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import SchemaLookup
@@ -140,34 +141,24 @@ class RouterService:
         self.write_audit(self.apply_grants(*self.prepare_grants(_now())))
 
     def _saved_progress(self) -> list[Progress]:
-        topic = self.settings.topics.router_backfills
         # Deployments from before backfills existed lack the topic; `catalog apply` creates it.
-        spec = TopicSpec(
-            topic, 1, self.settings.topics.replication_factor, {"cleanup.policy": "compact"}
-        )
+        (spec,) = [
+            t
+            for t in control_topic_specs(self.settings.topics)
+            if t.name == self.settings.topics.router_backfills
+        ]
         self.admin.apply(
-            c for c in plan_topics([spec], self.admin.topic_states([topic])) if c.action == "create"
+            c
+            for c in plan_topics([spec], self.admin.topic_states([spec.name]))
+            if c.action == "create"
         )
-        latest: dict[bytes | None, bytes | None] = {}
-        for msg in read_all(self.settings.kafka, topic, committed=True):
-            latest[msg.key] = msg.value
-        saved = []
-        for key, value in latest.items():
-            if value is None:
-                continue
-            try:
-                saved.append(Progress.decode(value))
-            except ProgressError as exc:
-                # Without it the grant is backfilled again: repeats, which the SDK drops.
-                log.warning("ignoring backfill progress %r on %s: %s", key, topic, exc)
-        return saved
+        return read_progress(self.settings)
 
     def source_topics(self) -> list[str]:
         return sorted(self.core.routes)
 
     def close(self) -> None:
-        for backfill in self.handover.release(list(self.assigned)):
-            backfill.stopped = True
+        self.handover.release(list(self.assigned))
         self.book.stop()
         self.producer.flush(self.settings.kafka.request_timeout_s)
         self.audit.close()
@@ -521,6 +512,19 @@ def _delivery_event(kind: str, grant: Grant, actor: str, ts_ms: int, why: str) -
             "valid_until": grant.request.valid_until.isoformat(),
         },
     )
+
+
+def read_progress(settings: ExchangeSettings) -> list[Progress]:
+    """Saved backfill progress (committed writes: it is written with the audit receipts)."""
+    topic = settings.topics.router_backfills
+    saved = []
+    for key, value in read_table(settings.kafka, topic, committed=True).items():
+        try:
+            saved.append(Progress.decode(value))
+        except ProgressError as exc:
+            # Without it the grant is backfilled again: repeats, which the SDK drops.
+            log.warning("ignoring backfill progress %r on %s: %s", key, topic, exc)
+    return saved
 
 
 def _read_chunk(consumer: Consumer, size: int) -> tuple[list[SourceRecord], bool]:
