@@ -80,18 +80,61 @@ def _verify_chain(
     report = ChainReport(chain_id)
     sequences = {e.sequence for _p, e in events}
     seen: dict[int, str] = {}
-    expected = 0
     for position, event in events:
-        report.events += 1
-        broken = _check(event, expected, report.last_hash, seen, sequences, key, position)
-        if broken is not None:
-            report.broken = broken
-            return report
-        seen[event.sequence] = event.hash
-        report.last_sequence = event.sequence
-        report.last_hash = event.hash
-        expected = event.sequence + 1
+        if not _advance(report, position, event, key, seen, sequences):
+            break
     return report
+
+
+def _advance(
+    report: ChainReport,
+    position: str,
+    event: AuditEvent,
+    key: bytes | None,
+    seen: dict[int, str],
+    sequences: set[int],
+) -> bool:
+    """Check the chain's next event; ``False`` (and ``report.broken`` set) when it breaks it."""
+    report.events += 1
+    expected = 0 if report.last_sequence is None else report.last_sequence + 1
+    broken = _check(event, expected, report.last_hash, seen, sequences, key, position)
+    if broken is not None:
+        report.broken = broken
+        return False
+    seen[event.sequence] = event.hash
+    report.last_sequence = event.sequence
+    report.last_hash = event.hash
+    return True
+
+
+class ChainWatch:
+    """Verifies the trail as it grows, keeping per chain only its last link (for the monitor).
+
+    Reports the same breaches as :func:`verify`, except that a repeat of an earlier event is
+    reported as ``reordered`` (telling a duplicate from a forgery needs every hash kept; the
+    full ``exchange audit verify`` tells them apart).
+    """
+
+    def __init__(self, key: bytes | None) -> None:
+        self.key = key
+        self.result = Verification()
+
+    def add(self, reads: Iterable[Read]) -> None:
+        batch = list(reads)
+        sequences: dict[str, set[int]] = {}
+        for read in batch:
+            if read.event is not None:
+                sequences.setdefault(read.event.chain_id, set()).add(read.event.sequence)
+        for read in batch:
+            if read.event is None:
+                self.result.unreadable.append(
+                    BrokenLink("unreadable", read.position, None, read.error or "not an audit event")
+                )
+                continue
+            chain_id = read.event.chain_id
+            report = self.result.chains.setdefault(chain_id, ChainReport(chain_id))
+            if report.broken is None:
+                _advance(report, read.position, read.event, self.key, {}, sequences[chain_id])
 
 
 def _check(

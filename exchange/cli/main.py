@@ -15,6 +15,7 @@ from exchange.cli import audit, catalog, connector, dev, grant, grants, output
 from exchange.cli.consume import consume
 from exchange.cli.context import CliState
 from exchange.cli.deliveries import deliveries
+from exchange.cli.monitor import monitor, status
 from exchange.cli.router import router
 from exchange.config import ConfigError
 from exchange.errors import ExchangeError
@@ -50,6 +51,8 @@ app.add_typer(audit.app, name="audit")
 app.command("router")(router)
 app.command("consume")(consume)
 app.command("deliveries")(deliveries)
+app.command("monitor")(monitor)
+app.command("status")(status)
 
 
 def _version(value: bool) -> None:

@@ -23,13 +23,19 @@ def progress(message: str) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    out.print(make_table(title, columns, rows))
+
+
+def make_table(
+    title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]
+) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold")
     for i, column in enumerate(columns):
         # The first column is an identifier: never fold it mid-word.
         t.add_column(column, overflow="fold", no_wrap=i == 0)
     for row in rows:
         t.add_row(*("" if cell is None else str(cell) for cell in row))
-    out.print(t)
+    return t
 
 
 def problems(found: Sequence[Problem]) -> None:

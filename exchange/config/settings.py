@@ -118,6 +118,15 @@ class RouterSettings(_Section):
     data_dir: Path = Path("../.exchange/router")
 
 
+class MonitorSettings(_Section):
+    """``exchange monitor``: the platform's figures from Kafka (volumes, lag, grants, audit)."""
+
+    metrics_port: int = Field(9320, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    #: How often the figures are taken from Kafka (a scrape serves the latest ones).
+    interval_s: float = Field(15.0, ge=1)
+
+
 class DevPlatformSettings(_Section):
     """The local platform started by ``exchange dev up`` (development, demo and tests)."""
 
@@ -152,6 +161,7 @@ class ExchangeSettings(BaseSettings):
     grants: GrantSettings = Field(default_factory=GrantSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     dev: DevPlatformSettings = Field(default_factory=DevPlatformSettings)
     #: The folder relative paths are resolved against (the config file's folder).
     base_dir: Path = Path(".")

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
 # confluent-kafka's admin package does not declare these in __all__, hence the ignore.
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -16,6 +16,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ConfigResource,
     NewPartitions,
     NewTopic,
+    OffsetSpec,
 )
 
 from exchange.config.settings import KafkaSettings
@@ -138,6 +139,50 @@ class Admin:
         ]
         if alter:
             self._wait(self._admin.incremental_alter_configs(alter), "alter topic configs")
+
+    # -- observing (monitor, status) -------------------------------------------------------
+
+    def partition_counts(self) -> dict[str, int]:
+        """Every topic of the cluster and its number of partitions."""
+        try:
+            metadata = self._admin.list_topics(timeout=self._timeout)
+        except KafkaException as exc:
+            raise KafkaOpError.wrap("cannot read cluster metadata", exc) from exc
+        return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
+
+    def end_offsets(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The end offset of each partition, in one request per broker."""
+        # confluent-kafka leaves OffsetSpec's factories untyped.
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        wanted = {TopicPartition(t, p): latest for t, p in partitions}
+        if not wanted:
+            return {}
+        found = self._wait(
+            self._admin.list_offsets(wanted, request_timeout=self._timeout), "list offsets"
+        )
+        return {(tp.topic, tp.partition): int(info.offset) for tp, info in found.items()}
+
+    def consumer_groups(self) -> list[str]:
+        future = self._admin.list_consumer_groups(request_timeout=self._timeout)
+        result = self._wait({"consumer groups": future}, "list consumer groups")["consumer groups"]
+        return sorted(g.group_id for g in result.valid)
+
+    def committed_offsets(self, group: str) -> dict[tuple[str, int], int]:
+        """What ``group`` has committed, per partition (partitions without a commit left out)."""
+        futures = self._admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=self._timeout
+        )
+        result = self._wait(futures, f"read offsets of group {group}")[group]
+        return {
+            (tp.topic, tp.partition): int(tp.offset)
+            for tp in result.topic_partitions or []
+            if tp.offset >= 0
+        }
+
+    def group_members(self, group: str) -> int:
+        """How many members ``group`` has now (0 when it is empty or unknown)."""
+        futures = self._admin.describe_consumer_groups([group], request_timeout=self._timeout)
+        return len(self._wait(futures, f"describe group {group}")[group].members or [])
 
     def _wait(self, futures: Mapping[Any, Any], what: str) -> dict[Any, Any]:
         results: dict[Any, Any] = {}

@@ -6,14 +6,20 @@ entry, connector, consumer, grant, reason), never a key or an offset.
 
 from __future__ import annotations
 
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 
 class MetricsServer:
-    """``/metrics`` on a port of its own, in a background thread."""
+    """``/metrics`` on a port of its own, in a background thread.
 
-    def __init__(self, port: int, host: str = "0.0.0.0") -> None:
-        self._server, self._thread = start_http_server(port, addr=host)
+    ``registry``: what to serve; the default is the process's global one (metrics defined at
+    module level, and the process's CPU and memory).
+    """
+
+    def __init__(
+        self, port: int, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY
+    ) -> None:
+        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
         self.port = int(self._server.server_address[1])
 
     def close(self) -> None:

@@ -1,0 +1,152 @@
+"""Gathers the platform's figures from Kafka: offsets, groups, grants, the DLQ and the audit trail.
+
+Everything is read from the cluster, never from the processes' own counters, so the figures are
+right whichever processes ran (a connector run once and gone, a router restarted) and several
+monitors agree. The DLQ and the audit trail are followed: read once, then only what is new, and
+the audit chains are verified as they grow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections import Counter
+
+from exchange.audit.trail import to_read
+from exchange.audit.verify import ChainWatch
+from exchange.audit.writer import load_key
+from exchange.catalog.published import read_published
+from exchange.config import ExchangeSettings
+from exchange.dlq import ORIGIN_HEADER, REASON_HEADER
+from exchange.grants.book import GrantBook
+from exchange.kafka.admin import Admin
+from exchange.kafka.control import Message
+from exchange.kafka.follow import Follower
+from exchange.kafka.registry import Registry
+from exchange.kafka.wire import SchemaLookup
+from exchange.monitor.figures import (
+    AuditFigures,
+    DeliveryFigures,
+    Snapshot,
+    SourceFigures,
+    delivery_owner,
+    grant_figures,
+    group_lags,
+    lag,
+    written,
+)
+from exchange.routing.deliveries import delivery_topic
+
+log = logging.getLogger(__name__)
+
+
+class Observer:
+    """Holds the clients and the followed topics; :meth:`snapshot` takes the current figures."""
+
+    def __init__(self, settings: ExchangeSettings) -> None:
+        self.settings = settings
+        self.admin = Admin(settings.kafka)
+        self.book = GrantBook(settings)
+        self.book.start(settings.kafka.request_timeout_s * 4)
+        self._dlq = Follower(settings.kafka, settings.topics.dlq)
+        self._audit = Follower(settings.kafka, settings.topics.audit, committed=True)
+        self._lookup = SchemaLookup(Registry(settings.registry).schema_by_id)
+        self._chains = ChainWatch(load_key(settings))
+        self._audit_kinds: Counter[str] = Counter()
+        self._dead: Counter[tuple[str, str, str]] = Counter()
+
+    def close(self) -> None:
+        self.book.stop()
+        self._dlq.close()
+        self._audit.close()
+
+    def snapshot(self, budget_s: float = 5.0) -> Snapshot:
+        """The figures now. The followed topics are read for at most ``budget_s`` each, so the
+        first snapshot of a long trail may still be catching up (the next ones continue)."""
+        now = dt.datetime.now(dt.UTC)
+        s = self.settings
+        catalog = read_published(s)
+        _version, grants = self.book.snapshot()
+        counts = self.admin.partition_counts()
+        prefix = s.topics.delivery_prefix
+        known = {
+            delivery_topic(s, g.request.consumer, g.request.entry): (
+                g.request.consumer,
+                g.request.entry,
+            )
+            for g in grants.values()
+        }
+        sources = {e.source_topic: e for e in catalog.entries.values()}
+        watched = [t for t in counts if t in sources or t.startswith(prefix)]
+        ends = self.admin.end_offsets((t, p) for t in watched for p in range(counts[t]))
+        groups = {
+            g: self.admin.committed_offsets(g)
+            for g in self.admin.consumer_groups()
+            if g != s.router.group_id
+        }
+        router = self.admin.committed_offsets(s.router.group_id)
+        self._follow_dlq(budget_s)
+        self._follow_audit(budget_s)
+        verified = self._chains.result
+        return Snapshot(
+            taken_at=now,
+            router_workers=self.admin.group_members(s.router.group_id),
+            sources=[
+                SourceFigures(
+                    entry=e.entry.id,
+                    department=e.entry.provider,
+                    topic=topic,
+                    records=written(ends, topic),
+                    router_lag=lag(ends, router, topic),
+                )
+                for topic, e in sorted(sources.items())
+            ],
+            deliveries=[
+                DeliveryFigures(*delivery_owner(t, prefix, known), t, written(ends, t))
+                for t in sorted(watched)
+                if t.startswith(prefix)
+            ],
+            lags=group_lags(groups, ends, prefix, known),
+            grants=grant_figures(grants.values(), now),
+            dlq=dict(self._dead),
+            audit=AuditFigures(
+                events=sum(self._audit_kinds.values()),
+                events_by_kind=dict(self._audit_kinds),
+                chains={
+                    c: None if r.broken is None else f"{r.broken.breach} at {r.broken.position}: "
+                    f"{r.broken.message}"
+                    for c, r in verified.chains.items()
+                },
+                unreadable=len(verified.unreadable),
+            ),
+            problems=[f"catalog entry {e}: {why}" for e, why in catalog.unreadable],
+        )
+
+    @property
+    def caught_up(self) -> bool:
+        """The DLQ and the audit trail were read to their ends by the last snapshot."""
+        return self._dlq.caught_up and self._audit.caught_up
+
+    def _follow_dlq(self, budget_s: float) -> None:
+        for msg in self._dlq.read_new(budget_s):
+            self._dead[_dead_letter_labels(msg)] += 1
+
+    def _follow_audit(self, budget_s: float) -> None:
+        reads = [to_read(self._lookup, m) for m in self._audit.read_new(budget_s)]
+        self._chains.add(reads)
+        self._audit_kinds.update(r.event.kind for r in reads if r.event is not None)
+
+
+def _dead_letter_labels(msg: Message) -> tuple[str, str, str]:
+    """(origin, reason, entry) of a dead letter; what cannot be read is labelled so."""
+    headers = dict(msg.headers)
+    origin = headers.get(ORIGIN_HEADER, b"unknown").decode("utf-8", "replace")
+    reason = headers.get(REASON_HEADER, b"unknown").decode("utf-8", "replace")
+    entry = "(unknown)"
+    try:
+        value = json.loads(msg.value or b"")
+        entry = str(value.get("entry") or "(unknown)")
+    except (ValueError, AttributeError):
+        pass
+    return origin, reason, entry
