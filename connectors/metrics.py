@@ -30,6 +30,11 @@ LAST_POLL = Gauge(
     "Unix time of the last poll of the source that completed without error.",
     _LABELS,
 )
+POLL_INTERVAL = Gauge(
+    "exchange_connector_poll_interval_seconds",
+    "How often the connector polls its source (file and SQL sources; the stale alert's unit).",
+    _LABELS,
+)
 CHECKPOINT_LAG = Gauge(
     "exchange_connector_checkpoint_lag_records",
     "Records sent whose source position is not saved yet (repeated after a crash).",
@@ -46,6 +51,7 @@ class ConnectorMetrics:
         self.publish_latency = PUBLISH_LATENCY.labels(connector, entry)
         self.last_poll = LAST_POLL.labels(connector, entry)
         self.checkpoint_lag = CHECKPOINT_LAG.labels(connector, entry)
+        self.poll_interval = POLL_INTERVAL.labels(connector, entry)
         self._published = {op: RECORDS_PUBLISHED.labels(connector, entry, op) for op in "cudr"}
 
     def published(self, op: str) -> None:

@@ -83,6 +83,9 @@ class Connector:
         self.source = make_source(config)
         self.source.check()
         self.metrics = ConnectorMetrics(config.id, config.entry)
+        interval = getattr(config.source, "poll_interval_s", None)
+        if interval is not None:
+            self.metrics.poll_interval.set(interval)
         self.publisher = Publisher(settings, config, self.target, self.metrics, mapper)
         self.stop = threading.Event()
         #: Port of /metrics once running (the configured one, or the one picked for port 0).

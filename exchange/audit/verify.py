@@ -64,14 +64,16 @@ def verify(reads: Iterable[Read], key: bytes | None) -> Verification:
     by_chain: dict[str, list[tuple[str, AuditEvent]]] = {}
     for read in reads:
         if read.event is None:
-            result.unreadable.append(
-                BrokenLink("unreadable", read.position, None, read.error or "not an audit event")
-            )
+            result.unreadable.append(_unreadable(read))
             continue
         by_chain.setdefault(read.event.chain_id, []).append((read.position, read.event))
     for chain_id, events in by_chain.items():
         result.chains[chain_id] = _verify_chain(chain_id, events, key)
     return result
+
+
+def _unreadable(read: Read) -> BrokenLink:
+    return BrokenLink("unreadable", read.position, None, read.error or "not an audit event")
 
 
 def _verify_chain(
@@ -127,9 +129,7 @@ class ChainWatch:
                 sequences.setdefault(read.event.chain_id, set()).add(read.event.sequence)
         for read in batch:
             if read.event is None:
-                self.result.unreadable.append(
-                    BrokenLink("unreadable", read.position, None, read.error or "not an audit event")
-                )
+                self.result.unreadable.append(_unreadable(read))
                 continue
             chain_id = read.event.chain_id
             report = self.result.chains.setdefault(chain_id, ChainReport(chain_id))

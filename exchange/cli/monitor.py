@@ -1,4 +1,4 @@
-"""``exchange monitor`` (the figures on /metrics) and ``exchange status`` (the same, in a terminal)."""
+"""``exchange monitor`` (the figures on /metrics) and ``exchange status`` (them in a terminal)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ functions here turn them into what ``/metrics``, ``exchange status`` and the das
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -134,12 +133,12 @@ def lag(ends: Offsets, committed: Offsets, topic: str) -> int:
     A partition the group never committed counts whole (the group starts from the beginning,
     as the SDK and the router do).
     """
-    return sum(
-        max(0, end - committed.get((t, p), 0)) for (t, p), end in ends.items() if t == topic
-    )
+    return sum(max(0, end - committed.get((t, p), 0)) for (t, p), end in ends.items() if t == topic)
 
 
-def delivery_owner(topic: str, prefix: str, known: Mapping[str, tuple[str, str]]) -> tuple[str, str]:
+def delivery_owner(
+    topic: str, prefix: str, known: Mapping[str, tuple[str, str]]
+) -> tuple[str, str]:
     """The (consumer, entry) a delivery topic belongs to: from the grants, else from its name."""
     if topic in known:
         return known[topic]
@@ -174,7 +173,3 @@ def grant_figures(grants: Iterable[Grant], now: dt.datetime) -> list[GrantFigure
 def expiring(grants: Iterable[GrantFigures], now: dt.datetime, within: dt.timedelta) -> list[str]:
     """Active grants that end within ``within`` of ``now``."""
     return [g.grant_id for g in grants if g.status == "active" and g.valid_until - now <= within]
-
-
-def tally(pairs: Iterable[tuple[str, str, str]]) -> Counter[tuple[str, str, str]]:
-    return Counter(pairs)

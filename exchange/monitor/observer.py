@@ -114,8 +114,9 @@ class Observer:
                 events=sum(self._audit_kinds.values()),
                 events_by_kind=dict(self._audit_kinds),
                 chains={
-                    c: None if r.broken is None else f"{r.broken.breach} at {r.broken.position}: "
-                    f"{r.broken.message}"
+                    c: None
+                    if r.broken is None
+                    else f"{r.broken.breach} at {r.broken.position}: {r.broken.message}"
                     for c, r in verified.chains.items()
                 },
                 unreadable=len(verified.unreadable),
