@@ -151,25 +151,27 @@ class Monitor(Collector):
 
     def describe(self) -> Iterator[Metric]:
         yield from families(None)
-        yield from self._own(empty=True)
+        yield from health_families(None)
 
     def collect(self) -> Iterator[Metric]:
         yield from families(self.snapshot)
-        yield from self._own(empty=False)
+        yield from health_families((self._refreshed_at, self._duration_s, self._failures))
 
-    def _own(self, empty: bool) -> Iterator[Metric]:
-        refreshed = GaugeMetricFamily(
-            "exchange_monitor_last_refresh_timestamp_seconds",
-            "Unix time the figures were last taken from Kafka.",
-        )
-        duration = GaugeMetricFamily(
-            "exchange_monitor_refresh_duration_seconds", "How long taking the figures took."
-        )
-        failures = CounterMetricFamily(
-            "exchange_monitor_refresh_failures", "Attempts to take the figures that failed."
-        )
-        if not empty:
-            refreshed.add_metric((), self._refreshed_at)
-            duration.add_metric((), self._duration_s)
-            failures.add_metric((), self._failures)
-        yield from (refreshed, duration, failures)
+
+def health_families(figures: tuple[float, float, int] | None) -> list[Metric]:
+    """The monitor's own health: when it last took the figures, how long that took, failures."""
+    refreshed = GaugeMetricFamily(
+        "exchange_monitor_last_refresh_timestamp_seconds",
+        "Unix time the figures were last taken from Kafka.",
+    )
+    duration = GaugeMetricFamily(
+        "exchange_monitor_refresh_duration_seconds", "How long taking the figures took."
+    )
+    failures = CounterMetricFamily(
+        "exchange_monitor_refresh_failures", "Attempts to take the figures that failed."
+    )
+    if figures is not None:
+        refreshed.add_metric((), figures[0])
+        duration.add_metric((), figures[1])
+        failures.add_metric((), figures[2])
+    return [refreshed, duration, failures]

@@ -16,3 +16,55 @@ def test_compose_overrides_name_real_settings() -> None:
         model = type(getattr(ExchangeSettings(), section))
         assert field in model.model_fields, f"{var} overrides no setting"
     assert services["registry"]["environment"]["APICURIO_STORAGE_KIND"] == "kafkasql"
+
+
+def test_compose_runs_real_commands_and_prometheus_scrapes_their_ports() -> None:
+    from typer.main import get_command
+
+    from exchange.cli.main import app
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    services = compose["services"]
+    assert {"router", "monitor", "prometheus", "grafana"} <= set(services)
+    commands = set(get_command(app).commands)  # type: ignore[attr-defined]
+    exposed: dict[str, set[str]] = {}
+    for name, service in services.items():
+        if service.get("build") == ".":
+            assert service["environment"]["EXCHANGE_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9092"
+            if "command" in service:
+                assert service["command"][0] in commands, f"{name}: no such exchange command"
+                if service["command"][:2] == ["connector", "run"]:
+                    assert (ROOT / service["command"][2]).is_file()
+        exposed[name] = set(service.get("expose", []))
+        for volume in service.get("volumes", []):
+            if volume.startswith("./"):
+                assert (ROOT / volume.split(":")[0]).exists(), f"{name} mounts {volume}"
+    scrape = yaml.safe_load((ROOT / "config/prometheus/prometheus.yml").read_text())
+    targets = [
+        t
+        for job in scrape["scrape_configs"]
+        for s in job.get("static_configs", [])
+        for t in s["targets"]
+    ]
+    targets += [
+        t
+        for group in yaml.safe_load((ROOT / "config/prometheus/targets/connectors.yml").read_text())
+        for t in group["targets"]
+    ]
+    assert len(targets) == 6
+    for target in targets:
+        host, port = target.split(":")
+        assert port in exposed[host], f"Prometheus scrapes {target}, which {host} does not expose"
+    settings = ExchangeSettings()
+    assert "9310" in exposed["router"] and settings.router.metrics_port == 9310
+    assert "9320" in exposed["monitor"] and settings.monitor.metrics_port == 9320
+    for name in (
+        "gongan-population",
+        "scjg-legal-entities",
+        "rsj-social-insurance",
+        "mzj-marriage-push",
+    ):
+        port = yaml.safe_load((ROOT / f"config/connectors/{name}.yaml").read_text())["metrics"][
+            "port"
+        ]
+        assert any(f":{port}" in t for t in targets), f"connector {name} (port {port}) not scraped"
