@@ -78,8 +78,16 @@ class Observer:
             for g in grants.values()
         }
         sources = {e.source_topic: e for e in catalog.entries.values()}
-        watched = [t for t in counts if t in sources or t.startswith(prefix)]
-        ends = self.admin.end_offsets((t, p) for t in watched for p in range(counts[t]))
+        # Delivery topics of the catalog's entries (dlv.<consumer>.<entry>), whoever has a grant.
+        deliveries = sorted(
+            t
+            for t in counts
+            if t.startswith(prefix) and delivery_owner(t, prefix, known)[1] in catalog.entries
+        )
+        watched = [*sources, *deliveries]
+        ends = self.admin.end_offsets(
+            (t, p) for t in watched if t in counts for p in range(counts[t])
+        )
         groups = {
             g: self.admin.committed_offsets(g)
             for g in self.admin.consumer_groups()
@@ -104,8 +112,7 @@ class Observer:
             ],
             deliveries=[
                 DeliveryFigures(*delivery_owner(t, prefix, known), t, written(ends, t))
-                for t in sorted(watched)
-                if t.startswith(prefix)
+                for t in deliveries
             ],
             lags=group_lags(groups, ends, prefix, known),
             grants=grant_figures(grants.values(), now),

@@ -4,7 +4,7 @@ import itertools
 import pytest
 
 from exchange.audit.events import GENESIS, AuditEvent, Chain, Happening, event_hash
-from exchange.audit.verify import Read, verify
+from exchange.audit.verify import ChainWatch, Read, verify
 
 KEY = b"k" * 32
 
@@ -108,3 +108,33 @@ def test_avro_round_trip_keeps_the_hash_valid() -> None:
     record = ev.to_avro()
     record["ts_ms"] = dt.datetime.fromtimestamp(ev.ts_ms / 1000, tz=dt.UTC)
     assert AuditEvent.from_avro(record) == ev
+
+
+def watch_in_pieces(evs: list[AuditEvent], cuts: list[int], key: bytes | None = KEY) -> ChainWatch:
+    watch = ChainWatch(key)
+    all_reads = reads(evs)
+    for start, end in itertools.pairwise([0, *cuts, len(all_reads)]):
+        watch.add(all_reads[start:end])
+    return watch
+
+
+@pytest.mark.parametrize("cuts", [[], [1], [2, 3], [1, 2, 3, 4]])
+def test_watching_in_pieces_agrees_with_verifying_whole(cuts: list[int]) -> None:
+    assert watch_in_pieces(events(5), cuts).result.intact
+    assert watch_in_pieces(events(5), cuts).result.events == 5
+    changed = events(5)
+    changed[2] = dataclasses.replace(changed[2], details='{"count":99}')
+    dropped = events(5)
+    del dropped[3]
+    tail = Chain("router.w1", "sha256", None, 5, events(5)[-1].hash)
+    forged = [*events(5), tail.seal(Happening("delivery.receipt", "router", 5, {}))]
+    for evs in (changed, dropped, forged):
+        whole = verify(reads(evs), KEY).chains["router.w1"].broken
+        piecewise = watch_in_pieces(evs, [c for c in cuts if c < len(evs)])
+        assert piecewise.result.chains["router.w1"].broken == whole
+
+
+def test_watch_reports_a_repeat_across_pieces_as_reordered() -> None:
+    evs = events(3)
+    broken = watch_in_pieces([*evs, evs[1]], [3]).result.chains["router.w1"].broken
+    assert broken is not None and broken.breach == "reordered" and broken.sequence == 1
