@@ -58,6 +58,9 @@ echo "reports of the processed files: $work/*/inbox/done/*.report.csv"
 
 echo "== what each consumer received (router log: .exchange/router-demo.log)"
 $x deliveries --wait 180
+
+echo "== the platform's figures (exchange status; exchange monitor serves them to Prometheus)"
+$x status --once
 stop_router
 trap - EXIT
 
