@@ -153,8 +153,16 @@ class Admin:
     def end_offsets(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The end offset of each partition, in one request per broker."""
         # confluent-kafka leaves OffsetSpec's factories untyped.
-        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-        wanted = {TopicPartition(t, p): latest for t, p in partitions}
+        return self._list_offsets(partitions, OffsetSpec.latest())  # type: ignore[no-untyped-call]
+
+    def start_offsets(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The first offset still held (after retention) of each partition."""
+        return self._list_offsets(partitions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+
+    def _list_offsets(
+        self, partitions: Iterable[tuple[str, int]], spec: OffsetSpec
+    ) -> dict[tuple[str, int], int]:
+        wanted = {TopicPartition(t, p): spec for t, p in partitions}
         if not wanted:
             return {}
         found = self._wait(

@@ -127,13 +127,18 @@ def written(ends: Offsets, topic: str) -> int:
     return sum(end for (t, _p), end in ends.items() if t == topic)
 
 
-def lag(ends: Offsets, committed: Offsets, topic: str) -> int:
+def lag(ends: Offsets, committed: Offsets, topic: str, starts: Offsets | None = None) -> int:
     """What a group has left to read on ``topic``: end minus committed, per partition.
 
-    A partition the group never committed counts whole (the group starts from the beginning,
-    as the SDK and the router do).
+    A partition the group never committed counts from its first record still held (``starts``;
+    0 when not given): the group starts from the beginning, as the SDK and the router do.
     """
-    return sum(max(0, end - committed.get((t, p), 0)) for (t, p), end in ends.items() if t == topic)
+    first = starts or {}
+    return sum(
+        max(0, end - committed.get((t, p), first.get((t, p), 0)))
+        for (t, p), end in ends.items()
+        if t == topic
+    )
 
 
 def delivery_owner(
@@ -151,13 +156,14 @@ def group_lags(
     ends: Offsets,
     prefix: str,
     known: Mapping[str, tuple[str, str]],
+    starts: Offsets | None = None,
 ) -> list[GroupLag]:
     """Lag of every group on every delivery topic it has committed on."""
     out = []
     for group, committed in sorted(groups.items()):
         for topic in sorted({t for t, _p in committed if t.startswith(prefix)}):
             consumer, entry = delivery_owner(topic, prefix, known)
-            out.append(GroupLag(group, consumer, entry, topic, lag(ends, committed, topic)))
+            out.append(GroupLag(group, consumer, entry, topic, lag(ends, committed, topic, starts)))
     return out
 
 

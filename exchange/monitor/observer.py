@@ -85,9 +85,9 @@ class Observer:
             if t.startswith(prefix) and delivery_owner(t, prefix, known)[1] in catalog.entries
         )
         watched = [*sources, *deliveries]
-        ends = self.admin.end_offsets(
-            (t, p) for t in watched if t in counts for p in range(counts[t])
-        )
+        tps = [(t, p) for t in watched if t in counts for p in range(counts[t])]
+        ends = self.admin.end_offsets(tps)
+        starts = self.admin.start_offsets(tps)
         groups = {
             g: self.admin.committed_offsets(g)
             for g in self.admin.consumer_groups()
@@ -106,7 +106,7 @@ class Observer:
                     department=e.entry.provider,
                     topic=topic,
                     records=written(ends, topic),
-                    router_lag=lag(ends, router, topic),
+                    router_lag=lag(ends, router, topic, starts),
                 )
                 for topic, e in sorted(sources.items())
             ],
@@ -114,7 +114,7 @@ class Observer:
                 DeliveryFigures(*delivery_owner(t, prefix, known), t, written(ends, t))
                 for t in deliveries
             ],
-            lags=group_lags(groups, ends, prefix, known),
+            lags=group_lags(groups, ends, prefix, known, starts),
             grants=grant_figures(grants.values(), now),
             dlq=dict(self._dead),
             audit=AuditFigures(

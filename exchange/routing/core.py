@@ -36,8 +36,9 @@ class SourceRecord:
     key: bytes | None
     value: bytes | None
 
-    @property
+    @functools.cached_property
     def position(self) -> str:
+        # Cached: every delivery of the record carries it in a header.
         return f"{self.topic}/{self.partition}/{self.offset}"
 
 

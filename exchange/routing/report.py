@@ -10,17 +10,17 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-
 from exchange.catalog.apply import source_topic
 from exchange.catalog.load import Catalog
 from exchange.config import ExchangeSettings
 from exchange.grants.model import Grant
 from exchange.grants.rules import effective_masks
 from exchange.grants.store import read_grants
-from exchange.kafka.control import partitions, read_all, reader
+from exchange.kafka.admin import Admin
+from exchange.kafka.control import read_all
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import SchemaLookup, WireFormatError
+from exchange.monitor.figures import lag
 from exchange.routing.core import GRANT_HEADER
 from exchange.routing.deliveries import delivery_topic
 from exchange.routing.service import read_progress
@@ -118,34 +118,19 @@ class Backlog:
 
 def router_backlog(settings: ExchangeSettings, catalog: Catalog) -> Backlog:
     now = dt.datetime.now(dt.UTC)
-    timeout = settings.kafka.request_timeout_s
-    probe = reader(settings.kafka)
-    group = Consumer(
-        settings.kafka.client_config(
-            **{"group.id": settings.router.group_id, "enable.auto.commit": False}
-        )
+    admin = Admin(settings.kafka)
+    counts = admin.partition_counts()
+    numbers = {e: range(counts.get(source_topic(settings.topics, e), 0)) for e in catalog.entries}
+    tps = [(source_topic(settings.topics, e), p) for e, ps in numbers.items() for p in ps]
+    ends, starts = admin.end_offsets(tps), admin.start_offsets(tps)
+    committed = admin.committed_offsets(settings.router.group_id)
+    unrouted = sum(lag(ends, committed, source_topic(settings.topics, e), starts) for e in numbers)
+    done = {(p.grant_id, p.topic, p.partition) for p in read_progress(settings) if p.done}
+    backfilling = sum(
+        1
+        for grant in read_grants(settings).grants.values()
+        if grant.is_active(now) and grant.request.entry in numbers
+        for p in numbers[grant.request.entry]
+        if (grant.id, source_topic(settings.topics, grant.request.entry), p) not in done
     )
-    try:
-        unrouted = 0
-        numbers: dict[str, list[int]] = {}
-        for entry_id in catalog.entries:
-            topic = source_topic(settings.topics, entry_id)
-            numbers[entry_id] = partitions(probe, topic, timeout)
-            tps = [TopicPartition(topic, p) for p in numbers[entry_id]]
-            if not tps:
-                continue
-            for tp in group.committed(tps, timeout=timeout):
-                low, high = probe.get_watermark_offsets(tp, timeout=timeout)
-                unrouted += high - (tp.offset if tp.offset >= 0 else low)
-        done = {(p.grant_id, p.topic, p.partition) for p in read_progress(settings) if p.done}
-        backfilling = sum(
-            1
-            for grant in read_grants(settings).grants.values()
-            if grant.is_active(now) and grant.request.entry in numbers
-            for p in numbers[grant.request.entry]
-            if (grant.id, source_topic(settings.topics, grant.request.entry), p) not in done
-        )
-        return Backlog(unrouted, backfilling)
-    finally:
-        probe.close()
-        group.close()
+    return Backlog(unrouted, backfilling)
