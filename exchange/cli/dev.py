@@ -27,15 +27,35 @@ def _show(statuses: list[ComponentStatus]) -> None:
 
 
 @app.command()
-def up(ctx: typer.Context) -> None:
+def up(
+    ctx: typer.Context,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="SASL/SCRAM over TLS with a local CA, the KRaft authorizer (nobody may do what "
+            "no ACL allows) and a registry only the platform writes. Chosen when the data is "
+            "first created; switching needs `dev down --purge`.",
+        ),
+    ] = False,
+) -> None:
     """Fetch (first time only), start and wait for Kafka and the registry. Safe to repeat."""
     platform = LocalPlatform(state(ctx).settings)
-    statuses = platform.up(progress=output.progress)
+    statuses = platform.up(progress=output.progress, secure_mode=secure)
     _show(statuses)
     output.out.print(
-        f"Kafka bootstrap servers: [bold]{platform.bootstrap}[/bold]\n"
-        f"Schema registry (Confluent API): [bold]{platform.registry_url}[/bold]"
+        f"Kafka bootstrap servers: [bold]{platform.bootstrap}[/bold]"
+        + (" (SASL_SSL, SCRAM-SHA-512)" if platform.secure else "")
+        + f"\nSchema registry (Confluent API): [bold]{platform.registry_url}[/bold]"
     )
+    if platform.secure:
+        env = platform.env_file("operator")
+        output.out.print(
+            f"Secure mode. Act as the platform operator with:\n"
+            f"  [bold]set -a; . {env}; set +a[/bold]\n"
+            f"then create the departments' credentials and ACLs: "
+            f"`exchange dept credentials DEPT`, `exchange acl sync`."
+        )
 
 
 @app.command()

@@ -11,7 +11,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from exchange.config.problems import ConfigError, Problem, problems_from_validation
@@ -25,10 +32,43 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class KafkaSecurity(_Section):
+    """Who this process is on the broker, and how it knows the broker is the right one.
+
+    The password is read from a file, never from the YAML or the environment: files can be
+    mounted as secrets with mode 0600, while environments leak into child processes and
+    ``/proc/<pid>/environ``.
+    """
+
+    #: ``PLAINTEXT`` for the open local platform; ``SASL_SSL`` for ``dev up --secure`` and
+    #: production (SCRAM over TLS).
+    protocol: Literal["PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    #: The SCRAM principal, e.g. ``operator``, ``router``, ``connector-gongan``.
+    username: str | None = None
+    password_file: Path | None = None
+    #: The CA that signed the broker's certificate (PEM); the system's CAs when unset.
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> KafkaSecurity:
+        if self.protocol == "SASL_SSL" and (self.username is None or self.password_file is None):
+            raise ValueError("SASL_SSL needs username and password_file")
+        return self
+
+    @property
+    def password(self) -> str | None:
+        if self.protocol == "PLAINTEXT" or self.password_file is None:
+            return None
+        return read_secret(self.password_file, "kafka.security.password_file")
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = "localhost:9092"
     client_id: str = "exchange"
-    #: Extra librdkafka properties for every client (security.protocol, sasl.*, ssl.*, ...).
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+    #: Extra librdkafka properties for every client (socket, tuning, ...); they win over the
+    #: ones derived from ``security``.
     client: dict[str, str | int | float | bool] = Field(default_factory=dict)
     #: How long admin and metadata calls may take before they fail, in seconds.
     request_timeout_s: float = Field(15.0, gt=0)
@@ -39,6 +79,21 @@ class KafkaSettings(_Section):
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
         }
+        sec = self.security
+        if sec.protocol == "SASL_SSL":
+            conf.update(
+                {
+                    "security.protocol": "SASL_SSL",
+                    "sasl.mechanism": sec.mechanism,
+                    "sasl.username": sec.username,
+                    "sasl.password": sec.password,
+                    # Verify the broker's name against its certificate (librdkafka's default
+                    # since 2.0; stated so an old library cannot silently skip it).
+                    "ssl.endpoint.identification.algorithm": "https",
+                }
+            )
+            if sec.ca_file is not None:
+                conf["ssl.ca.location"] = str(sec.ca_file)
         conf.update(self.client)
         conf.update(overrides)
         return conf
@@ -48,8 +103,24 @@ class RegistrySettings(_Section):
     #: Confluent-compatible API root (Apicurio: ``/apis/ccompat/v7``).
     url: str = "http://localhost:8081/apis/ccompat/v7"
     timeout_s: float = Field(10.0, gt=0)
-    #: Extra schema-registry client settings (basic.auth.user.info, ssl.ca.location, ...).
+    #: HTTP basic credentials: only the platform's registering principal needs them (reading
+    #: schemas is open, registering is not; see docs/security.md).
+    username: str | None = None
+    password_file: Path | None = None
+    #: The CA that signed the registry's certificate (PEM), for an ``https://`` URL.
+    ca_file: Path | None = None
+    #: Extra schema-registry client settings; they win over the ones above.
     client: dict[str, str] = Field(default_factory=dict)
+
+    def client_config(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {"url": self.url, "timeout": self.timeout_s}
+        if self.username is not None and self.password_file is not None:
+            password = read_secret(self.password_file, "registry.password_file")
+            conf["basic.auth.user.info"] = f"{self.username}:{password}"
+        if self.ca_file is not None:
+            conf["ssl.ca.location"] = str(self.ca_file)
+        conf.update(self.client)
+        return conf
 
     @field_validator("url")
     @classmethod
@@ -166,6 +237,31 @@ class ExchangeSettings(BaseSettings):
     #: The folder relative paths are resolved against (the config file's folder).
     base_dir: Path = Path(".")
 
+    @model_validator(mode="after")
+    def _resolve_secret_paths(self) -> ExchangeSettings:
+        # Clients read these files long after loading, from whatever working directory: make
+        # them absolute now, relative to the config file like every other path. The sections
+        # are frozen, hence the replacement through object.__setattr__.
+        sec = self.kafka.security
+        kafka_sec = sec.model_copy(
+            update={
+                "password_file": self._abs(sec.password_file),
+                "ca_file": self._abs(sec.ca_file),
+            }
+        )
+        registry = self.registry.model_copy(
+            update={
+                "password_file": self._abs(self.registry.password_file),
+                "ca_file": self._abs(self.registry.ca_file),
+            }
+        )
+        object.__setattr__(self, "kafka", self.kafka.model_copy(update={"security": kafka_sec}))
+        object.__setattr__(self, "registry", registry)
+        return self
+
+    def _abs(self, path: Path | None) -> Path | None:
+        return None if path is None else self.resolve(path)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -234,3 +330,15 @@ def _mention_env(problem: Problem) -> Problem:
     if var in os.environ:
         return Problem(problem.file, problem.path, f"{problem.message} (from ${var})", problem.line)
     return problem
+
+
+def read_secret(path: Path, field: str) -> str:
+    """A secret's value: the file's content without the trailing newline."""
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        problem = Problem(path, field, f"cannot read the secret: {exc.strerror}")
+        raise ConfigError([problem]) from exc
+    if not value:
+        raise ConfigError([Problem(path, field, "the secret file is empty")])
+    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import shutil
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -20,8 +21,9 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from exchange.config import ExchangeSettings
-from exchange.devplatform import processes
+from exchange.devplatform import processes, secure
 from exchange.devplatform.fetch import fetch_apicurio, fetch_kafka, java_major, require_tool
+from exchange.devplatform.tls import write_private
 from exchange.errors import ExchangeError
 
 COMPONENTS = ("kafka", "registry")
@@ -49,6 +51,16 @@ class LocalPlatform:
         self.state = settings.resolve(self.dev.state_dir)
         self.cache = settings.resolve(self.dev.cache_dir)
         self.kafka_data = self.state / "kafka" / "data"
+        self.secure_files = secure.SecureFiles(self.state / "secure")
+
+    @property
+    def secure(self) -> bool:
+        """Whether the broker's storage was created in secure mode (decided at the first up)."""
+        return self._mode_file.exists() and self._mode_file.read_text().strip() == "secure"
+
+    @property
+    def _mode_file(self) -> Path:
+        return self.state / "kafka" / "mode"
 
     # -- paths -------------------------------------------------------------------------------
     def log_file(self, component: str) -> Path:
@@ -67,18 +79,58 @@ class LocalPlatform:
 
     @property
     def registry_url(self) -> str:
-        return f"http://localhost:{self.dev.registry_port}/apis/ccompat/v7"
+        scheme = "https" if self.secure else "http"
+        return f"{scheme}://localhost:{self.dev.registry_port}/apis/ccompat/v7"
+
+    def env_file(self, principal: str) -> Path:
+        """Secure mode: the environment file that makes `exchange` act as ``principal``."""
+        return self.secure_files.env_file(principal)
 
     # -- commands ----------------------------------------------------------------------------
-    def up(self, progress: Progress = lambda _m: None) -> list[ComponentStatus]:
+    def up(
+        self, progress: Progress = lambda _m: None, secure_mode: bool = False
+    ) -> list[ComponentStatus]:
+        """Start what is not running; ``secure_mode`` counts when the storage is first created."""
         java = require_tool("java", "run Kafka and the schema registry")
         if (major := java_major(java)) < MIN_JAVA:
             raise PlatformError(f"Java {MIN_JAVA}+ is needed, found Java {major}", code="OLD_JAVA")
+        self._check_mode(secure_mode)
         libs = fetch_kafka(self.cache, self.dev.kafka_version, self.dev.log4j_version, progress)
         registry_jar = fetch_apicurio(self.cache, self.dev.apicurio_version, progress)
-        self._up_kafka(java, libs, progress)
+        if secure_mode:
+            progress("preparing certificates and the platform's credentials")
+            secure.prepare(self.secure_files)
+            self._write_env_files()
+        self._up_kafka(java, libs, progress, secure_mode)
         self._up_registry(java, registry_jar, progress)
         return self.status()
+
+    def _check_mode(self, want_secure: bool) -> None:
+        if not (self.kafka_data / "meta.properties").exists():
+            return
+        if self.secure != want_secure:
+            have, want = ("secure", "open") if self.secure else ("open", "secure")
+            raise PlatformError(
+                f"the local platform in {self.state} was created in {have} mode; to start it in "
+                f"{want} mode, first run `exchange dev down --purge` (deletes its data)",
+                code="MODE_MISMATCH",
+            )
+
+    def _write_env_files(self) -> None:
+        files = self.secure_files
+        url = f"https://localhost:{self.dev.registry_port}/apis/ccompat/v7"
+        for principal in secure.SCRAM_PRINCIPALS:
+            if principal in ("broker", "registry"):
+                continue
+            text = secure.client_env(
+                principal,
+                self.bootstrap,
+                files.password_file(principal),
+                files.tls.ca_cert,
+                url,
+                registry_writer=principal in secure.REGISTRY_WRITERS,
+            )
+            write_private(files.env_file(principal), text.encode())
 
     def down(self, purge: bool = False, progress: Progress = lambda _m: None) -> list[str]:
         """Stop what we started (registry first: it writes to Kafka). Returns what was stopped."""
@@ -99,18 +151,21 @@ class LocalPlatform:
         return [self._status("kafka"), self._status("registry")]
 
     # -- kafka -------------------------------------------------------------------------------
-    def _up_kafka(self, java: str, libs: Path, progress: Progress) -> None:
+    def _up_kafka(self, java: str, libs: Path, progress: Progress, secure_mode: bool) -> None:
         pid_file = self._pid_file("kafka")
         if processes.read_pid(pid_file, self._marker()) is not None:
             progress("kafka is already running")
             self._wait_kafka(pid_file)
             return
         self._check_free(self.dev.kafka_port, self.dev.controller_port)
-        props = self._write_kafka_config()
+        props = self._write_kafka_config(secure_mode)
         classpath = f"{libs}/*"
         if not (self.kafka_data / "meta.properties").exists():
-            progress("formatting KRaft storage")
+            progress("formatting KRaft storage" + (" (secure mode)" if secure_mode else ""))
             cluster_id = str(uuid.uuid4())  # StorageTool takes any UUID; it is stored once
+            # SCRAM users must exist before the first login: the tool writes them into the
+            # initial metadata.
+            scram = secure.scram_format_args(self.secure_files) if secure_mode else []
             self._run_java(
                 [
                     java,
@@ -123,9 +178,11 @@ class LocalPlatform:
                     _kafka_uuid(cluster_id),
                     "-c",
                     str(props),
+                    *scram,
                 ],
                 "format KRaft storage",
             )
+            self._mode_file.write_text("secure\n" if secure_mode else "open\n")
         progress(f"starting kafka on {self.bootstrap}")
         heap = f"-Xmx{self.dev.kafka_heap_mb}m"
         processes.start(
@@ -144,24 +201,32 @@ class LocalPlatform:
         )
         self._wait_kafka(pid_file)
 
-    def _write_kafka_config(self) -> Path:
+    def _write_kafka_config(self, secure_mode: bool) -> Path:
         home = self.state / "kafka"
         home.mkdir(parents=True, exist_ok=True)
         d = self.dev
         props = home / "server.properties"
-        props.write_text(
+        if secure_mode:
+            listeners = secure.kafka_properties(d, self.secure_files)
+        else:
+            listeners = [
+                f"listeners=PLAINTEXT://localhost:{d.kafka_port},"
+                f"CONTROLLER://localhost:{d.controller_port}",
+                f"advertised.listeners=PLAINTEXT://localhost:{d.kafka_port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+            ]
+        # Secure mode puts passwords in it: only the owner may read it.
+        write_private(
+            props,
             "\n".join(
                 [
                     "# Written by `exchange dev up`; edits are overwritten.",
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.bootstrap.servers=localhost:{d.controller_port}",
-                    f"listeners=PLAINTEXT://localhost:{d.kafka_port},"
-                    f"CONTROLLER://localhost:{d.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://localhost:{d.kafka_port}",
-                    "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                    "inter.broker.listener.name=PLAINTEXT",
+                    *listeners,
                     f"log.dirs={self.kafka_data}",
                     "num.partitions=1",
                     # One broker: internal topics cannot have more replicas than that.
@@ -175,7 +240,7 @@ class LocalPlatform:
                     "auto.create.topics.enable=false",
                     "",
                 ]
-            )
+            ).encode(),
         )
         log_config = resources.files("exchange.devplatform").joinpath("resources/log4j2.yaml")
         (home / "log4j2.yaml").write_text(log_config.read_text())
@@ -185,6 +250,15 @@ class LocalPlatform:
         quiet = logging.getLogger("exchange.devplatform.probe")
         quiet.setLevel(logging.CRITICAL)  # librdkafka logs every refused connection otherwise
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": quiet}
+        if self.secure:
+            files = self.secure_files
+            conf |= {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanism": secure.MECHANISM,
+                "sasl.username": "operator",
+                "sasl.password": files.password("operator"),
+                "ssl.ca.location": str(files.tls.ca_cert),
+            }
         admin = AdminClient(conf)
 
         def ready() -> bool:
@@ -204,12 +278,23 @@ class LocalPlatform:
         else:
             self._check_free(self.dev.registry_port)
             progress(f"starting the schema registry on port {self.dev.registry_port}")
+            # Apicurio (Quarkus) reads config/application.properties from its working folder:
+            # secure mode writes it there (it holds passwords), open mode removes it.
+            home = self.state / "registry"
+            settings_file = home / "config" / "application.properties"
+            settings_file.unlink(missing_ok=True)
+            port = f"-Dquarkus.http.port={self.dev.registry_port}"
+            if self.secure:
+                text = secure.registry_properties(self.dev, self.secure_files, self.bootstrap)
+                write_private(settings_file, text.encode())
+                port = "-Dquarkus.http.port=0"  # HTTPS only; see the settings file
+            home.mkdir(parents=True, exist_ok=True)
             processes.start(
                 [
                     java,
                     f"-Xmx{self.dev.registry_heap_mb}m",
                     f"-Dexchange.dev.state={self.state}",
-                    f"-Dquarkus.http.port={self.dev.registry_port}",
+                    port,
                     "-Dquarkus.http.host=127.0.0.1",
                     # Schemas live in a Kafka topic, so they survive a restart of the registry.
                     "-Dapicurio.storage.kind=kafkasql",
@@ -219,16 +304,23 @@ class LocalPlatform:
                 ],
                 self.log_file("registry"),
                 pid_file,
+                cwd=home,
             )
 
         # With kafkasql storage the API answers before the journal is replayed; the readiness
         # probe turns UP only once it is (a restarted registry would otherwise look empty).
-        health = f"http://localhost:{self.dev.registry_port}/health/ready"
+        scheme = "https" if self.secure else "http"
+        health = f"{scheme}://localhost:{self.dev.registry_port}/health/ready"
+        context = (
+            ssl.create_default_context(cafile=str(self.secure_files.tls.ca_cert))
+            if self.secure
+            else None
+        )
 
         def ready() -> bool:
             try:
                 for url in (health, f"{self.registry_url}/subjects"):
-                    with urllib.request.urlopen(url, timeout=2) as resp:
+                    with urllib.request.urlopen(url, timeout=2, context=context) as resp:
                         if resp.status != 200:
                             return False
                 return True

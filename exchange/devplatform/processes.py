@@ -39,7 +39,11 @@ def _cmdline(pid: int) -> str | None:
 
 
 def start(
-    argv: list[str], log_file: Path, pid_file: Path, env: Mapping[str, str] | None = None
+    argv: list[str],
+    log_file: Path,
+    pid_file: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> int:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -51,6 +55,7 @@ def start(
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # survives the CLI; not killed by the shell's Ctrl-C
             env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
     pid_file.write_text(str(proc.pid))
     return proc.pid

@@ -29,9 +29,12 @@ class RegisteredSchema:
 class Registry:
     def __init__(self, settings: RegistrySettings) -> None:
         self.url = settings.url
-        conf: dict[str, Any] = {"url": settings.url, "timeout": settings.timeout_s}
-        conf.update(settings.client)
-        self._client = SchemaRegistryClient(conf)
+        try:
+            self._client = SchemaRegistryClient(settings.client_config())
+        except ValueError as exc:  # the client refuses unknown or inconsistent settings
+            raise RegistryError(
+                f"schema registry at {self.url}: bad client settings: {exc}"
+            ) from exc
 
     def latest(self, subject: str) -> RegisteredSchema | None:
         """The latest version under ``subject``, or ``None`` if the subject does not exist."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ import faust
 
 from exchange.catalog.published import read_published
 from exchange.config import ExchangeSettings
+from exchange.config.settings import KafkaSecurity
 from exchange.routing.core import SourceRecord
 from exchange.routing.service import RouterService
 
@@ -44,6 +46,21 @@ def broker_urls(bootstrap_servers: str) -> str:
     return ";".join(f"kafka://{h.strip()}" for h in bootstrap_servers.split(",") if h.strip())
 
 
+def broker_credentials(security: KafkaSecurity) -> faust.SASLCredentials | None:
+    """faust's (aiokafka's) form of the same credentials the confluent-kafka clients use."""
+    if security.protocol == "PLAINTEXT":
+        return None
+    context = ssl.create_default_context(
+        cafile=str(security.ca_file) if security.ca_file is not None else None
+    )
+    return faust.SASLCredentials(
+        username=security.username,
+        password=security.password,
+        ssl_context=context,
+        mechanism=security.mechanism,
+    )
+
+
 def build_app(
     settings: ExchangeSettings,
     service: RouterService,
@@ -54,6 +71,7 @@ def build_app(
     app = faust.App(
         rs.group_id,
         broker=broker_urls(settings.kafka.bootstrap_servers),
+        broker_credentials=broker_credentials(settings.kafka.security),
         datadir=str(datadir),
         key_serializer="raw",
         value_serializer="raw",

@@ -74,3 +74,58 @@ def test_invalid_yaml_has_a_line(tmp_path: Path) -> None:
         parse_yaml("a: 1\nb: [1, 2\nc: 3\n", tmp_path / "f.yaml")
     (p,) = info.value.problems
     assert p.path == "(yaml)" and p.line == 3
+
+
+def test_secure_kafka_and_registry_settings(tmp_path: Path) -> None:
+    cfg = tmp_path / "conf" / "exchange.yaml"
+    cfg.parent.mkdir()
+    (tmp_path / "conf" / "secret").write_text("s3cret\n")
+    cfg.write_text(
+        "kafka:\n"
+        "  security: {protocol: SASL_SSL, username: router, password_file: secret,"
+        " ca_file: ca.pem}\n"
+        "registry:\n"
+        "  url: https://reg:8081/apis/ccompat/v7\n"
+        "  username: router\n"
+        "  password_file: secret\n"
+        "  ca_file: ca.pem\n"
+    )
+    s = load_settings(cfg)
+    conf = s.kafka.client_config()
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert conf["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert (conf["sasl.username"], conf["sasl.password"]) == ("router", "s3cret")
+    # Relative to the config file, not to the working directory.
+    assert conf["ssl.ca.location"] == str((tmp_path / "conf" / "ca.pem").resolve())
+    reg = s.registry.client_config()
+    assert reg["basic.auth.user.info"] == "router:s3cret"
+    assert reg["ssl.ca.location"] == conf["ssl.ca.location"]
+
+
+def test_plaintext_clients_carry_no_credentials(tmp_path: Path) -> None:
+    cfg = tmp_path / "exchange.yaml"
+    cfg.write_text("kafka:\n  bootstrap_servers: b:9092\n")
+    s = load_settings(cfg)
+    assert not any(k.startswith(("sasl.", "security.")) for k in s.kafka.client_config())
+    assert "basic.auth.user.info" not in s.registry.client_config()
+
+
+def test_sasl_needs_a_user_and_a_password_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "exchange.yaml"
+    cfg.write_text("kafka:\n  security:\n    protocol: SASL_SSL\n    username: x\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg)
+    assert "kafka.security" in str(err.value)
+    assert "password_file" in str(err.value)
+
+
+def test_a_missing_secret_file_names_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "exchange.yaml"
+    cfg.write_text(
+        "kafka:\n  security: {protocol: SASL_SSL, username: x, password_file: nowhere}\n"
+    )
+    s = load_settings(cfg)
+    with pytest.raises(ConfigError) as err:
+        s.kafka.client_config()
+    assert "kafka.security.password_file" in str(err.value)
+    assert "nowhere" in str(err.value)
