@@ -109,6 +109,12 @@ def _row(e: AuditEvent) -> tuple[str, ...]:
         )
     elif e.kind == "record.rejected":
         text = f"{d['reason']} at {d['position']}"
+    elif e.kind.startswith("acl."):
+        star = "*" if d.get("pattern") == "PREFIXED" else ""
+        what = f"{d.get('operation')} {d.get('resource')} {d.get('name')}{star}"
+        text = f"{d.get('principal')}: {what}"
+    elif e.kind.startswith("credentials."):
+        text = f"{d.get('principal')} ({d.get('mechanism')})"
     else:
         text = json.dumps(
             {k: v for k, v in d.items() if k in ("state", "why", "fields", "note")},

@@ -17,6 +17,7 @@ from exchange.cli.context import CliState
 from exchange.cli.deliveries import deliveries
 from exchange.cli.monitor import monitor, status
 from exchange.cli.router import router
+from exchange.cli.security import acl_app, dept_app
 from exchange.config import ConfigError
 from exchange.errors import ExchangeError
 
@@ -48,6 +49,8 @@ app.add_typer(connector.app, name="connector")
 app.add_typer(grant.app, name="grant")
 app.add_typer(grants.app, name="grants")
 app.add_typer(audit.app, name="audit")
+app.add_typer(dept_app, name="dept")
+app.add_typer(acl_app, name="acl")
 app.command("router")(router)
 app.command("consume")(consume)
 app.command("deliveries")(deliveries)

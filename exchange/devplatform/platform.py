@@ -128,6 +128,7 @@ class LocalPlatform:
                 files.password_file(principal),
                 files.tls.ca_cert,
                 url,
+                files.tls.ca_cert,
                 registry_writer=principal in secure.REGISTRY_WRITERS,
             )
             write_private(files.env_file(principal), text.encode())

@@ -165,8 +165,9 @@ def client_env(
     principal: str,
     bootstrap: str,
     password_file: Path,
-    ca_file: Path,
+    ca_file: Path | None,
     registry_url: str,
+    registry_ca_file: Path | None = None,
     registry_writer: bool = False,
 ) -> str:
     """An environment file that makes every exchange command act as ``principal``."""
@@ -177,10 +178,12 @@ def client_env(
         f"EXCHANGE_KAFKA__SECURITY__MECHANISM={MECHANISM}",
         f"EXCHANGE_KAFKA__SECURITY__USERNAME={principal}",
         f"EXCHANGE_KAFKA__SECURITY__PASSWORD_FILE={password_file}",
-        f"EXCHANGE_KAFKA__SECURITY__CA_FILE={ca_file}",
         f"EXCHANGE_REGISTRY__URL={registry_url}",
-        f"EXCHANGE_REGISTRY__CA_FILE={ca_file}",
     ]
+    if ca_file is not None:
+        lines.append(f"EXCHANGE_KAFKA__SECURITY__CA_FILE={ca_file}")
+    if registry_ca_file is not None:
+        lines.append(f"EXCHANGE_REGISTRY__CA_FILE={registry_ca_file}")
     if registry_writer:
         lines += [
             f"EXCHANGE_REGISTRY__USERNAME={principal}",

@@ -10,6 +10,10 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicP
 
 # confluent-kafka's admin package does not declare these in __all__, hence the ignore.
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
@@ -17,6 +21,11 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewPartitions,
     NewTopic,
     OffsetSpec,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
 )
 
 from exchange.config.settings import KafkaSettings
@@ -191,6 +200,66 @@ class Admin:
         """How many members ``group`` has now (0 when it is empty or unknown)."""
         futures = self._admin.describe_consumer_groups([group], request_timeout=self._timeout)
         return len(self._wait(futures, f"describe group {group}")[group].members or [])
+
+    # -- security (ACLs and SCRAM credentials) ----------------------------------------------
+
+    def acls(self) -> list[AclBinding]:
+        """Every ACL on the cluster."""
+        # None matches any name, principal and host; the client's stubs say str.
+        anything: Any = None
+        everything = AclBindingFilter(
+            ResourceType.ANY,
+            anything,
+            ResourcePatternType.ANY,
+            anything,
+            anything,
+            AclOperation.ANY,
+            AclPermissionType.ANY,
+        )
+        future = self._admin.describe_acls(everything, request_timeout=self._timeout)
+        return list(self._wait({"acls": future}, "describe ACLs")["acls"])
+
+    def create_acls(self, bindings: list[AclBinding]) -> None:
+        if bindings:
+            self._wait(
+                self._admin.create_acls(bindings, request_timeout=self._timeout), "create ACLs"
+            )
+
+    def delete_acls(self, bindings: list[AclBinding]) -> None:
+        """Delete exactly these ACLs (each binding is used as its own exact filter)."""
+        if bindings:
+            filters = [
+                AclBindingFilter(
+                    b.restype,
+                    b.name,
+                    b.resource_pattern_type,
+                    b.principal,
+                    b.host,
+                    b.operation,
+                    b.permission_type,
+                )
+                for b in bindings
+            ]
+            self._wait(
+                self._admin.delete_acls(filters, request_timeout=self._timeout), "delete ACLs"
+            )
+
+    def upsert_scram(self, user: str, password: str, mechanism: str, iterations: int) -> None:
+        """Create or replace ``user``'s SCRAM credential (the broker stores only a salted hash)."""
+        info = ScramCredentialInfo(ScramMechanism[mechanism.replace("-", "_")], iterations)
+        upsert = UserScramCredentialUpsertion(user, info, password.encode("utf-8"))
+        futures = self._admin.alter_user_scram_credentials([upsert], request_timeout=self._timeout)
+        self._wait(futures, f"set SCRAM credentials of {user}")
+
+    def scram_users(self) -> dict[str, list[str]]:
+        """Users with SCRAM credentials and their mechanisms."""
+        future = self._admin.describe_user_scram_credentials(request_timeout=self._timeout)
+        # Without users named, the client returns one future for all of them.
+        described = self._wait({"users": future}, "describe SCRAM users")["users"]
+        return {
+            user: sorted(c.mechanism.name for c in d.scram_credential_infos)
+            for user, d in described.items()
+        }
 
     def _wait(self, futures: Mapping[Any, Any], what: str) -> dict[Any, Any]:
         results: dict[Any, Any] = {}

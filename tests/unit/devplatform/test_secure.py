@@ -71,5 +71,6 @@ def test_client_environment_points_at_files_not_secrets(tmp_path: Path) -> None:
     text = secure.client_env(
         "connector-gongan", "localhost:9092", tmp_path / "p", tmp_path / "ca.pem", "https://r"
     )
+    assert f"EXCHANGE_KAFKA__SECURITY__CA_FILE={tmp_path / 'ca.pem'}" in text
     assert f"EXCHANGE_KAFKA__SECURITY__PASSWORD_FILE={tmp_path / 'p'}" in text
     assert "EXCHANGE_REGISTRY__USERNAME" not in text  # only registry writers log in there

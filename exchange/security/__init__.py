@@ -1,0 +1,1 @@
+"""Broker-enforced access: principals, their credentials and the ACLs derived from grants."""

@@ -1,0 +1,148 @@
+"""Which ACLs the broker must hold, derived from the catalog and the grants. Pure; no Kafka.
+
+Who may do what (everything else is denied by the broker's authorizer):
+
+- ``connector-<dept>`` writes the ``src.*`` topics of the entries its department provides, and
+  rejected rows to the DLQ; it reads the catalog and keeps its source positions.
+- ``consumer-<dept>`` reads ``dlv.<dept>.<entry>`` while a grant for it is active, in consumer
+  groups named ``<dept>.*``.
+- ``router`` reads ``src.*`` and the control topics, writes ``dlv.*`` (creating them), the audit
+  trail (transactionally, as ``exchange-audit.router.*``), the DLQ and its backfill progress.
+- ``monitor`` describes every topic and group and reads the audit trail, the DLQ and grants.
+- The platform operator is a super user: it needs no ACL, and so nobody else writes
+  ``exchange.grants`` or ``exchange.catalog``; only it and the router write ``exchange.audit``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from exchange.config.settings import ExchangeSettings
+from exchange.grants.model import Grant
+
+ROUTER = "router"
+MONITOR = "monitor"
+CONSUMER_PREFIX = "consumer-"
+CONNECTOR_PREFIX = "connector-"
+#: Control-topic readers use throwaway group ids with this prefix (``kafka.control.reader``).
+READER_GROUPS = "exchange-reader-"
+ROLES = ("consumer", "connector")
+
+
+def consumer_principal(department: str) -> str:
+    return f"{CONSUMER_PREFIX}{department}"
+
+
+def connector_principal(department: str) -> str:
+    return f"{CONNECTOR_PREFIX}{department}"
+
+
+def principal_for(department: str, role: str) -> str:
+    return consumer_principal(department) if role == "consumer" else connector_principal(department)
+
+
+def is_managed(principal: str) -> bool:
+    """ACLs of these principals are ours: ``acl sync`` adds and removes them."""
+    return principal in (ROUTER, MONITOR) or principal.startswith(
+        (CONSUMER_PREFIX, CONNECTOR_PREFIX)
+    )
+
+
+@dataclass(frozen=True, order=True)
+class Acl:
+    """One ALLOW rule for a principal, from any host."""
+
+    principal: str
+    resource: str  # TOPIC | GROUP | TRANSACTIONAL_ID | CLUSTER
+    name: str
+    pattern: str  # LITERAL | PREFIXED
+    operation: str  # READ | WRITE | CREATE | DESCRIBE | DESCRIBE_CONFIGS | ...
+
+    def describe(self) -> str:
+        star = "*" if self.pattern == "PREFIXED" else ""
+        return f"{self.operation} {self.resource.lower()} {self.name}{star}"
+
+
+@dataclass(frozen=True)
+class AclPlan:
+    add: tuple[Acl, ...]
+    remove: tuple[Acl, ...]
+    #: ACLs on the broker for principals this project does not manage: left alone.
+    unmanaged: int = 0
+    keep: tuple[Acl, ...] = field(default=(), repr=False)
+
+    @property
+    def empty(self) -> bool:
+        return not self.add and not self.remove
+
+
+def _allow(principal: str, resource: str, name: str, pattern: str, *ops: str) -> set[Acl]:
+    return {Acl(principal, resource, name, pattern, op) for op in ops}
+
+
+def desired_acls(
+    settings: ExchangeSettings,
+    providers: Mapping[str, str],
+    grants: Iterable[Grant],
+    now: dt.datetime,
+) -> set[Acl]:
+    """Every ACL the broker should hold. ``providers``: entry id -> providing department."""
+    t = settings.topics
+    acls: set[Acl] = set()
+
+    for dept in sorted(set(providers.values())):
+        p = connector_principal(dept)
+        for entry, provider in providers.items():
+            if provider == dept:
+                acls |= _allow(p, "TOPIC", t.source_prefix + entry, "LITERAL", "WRITE", "DESCRIBE")
+        acls |= _allow(p, "TOPIC", t.dlq, "LITERAL", "WRITE", "DESCRIBE")
+        acls |= _allow(p, "TOPIC", t.catalog, "LITERAL", "READ", "DESCRIBE")
+        acls |= _allow(p, "TOPIC", t.connector_offsets, "LITERAL", "READ", "WRITE", "DESCRIBE")
+        acls |= _allow(p, "GROUP", READER_GROUPS, "PREFIXED", "READ")
+
+    for grant in grants:
+        entry, consumer = grant.request.entry, grant.request.consumer
+        if not grant.is_active(now) or entry not in providers:
+            continue
+        p = consumer_principal(consumer)
+        topic = f"{t.delivery_prefix}{consumer}.{entry}"
+        acls |= _allow(p, "TOPIC", topic, "LITERAL", "READ", "DESCRIBE")
+        acls |= _allow(p, "GROUP", f"{consumer}.", "PREFIXED", "READ", "DESCRIBE")
+
+    r = ROUTER
+    acls |= _allow(r, "TOPIC", t.source_prefix, "PREFIXED", "READ", "DESCRIBE")
+    acls |= _allow(
+        r, "TOPIC", t.delivery_prefix, "PREFIXED", "WRITE", "DESCRIBE", "CREATE", "DESCRIBE_CONFIGS"
+    )
+    for topic in (t.grants, t.catalog):
+        acls |= _allow(r, "TOPIC", topic, "LITERAL", "READ", "DESCRIBE")
+    for topic in (t.audit, t.router_backfills):
+        acls |= _allow(r, "TOPIC", topic, "LITERAL", "READ", "WRITE", "DESCRIBE")
+    acls |= _allow(r, "TOPIC", t.dlq, "LITERAL", "WRITE", "DESCRIBE")
+    acls |= _allow(r, "GROUP", settings.router.group_id, "LITERAL", "READ", "DESCRIBE")
+    acls |= _allow(r, "GROUP", READER_GROUPS, "PREFIXED", "READ")
+    acls |= _allow(
+        r, "TRANSACTIONAL_ID", f"exchange-audit.{ROUTER}.", "PREFIXED", "WRITE", "DESCRIBE"
+    )
+
+    m = MONITOR
+    acls |= _allow(m, "TOPIC", "*", "LITERAL", "DESCRIBE")
+    acls |= _allow(m, "GROUP", "*", "LITERAL", "DESCRIBE")
+    for topic in (t.audit, t.dlq, t.grants, t.catalog):
+        acls |= _allow(m, "TOPIC", topic, "LITERAL", "READ")
+    acls |= _allow(m, "GROUP", READER_GROUPS, "PREFIXED", "READ")
+    return acls
+
+
+def plan_acls(desired: set[Acl], existing: Iterable[Acl]) -> AclPlan:
+    """What to add and remove so the managed principals hold exactly ``desired``."""
+    existing = set(existing)
+    managed = {a for a in existing if is_managed(a.principal)}
+    return AclPlan(
+        add=tuple(sorted(desired - managed)),
+        remove=tuple(sorted(managed - desired)),
+        unmanaged=len(existing - managed),
+        keep=tuple(sorted(desired & managed)),
+    )

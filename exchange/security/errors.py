@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+from exchange.errors import ExchangeError
+
+
+class SecurityError(ExchangeError):
+    """A credential or ACL operation cannot be done as asked."""

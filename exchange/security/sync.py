@@ -1,0 +1,186 @@
+"""``exchange acl sync``: make the broker's ACLs match the catalog and the grants, audited.
+
+Reading and writing the broker is here; deciding what the ACLs should be is the pure
+``acls`` module. Every ACL added or removed is an audit event, written before the change is
+made, so the trail never misses a change that happened (a failed change leaves an event that
+did not take effect, and the next sync repeats it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+# confluent-kafka's admin package does not declare these in __all__, hence the ignore.
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+)
+
+from exchange.audit.events import Happening
+from exchange.audit.writer import AuditWriter
+from exchange.catalog.published import read_published
+from exchange.config import ExchangeSettings
+from exchange.grants.book import GrantBook
+from exchange.grants.model import Grant
+from exchange.grants.store import read_grants
+from exchange.kafka.admin import Admin
+from exchange.security.acls import Acl, AclPlan, desired_acls, plan_acls
+
+log = logging.getLogger(__name__)
+
+
+def to_binding(acl: Acl) -> AclBinding:
+    return AclBinding(
+        ResourceType[acl.resource],
+        acl.name,
+        ResourcePatternType[acl.pattern],
+        f"User:{acl.principal}",
+        "*",
+        AclOperation[acl.operation],
+        AclPermissionType.ALLOW,
+    )
+
+
+def from_binding(binding: AclBinding) -> Acl | None:
+    """Our form of a broker ACL; ``None`` for one we never write (DENY, a host, a non-user)."""
+    if (
+        binding.permission_type != AclPermissionType.ALLOW
+        or binding.host != "*"
+        or not binding.principal.startswith("User:")
+    ):
+        return None
+    return Acl(
+        binding.principal.removeprefix("User:"),
+        _name(binding.restype),
+        binding.name,
+        _name(binding.resource_pattern_type),
+        _name(binding.operation),
+    )
+
+
+def _name(value: object) -> str:
+    # The client's stubs allow str and int too; described ACLs always carry the enums.
+    return str(getattr(value, "name", value))
+
+
+def plan(
+    settings: ExchangeSettings, admin: Admin, grants: list[Grant], now: dt.datetime
+) -> AclPlan:
+    catalog = read_published(settings)
+    providers = {e: p.entry.provider for e, p in catalog.entries.items()}
+    desired = desired_acls(settings, providers, grants, now)
+    existing = []
+    foreign = 0
+    for binding in admin.acls():
+        acl = from_binding(binding)
+        if acl is None:
+            foreign += 1
+        else:
+            existing.append(acl)
+    result = plan_acls(desired, existing)
+    return AclPlan(result.add, result.remove, result.unmanaged + foreign, result.keep)
+
+
+def apply(settings: ExchangeSettings, admin: Admin, change: AclPlan, audit: AuditWriter) -> None:
+    if change.empty:
+        return
+    ts = int(time.time() * 1000)
+    happenings = [_happening("acl.added", acl, audit.chain_id, ts) for acl in change.add]
+    happenings += [_happening("acl.removed", acl, audit.chain_id, ts) for acl in change.remove]
+    audit.write(happenings)
+    admin.delete_acls([to_binding(a) for a in change.remove])
+    admin.create_acls([to_binding(a) for a in change.add])
+
+
+def _happening(kind: str, acl: Acl, actor: str, ts: int) -> Happening:
+    consumer = None
+    if acl.principal.startswith("consumer-"):
+        consumer = acl.principal.removeprefix("consumer-")
+    return Happening(
+        kind=kind,
+        actor=actor,
+        ts_ms=ts,
+        details={
+            "principal": f"User:{acl.principal}",
+            "resource": acl.resource,
+            "name": acl.name,
+            "pattern": acl.pattern,
+            "operation": acl.operation,
+        },
+        consumer=consumer,
+    )
+
+
+def sync_once(
+    settings: ExchangeSettings, audit: AuditWriter | None, dry_run: bool = False
+) -> AclPlan:
+    """One sync from the grants as they are now. ``audit`` may be None only for a dry run."""
+    admin = Admin(settings.kafka)
+    grants = list(read_grants(settings).grants.values())
+    change = plan(settings, admin, grants, dt.datetime.now(dt.UTC))
+    if not dry_run:
+        if audit is None:
+            raise ValueError("a sync that changes ACLs needs an audit writer")
+        apply(settings, admin, change, audit)
+    return change
+
+
+class AclWatch:
+    """Keeps ACLs in sync as grants change, start or end (``acl sync --watch``)."""
+
+    def __init__(
+        self,
+        settings: ExchangeSettings,
+        audit: AuditWriter,
+        on_change: Callable[[AclPlan], None] = lambda _p: None,
+        resync_s: float = 60.0,
+    ) -> None:
+        self.settings = settings
+        self.audit = audit
+        self.on_change = on_change
+        #: A full sync this often even without a grant change: repairs hand-made changes and
+        #: picks up catalog changes.
+        self.resync_s = resync_s
+        self.admin = Admin(settings.kafka)
+        self.book = GrantBook(settings)
+        self.stopping = threading.Event()
+
+    def run(self, poll_s: float = 1.0) -> None:
+        self.book.start(self.settings.kafka.request_timeout_s * 4)
+        try:
+            seen = -1
+            due = 0.0
+            next_edge: dt.datetime | None = None
+            while not self.stopping.is_set():
+                version, grants = self.book.snapshot()
+                now = dt.datetime.now(dt.UTC)
+                edge_passed = next_edge is not None and now >= next_edge
+                if version != seen or edge_passed or time.monotonic() >= due:
+                    change = plan(self.settings, self.admin, list(grants.values()), now)
+                    apply(self.settings, self.admin, change, self.audit)
+                    if not change.empty:
+                        self.on_change(change)
+                    seen, due = version, time.monotonic() + self.resync_s
+                    next_edge = next_grant_edge(grants.values(), now)
+                self.stopping.wait(poll_s)
+        finally:
+            self.book.stop()
+
+
+def next_grant_edge(grants: object, now: dt.datetime) -> dt.datetime | None:
+    """The next moment an approved grant starts or ends: its ACLs change then."""
+    edges = [
+        moment
+        for g in grants  # type: ignore[attr-defined]
+        if g.state == "approved"
+        for moment in (g.request.valid_from, g.request.valid_until)
+        if moment > now
+    ]
+    return min(edges, default=None)
