@@ -142,7 +142,8 @@ class DeliveryConsumer(Generic[T]):
             try:
                 for msg in messages:
                     self._handle(msg, handler)
-                    done[(str(msg.topic()), int(msg.partition() or 0))] = int(msg.offset() or 0)
+                    if msg.error() is None:  # an error event has no offset of its own
+                        done[(str(msg.topic()), int(msg.partition() or 0))] = int(msg.offset() or 0)
             finally:
                 self._commit(done)
         return self.stats
@@ -156,6 +157,16 @@ class DeliveryConsumer(Generic[T]):
                 # The router creates a delivery topic when the first grant for it is active.
                 log.warning("%s (no active grant yet?); waiting for it", err.str())
                 return
+            if err.code() in (
+                KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                KafkaError.GROUP_AUTHORIZATION_FAILED,
+            ):
+                raise KafkaOpError(
+                    f"the broker refuses {self.department} access to {msg.topic() or 'a topic'} "
+                    f"(group {self.group_id}): no active grant for it, or the credentials are "
+                    f"not this department's consumer principal ({err.str()})",
+                    code=err.name(),
+                )
             raise KafkaOpError.wrap("cannot read deliveries", KafkaException(err))
         self.stats.received += 1
         topic, partition = str(msg.topic()), int(msg.partition() or 0)

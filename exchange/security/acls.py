@@ -120,6 +120,8 @@ def desired_acls(
         acls |= _allow(r, "TOPIC", topic, "LITERAL", "READ", "DESCRIBE")
     for topic in (t.audit, t.router_backfills):
         acls |= _allow(r, "TOPIC", topic, "LITERAL", "READ", "WRITE", "DESCRIBE")
+    # Older deployments lack the backfill topic: the router creates it.
+    acls |= _allow(r, "TOPIC", t.router_backfills, "LITERAL", "CREATE", "DESCRIBE_CONFIGS")
     acls |= _allow(r, "TOPIC", t.dlq, "LITERAL", "WRITE", "DESCRIBE")
     acls |= _allow(r, "GROUP", settings.router.group_id, "LITERAL", "READ", "DESCRIBE")
     acls |= _allow(r, "GROUP", READER_GROUPS, "PREFIXED", "READ")

@@ -1,0 +1,370 @@
+"""Broker-enforced access on the secure local platform: departments read only what their active
+grants allow and publish only the entries they provide; the router, connectors and consumers
+each run as their own principal; every ACL change is audited."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from exchange.audit.events import AuditEvent
+from exchange.audit.trail import read_trail
+from exchange.audit.verify import verify
+from exchange.audit.writer import AuditWriter, load_key
+from exchange.catalog.apply import apply_catalog
+from exchange.catalog.load import load_catalog
+from exchange.client.consumer import DeliveryConsumer
+from exchange.config import ExchangeSettings
+from exchange.grants.model import Actor, GrantRequest
+from exchange.grants.store import GrantStore
+from exchange.kafka.control import publish
+from exchange.kafka.errors import KafkaOpError
+from exchange.kafka.registry import Registry
+from exchange.kafka.wire import AvroCodec
+from exchange.security.credentials import issue
+from exchange.security.sync import sync_once
+from tests.conftest import ROOT, Project
+from tests.integration.conftest import IsolatedProject
+from tests.integration.routing.conftest import person
+from tests.integration.security.conftest import SecurePlatform, env_file
+
+EXCHANGE = Path(sys.executable).parent / "exchange"
+ROWS = [person(i, "140602") for i in range(6)]
+
+
+class SecureExchange:
+    def __init__(self, platform: SecurePlatform, root: Path) -> None:
+        shutil.copytree(ROOT / "config", root / "config")
+        shutil.copytree(ROOT / "schemas", root / "schemas")
+        self.platform = platform
+        self.project = project = IsolatedProject(Project(root))
+        uid = self.uid = project.uid
+        self.provider, self.reader, self.other = uid, f"{uid}_mzj", f"{uid}_zjj"
+        project.write(
+            "config/departments.yaml",
+            "departments:\n"
+            + "".join(
+                f"  - {{id: {d}, name: 部门{i}, level: city, region_code: '140600'}}\n"
+                for i, d in enumerate((self.provider, self.reader, self.other))
+            ),
+        )
+        self.config = project.exchange_yaml
+        self.operator = platform.load(self.config, platform.env("operator"))
+        key = self.operator.resolve(self.operator.audit.key_file or Path("x"))
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.write_text(uuid.uuid4().hex * 2 + "\n", encoding="ascii")
+        self.catalog = load_catalog(self.operator).require_valid()
+        apply_catalog(self.catalog, self.operator)
+        for consumer in (self.reader, self.other):
+            self.grant(consumer)
+        self.creds = root / "credentials"
+        self.audit = AuditWriter(self.operator, "security.cli")
+        departments = set(self.catalog.departments)
+        for dept, role in (
+            (self.provider, "connector"),
+            (self.other, "connector"),
+            (self.reader, "consumer"),
+            (self.other, "consumer"),
+        ):
+            issue(self.operator, dept, role, self.audit, departments, self.creds)
+        self.first_sync = sync_once(self.operator, self.audit)
+        self.router: subprocess.Popen[bytes] | None = None
+        self.watch: subprocess.Popen[bytes] | None = None
+
+    def env(self, principal: str) -> dict[str, str]:
+        return env_file(self.creds / f"{principal}.env")
+
+    def settings(self, principal: str) -> ExchangeSettings:
+        return self.platform.load(self.config, self.env(principal))
+
+    def grant(self, consumer: str) -> None:
+        now = dt.datetime.now(dt.UTC)
+        request = GrantRequest.model_validate(
+            {
+                "consumer": consumer,
+                "entry": self.project.entry_id,
+                "fields": ["citizen_id", "name", "region_code"],
+                "purpose": "data_verification",
+                "legal_basis": "测试依据",
+                "valid_from": now - dt.timedelta(minutes=1),
+                "valid_until": now + dt.timedelta(days=1),
+            }
+        )
+        gid = f"{consumer}-grant"
+        self.store(consumer).request(request, grant_id=gid)
+        self.store(self.provider).approve(gid, "批准")
+
+    def store(self, department: str) -> GrantStore:
+        # Grants are written by the platform (the operator principal) for the department.
+        return GrantStore(self.operator, self.catalog, Actor(department=department, person="测"))
+
+    def spawn(
+        self, args: list[str], principal_env: dict[str, str], log: str
+    ) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **self.platform.dev_env, **principal_env}
+        return subprocess.Popen(
+            [str(EXCHANGE), "--config", str(self.config), *args],
+            cwd=self.project.root,
+            env=env,
+            stdout=(self.project.root / log).open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def log(self, name: str) -> str:
+        return (self.project.root / name).read_text(errors="replace")[-3000:]
+
+    def close(self) -> None:
+        for proc in (self.router, self.watch):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=60)
+        self.audit.close()
+
+
+@pytest.fixture(scope="module")
+def exchange(
+    secure_platform: SecurePlatform, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SecureExchange]:
+    world = SecureExchange(secure_platform, tmp_path_factory.mktemp("secure-exchange"))
+    yield world
+    world.close()
+
+
+def read_events(settings: ExchangeSettings) -> list[AuditEvent]:
+    return [r.event for r in read_trail(settings) if r.event is not None]
+
+
+def wait_for(what: str, check: Any, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def read_error(settings: ExchangeSettings, topic: str, group: str) -> str | None:
+    """Subscribe as ``settings``' principal; the broker's error code, or None if it let us in."""
+    consumer = Consumer(
+        settings.kafka.client_config(
+            **{"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+        )
+    )
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                if consumer.assignment():
+                    return None
+                continue
+            err = msg.error()
+            if err is None:
+                return None
+            if err.code() != KafkaError._PARTITION_EOF:
+                return str(err.name())
+        return "NO_ANSWER"
+    finally:
+        consumer.close()
+
+
+def publish_error(settings: ExchangeSettings, topic: str) -> str | None:
+    try:
+        publish(settings.kafka, topic, [("k", b"v")])
+    except KafkaOpError as exc:
+        return exc.code
+    return None
+
+
+def test_the_exchange_runs_with_each_component_as_its_own_principal(
+    exchange: SecureExchange,
+) -> None:
+    provider = exchange.settings(f"connector-{exchange.provider}")
+    latest = Registry(provider.registry).latest(exchange.project.subject)  # reading is open
+    assert latest is not None
+    codec = AvroCodec(latest.schema_id, latest.schema)
+    records = [
+        (
+            row["citizen_id"],
+            codec.encode(
+                {
+                    "op": "r",
+                    "after": row,
+                    "source": {
+                        "department": exchange.provider,
+                        "system": "t",
+                        "connector": "t",
+                        "position": str(i),
+                    },
+                    "ts_ms": int(time.time() * 1000),
+                    "event_id": uuid.uuid4().hex,
+                }
+            ),
+        )
+        for i, row in enumerate(ROWS)
+    ]
+    assert publish(provider.kafka, exchange.project.source_topic, records) == len(ROWS)
+
+    router_env = exchange.platform.env("router")
+    exchange.router = exchange.spawn(
+        ["router", "--worker-id", f"{exchange.uid}-w1", "--metrics-port", "0"],
+        router_env,
+        "router.log",
+    )
+    reader = exchange.settings(f"consumer-{exchange.reader}")
+    received: list[Any] = []
+
+    def read() -> bool:
+        if exchange.router is not None and exchange.router.poll() is not None:
+            raise AssertionError(f"router exited:\n{exchange.log('router.log')}")
+        client = DeliveryConsumer(
+            reader, exchange.reader, [exchange.project.entry_id], group_id=f"{exchange.reader}.t"
+        )
+        try:
+            client.run(received.append, max_changes=len(ROWS) - len(received), idle_timeout_s=2)
+        finally:
+            client.close()
+        return len(received) >= len(ROWS)
+
+    wait_for("the consumer to receive every row", read, timeout=120)
+    # Keys arrive hashed with the grant's salt (citizen_id is sensitive): one per row.
+    assert len({c.key for c in received}) == len(ROWS)
+    # The grant's projection holds: only the granted fields arrive.
+    assert set(received[0].value or {}) == {"citizen_id", "name", "region_code"}
+
+
+def test_a_department_cannot_read_another_departments_deliveries(
+    exchange: SecureExchange,
+) -> None:
+    reader = exchange.settings(f"consumer-{exchange.reader}")
+    other_topic = f"dlv.{exchange.other}.{exchange.project.entry_id}"
+    assert (
+        read_error(reader, other_topic, f"{exchange.reader}.peek") == "TOPIC_AUTHORIZATION_FAILED"
+    )
+    # Nor use a consumer group outside its own prefix.
+    own_topic = f"dlv.{exchange.reader}.{exchange.project.entry_id}"
+    assert read_error(reader, own_topic, f"{exchange.other}.x") == "GROUP_AUTHORIZATION_FAILED"
+
+
+def test_nobody_but_the_router_reads_source_topics(exchange: SecureExchange) -> None:
+    for principal, group in (
+        (f"consumer-{exchange.reader}", f"{exchange.reader}.src"),
+        (f"connector-{exchange.provider}", "exchange-reader-src"),
+    ):
+        settings = exchange.settings(principal)
+        code = read_error(settings, exchange.project.source_topic, group)
+        assert code == "TOPIC_AUTHORIZATION_FAILED", principal
+
+
+def test_a_department_cannot_publish_an_entry_it_does_not_provide(
+    exchange: SecureExchange,
+) -> None:
+    other = exchange.settings(f"connector-{exchange.other}")
+    assert publish_error(other, exchange.project.source_topic) == "TOPIC_AUTHORIZATION_FAILED"
+    provider = exchange.settings(f"connector-{exchange.provider}")
+    # Not even the provider writes the control topics, nor the router's deliveries.
+    for topic in (
+        exchange.operator.topics.grants,
+        exchange.operator.topics.catalog,
+        exchange.operator.topics.audit,
+        f"dlv.{exchange.reader}.{exchange.project.entry_id}",
+    ):
+        assert publish_error(provider, topic) == "TOPIC_AUTHORIZATION_FAILED", topic
+
+
+def test_a_revoked_grant_closes_the_topic_by_itself(exchange: SecureExchange) -> None:
+    other = exchange.settings(f"consumer-{exchange.other}")
+    topic = f"dlv.{exchange.other}.{exchange.project.entry_id}"
+    assert read_error(other, topic, f"{exchange.other}.before") is None
+    exchange.watch = exchange.spawn(
+        ["acl", "sync", "--watch"], exchange.platform.env("operator"), "acl-watch.log"
+    )
+    exchange.store(exchange.provider).revoke(f"{exchange.other}-grant", "撤销")
+
+    def refused() -> bool:
+        if exchange.watch is not None and exchange.watch.poll() is not None:
+            raise AssertionError(f"acl watch exited:\n{exchange.log('acl-watch.log')}")
+        # Its last grant is gone, so its group prefix is too: either refusal may come first.
+        return read_error(other, topic, f"{exchange.other}.after") in (
+            "TOPIC_AUTHORIZATION_FAILED",
+            "GROUP_AUTHORIZATION_FAILED",
+        )
+
+    wait_for("the revoked consumer to be refused", refused, timeout=60)
+    removed = [
+        e
+        for e in read_events(exchange.operator)
+        if e.kind == "acl.removed" and e.consumer == exchange.other
+    ]
+    assert {(e.detail()["operation"], e.detail()["name"]) for e in removed} >= {
+        ("READ", topic),
+        ("DESCRIBE", topic),
+    }
+    assert removed[0].chain_id == "security.watch"
+
+
+def test_acl_changes_and_credentials_are_audited(exchange: SecureExchange) -> None:
+    events = read_events(exchange.operator)
+    added = {
+        (e.detail()["principal"], e.detail()["operation"], e.detail()["name"])
+        for e in events
+        if e.kind == "acl.added"
+    }
+    for acl in exchange.first_sync.add:
+        assert (f"User:{acl.principal}", acl.operation, acl.name) in added
+    issued = {e.detail()["principal"] for e in events if e.kind == "credentials.created"}
+    assert f"User:consumer-{exchange.reader}" in issued
+    assert verify(read_trail(exchange.operator), load_key(exchange.operator)).intact
+
+
+def test_wrong_password_and_plaintext_clients_are_refused(exchange: SecureExchange) -> None:
+    settings = exchange.settings(f"consumer-{exchange.reader}")
+    wrong = settings.kafka.client_config(**{"sasl.password": "not-the-password"})
+    with pytest.raises(KafkaException) as info:
+        AdminClient(wrong).list_topics(timeout=10)
+    assert info.value.args[0].code() in (KafkaError._AUTHENTICATION, KafkaError._TRANSPORT)
+    plain = {
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "security.protocol": "PLAINTEXT",
+    }
+    with pytest.raises(KafkaException):
+        AdminClient(plain).list_topics(timeout=5)
+    producer = Producer(plain)
+    producer.produce(exchange.project.source_topic, b"v", key=b"k")
+    assert producer.flush(5) == 1  # never acknowledged
+
+
+def test_only_the_platform_registers_schemas(exchange: SecureExchange) -> None:
+    url = exchange.operator.registry.url
+    context = ssl.create_default_context(cafile=str(exchange.operator.registry.ca_file))
+    with urllib.request.urlopen(f"{url}/subjects", timeout=10, context=context) as resp:
+        assert exchange.project.subject in resp.read().decode()
+    body = b'{"schema": "{\\"type\\": \\"string\\"}"}'
+    request = urllib.request.Request(
+        f"{url}/subjects/forged-value/versions",
+        data=body,
+        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10, context=context)
+    assert info.value.code == 401
+    with pytest.raises((urllib.error.URLError, ConnectionError)):  # no plain HTTP at all
+        urllib.request.urlopen(f"{url.replace('https', 'http')}/subjects", timeout=5)
