@@ -148,3 +148,15 @@ def plan_acls(desired: set[Acl], existing: Iterable[Acl]) -> AclPlan:
         unmanaged=len(existing - managed),
         keep=tuple(sorted(desired & managed)),
     )
+
+
+def next_grant_edge(grants: Iterable[Grant], now: dt.datetime) -> dt.datetime | None:
+    """The next moment an approved grant starts or ends: the ACLs change then."""
+    edges = [
+        moment
+        for g in grants
+        if g.state == "approved"
+        for moment in (g.request.valid_from, g.request.valid_until)
+        if moment > now
+    ]
+    return min(edges, default=None)

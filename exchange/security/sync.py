@@ -31,7 +31,7 @@ from exchange.grants.book import GrantBook
 from exchange.grants.model import Grant
 from exchange.grants.store import read_grants
 from exchange.kafka.admin import Admin
-from exchange.security.acls import Acl, AclPlan, desired_acls, plan_acls
+from exchange.security.acls import Acl, AclPlan, desired_acls, next_grant_edge, plan_acls
 
 log = logging.getLogger(__name__)
 
@@ -172,15 +172,3 @@ class AclWatch:
                 self.stopping.wait(poll_s)
         finally:
             self.book.stop()
-
-
-def next_grant_edge(grants: object, now: dt.datetime) -> dt.datetime | None:
-    """The next moment an approved grant starts or ends: its ACLs change then."""
-    edges = [
-        moment
-        for g in grants  # type: ignore[attr-defined]
-        if g.state == "approved"
-        for moment in (g.request.valid_from, g.request.valid_until)
-        if moment > now
-    ]
-    return min(edges, default=None)

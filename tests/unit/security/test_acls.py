@@ -1,0 +1,98 @@
+import datetime as dt
+
+from exchange.config.settings import ExchangeSettings
+from exchange.grants.model import Actor, Decision
+from exchange.security.acls import Acl, desired_acls, is_managed, next_grant_edge, plan_acls
+from tests.unit.grants.fixtures import T0, grant
+
+SETTINGS = ExchangeSettings()
+PROVIDERS = {"gongan.resident_population": "gongan", "mzj.marriage_registration": "mzj"}
+NOW = T0 + dt.timedelta(days=1)
+
+
+def approved(consumer: str = "mzj", **changes: object):  # type: ignore[no-untyped-def]
+    g = grant(consumer=consumer, **changes)
+    decision = Decision(by=Actor(department="gongan", person="李"), at=T0)
+    return g.model_copy(update={"state": "approved", "decision": decision})
+
+
+def of(acls: set[Acl], principal: str) -> set[tuple[str, str, str, str]]:
+    return {(a.resource, a.name, a.pattern, a.operation) for a in acls if a.principal == principal}
+
+
+def test_a_consumer_reads_only_the_delivery_topics_of_its_active_grants() -> None:
+    acls = desired_acls(SETTINGS, PROVIDERS, [approved()], NOW)
+    assert of(acls, "consumer-mzj") == {
+        ("TOPIC", "dlv.mzj.gongan.resident_population", "LITERAL", "READ"),
+        ("TOPIC", "dlv.mzj.gongan.resident_population", "LITERAL", "DESCRIBE"),
+        ("GROUP", "mzj.", "PREFIXED", "READ"),
+        ("GROUP", "mzj.", "PREFIXED", "DESCRIBE"),
+    }
+    # Nothing on a source topic, another department's deliveries or a control topic.
+    assert not {
+        a for a in acls if a.principal.startswith("consumer-") and a.name.startswith("src.")
+    }
+
+
+def test_requested_revoked_expired_and_future_grants_give_nothing() -> None:
+    requested = grant()
+    revoked = approved().model_copy(update={"state": "revoked"})
+    expired = approved(valid_until=T0 + dt.timedelta(hours=1))
+    future = approved(valid_from=NOW + dt.timedelta(days=1), valid_until=NOW + dt.timedelta(days=9))
+    for g in (requested, revoked, expired, future):
+        assert of(desired_acls(SETTINGS, PROVIDERS, [g], NOW), "consumer-mzj") == set(), g.state
+
+
+def test_a_grant_for_an_entry_no_longer_in_the_catalog_gives_nothing() -> None:
+    acls = desired_acls(SETTINGS, {"mzj.marriage_registration": "mzj"}, [approved()], NOW)
+    assert of(acls, "consumer-mzj") == set()
+
+
+def test_a_connector_writes_only_its_departments_entries() -> None:
+    acls = desired_acls(SETTINGS, PROVIDERS, [], NOW)
+    writes = {a.name for a in acls if a.principal == "connector-gongan" and a.operation == "WRITE"}
+    assert writes == {
+        "src.gongan.resident_population",
+        "exchange.dlq",
+        "exchange.connector-offsets",
+    }
+
+
+def test_only_the_platform_writes_grants_catalog_and_audit() -> None:
+    acls = desired_acls(SETTINGS, PROVIDERS, [approved()], NOW)
+    control = {SETTINGS.topics.grants, SETTINGS.topics.catalog}
+    assert not [a for a in acls if a.name in control and a.operation == "WRITE"]
+    audit_writers = {
+        a.principal for a in acls if a.name == SETTINGS.topics.audit and a.operation == "WRITE"
+    }
+    assert audit_writers == {"router"}
+    # The router writes deliveries, by prefix, and reads every source topic.
+    assert ("TOPIC", "dlv.", "PREFIXED", "WRITE") in of(acls, "router")
+    assert ("TOPIC", "src.", "PREFIXED", "READ") in of(acls, "router")
+
+
+def test_plan_adds_the_missing_removes_the_stale_and_leaves_others_alone() -> None:
+    keep = Acl("consumer-mzj", "TOPIC", "dlv.mzj.x", "LITERAL", "READ")
+    new = Acl("consumer-mzj", "TOPIC", "dlv.mzj.y", "LITERAL", "READ")
+    stale = Acl("consumer-rsj", "TOPIC", "dlv.rsj.x", "LITERAL", "READ")
+    foreign = Acl("alice", "TOPIC", "anything", "LITERAL", "READ")
+    plan = plan_acls({keep, new}, [keep, stale, foreign])
+    assert plan.add == (new,)
+    assert plan.remove == (stale,)
+    assert plan.keep == (keep,)
+    assert plan.unmanaged == 1
+    assert plan_acls({keep}, [keep]).empty
+
+
+def test_managed_principals() -> None:
+    assert is_managed("router") and is_managed("consumer-mzj") and is_managed("connector-x")
+    assert not is_managed("operator") and not is_managed("alice")
+
+
+def test_the_next_edge_is_the_nearest_start_or_end_of_an_approved_grant() -> None:
+    ends = approved(valid_until=NOW + dt.timedelta(hours=2))
+    starts = approved(
+        valid_from=NOW + dt.timedelta(hours=1), valid_until=NOW + dt.timedelta(days=2)
+    )
+    assert next_grant_edge([ends, starts], NOW) == NOW + dt.timedelta(hours=1)
+    assert next_grant_edge([grant(valid_until=NOW + dt.timedelta(minutes=1))], NOW) is None
