@@ -2,12 +2,36 @@
 # The sample exchange, end to end on the local platform: catalog and grants applied, each sample
 # department's connector publishes its source data (GBK CSV with bad rows, XLSX, SQLite, HTTP
 # push), the router delivers to the granted consumers, and the audit trail is verified.
+#
+# --secure: the same on the secure platform (SASL/SCRAM over TLS, broker ACLs derived from the
+# grants, data in .exchange-secure/): every connector, the router and each consumer act as their
+# own principal, and a department reading what it was not granted is refused by the broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+secure=false
+[ "${1:-}" = "--secure" ] && secure=true
 bash scripts/setup.sh
-x=.venv/bin/exchange
+x=$PWD/.venv/bin/exchange
 py=.venv/bin/python
-$x dev up
+creds=.exchange-secure/departments
+# `env_of PRINCIPAL`: the environment that makes `exchange` act as that principal (secure mode;
+# nothing in open mode). `as PRINCIPAL cmd…` runs cmd so; background processes use
+# `env $(env_of P) cmd &` directly, so that $! is the process itself.
+env_of() {
+  if $secure; then
+    local file=$creds/$1.env
+    [ -f "$file" ] || file=.exchange-secure/secure/env/$1.env
+    grep -v '^#' "$file"
+  fi
+}
+as() { env $(env_of "$1") "${@:2}"; }
+if $secure; then
+  export EXCHANGE_DEV__STATE_DIR=$PWD/.exchange-secure
+  $x dev up --secure
+  set -a && . .exchange-secure/secure/env/operator.env && set +a   # the operator, from here on
+else
+  $x dev up
+fi
 $x catalog validate
 $x catalog apply
 $x catalog list
@@ -17,11 +41,24 @@ echo "== grants (config/grants): requested, approved by the provider or the oper
 $x grants apply --by 演示操作员
 $x grant list
 
+if $secure; then
+  echo "== credentials for each department's connectors and consumers, then ACLs from the grants"
+  for d in gongan scjg rsj mzj; do $x dept credentials "$d" --role connector --out "$creds"; done
+  for d in mzj shuocheng_rsj zjj swj; do $x dept credentials "$d" --role consumer --out "$creds"; done
+  $x acl sync
+  # Grants approved, revoked or expiring from now on change the ACLs by themselves.
+  $x acl sync --watch > .exchange-secure/acl-watch.log 2>&1 &
+  watch=$!
+fi
+
 echo "== the router (faust-streaming), in the background"
 mkdir -p .exchange
-$x router --worker-id demo --metrics-port 0 --log-level warning > .exchange/router-demo.log 2>&1 &
+env $(env_of router) $x router --worker-id demo --metrics-port 0 --log-level warning > .exchange/router-demo.log 2>&1 &
 router=$!
-stop_router() { kill -TERM "$router" 2>/dev/null && wait "$router" 2>/dev/null || true; }
+stop_router() {
+  kill -TERM "$router" 2>/dev/null && wait "$router" 2>/dev/null || true
+  if $secure; then kill -TERM "$watch" 2>/dev/null && wait "$watch" 2>/dev/null || true; fi
+}
 trap stop_router EXIT
 
 echo "== sample source data (samples/data) into the connectors' drop folders and database"
@@ -33,12 +70,12 @@ cp samples/data/scjg/legal_entities.xlsx "$work/scjg/inbox/"
 
 for c in gongan-population scjg-legal-entities rsj-social-insurance; do
   echo "== connector $c"
-  $x connector check "config/connectors/$c.yaml" --rows 3
-  $x connector run "config/connectors/$c.yaml" --once --log-level warning
+  as "connector-${c%%-*}" $x connector check "config/connectors/$c.yaml" --rows 3
+  as "connector-${c%%-*}" $x connector run "config/connectors/$c.yaml" --once --log-level warning
 done
 
 echo "== connector mzj-marriage-push (HTTP): a good batch, then a batch with a wrong citizen ID"
-$x connector run config/connectors/mzj-marriage-push.yaml --log-level warning &
+env $(env_of connector-mzj) $x connector run config/connectors/mzj-marriage-push.yaml --log-level warning &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true; stop_router' EXIT
 url=http://127.0.0.1:8480/v1/entries/mzj.marriage_registration/records
@@ -59,8 +96,18 @@ echo "reports of the processed files: $work/*/inbox/done/*.report.csv"
 echo "== what each consumer received (router log: .exchange/router-demo.log)"
 $x deliveries --wait 180
 
+if $secure; then
+  echo "== consumers as themselves: mzj reads its granted deliveries…"
+  as consumer-mzj $x consume gongan.resident_population --as mzj --max 3 --idle 20
+  echo "== …but with its credentials the broker refuses it swj's deliveries"
+  if as consumer-mzj $x consume scjg.legal_entity --as swj --max 1 --idle 10; then
+    echo "mzj read swj's deliveries" >&2
+    exit 1
+  fi
+fi
+
 echo "== the platform's figures (exchange status; exchange monitor serves them to Prometheus)"
-$x status --once
+as monitor $x status --once
 stop_router
 trap - EXIT
 

@@ -94,7 +94,7 @@ class LocalPlatform:
         java = require_tool("java", "run Kafka and the schema registry")
         if (major := java_major(java)) < MIN_JAVA:
             raise PlatformError(f"Java {MIN_JAVA}+ is needed, found Java {major}", code="OLD_JAVA")
-        self._check_mode(secure_mode)
+        secure_mode = self._check_mode(secure_mode, progress)
         libs = fetch_kafka(self.cache, self.dev.kafka_version, self.dev.log4j_version, progress)
         registry_jar = fetch_apicurio(self.cache, self.dev.apicurio_version, progress)
         if secure_mode:
@@ -105,16 +105,19 @@ class LocalPlatform:
         self._up_registry(java, registry_jar, progress)
         return self.status()
 
-    def _check_mode(self, want_secure: bool) -> None:
+    def _check_mode(self, want_secure: bool, progress: Progress) -> bool:
+        """The mode to start in: the one the data was created in (secure stays secure)."""
         if not (self.kafka_data / "meta.properties").exists():
-            return
-        if self.secure != want_secure:
-            have, want = ("secure", "open") if self.secure else ("open", "secure")
+            return want_secure
+        if want_secure and not self.secure:
             raise PlatformError(
-                f"the local platform in {self.state} was created in {have} mode; to start it in "
-                f"{want} mode, first run `exchange dev down --purge` (deletes its data)",
+                f"the local platform in {self.state} was created in open mode; to start it in "
+                "secure mode, first run `exchange dev down --purge` (deletes its data)",
                 code="MODE_MISMATCH",
             )
+        if self.secure and not want_secure:
+            progress(f"the platform in {self.state} was created in secure mode: starting it so")
+        return self.secure
 
     def _write_env_files(self) -> None:
         files = self.secure_files

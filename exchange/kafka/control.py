@@ -126,13 +126,24 @@ def to_message(msg: Any) -> Message:
 
 
 def partitions(client: Consumer | Producer, topic: str, timeout: float) -> list[int]:
-    """The topic's partition numbers; empty when the topic does not exist."""
+    """The topic's partition numbers; empty when the topic does not exist.
+
+    A topic this principal may not see is an error, not "missing": the remedy differs.
+    """
     try:
         metadata = client.list_topics(topic, timeout=timeout)
     except KafkaException as exc:
         raise KafkaOpError.wrap(f"cannot read metadata of {topic}", exc) from exc
     tmeta = metadata.topics.get(topic)
-    if tmeta is None or tmeta.error is not None:
+    if tmeta is not None and tmeta.error is not None:
+        if tmeta.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            raise KafkaOpError(
+                f"the broker does not authorize this principal for {topic} (its ACLs come from "
+                "the catalog and the grants: `exchange acl sync`)",
+                code="TOPIC_AUTHORIZATION_FAILED",
+            )
+        return []
+    if tmeta is None:
         return []
     return sorted(tmeta.partitions)
 

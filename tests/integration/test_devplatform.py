@@ -59,3 +59,9 @@ def test_a_taken_port_is_refused_clearly(platform: ExchangeSettings) -> None:
         with pytest.raises(PlatformError) as info:
             LocalPlatform(other).up()
     assert info.value.code == "PORT_TAKEN" and f"port {port} is taken" in str(info.value)
+
+
+def test_open_data_is_not_started_in_secure_mode(platform: ExchangeSettings) -> None:
+    with pytest.raises(PlatformError) as info:
+        LocalPlatform(platform).up(secure_mode=True)
+    assert info.value.code == "MODE_MISMATCH" and "dev down --purge" in str(info.value)
