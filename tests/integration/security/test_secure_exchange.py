@@ -55,12 +55,13 @@ class SecureExchange:
         self.project = project = IsolatedProject(Project(root))
         uid = self.uid = project.uid
         self.provider, self.reader, self.other = uid, f"{uid}_mzj", f"{uid}_zjj"
+        self.late = f"{uid}_late"  # granted later, for a short while
         project.write(
             "config/departments.yaml",
             "departments:\n"
             + "".join(
                 f"  - {{id: {d}, name: 部门{i}, level: city, region_code: '140600'}}\n"
-                for i, d in enumerate((self.provider, self.reader, self.other))
+                for i, d in enumerate((self.provider, self.reader, self.other, self.late))
             ),
         )
         self.config = project.exchange_yaml
@@ -80,6 +81,7 @@ class SecureExchange:
             (self.other, "connector"),
             (self.reader, "consumer"),
             (self.other, "consumer"),
+            (self.late, "consumer"),
         ):
             issue(self.operator, dept, role, self.audit, departments, self.creds)
         self.first_sync = sync_once(self.operator, self.audit)
@@ -92,7 +94,7 @@ class SecureExchange:
     def settings(self, principal: str) -> ExchangeSettings:
         return self.platform.load(self.config, self.env(principal))
 
-    def grant(self, consumer: str) -> None:
+    def grant(self, consumer: str, lasting: dt.timedelta = dt.timedelta(days=1)) -> None:
         now = dt.datetime.now(dt.UTC)
         request = GrantRequest.model_validate(
             {
@@ -102,7 +104,7 @@ class SecureExchange:
                 "purpose": "data_verification",
                 "legal_basis": "测试依据",
                 "valid_from": now - dt.timedelta(minutes=1),
-                "valid_until": now + dt.timedelta(days=1),
+                "valid_until": now + lasting,
             }
         )
         gid = f"{consumer}-grant"
@@ -318,6 +320,28 @@ def test_a_revoked_grant_closes_the_topic_by_itself(exchange: SecureExchange) ->
         ("DESCRIBE", topic),
     }
     assert removed[0].chain_id == "security.watch"
+
+
+def test_approval_opens_and_expiry_closes_the_topic_by_themselves(
+    exchange: SecureExchange,
+) -> None:
+    assert exchange.watch is not None, "runs after the revocation test, which starts the watch"
+    late = exchange.settings(f"consumer-{exchange.late}")
+    topic = f"dlv.{exchange.late}.{exchange.project.entry_id}"
+    assert read_error(late, topic, f"{exchange.late}.a") is not None  # no grant yet
+    exchange.grant(exchange.late, lasting=dt.timedelta(seconds=40))
+    # The router creates the topic and the watch adds the ACLs; then the grant runs out.
+    wait_for(
+        "the approved grant to open the topic",
+        lambda: read_error(late, topic, f"{exchange.late}.b") is None,
+    )
+    wait_for(
+        "the expired grant to close the topic",
+        lambda: read_error(late, topic, f"{exchange.late}.c") is not None,
+        timeout=90,
+    )
+    kinds = [e.kind for e in read_events(exchange.operator) if e.consumer == exchange.late]
+    assert "acl.added" in kinds and "acl.removed" in kinds
 
 
 def test_acl_changes_and_credentials_are_audited(exchange: SecureExchange) -> None:
