@@ -1,7 +1,9 @@
-"""Router throughput as a ratio to a raw confluent-kafka passthrough; one and two workers.
+"""Router throughput as a ratio to a raw confluent-kafka passthrough; one and two workers;
+end-to-end latency at a steady rate against a raw produce-to-consume.
 
     .venv/bin/python -m bench.router throughput [--records 50000] [--rounds 2]
     .venv/bin/python -m bench.router workers [--records 50000]
+    .venv/bin/python -m bench.router latency [--rate 2000] [--seconds 30]
 
 ``throughput``: one entry (4 partitions) with 3 grants, each projecting fields and masking some,
 audit on. The same pre-encoded source records are routed by one ``exchange router`` worker and
@@ -12,18 +14,25 @@ offsets. Target: ratio >= 0.5.
 
 ``workers``: the same entry routed by two workers at once against one. Target: >= 1.6x.
 
+``latency``: records sent at a steady rate with the connectors' producer settings (acks=all,
+idempotent, lz4, linger 20 ms), each timed from its send to its arrival at a consumer of one
+grant's delivery topic (matched by event id), against the same producer and consumer on a plain
+topic. The first seconds (warm-up) are left out. Target: p99 ratio <= 3.
+
 Needs the local platform (``exchange dev up``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +40,7 @@ from confluent_kafka import Consumer, KafkaError, Producer
 
 from exchange.config import ExchangeSettings
 from exchange.kafka.admin import Admin, TopicSpec, plan_topics
+from exchange.routing.core import EVENT_HEADER
 from exchange.routing.report import router_backlog
 from tests.conftest import ROOT, Project
 from tests.integration.conftest import IsolatedProject
@@ -164,11 +174,12 @@ def passthrough(env: RouterEnv, targets: list[str], n: int) -> float:
     return n / (time.perf_counter() - first_at)
 
 
-def route(env: RouterEnv, records: list[tuple[str, bytes]], workers: int) -> float:
-    """Records/s routed by ``workers`` router workers (deliveries of all grants, summed).
+@contextlib.contextmanager
+def running_router(env: RouterEnv, workers: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``workers`` router workers, started on the empty source and ready to route.
 
-    The workers start on the empty source, so every grant is handed over to the live stream
-    before the records arrive: the live path is measured, not the backfill.
+    Ready: every grant's delivery topic exists, every backfill has handed over to the live
+    stream and all workers joined the group, so what follows measures the live path.
     """
     topics = [env.delivery_topic(env.consumers[c]) for c, _t in GRANTS]
     processes: list[subprocess.Popen[bytes]] = []
@@ -190,20 +201,170 @@ def route(env: RouterEnv, records: list[tuple[str, bytes]], workers: int) -> flo
             )
 
         env.wait_for("the router workers to be ready", ready, 180)
-        produce_all(env.settings, env.project.source_topic, records)
-        rate = wait_for_writes(
-            admin,
-            topics,
-            len(records) * len(GRANTS),
-            lambda: all(p.poll() is None for p in processes),
-        )
-        return rate / len(GRANTS)
+        yield processes
     finally:
         for p in processes:
             p.terminate()
         for p in processes:
             p.wait(timeout=60)
         env.process = None
+
+
+def route(env: RouterEnv, records: list[tuple[str, bytes]], workers: int) -> float:
+    """Records/s routed by ``workers`` router workers (deliveries of all grants, summed)."""
+    topics = [env.delivery_topic(env.consumers[c]) for c, _t in GRANTS]
+    with running_router(env, workers) as processes:
+        produce_all(env.settings, env.project.source_topic, records)
+        rate = wait_for_writes(
+            Admin(env.settings.kafka),
+            topics,
+            len(records) * len(GRANTS),
+            lambda: all(p.poll() is None for p in processes),
+        )
+        return rate / len(GRANTS)
+
+
+# -- latency ---------------------------------------------------------------------------------
+
+#: The connectors' producer settings (connectors/config.py PublishSettings defaults).
+CONNECTOR_PRODUCER = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "compression.type": "lz4",
+    "linger.ms": 20,
+}
+
+
+class Arrivals:
+    """A consumer thread noting when each record arrives, by an id taken from the record."""
+
+    def __init__(
+        self, settings: ExchangeSettings, topic: str, ident: Callable[[Any], str | None]
+    ) -> None:
+        self.times: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            settings.kafka.client_config(
+                **{
+                    "group.id": f"bench-latency-{time.monotonic_ns()}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "latest",
+                }
+            )
+        )
+        # Noted by the consuming thread: calling the consumer from two threads can block.
+        self._assigned = threading.Event()
+        self._consumer.subscribe([topic], on_assign=lambda _c, _p: self._assigned.set())
+        self._ident = ident
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def assigned(self) -> bool:
+        return self._assigned.is_set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            # poll, not consume(n): a batch call waits for n records or its timeout, which
+            # would add its own delay to every arrival.
+            msg = self._consumer.poll(0.1)
+            if msg is None:
+                continue
+            now = time.time()
+            if msg.error() is None and (key := self._ident(msg)) is not None:
+                self.times.setdefault(key, now)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._consumer.close()
+
+
+def send_steadily(
+    settings: ExchangeSettings, topic: str, records: list[tuple[str, bytes, str]], rate: float
+) -> dict[str, float]:
+    """Send ``(key, value, id)`` at ``rate`` records/s; the wall time each was handed over."""
+    producer = Producer(settings.kafka.client_config(**CONNECTOR_PRODUCER))
+    sent: dict[str, float] = {}
+    start = time.perf_counter()
+    for i, (key, value, ident) in enumerate(records):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        sent[ident] = time.time()
+        producer.produce(topic, key=key.encode(), value=value)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    return sent
+
+
+def latencies(
+    sent: dict[str, float], arrivals: Arrivals, skip: int, timeout: float = 120
+) -> list[float]:
+    """Milliseconds from send to arrival of every record after the first ``skip``."""
+    ids = list(sent)[skip:]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(arrivals.times) < len(sent):
+        time.sleep(0.2)
+    missing = [i for i in ids if i not in arrivals.times]
+    if missing:
+        raise SystemExit(f"{len(missing):,} of {len(ids):,} records never arrived")
+    return sorted((arrivals.times[i] - sent[i]) * 1000 for i in ids)
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(ordered: list[float]) -> str:
+    return f"p50 {percentile(ordered, 0.5):.1f} ms, p99 {percentile(ordered, 0.99):.1f} ms"
+
+
+def latency(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="exchange-bench-latency-"))
+    env = setup(work)
+    n = int(args.rate * args.seconds)
+    skip = int(args.rate * args.warmup)
+    regions = ("140602", "140603", "140621", "140622")
+    routed = [
+        (*env.change(person(i % 15_000, regions[i % 4]), event=f"lat-{i}"), f"lat-{i}")
+        for i in range(n)
+    ]
+    print(f"{n:,} records at {args.rate:,.0f}/s; the first {args.warmup:.0f} s left out")
+
+    plain = f"bench.latency.{env.uid}"
+    admin = Admin(env.settings.kafka)
+    admin.apply(plan_topics([TopicSpec(plain, PARTITIONS, 1, {})], admin.topic_states([plain])))
+    arrivals = Arrivals(env.settings, plain, lambda m: (m.key() or b"").decode())
+    env.wait_for("the baseline consumer's assignment", arrivals.assigned, 60)
+    sent = send_steadily(env.settings, plain, [(i, v, i) for _k, v, i in routed], args.rate)
+    base = latencies(sent, arrivals, skip)
+    arrivals.close()
+    print(f"  produce -> consume: {summary(base)}")
+
+    def event_id(msg: Any) -> str | None:
+        value = dict(msg.headers() or []).get(EVENT_HEADER)
+        return value.decode() if value is not None else None
+
+    with running_router(env, 1):
+        topic = env.delivery_topic(env.consumers["mzj"])
+        arrivals = Arrivals(env.settings, topic, event_id)
+        env.wait_for("the delivery consumer's assignment", arrivals.assigned, 60)
+        sent = send_steadily(env.settings, env.project.source_topic, routed, args.rate)
+        ours = latencies(sent, arrivals, skip)
+        arrivals.close()
+    print(f"  publish -> router -> consumer: {summary(ours)}")
+    shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(
+        "| rate (rec/s) | raw p50 (ms) | raw p99 (ms) | exchange p50 (ms) | exchange p99 (ms) "
+        "| p99 ratio | target |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    b50, b99, o50, o99 = (percentile(x, q) for x in (base, ours) for q in (0.5, 0.99))
+    print(
+        f"| {args.rate:,.0f} | {b50:.1f} | {b99:.1f} | {o50:.1f} | {o99:.1f} | "
+        f"{o99 / b99:.1f} | <= 3 |"
+    )
 
 
 def throughput(args: argparse.Namespace) -> None:
@@ -251,8 +412,12 @@ def main() -> None:
     t.add_argument("--rounds", type=int, default=2)
     w = sub.add_parser("workers", help="two router workers against one")
     w.add_argument("--records", type=int, default=50_000)
+    lat = sub.add_parser("latency", help="end-to-end latency against raw produce-to-consume")
+    lat.add_argument("--rate", type=float, default=2000)
+    lat.add_argument("--seconds", type=float, default=30)
+    lat.add_argument("--warmup", type=float, default=5)
     args = parser.parse_args()
-    {"throughput": throughput, "workers": scaling}[args.what](args)
+    {"throughput": throughput, "workers": scaling, "latency": latency}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from exchange.catalog.load import load_catalog
 from exchange.catalog.model import CatalogEntry
 from exchange.cli import output
 from exchange.cli.context import state
+from exchange.cli.security import sync_after_grant_change
 from exchange.grants.model import PURPOSE_LABELS, Actor, Grant, GrantRequest, Mask, Predicate
 from exchange.grants.rules import effective_masks
 from exchange.grants.store import GrantStore, read_grants
@@ -112,6 +113,8 @@ def request(
     finally:
         store.close()
     output.out.print(f"grant [bold]{grant.id}[/bold]: {grant.state}")
+    if grant.state == "approved":  # unconditional entries are approved at once
+        sync_after_grant_change(state(ctx).settings)
 
 
 def _decide(
@@ -124,6 +127,7 @@ def _decide(
         store.close()
     who = escape(str(Actor(department=department, person=person)))
     output.out.print(f"grant [bold]{grant.id}[/bold]: {grant.state} by {who}")
+    sync_after_grant_change(state(ctx).settings)
 
 
 @app.command()

@@ -10,6 +10,7 @@ import typer
 from exchange.catalog.load import load_catalog
 from exchange.cli import output
 from exchange.cli.context import state
+from exchange.cli.security import sync_after_grant_change
 from exchange.config import ConfigError
 from exchange.grants.declared import apply_steps, load_declared, plan_declared
 from exchange.grants.model import Actor
@@ -52,6 +53,8 @@ def apply(
         ["grant", "consumer", "entry", "changes", "state"],
         [(s.grant_id, s.consumer, s.entry, ", ".join(s.actions) or "-", s.note) for s in steps],
     )
+    if not dry_run and any(s.actions for s in steps):
+        sync_after_grant_change(settings)
     conflicts = [s for s in steps if s.note.startswith("CONFLICT")]
     if conflicts:
         raise typer.Exit(1)

@@ -15,6 +15,7 @@ from exchange.catalog.load import load_catalog
 from exchange.cli import output
 from exchange.cli.context import state
 from exchange.config import ExchangeSettings
+from exchange.errors import ExchangeError
 from exchange.kafka.admin import Admin
 from exchange.security.acls import ROLES, AclPlan
 from exchange.security.credentials import issue
@@ -51,6 +52,7 @@ def credentials(
     if role not in ROLES:
         raise typer.BadParameter(f"must be one of {', '.join(ROLES)}", param_hint="--role")
     settings = state(ctx).settings
+    _require_secure(settings)
     departments = set(load_catalog(settings).require_valid().departments)
     audit = AuditWriter(settings, CLI_CHAIN)
     try:
@@ -139,6 +141,32 @@ def list_acls(
         if principal is None or name == principal:
             rows.append((name, acl.describe() if acl else str(binding)))
     output.table("ACLs on the broker", ["principal", "allows"], sorted(rows))
+
+
+def sync_after_grant_change(settings: ExchangeSettings) -> None:
+    """In secure mode, bring the ACLs in line right after a grant command changed a grant.
+
+    ``acl sync --watch`` would do it within a second; doing it here too means the change holds
+    even where no watch runs. A failure leaves the grant written and says what to run.
+    """
+    if settings.kafka.security.protocol == "PLAINTEXT":
+        return
+    try:
+        audit = AuditWriter(settings, CLI_CHAIN)
+        try:
+            change = sync_once(settings, audit)
+        finally:
+            audit.close()
+    except ExchangeError as exc:
+        output.err.print(
+            f"[yellow]warning:[/yellow] the grant is saved, but the ACLs were not synced: "
+            f"{escape(str(exc))}; run `exchange acl sync` (or keep `acl sync --watch` running)"
+        )
+        return
+    if not change.empty:
+        output.out.print(
+            f"ACLs synced: {len(change.add)} added, {len(change.remove)} removed (audited)"
+        )
 
 
 def _require_secure(settings: ExchangeSettings) -> None:

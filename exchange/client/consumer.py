@@ -9,6 +9,7 @@ handled before is committed, the failing record is not, and is handed over again
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import uuid
@@ -144,8 +145,12 @@ class DeliveryConsumer(Generic[T]):
                     self._handle(msg, handler)
                     if msg.error() is None:  # an error event has no offset of its own
                         done[(str(msg.topic()), int(msg.partition() or 0))] = int(msg.offset() or 0)
-            finally:
-                self._commit(done)
+            except BaseException:
+                # Keep what was handled, but never let a failing commit hide the first error.
+                with contextlib.suppress(KafkaOpError):
+                    self._commit(done)
+                raise
+            self._commit(done)
         return self.stats
 
     def _handle(self, msg: Message, handler: Callable[[Change[T]], object]) -> None:

@@ -112,6 +112,12 @@ class RegistrySettings(_Section):
     #: Extra schema-registry client settings; they win over the ones above.
     client: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("username", "password_file", "ca_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # An empty EXCHANGE_REGISTRY__USERNAME= clears a login inherited from the environment.
+        return None if value == "" else value
+
     def client_config(self) -> dict[str, Any]:
         conf: dict[str, Any] = {"url": self.url, "timeout": self.timeout_s}
         if self.username is not None and self.password_file is not None:

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
+
+# confluent-kafka's admin package does not declare these in __all__, hence the ignore.
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialAlteration,
+    UserScramCredentialUpsertion,
+)
 
 from exchange.config import ExchangeSettings
 from exchange.devplatform import processes, secure
@@ -259,8 +267,9 @@ class LocalPlatform:
             conf |= {
                 "security.protocol": "SASL_SSL",
                 "sasl.mechanism": secure.MECHANISM,
-                "sasl.username": "operator",
-                "sasl.password": files.password("operator"),
+                # The broker's own principal: the only one created at format time.
+                "sasl.username": "broker",
+                "sasl.password": files.password("broker"),
                 "ssl.ca.location": str(files.tls.ca_cert),
             }
         admin = AdminClient(conf)
@@ -273,6 +282,33 @@ class LocalPlatform:
             return True
 
         self._wait("kafka", pid_file, ready)
+        if self.secure:
+            self._ensure_principals(admin)
+
+    def _ensure_principals(self, admin: AdminClient) -> None:
+        """The platform's principals, with their stored passwords (idempotent, every start).
+
+        Created through the admin API, not on the storage tool's command line, where any
+        local user could read the passwords.
+        """
+        upserts: list[UserScramCredentialAlteration] = [
+            UserScramCredentialUpsertion(
+                principal,
+                ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+                self.secure_files.password(principal).encode(),
+            )
+            for principal in secure.SCRAM_PRINCIPALS
+            if principal != "broker"
+        ]
+        futures = admin.alter_user_scram_credentials(upserts, request_timeout=30)
+        for principal, future in futures.items():
+            try:
+                future.result(timeout=30)
+            except KafkaException as exc:
+                raise PlatformError(
+                    f"cannot create the platform principal {principal}: {exc}",
+                    code="SCRAM_FAILED",
+                ) from exc
 
     # -- registry ----------------------------------------------------------------------------
     def _up_registry(self, java: str, jar: Path, progress: Progress) -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 from exchange.config.settings import DevPlatformSettings
 from exchange.devplatform.tls import TlsFiles, ensure_tls, write_private
 
-#: SCRAM users created when the broker's storage is formatted (before anyone can log in).
-#: ``broker``: the broker to itself; ``operator``: the platform operator (catalog, grants,
-#: credentials, ACLs); ``router``; ``monitor``; ``registry``: the schema registry's storage.
+#: The platform's SCRAM users. ``broker`` (the broker to itself) is created when the storage is
+#: formatted, the others through the admin API at every start. ``operator``: the platform
+#: operator (catalog, grants, credentials, ACLs); ``router``; ``monitor``; ``registry``: the
+#: schema registry's storage.
 SCRAM_PRINCIPALS = ("broker", "operator", "router", "monitor", "registry")
 #: Allowed everything by the authorizer. The router and the monitor are not: they get ACLs
 #: from ``exchange acl sync`` like every department.
@@ -101,14 +102,11 @@ def kafka_properties(dev: DevPlatformSettings, files: SecureFiles) -> list[str]:
 
 
 def scram_format_args(files: SecureFiles) -> list[str]:
-    """``--add-scram`` arguments of ``kafka-storage format`` for the platform's principals."""
-    args = []
-    for principal in SCRAM_PRINCIPALS:
-        args += [
-            "--add-scram",
-            f"{MECHANISM}=[name={principal},password={files.password(principal)}]",
-        ]
-    return args
+    """``--add-scram`` of ``kafka-storage format``: the broker's own principal, which must
+    exist before the first login. It is briefly on that tool's command line; every other
+    principal is created through the admin API once the broker runs."""
+    credential = f"{MECHANISM}=[name=broker,password={files.password('broker')}]"
+    return ["--add-scram", credential]
 
 
 def registry_properties(dev: DevPlatformSettings, files: SecureFiles, bootstrap: str) -> str:
@@ -143,6 +141,9 @@ def registry_properties(dev: DevPlatformSettings, files: SecureFiles, bootstrap:
         "quarkus.http.auth.permission.read.paths=/apis/*",
         "quarkus.http.auth.permission.read.methods=GET,HEAD,OPTIONS",
         "quarkus.http.auth.permission.read.policy=permit",
+        # Apicurio's admin API (export, configuration) only for the platform, even reads.
+        "quarkus.http.auth.permission.admin.paths=/apis/registry/v3/admin/*",
+        "quarkus.http.auth.permission.admin.policy=platform",
         "quarkus.http.auth.permission.write.paths=/apis/*",
         "quarkus.http.auth.permission.write.methods=POST,PUT,DELETE,PATCH",
         "quarkus.http.auth.permission.write.policy=platform",
@@ -184,9 +185,9 @@ def client_env(
         lines.append(f"EXCHANGE_KAFKA__SECURITY__CA_FILE={ca_file}")
     if registry_ca_file is not None:
         lines.append(f"EXCHANGE_REGISTRY__CA_FILE={registry_ca_file}")
-    if registry_writer:
-        lines += [
-            f"EXCHANGE_REGISTRY__USERNAME={principal}",
-            f"EXCHANGE_REGISTRY__PASSWORD_FILE={password_file}",
-        ]
+    # Not a writer: clear any registry login inherited from the shell (the operator's).
+    lines += [
+        f"EXCHANGE_REGISTRY__USERNAME={principal if registry_writer else ''}",
+        f"EXCHANGE_REGISTRY__PASSWORD_FILE={password_file if registry_writer else ''}",
+    ]
     return "\n".join(lines) + "\n"

@@ -1,7 +1,8 @@
 """The local platform's own certificate authority and the server certificate it signs.
 
 Clients verify the broker and the registry against ``ca.pem``: a process that takes over the
-port cannot pose as the broker without the CA's key, which never leaves the state folder.
+port cannot pose as the broker without a certificate signed by the CA, whose key is not kept
+once the server certificate is signed.
 """
 
 from __future__ import annotations

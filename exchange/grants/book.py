@@ -44,6 +44,11 @@ class GrantBook:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    @property
+    def alive(self) -> bool:
+        """Still following the topic (the reader thread has not stopped on an error)."""
+        return self._thread.is_alive() or self._stop.is_set()
+
     def snapshot(self) -> tuple[int, dict[str, Grant]]:
         with self._lock:
             return self.version, dict(self._grants)

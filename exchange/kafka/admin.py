@@ -25,6 +25,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialAlteration,
     UserScramCredentialUpsertion,
 )
 
@@ -247,7 +248,9 @@ class Admin:
     def upsert_scram(self, user: str, password: str, mechanism: str, iterations: int) -> None:
         """Create or replace ``user``'s SCRAM credential (the broker stores only a salted hash)."""
         info = ScramCredentialInfo(ScramMechanism[mechanism.replace("-", "_")], iterations)
-        upsert = UserScramCredentialUpsertion(user, info, password.encode("utf-8"))
+        upsert: UserScramCredentialAlteration = UserScramCredentialUpsertion(
+            user, info, password.encode("utf-8")
+        )
         futures = self._admin.alter_user_scram_credentials([upsert], request_timeout=self._timeout)
         self._wait(futures, f"set SCRAM credentials of {user}")
 

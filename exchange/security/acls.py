@@ -59,10 +59,13 @@ class Acl:
     name: str
     pattern: str  # LITERAL | PREFIXED
     operation: str  # READ | WRITE | CREATE | DESCRIBE | DESCRIBE_CONFIGS | ...
+    #: We only ever allow from any host; a hand-made rule for one host is stale like any other.
+    host: str = "*"
 
     def describe(self) -> str:
         star = "*" if self.pattern == "PREFIXED" else ""
-        return f"{self.operation} {self.resource.lower()} {self.name}{star}"
+        where = "" if self.host == "*" else f" from {self.host}"
+        return f"{self.operation} {self.resource.lower()} {self.name}{star}{where}"
 
 
 @dataclass(frozen=True)

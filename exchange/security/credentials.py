@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from exchange.audit.events import Happening
@@ -28,8 +28,8 @@ ITERATIONS = 8192
 @dataclass(frozen=True)
 class Issued:
     principal: str
-    password: str
-    created: bool
+    password: str = field(repr=False)
+    created: bool = False
     #: With ``out_dir``: the password file and the client environment file written.
     files: tuple[Path, ...] = ()
 
@@ -59,6 +59,10 @@ def issue(
     admin = Admin(settings.kafka)
     created = principal not in admin.scram_users()
     password = secrets.token_urlsafe(24)
+    # The files first: if they cannot be written, the old password still works.
+    files: tuple[Path, ...] = ()
+    if out_dir is not None:
+        files = _write_files(settings, principal, password, out_dir)
     # Audited before the change, like ACL changes: never a credential change without a trace.
     audit.write(
         [
@@ -72,19 +76,29 @@ def issue(
         ]
     )
     admin.upsert_scram(principal, password, sec.mechanism, ITERATIONS)
-    files: tuple[Path, ...] = ()
-    if out_dir is not None:
-        password_file = out_dir / f"{principal}.password"
-        env_file = out_dir / f"{principal}.env"
-        write_private(password_file, password.encode())
-        env = client_env(
-            principal,
-            settings.kafka.bootstrap_servers,
-            password_file.resolve(),
-            sec.ca_file,
-            settings.registry.url,
-            settings.registry.ca_file,
-        )
-        write_private(env_file, env.encode())
-        files = (password_file, env_file)
     return Issued(principal, password, created, files)
+
+
+def _write_files(
+    settings: ExchangeSettings, principal: str, password: str, out_dir: Path
+) -> tuple[Path, ...]:
+    password_file = out_dir / f"{principal}.password"
+    env_file = out_dir / f"{principal}.env"
+    env = client_env(
+        principal,
+        settings.kafka.bootstrap_servers,
+        password_file.resolve(),
+        settings.kafka.security.ca_file,
+        settings.registry.url,
+        settings.registry.ca_file,
+    )
+    try:
+        write_private(password_file, password.encode())
+        write_private(env_file, env.encode())
+    except OSError as exc:
+        raise SecurityError(
+            f"cannot write the credentials of {principal} to {out_dir}: {exc.strerror} "
+            "(nothing was changed on the broker)",
+            code="CANNOT_WRITE",
+        ) from exc
+    return (password_file, env_file)

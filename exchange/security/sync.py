@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from confluent_kafka import KafkaException
+
 # confluent-kafka's admin package does not declare these in __all__, hence the ignore.
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclBinding,
@@ -27,11 +29,13 @@ from exchange.audit.events import Happening
 from exchange.audit.writer import AuditWriter
 from exchange.catalog.published import read_published
 from exchange.config import ExchangeSettings
+from exchange.errors import ExchangeError
 from exchange.grants.book import GrantBook
 from exchange.grants.model import Grant
 from exchange.grants.store import read_grants
 from exchange.kafka.admin import Admin
 from exchange.security.acls import Acl, AclPlan, desired_acls, next_grant_edge, plan_acls
+from exchange.security.errors import SecurityError
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +46,17 @@ def to_binding(acl: Acl) -> AclBinding:
         acl.name,
         ResourcePatternType[acl.pattern],
         f"User:{acl.principal}",
-        "*",
+        acl.host,
         AclOperation[acl.operation],
         AclPermissionType.ALLOW,
     )
 
 
 def from_binding(binding: AclBinding) -> Acl | None:
-    """Our form of a broker ACL; ``None`` for one we never write (DENY, a host, a non-user)."""
-    if (
-        binding.permission_type != AclPermissionType.ALLOW
-        or binding.host != "*"
-        or not binding.principal.startswith("User:")
+    """Our form of a broker ALLOW rule; ``None`` for a DENY rule (it only takes away, so it is
+    left alone) or a principal that is not a user."""
+    if binding.permission_type != AclPermissionType.ALLOW or not binding.principal.startswith(
+        "User:"
     ):
         return None
     return Acl(
@@ -62,6 +65,7 @@ def from_binding(binding: AclBinding) -> Acl | None:
         binding.name,
         _name(binding.resource_pattern_type),
         _name(binding.operation),
+        binding.host,
     )
 
 
@@ -95,8 +99,23 @@ def apply(settings: ExchangeSettings, admin: Admin, change: AclPlan, audit: Audi
     happenings = [_happening("acl.added", acl, audit.chain_id, ts) for acl in change.add]
     happenings += [_happening("acl.removed", acl, audit.chain_id, ts) for acl in change.remove]
     audit.write(happenings)
-    admin.delete_acls([to_binding(a) for a in change.remove])
-    admin.create_acls([to_binding(a) for a in change.add])
+    try:
+        admin.delete_acls([to_binding(a) for a in change.remove])
+        admin.create_acls([to_binding(a) for a in change.add])
+    except ExchangeError as exc:
+        # The events above announced the change: say that it did not (all) take effect. The
+        # next sync plans the difference again.
+        audit.write(
+            [
+                Happening(
+                    kind="acl.failed",
+                    actor=audit.chain_id,
+                    ts_ms=int(time.time() * 1000),
+                    details={"error": str(exc), "planned": len(happenings)},
+                )
+            ]
+        )
+        raise
 
 
 def _happening(kind: str, acl: Acl, actor: str, ts: int) -> Happening:
@@ -152,19 +171,35 @@ class AclWatch:
         self.book = GrantBook(settings)
         self.stopping = threading.Event()
 
-    def run(self, poll_s: float = 1.0) -> None:
-        self.book.start(self.settings.kafka.request_timeout_s * 4)
+    def run(self, poll_s: float = 1.0, retry_s: float = 5.0) -> None:
+        """Sync until stopped. A failed sync (broker unreachable, a timeout) is logged and
+        retried; only losing the grants themselves ends the watch, with an error."""
+        try:
+            self.book.start(self.settings.kafka.request_timeout_s * 4)
+        except TimeoutError as exc:
+            raise SecurityError(f"cannot follow the grants: {exc}", code="NO_GRANTS") from exc
         try:
             seen = -1
             due = 0.0
             next_edge: dt.datetime | None = None
             while not self.stopping.is_set():
+                if not self.book.alive:
+                    raise SecurityError(
+                        "the grants are no longer followed (their reader stopped): ACLs would "
+                        "go stale, so the watch stops; restart it",
+                        code="NO_GRANTS",
+                    )
                 version, grants = self.book.snapshot()
                 now = dt.datetime.now(dt.UTC)
                 edge_passed = next_edge is not None and now >= next_edge
                 if version != seen or edge_passed or time.monotonic() >= due:
-                    change = plan(self.settings, self.admin, list(grants.values()), now)
-                    apply(self.settings, self.admin, change, self.audit)
+                    try:
+                        change = plan(self.settings, self.admin, list(grants.values()), now)
+                        apply(self.settings, self.admin, change, self.audit)
+                    except (ExchangeError, KafkaException) as exc:
+                        log.error("ACL sync failed, retrying in %.0f s: %s", retry_s, exc)
+                        self.stopping.wait(retry_s)
+                        continue
                     if not change.empty:
                         self.on_change(change)
                     seen, due = version, time.monotonic() + self.resync_s

@@ -129,3 +129,16 @@ def test_a_missing_secret_file_names_the_field(tmp_path: Path) -> None:
         s.kafka.client_config()
     assert "kafka.security.password_file" in str(err.value)
     assert "nowhere" in str(err.value)
+
+
+def test_an_empty_registry_login_in_the_environment_clears_the_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "exchange.yaml"
+    (tmp_path / "secret").write_text("x")
+    cfg.write_text("registry:\n  username: operator\n  password_file: secret\n")
+    monkeypatch.setenv("EXCHANGE_REGISTRY__USERNAME", "")
+    monkeypatch.setenv("EXCHANGE_REGISTRY__PASSWORD_FILE", "")
+    s = load_settings(cfg)
+    assert s.registry.username is None and s.registry.password_file is None
+    assert "basic.auth.user.info" not in s.registry.client_config()
