@@ -80,10 +80,16 @@ def setup(work: Path) -> RouterEnv:
     return env
 
 
-def source_records(env: RouterEnv, n: int) -> list[tuple[str, bytes]]:
-    regions = ("140602", "140603", "140621", "140622")
+REGIONS = ("140602", "140603", "140621", "140622")
+
+
+def row(i: int) -> dict[str, Any]:
     # Birth dates stay in the past (a future one is rejected); keys repeat beyond 15,000.
-    return [env.change(person(i % 15_000, regions[i % 4])) for i in range(n)]
+    return person(i % 15_000, REGIONS[i % 4])
+
+
+def source_records(env: RouterEnv, n: int) -> list[tuple[str, bytes]]:
+    return [env.change(row(i)) for i in range(n)]
 
 
 def produce_all(settings: ExchangeSettings, topic: str, records: list[tuple[str, bytes]]) -> None:
@@ -330,11 +336,7 @@ def latency(args: argparse.Namespace) -> None:
     env = setup(work)
     n = int(args.rate * args.seconds)
     skip = int(args.rate * args.warmup)
-    regions = ("140602", "140603", "140621", "140622")
-    routed = [
-        (*env.change(person(i % 15_000, regions[i % 4]), event=f"lat-{i}"), f"lat-{i}")
-        for i in range(n)
-    ]
+    routed = [(*env.change(row(i), event=f"lat-{i}"), f"lat-{i}") for i in range(n)]
     print(f"{n:,} records at {args.rate:,.0f}/s; the first {args.warmup:.0f} s left out")
 
     plain = f"bench.latency.{env.uid}"

@@ -13,7 +13,6 @@ committed together or not at all.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import zlib
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from exchange.catalog.apply import value_subject
 from exchange.catalog.avro import canonical_json, load_schema
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
+from exchange.files import write_private
 from exchange.kafka.control import Message, partitions, read_range, reader
 from exchange.kafka.errors import KafkaOpError
 from exchange.kafka.registry import Registry
@@ -86,14 +86,8 @@ def generate_key(path: Path) -> bool:
     """Write a new random 32-byte key (readable by the owner only); ``False`` if one exists."""
     if path.exists():
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "x", encoding="ascii", opener=_private) as f:
-        f.write(secrets.token_hex(32) + "\n")
+    write_private(path, (secrets.token_hex(32) + "\n").encode("ascii"), replace=False)
     return True
-
-
-def _private(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o600)
 
 
 def audit_schema(settings: ExchangeSettings) -> dict[str, Any]:

@@ -102,7 +102,7 @@ def sync(
     settings = state(ctx).settings
     _require_secure(settings)
     if dry_run:
-        _show(sync_once(settings, None, dry_run=True), dry_run=True)
+        _show(sync_once(settings, None), dry_run=True)
         return
     if not watch:
         audit = AuditWriter(settings, CLI_CHAIN)

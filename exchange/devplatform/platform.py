@@ -15,24 +15,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import KafkaException
-
-# confluent-kafka's admin package does not declare these in __all__, hence the ignore.
-from confluent_kafka.admin import (  # type: ignore[attr-defined]
-    AdminClient,
-    ScramCredentialInfo,
-    ScramMechanism,
-    UserScramCredentialAlteration,
-    UserScramCredentialUpsertion,
-)
+from confluent_kafka.admin import AdminClient
 
 from exchange.config import ExchangeSettings
+from exchange.config.settings import KafkaSecurity, KafkaSettings
 from exchange.devplatform import processes, secure
 from exchange.devplatform.fetch import fetch_apicurio, fetch_kafka, java_major, require_tool
-from exchange.devplatform.tls import write_private
 from exchange.errors import ExchangeError
+from exchange.files import write_private
+from exchange.kafka.admin import Admin
+from exchange.security.principals import SCRAM_ITERATIONS, client_env
 
 COMPONENTS = ("kafka", "registry")
 MIN_JAVA = 17
@@ -133,7 +127,7 @@ class LocalPlatform:
         for principal in secure.SCRAM_PRINCIPALS:
             if principal in ("broker", "registry"):
                 continue
-            text = secure.client_env(
+            text = client_env(
                 principal,
                 self.bootstrap,
                 files.password_file(principal),
@@ -258,21 +252,28 @@ class LocalPlatform:
         (home / "log4j2.yaml").write_text(log_config.read_text())
         return props
 
+    def _kafka_settings(self) -> KafkaSettings:
+        """How the platform itself reaches its broker: in secure mode as ``broker``, the only
+        principal created when the storage is formatted."""
+        if not self.secure:
+            return KafkaSettings(bootstrap_servers=self.bootstrap)
+        files = self.secure_files
+        return KafkaSettings(
+            bootstrap_servers=self.bootstrap,
+            security=KafkaSecurity(
+                protocol="SASL_SSL",
+                mechanism=secure.MECHANISM,
+                username="broker",
+                password_file=files.password_file("broker"),
+                ca_file=files.tls.ca_cert,
+            ),
+        )
+
     def _wait_kafka(self, pid_file: Path) -> None:
         quiet = logging.getLogger("exchange.devplatform.probe")
         quiet.setLevel(logging.CRITICAL)  # librdkafka logs every refused connection otherwise
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": quiet}
-        if self.secure:
-            files = self.secure_files
-            conf |= {
-                "security.protocol": "SASL_SSL",
-                "sasl.mechanism": secure.MECHANISM,
-                # The broker's own principal: the only one created at format time.
-                "sasl.username": "broker",
-                "sasl.password": files.password("broker"),
-                "ssl.ca.location": str(files.tls.ca_cert),
-            }
-        admin = AdminClient(conf)
+        kafka = self._kafka_settings()
+        admin = AdminClient(kafka.client_config(logger=quiet))
 
         def ready() -> bool:
             try:
@@ -283,32 +284,19 @@ class LocalPlatform:
 
         self._wait("kafka", pid_file, ready)
         if self.secure:
-            self._ensure_principals(admin)
+            self._ensure_principals(kafka)
 
-    def _ensure_principals(self, admin: AdminClient) -> None:
+    def _ensure_principals(self, kafka: KafkaSettings) -> None:
         """The platform's principals, with their stored passwords (idempotent, every start).
 
         Created through the admin API, not on the storage tool's command line, where any
         local user could read the passwords.
         """
-        upserts: list[UserScramCredentialAlteration] = [
-            UserScramCredentialUpsertion(
-                principal,
-                ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
-                self.secure_files.password(principal).encode(),
-            )
-            for principal in secure.SCRAM_PRINCIPALS
-            if principal != "broker"
-        ]
-        futures = admin.alter_user_scram_credentials(upserts, request_timeout=30)
-        for principal, future in futures.items():
-            try:
-                future.result(timeout=30)
-            except KafkaException as exc:
-                raise PlatformError(
-                    f"cannot create the platform principal {principal}: {exc}",
-                    code="SCRAM_FAILED",
-                ) from exc
+        admin = Admin(kafka)
+        for principal in secure.SCRAM_PRINCIPALS:
+            if principal != "broker":
+                password = self.secure_files.password(principal)
+                admin.upsert_scram(principal, password, secure.MECHANISM, SCRAM_ITERATIONS)
 
     # -- registry ----------------------------------------------------------------------------
     def _up_registry(self, java: str, jar: Path, progress: Progress) -> None:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exchange.config.settings import DevPlatformSettings
-from exchange.devplatform.tls import TlsFiles, ensure_tls, write_private
+from exchange.devplatform.tls import TlsFiles, ensure_tls
+from exchange.files import write_private
 
 #: The platform's SCRAM users. ``broker`` (the broker to itself) is created when the storage is
 #: formatted, the others through the admin API at every start. ``operator``: the platform
@@ -160,34 +161,3 @@ def registry_properties(dev: DevPlatformSettings, files: SecureFiles, bootstrap:
         "",
     ]
     return "\n".join(lines)
-
-
-def client_env(
-    principal: str,
-    bootstrap: str,
-    password_file: Path,
-    ca_file: Path | None,
-    registry_url: str,
-    registry_ca_file: Path | None = None,
-    registry_writer: bool = False,
-) -> str:
-    """An environment file that makes every exchange command act as ``principal``."""
-    lines = [
-        f"# `exchange` commands as {principal}: set -a; . {{this file}}; set +a",
-        f"EXCHANGE_KAFKA__BOOTSTRAP_SERVERS={bootstrap}",
-        "EXCHANGE_KAFKA__SECURITY__PROTOCOL=SASL_SSL",
-        f"EXCHANGE_KAFKA__SECURITY__MECHANISM={MECHANISM}",
-        f"EXCHANGE_KAFKA__SECURITY__USERNAME={principal}",
-        f"EXCHANGE_KAFKA__SECURITY__PASSWORD_FILE={password_file}",
-        f"EXCHANGE_REGISTRY__URL={registry_url}",
-    ]
-    if ca_file is not None:
-        lines.append(f"EXCHANGE_KAFKA__SECURITY__CA_FILE={ca_file}")
-    if registry_ca_file is not None:
-        lines.append(f"EXCHANGE_REGISTRY__CA_FILE={registry_ca_file}")
-    # Not a writer: clear any registry login inherited from the shell (the operator's).
-    lines += [
-        f"EXCHANGE_REGISTRY__USERNAME={principal if registry_writer else ''}",
-        f"EXCHANGE_REGISTRY__PASSWORD_FILE={password_file if registry_writer else ''}",
-    ]
-    return "\n".join(lines) + "\n"

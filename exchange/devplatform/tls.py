@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from exchange.files import write_private
 
 #: The local platform is recreated often; a year is long enough and still expires.
 VALID_DAYS = 365
@@ -107,15 +108,6 @@ def ensure_tls(folder: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
     # The CA's key is not kept: the platform re-creates both when the server needs a new
     # certificate, so nothing can sign a second server certificate later.
     return files
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner can read, created with that mode (never briefly open)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
 
 
 def _valid_for(cert_file: Path, hosts: tuple[str, ...]) -> bool:

@@ -15,14 +15,11 @@ from pathlib import Path
 from exchange.audit.events import Happening
 from exchange.audit.writer import AuditWriter
 from exchange.config import ExchangeSettings
-from exchange.devplatform.secure import client_env
-from exchange.devplatform.tls import write_private
+from exchange.files import write_private
 from exchange.kafka.admin import Admin
 from exchange.security.acls import principal_for
 from exchange.security.errors import SecurityError
-
-#: RFC 7677 asks for at least 4096; the broker accepts up to 16384.
-ITERATIONS = 8192
+from exchange.security.principals import SCRAM_ITERATIONS, client_env
 
 
 @dataclass(frozen=True)
@@ -75,7 +72,7 @@ def issue(
             )
         ]
     )
-    admin.upsert_scram(principal, password, sec.mechanism, ITERATIONS)
+    admin.upsert_scram(principal, password, sec.mechanism, SCRAM_ITERATIONS)
     return Issued(principal, password, created, files)
 
 
@@ -91,6 +88,7 @@ def _write_files(
         settings.kafka.security.ca_file,
         settings.registry.url,
         settings.registry.ca_file,
+        mechanism=settings.kafka.security.mechanism,
     )
     try:
         write_private(password_file, password.encode())

@@ -8,6 +8,7 @@ did not take effect, and the next sync repeats it).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -89,7 +90,7 @@ def plan(
         else:
             existing.append(acl)
     result = plan_acls(desired, existing)
-    return AclPlan(result.add, result.remove, result.unmanaged + foreign, result.keep)
+    return dataclasses.replace(result, unmanaged=result.unmanaged + foreign)
 
 
 def apply(settings: ExchangeSettings, admin: Admin, change: AclPlan, audit: AuditWriter) -> None:
@@ -137,16 +138,12 @@ def _happening(kind: str, acl: Acl, actor: str, ts: int) -> Happening:
     )
 
 
-def sync_once(
-    settings: ExchangeSettings, audit: AuditWriter | None, dry_run: bool = False
-) -> AclPlan:
-    """One sync from the grants as they are now. ``audit`` may be None only for a dry run."""
+def sync_once(settings: ExchangeSettings, audit: AuditWriter | None) -> AclPlan:
+    """One sync from the grants as they are now; without ``audit``, a dry run (only the plan)."""
     admin = Admin(settings.kafka)
     grants = list(read_grants(settings).grants.values())
     change = plan(settings, admin, grants, dt.datetime.now(dt.UTC))
-    if not dry_run:
-        if audit is None:
-            raise ValueError("a sync that changes ACLs needs an audit writer")
+    if audit is not None:
         apply(settings, admin, change, audit)
     return change
 

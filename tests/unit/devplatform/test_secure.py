@@ -67,13 +67,3 @@ def test_registry_is_open_for_reading_and_closed_for_writing(tmp_path: Path) -> 
     roles = "quarkus.security.users.embedded.roles."
     writers = {k.removeprefix(roles) for k in props if k.startswith(roles)}
     assert writers == set(secure.REGISTRY_WRITERS)
-
-
-def test_client_environment_points_at_files_not_secrets(tmp_path: Path) -> None:
-    text = secure.client_env(
-        "connector-gongan", "localhost:9092", tmp_path / "p", tmp_path / "ca.pem", "https://r"
-    )
-    assert f"EXCHANGE_KAFKA__SECURITY__CA_FILE={tmp_path / 'ca.pem'}" in text
-    assert f"EXCHANGE_KAFKA__SECURITY__PASSWORD_FILE={tmp_path / 'p'}" in text
-    # Only registry writers log in there; others clear a login inherited from the shell.
-    assert "EXCHANGE_REGISTRY__USERNAME=\n" in text

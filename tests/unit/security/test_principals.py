@@ -1,0 +1,13 @@
+from pathlib import Path
+
+from exchange.security.principals import client_env
+
+
+def test_client_environment_points_at_files_not_secrets(tmp_path: Path) -> None:
+    text = client_env(
+        "connector-gongan", "localhost:9092", tmp_path / "p", tmp_path / "ca.pem", "https://r"
+    )
+    assert f"EXCHANGE_KAFKA__SECURITY__CA_FILE={tmp_path / 'ca.pem'}" in text
+    assert f"EXCHANGE_KAFKA__SECURITY__PASSWORD_FILE={tmp_path / 'p'}" in text
+    # Only registry writers log in there; others clear a login inherited from the shell.
+    assert "EXCHANGE_REGISTRY__USERNAME=\n" in text
