@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from connectors.records import FieldSource, Identity, Op, RowError, RowMapper, change
+from connectors.records import FieldSource, Identity, Op, RowError, RowMapper, event_id, source_of
 from exchange.catalog.keys import record_key
 from exchange.catalog.model import CatalogEntry
+from exchange.kafka.envelope import EnvelopeEncoder
 from exchange.kafka.wire import AvroCodec
 
 #: A source row: its cells by column, or why it could not be split into cells.
@@ -37,7 +38,6 @@ class EncoderSpec:
     sources: dict[str, FieldSource]
     schema_id: int
     schema: dict[str, Any]
-    record_name: str
     identity: Identity
 
 
@@ -47,6 +47,7 @@ class ChangeEncoder:
         self.entry = spec.entry
         self.mapper = RowMapper(spec.entry, spec.record_schema, spec.sources)
         self.codec = AvroCodec(spec.schema_id, spec.schema)
+        self.envelope = EnvelopeEncoder(spec.schema_id, spec.schema)
 
     def encode(
         self,
@@ -57,15 +58,17 @@ class ChangeEncoder:
         identity: str,
         ts_ms: int,
     ) -> tuple[bytes, str]:
-        """The change record's bytes and its event id."""
-        value = change(
-            self.entry.id, op, key, record, self.spec.identity, position, identity, ts_ms
-        )
-        if record is not None and op != "d":
-            # fastavro's tuple notation names the union branch: without it, fastavro validates
-            # the record against each branch of ``after`` first (half the encoding time).
-            value["after"] = (self.spec.record_name, record)
-        return self.codec.encode(value), str(value["event_id"])
+        """The change record's bytes and its event id (``record`` is ignored for a delete)."""
+        envelope = self.envelope
+        after = None if op == "d" or record is None else envelope.encode_after(record)
+        eid = event_id(self.entry.id, op, key, identity, after)
+        fields = {
+            "op": op,
+            "source": source_of(self.spec.identity, position),
+            "ts_ms": ts_ms,
+            "event_id": eid,
+        }
+        return envelope.encode(fields, after), eid
 
     def map_row(self, row: Row) -> tuple[dict[str, Any] | None, list[RowError]]:
         return map_row(self.mapper, row)

@@ -26,13 +26,6 @@ class PublishedEntry:
     codec: AvroCodec
 
     @property
-    def record_name(self) -> str:
-        """Full name of the entry's record type (fastavro's union branch name for ``after``)."""
-        schema = self.record_schema
-        name, namespace = str(schema["name"]), schema.get("namespace")
-        return name if "." in name or not namespace else f"{namespace}.{name}"
-
-    @property
     def record_schema(self) -> dict[str, Any]:
         """The entry's own record: the non-null branch of the envelope's ``after``."""
         after = next(f for f in self.codec.schema["fields"] if f["name"] == "after")

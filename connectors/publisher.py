@@ -52,7 +52,6 @@ class Publisher:
             mapper.sources,
             target.codec.schema_id,
             target.codec.schema,
-            target.record_name,
             Identity(config.department, config.system, config.id),
         )
         self.encoder = ChangeEncoder(self.spec)

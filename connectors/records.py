@@ -129,53 +129,29 @@ class RowMapper:
         return (None, errors) if errors else (record, [])
 
 
-def event_id(
-    entry_id: str, op: Op, key: str, identity: str, record: Mapping[str, Any] | None
-) -> str:
+def event_id(entry_id: str, op: Op, key: str, identity: str, after: bytes | None) -> str:
     """Deterministic id of one version of one source row.
 
     ``identity`` says where the row is in its source in a way that does not change when it is read
     again (the file's digest and the row number, the table row's id and update time, the HTTP
-    client's own id). The key and the record's content are hashed in too, so a position reused
-    for different content is a different event.
+    client's own id). The key and the record's content (``after``: its Avro encoding under the
+    entry's schema, None for a delete) are hashed in too, so a position reused for different
+    content is a different event.
     """
     digest = hashlib.sha256()
-    for part in (entry_id, op, key, identity, _canonical(record)):
+    for part in (entry_id, op, key, identity):
         digest.update(part.encode("utf-8"))
         digest.update(b"\x1f")
+    if after is not None:
+        digest.update(after)
     return digest.hexdigest()[:32]
 
 
-def _canonical(record: Mapping[str, Any] | None) -> str:
-    """Field names and values in a fixed order; None is kept apart from the text "None"."""
-    if record is None:
-        return "\x00"
-    return "\x1e".join(
-        f"{k}\x1d{'' if v is None else type(v).__name__}\x1d{'' if v is None else v}"
-        for k, v in sorted(record.items())
-    )
-
-
-def change(
-    entry_id: str,
-    op: Op,
-    key: str,
-    record: dict[str, Any] | None,
-    source: Identity,
-    position: str,
-    identity: str,
-    ts_ms: int,
-) -> dict[str, Any]:
-    """The change envelope of one record (``record`` is ignored for a delete)."""
+def source_of(identity: Identity, position: str) -> dict[str, str]:
+    """The envelope's ``source`` field."""
     return {
-        "op": op,
-        "after": None if op == "d" else record,
-        "source": {
-            "department": source.department,
-            "system": source.system,
-            "connector": source.connector,
-            "position": position,
-        },
-        "ts_ms": ts_ms,
-        "event_id": event_id(entry_id, op, key, identity, None if op == "d" else record),
+        "department": identity.department,
+        "system": identity.system,
+        "connector": identity.connector,
+        "position": position,
     }

@@ -14,6 +14,7 @@ from exchange.cli.context import state
 from exchange.metrics import MetricsServer
 from exchange.routing.app import build_app, restart_process
 from exchange.routing.service import RouterError, RouterService
+from exchange.runtime import freeze_startup_objects
 
 
 def router(
@@ -57,6 +58,7 @@ def router(
     datadir = settings.resolve(settings.router.data_dir) / worker
     datadir.mkdir(parents=True, exist_ok=True)
     app = build_app(settings, service, datadir, restart_process)
+    freeze_startup_objects()
     try:
         # Installs SIGTERM/SIGINT handlers: stop, commit what was routed, exit.
         faust.Worker(app, loglevel=level, quiet=True).execute_from_commandline()

@@ -14,7 +14,6 @@ ENCODER = ChangeEncoder(
         {f: FieldSource(c, {"男": "1"} if f == "gender" else None) for f, c in COLUMNS.items()},
         7,
         ENVELOPE,
-        "gov.shuozhou.gongan.ResidentPopulation",
         Identity("gongan", "人口系统", "c1"),
     )
 )
@@ -47,3 +46,23 @@ def test_the_event_id_does_not_depend_on_when_a_row_is_encoded() -> None:
     a = ENCODER.encode("r", "k", record, "p.csv#3", "d1g:3", 1)
     b = ENCODER.encode("r", "k", record, "p.csv#3", "d1g:3", 2)
     assert a[1] == b[1] and a[0] != b[0]  # ts_ms differs, the event id does not
+
+
+def test_changes_decode_with_the_registered_schema_and_ids_follow_the_content() -> None:
+    record, _ = ENCODER.mapper.to_record(GOOD)
+    assert record is not None
+    value, eid = ENCODER.encode("u", "k", record, "p.csv#3", "d1g:3", 1_700_000_000_123)
+    decoded = ENCODER.codec.decode(value)
+    assert decoded["after"] == record and decoded["event_id"] == eid
+    assert decoded["source"]["connector"] == "c1" and decoded["op"] == "u"
+    other, _ = ENCODER.mapper.to_record({**GOOD, "姓名": "李四"})
+    assert other is not None
+    assert ENCODER.encode("u", "k", other, "p.csv#3", "d1g:3", 1)[1] != eid
+
+
+def test_a_delete_carries_no_record() -> None:
+    record, _ = ENCODER.mapper.to_record(GOOD)
+    value, eid = ENCODER.encode("d", "k", record, "p.csv#3", "d1g:3", 5)
+    decoded = ENCODER.codec.decode(value)
+    assert decoded["after"] is None and decoded["op"] == "d"
+    assert eid == ENCODER.encode("d", "k", None, "p.csv#3", "d1g:3", 6)[1]

@@ -1,7 +1,7 @@
 import datetime as dt
 import json
 
-from connectors.records import FieldSource, Identity, RowMapper, change, event_id
+from connectors.records import FieldSource, Identity, RowMapper, event_id, source_of
 from exchange.catalog.avro import load_schema
 from exchange.catalog.keys import record_key
 from exchange.catalog.model import CatalogEntry
@@ -94,28 +94,24 @@ def test_record_keys() -> None:
 
 
 def test_event_ids_are_deterministic_and_tell_versions_apart() -> None:
-    record, _ = MAPPER.to_record(GOOD)
-    assert record is not None
-    first = event_id("e", "r", "k", "file:2", record)
-    assert first == event_id("e", "r", "k", "file:2", dict(record))
-    assert first != event_id("e", "r", "k", "file:3", record)
-    assert first != event_id("e", "u", "k", "file:2", record)
-    assert first != event_id("e", "r", "k", "file:2", {**record, "name": "李四"})
+    first = event_id("e", "r", "k", "file:2", b"\x02ab")
+    assert first == event_id("e", "r", "k", "file:2", b"\x02ab")
+    assert first != event_id("e", "r", "k", "file:3", b"\x02ab")
+    assert first != event_id("e", "u", "k", "file:2", b"\x02ab")
+    assert first != event_id("e", "r", "k", "file:2", b"\x02ac")  # other content
+    assert first != event_id("e", "r", "k2", "file:2", b"\x02ab")
+    assert event_id("e", "d", "k", "x", None) != event_id("e", "d", "k", "y", None)
     assert len(first) == 32
 
 
-def test_change_envelope() -> None:
-    record, _ = MAPPER.to_record(GOOD)
+def test_source_of_a_change() -> None:
     who = Identity("gongan", "人口系统", "c1")
-    value = change("e", "d", "k", record, who, "f.csv#9", "x", 1000)
-    assert value["after"] is None and value["op"] == "d"
-    assert value["source"] == {
+    assert source_of(who, "f.csv#9") == {
         "department": "gongan",
         "system": "人口系统",
         "connector": "c1",
         "position": "f.csv#9",
     }
-    assert value["event_id"] == change("e", "d", "k", None, who, "other", "x", 2)["event_id"]
 
 
 def test_unknown_mapped_fields_are_refused() -> None:

@@ -1,0 +1,87 @@
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from exchange.catalog.avro import envelope_schema, load_schema
+from exchange.kafka.envelope import EnvelopeEncoder, EnvelopeShapeError, long_bytes
+from exchange.kafka.wire import AvroCodec
+from tests.conftest import ROOT
+
+RECORD = load_schema(ROOT / "schemas/avro/gongan/resident_population.avsc")
+CHANGE = envelope_schema(
+    "gongan.resident_population", RECORD, load_schema(ROOT / "schemas/avro/exchange/envelope.avsc")
+)
+PERSON = {
+    "citizen_id": "11010519491231002X",
+    "name": "张三",
+    "gender": "1",
+    "birth_date": dt.date(1949, 12, 31),
+    "ethnicity": None,
+    "address": "朔州市朔城区北旺庄街道",
+    "region_code": "140602",
+    "phone": "13800138000",
+}
+
+
+@pytest.mark.parametrize("n", [0, 1, -1, 63, 64, -64, -65, 300, 2**31, 1_700_000_000_123, -(2**63)])
+def test_longs_are_zigzag_varints_as_fastavro_writes_them(n: int) -> None:
+    codec = AvroCodec(1, {"type": "record", "name": "L", "fields": [{"name": "n", "type": "long"}]})
+    assert long_bytes(n) == codec.encode({"n": n})[5:]
+
+
+@pytest.mark.parametrize(
+    ("op", "after"), [("c", PERSON), ("u", {**PERSON, "phone": None}), ("d", None), ("r", PERSON)]
+)
+def test_a_change_is_byte_for_byte_what_fastavro_writes(op: str, after: Any) -> None:
+    fields: dict[str, Any] = {
+        "op": op,
+        "source": {"department": "gongan", "system": "人口库", "connector": "c1", "position": "#9"},
+        "ts_ms": 1_700_000_000_123,
+        "event_id": "e" * 32,
+    }
+    encoder = EnvelopeEncoder(77, CHANGE)
+    codec = AvroCodec(77, CHANGE)
+    data = encoder.encode(fields, None if after is None else encoder.encode_after(after))
+    assert data == codec.encode({**fields, "after": after})
+    decoded = codec.decode(data)
+    assert decoded["after"] == after and decoded["source"]["system"] == "人口库"
+
+
+def test_a_delivery_envelope_too() -> None:
+    delivery = {
+        "type": "record",
+        "name": "D",
+        "fields": [
+            {"name": "op", "type": {"type": "enum", "name": "Op", "symbols": ["c", "u", "d", "r"]}},
+            {"name": "after", "type": ["null", RECORD]},
+            {"name": "provider", "type": "string"},
+            {"name": "ts_ms", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "grant_id", "type": "string"},
+        ],
+    }
+    encoder = EnvelopeEncoder(5, delivery)
+    fields = {"op": "u", "provider": "gongan", "ts_ms": 12, "grant_id": "g-1"}
+    data = encoder.encode(fields, encoder.encode_after(PERSON))
+    assert data == AvroCodec(5, delivery).encode({**fields, "after": PERSON})
+
+
+@pytest.mark.parametrize(
+    ("field", "why"),
+    [
+        ({"name": "extra", "type": "double"}, "'extra' has type 'double'"),
+        ({"name": "tags", "type": {"type": "array", "items": "string"}}, "'tags'"),
+        ({"name": "after", "type": RECORD}, "must be ['null', record]"),
+    ],
+)
+def test_an_envelope_of_another_shape_is_refused_when_built(field: Any, why: str) -> None:
+    schema = {**CHANGE, "fields": [f for f in CHANGE["fields"] if f["name"] != "after"] + [field]}
+    with pytest.raises(EnvelopeShapeError) as caught:
+        EnvelopeEncoder(1, schema)
+    assert why in str(caught.value) and caught.value.code == "ENVELOPE_SHAPE"
+
+
+def test_an_envelope_without_after_is_refused() -> None:
+    schema = {**CHANGE, "fields": [f for f in CHANGE["fields"] if f["name"] != "after"]}
+    with pytest.raises(EnvelopeShapeError, match="no 'after'"):
+        EnvelopeEncoder(1, schema)
