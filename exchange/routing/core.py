@@ -17,6 +17,7 @@ from exchange.catalog.avro import FieldType, record_fields
 from exchange.catalog.keys import record_key
 from exchange.catalog.model import CatalogEntry
 from exchange.errors import ExchangeError
+from exchange.kafka.envelope import EnvelopeEncoder
 from exchange.kafka.errors import RegistryError
 from exchange.kafka.wire import AvroCodec, SchemaLookup, WireFormatError
 from exchange.routing.transform import DeliveryPlan
@@ -79,13 +80,8 @@ class ActiveGrant:
     codec: AvroCodec
 
     @functools.cached_property
-    def after_branch(self) -> str:
-        """Full name of the ``after`` record: fastavro's tuple notation ``(name, record)`` names
-        the union branch, where a plain dict is first validated against it (a third of the
-        encoding time)."""
-        (after,) = (f for f in self.codec.schema["fields"] if f["name"] == "after")
-        branch = next(t for t in after["type"] if isinstance(t, dict))
-        return f"{branch['namespace']}.{branch['name']}"
+    def envelope(self) -> EnvelopeEncoder:
+        return EnvelopeEncoder(self.codec.schema_id, self.codec.schema)
 
 
 class EntryRoute:
@@ -176,16 +172,16 @@ def _deliveries(
     event_id: str,
     provider: str,
 ) -> list[Delivery]:
-    plan, grant = active.plan, active.plan.grant
-    value = active.codec.encode(
-        {
-            "op": op,
-            "after": None if after is None else (active.after_branch, plan.project(after)),
-            "provider": provider,
-            "ts_ms": ts_ms,
-            "event_id": event_id,
-            "grant_id": grant.id,
-        }
+    plan, grant, envelope = active.plan, active.plan.grant, active.envelope
+    fields = {
+        "op": op,
+        "provider": provider,
+        "ts_ms": ts_ms,
+        "event_id": event_id,
+        "grant_id": grant.id,
+    }
+    value = envelope.encode(
+        fields, None if after is None else envelope.encode_after(plan.project(after))
     )
     headers = (
         (GRANT_HEADER, grant.id.encode()),

@@ -48,6 +48,8 @@ from exchange.routing.core import (
 from exchange.routing.deliveries import prepare_delivery
 
 log = logging.getLogger(__name__)
+#: Serve delivery callbacks every this many source records (the batch's flush serves the rest).
+_POLL_EVERY = 64
 
 
 class RouterError(ExchangeError):
@@ -276,7 +278,7 @@ class RouterService:
         now_ms = int(time.time() * 1000)
         records_in: Counter[str] = Counter()
         denied: Counter[tuple[str, str, str, str]] = Counter()
-        for record in records:
+        for n, record in enumerate(records, 1):
             route = self.core.routes.get(record.topic)
             live = None
             if route is not None and route.grants:
@@ -322,11 +324,12 @@ class RouterService:
             for grant_id, consumer in outcome.filtered:
                 denied[entry, consumer, grant_id, "row_filter"] += 1
             self._produce(record, entry, outcome.deliveries, receipts, delivered)
-            self.producer.poll(0)
-        for entry, n in records_in.items():
-            metrics.RECORDS_IN.labels(entry).inc(n)
-        for labels, n in denied.items():
-            metrics.DENIED.labels(*labels).inc(n)
+            if n % _POLL_EVERY == 0:
+                self.producer.poll(0)
+        for entry, count in records_in.items():
+            metrics.RECORDS_IN.labels(entry).inc(count)
+        for labels, count in denied.items():
+            metrics.DENIED.labels(*labels).inc(count)
         await loop.run_in_executor(None, self._flush)
         self._count(delivered)
         events = [r.happening(self.actor, now_ms) for r in receipts.values()] + rejections

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import hashlib
 import hmac
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,7 +54,8 @@ def mask_value(value: Any, mask: Mask, salt: bytes) -> str | None:
         return None
     text = _text(value)
     if mask.kind == "hash":
-        return hmac.new(salt, text.encode("utf-8"), hashlib.sha256).hexdigest()
+        # hmac.digest: OpenSSL in one call, several times faster than an hmac.new object.
+        return hmac.digest(salt, text.encode("utf-8"), "sha256").hex()
     if mask.kind == "none":
         return text
     keep = mask.first + mask.last
@@ -183,4 +183,4 @@ class DeliveryPlan:
         """The delivered key: the source key, or its salted hash when it would reveal a field."""
         if key is None or not self.hashed_key:
             return key
-        return hmac.new(self.salt, key, hashlib.sha256).hexdigest().encode("ascii")
+        return hmac.digest(self.salt, key, "sha256").hex().encode("ascii")
