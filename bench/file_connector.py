@@ -28,6 +28,7 @@ from connectors.sources.tabular import read_rows, scan
 from exchange.catalog.apply import apply_catalog
 from exchange.catalog.load import load_catalog
 from exchange.kafka.admin import Admin, TopicSpec, plan_topics
+from exchange.runtime import freeze_startup_objects
 from samples.generate import write_population_csv
 from tests.conftest import ROOT, Project
 from tests.integration.conftest import IsolatedProject
@@ -83,6 +84,8 @@ def main() -> None:
         **{"enable.idempotence": True, "acks": "all", "compression.type": "lz4", "linger.ms": 20}
     )
 
+    # As `exchange connector run` does once at start (exchange/runtime.py).
+    freeze_startup_objects()
     baseline, ours = [], []
     for round_no in range(1, args.rounds + 1):
         baseline.append(_bare_producer(producer_conf, baseline_topic, records))

@@ -22,7 +22,6 @@ from connectors.sources.base import Preview, Source
 from exchange.catalog.avro import record_fields
 from exchange.config import ExchangeSettings
 from exchange.metrics import MetricsServer
-from exchange.runtime import freeze_startup_objects
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +107,6 @@ class Connector:
                 self.target.topic,
                 f", resuming from {saved}" if saved else "",
             )
-            freeze_startup_objects()
             self.running.set()
             self.source.run(self.publisher, saved, self.stop, once)
             self.publisher.flush()

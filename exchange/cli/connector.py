@@ -17,6 +17,7 @@ from connectors.runner import Connector, check
 from exchange.cli import output
 from exchange.cli.context import state
 from exchange.kafka.control import read_table
+from exchange.runtime import freeze_startup_objects
 
 app = typer.Typer(
     help="Department connectors (前置机): publish a department's data.", no_args_is_help=True
@@ -94,6 +95,7 @@ def run(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    freeze_startup_objects()
     connector.run(once=once)
     publisher = connector.publisher
     output.out.print(

@@ -7,9 +7,10 @@ encoded once by fastavro with its own schema. Having ``after``'s bytes separatel
 connectors hash them for the event id rather than building a text form of the record.
 
 Only the field types envelopes use are written by hand (enum, string, int/long including
-timestamp logical types, and records of those); :class:`EnvelopeEncoder` refuses any other
-shape when it is built, so an envelope schema that grows a new kind of field fails at start,
-not with wrong bytes. The unit tests compare every byte with fastavro's own encoding.
+timestamp-millis, a nullable one of those, and records of those); :class:`EnvelopeEncoder`
+refuses any other shape when it is built, so an envelope schema that grows a new kind of field
+fails when its encoder is made, not with wrong bytes. The unit tests compare the bytes with
+fastavro's own encoding.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class EnvelopeShapeError(ExchangeError):
     """An envelope schema with a field the hand-written encoder does not know."""
 
 
+class EnvelopeValueError(ExchangeError):
+    """A value that does not fit its envelope field (a bug in the caller, not bad input)."""
+
+
 def long_bytes(n: int) -> bytes:
     """Avro's int/long: zig-zag, then a little-endian base-128 varint."""
     z = (n << 1) ^ (n >> 63)
@@ -42,6 +47,12 @@ def long_bytes(n: int) -> bytes:
         z >>= 7
     out.append(z)
     return bytes(out)
+
+
+def _checked_long(n: int) -> bytes:
+    if n.__class__ is not int or not -(2**63) <= n < 2**63:
+        raise ValueError(f"{n!r} is not a 64-bit integer")
+    return long_bytes(n)
 
 
 def string_bytes(value: str) -> bytes:
@@ -84,9 +95,15 @@ class EnvelopeEncoder:
     def encode(self, fields: Mapping[str, Any], after: bytes | None) -> bytes:
         """The framed envelope: ``after`` as returned by :meth:`encode_after`, None for null."""
         union = b"\x00" if after is None else b"\x02" + after
-        return self._header + b"".join(
-            [union if write is None else write(fields[name]) for name, write in self._fields]
-        )
+        try:
+            return self._header + b"".join(
+                [union if write is None else write(fields[name]) for name, write in self._fields]
+            )
+        except (KeyError, AttributeError, TypeError, ValueError) as exc:
+            raise EnvelopeValueError(
+                f"cannot write the envelope's fields {sorted(fields)}: {exc!r}",
+                code="BAD_ENVELOPE_VALUE",
+            ) from exc
 
 
 def _after_record(ftype: Any) -> Mapping[str, Any]:
@@ -104,12 +121,21 @@ def _after_record(ftype: Any) -> Mapping[str, Any]:
 
 
 def _writer(name: str, ftype: Any) -> FieldWriter:
+    if isinstance(ftype, list) and len(ftype) == 2 and ftype[0] == "null":
+        # An optional field (the way an envelope grows compatibly): null, or the one type.
+        write = _writer(name, ftype[1])
+
+        def nullable(value: Any) -> bytes:
+            return b"\x00" if value is None else b"\x02" + write(value)
+
+        return nullable
     kind = ftype.get("type") if isinstance(ftype, dict) else ftype
-    if kind == "string":
+    logical = ftype.get("logicalType") if isinstance(ftype, dict) else None
+    if kind == "string" and logical is None:
         return string_bytes
-    if kind in ("int", "long"):
-        # timestamp-millis and friends arrive as ints already (the envelope carries ms).
-        return long_bytes
+    if kind in ("int", "long") and logical in (None, "timestamp-millis"):
+        # The envelope carries its times as epoch milliseconds already (ints).
+        return _checked_long
     if kind == "enum":
         index = {symbol: long_bytes(i) for i, symbol in enumerate(ftype["symbols"])}
         return index.__getitem__

@@ -78,10 +78,14 @@ class ActiveGrant:
     plan: DeliveryPlan
     topic: str
     codec: AvroCodec
+    #: Built with the grant, so a delivery schema it cannot write fails when the grant is
+    #: prepared rather than on the first delivery.
+    envelope: EnvelopeEncoder = field(init=False, repr=False, compare=False)
 
-    @functools.cached_property
-    def envelope(self) -> EnvelopeEncoder:
-        return EnvelopeEncoder(self.codec.schema_id, self.codec.schema)
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "envelope", EnvelopeEncoder(self.codec.schema_id, self.codec.schema)
+        )
 
 
 class EntryRoute:

@@ -346,13 +346,19 @@ class RouterService:
     ) -> None:
         """Hand ``deliveries`` to the producer and note them on their receipts."""
         for d in deliveries:
-            self.producer.produce(
-                d.topic,
-                key=d.key,
-                value=d.value,
-                headers=list(d.headers),
-                on_delivery=self._on_delivery,
-            )
+            while True:
+                try:
+                    self.producer.produce(
+                        d.topic,
+                        key=d.key,
+                        value=d.value,
+                        headers=list(d.headers),
+                        on_delivery=self._on_delivery,
+                    )
+                    break
+                except BufferError:
+                    # The producer's queue is full (a large batch or backfill): let it drain.
+                    self.producer.poll(0.5)
             delivered.append((d, entry))
             receipt_key = (d.grant_id, record.topic, record.partition)
             receipt = receipts.get(receipt_key)

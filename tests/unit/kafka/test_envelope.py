@@ -4,7 +4,12 @@ from typing import Any
 import pytest
 
 from exchange.catalog.avro import envelope_schema, load_schema
-from exchange.kafka.envelope import EnvelopeEncoder, EnvelopeShapeError, long_bytes
+from exchange.kafka.envelope import (
+    EnvelopeEncoder,
+    EnvelopeShapeError,
+    EnvelopeValueError,
+    long_bytes,
+)
 from exchange.kafka.wire import AvroCodec
 from tests.conftest import ROOT
 
@@ -24,7 +29,9 @@ PERSON = {
 }
 
 
-@pytest.mark.parametrize("n", [0, 1, -1, 63, 64, -64, -65, 300, 2**31, 1_700_000_000_123, -(2**63)])
+@pytest.mark.parametrize(
+    "n", [0, 1, -1, 63, 64, -64, -65, 300, 2**31, 1_700_000_000_123, -(2**63), 2**63 - 1]
+)
 def test_longs_are_zigzag_varints_as_fastavro_writes_them(n: int) -> None:
     codec = AvroCodec(1, {"type": "record", "name": "L", "fields": [{"name": "n", "type": "long"}]})
     assert long_bytes(n) == codec.encode({"n": n})[5:]
@@ -84,4 +91,78 @@ def test_an_envelope_of_another_shape_is_refused_when_built(field: Any, why: str
 def test_an_envelope_without_after_is_refused() -> None:
     schema = {**CHANGE, "fields": [f for f in CHANGE["fields"] if f["name"] != "after"]}
     with pytest.raises(EnvelopeShapeError, match="no 'after'"):
+        EnvelopeEncoder(1, schema)
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        "",
+        "a" * 63,
+        "a" * 64,
+        "a" * 127,
+        "a" * 128,
+        "户籍" * 11,
+        "户籍人口导出" * 8,
+        "é" * 40 + "😀",
+    ],
+)
+def test_strings_of_every_length_class(position: str) -> None:
+    # 64 bytes and more need a two-byte length; Chinese text counts three bytes a character.
+    fields: dict[str, Any] = {
+        "op": "r",
+        "source": {"department": "d", "system": "s", "connector": "c", "position": position},
+        "ts_ms": -5,
+        "event_id": position,
+    }
+    data = EnvelopeEncoder(3, CHANGE).encode(fields, None)
+    assert data == AvroCodec(3, CHANGE).encode({**fields, "after": None})
+
+
+def test_an_optional_field_is_written_as_its_union() -> None:
+    schema = {**CHANGE, "fields": [*CHANGE["fields"], {"name": "note", "type": ["null", "string"]}]}
+    base: dict[str, Any] = {
+        "op": "d",
+        "source": {"department": "d", "system": "s", "connector": "c", "position": "p"},
+        "ts_ms": 1,
+        "event_id": "e",
+    }
+    for note in (None, "说明"):
+        fields = {**base, "note": note}
+        encoded = EnvelopeEncoder(3, schema).encode(fields, None)
+        assert encoded == AvroCodec(3, schema).encode({**fields, "after": None})
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"op": "x"}, "KeyError"),
+        ({"ts_ms": 1.5}, "not a 64-bit integer"),
+        ({"ts_ms": 2**64}, "not a 64-bit integer"),
+        ({"event_id": None}, "AttributeError"),
+        ({"source": {"department": "d"}}, "KeyError"),
+    ],
+)
+def test_a_value_that_does_not_fit_is_named(change: dict[str, Any], why: str) -> None:
+    fields: dict[str, Any] = {
+        "op": "u",
+        "source": {"department": "d", "system": "s", "connector": "c", "position": "p"},
+        "ts_ms": 1,
+        "event_id": "e",
+        **change,
+    }
+    with pytest.raises(EnvelopeValueError) as caught:
+        EnvelopeEncoder(3, CHANGE).encode(fields, None)
+    assert why in str(caught.value) and caught.value.code == "BAD_ENVELOPE_VALUE"
+
+
+def test_a_logical_type_it_does_not_write_is_refused() -> None:
+    schema = {
+        **CHANGE,
+        "fields": [
+            *CHANGE["fields"],
+            {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+        ],
+    }
+    with pytest.raises(EnvelopeShapeError, match="'day'"):
         EnvelopeEncoder(1, schema)
