@@ -15,7 +15,6 @@ from connectors.records import FieldSource, Identity, Op, RowError, RowMapper, e
 from exchange.catalog.keys import record_key
 from exchange.catalog.model import CatalogEntry
 from exchange.kafka.envelope import EnvelopeEncoder
-from exchange.kafka.wire import AvroCodec
 
 #: A source row: its cells by column, or why it could not be split into cells.
 Row = dict[str, Any] | str
@@ -46,7 +45,6 @@ class ChangeEncoder:
         self.spec = spec
         self.entry = spec.entry
         self.mapper = RowMapper(spec.entry, spec.record_schema, spec.sources)
-        self.codec = AvroCodec(spec.schema_id, spec.schema)
         self.envelope = EnvelopeEncoder(spec.schema_id, spec.schema)
 
     def encode(

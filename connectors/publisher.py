@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, Producer
 
 from connectors.checkpoint import AckTracker
 from connectors.config import ConnectorConfig
@@ -25,12 +25,10 @@ from connectors.platform import PublishedEntry
 from connectors.records import Identity, Op, RowError, RowMapper
 from exchange.config import ExchangeSettings
 from exchange.dlq import DeadLetter
-from exchange.kafka.errors import KafkaOpError
+from exchange.kafka.producing import POLL_EVERY, produce
 
 log = logging.getLogger(__name__)
 Done = Callable[[str | None], None]
-#: Serve delivery callbacks every this many records (poll(0) per record costs more).
-_POLL_EVERY = 64
 
 
 class Publisher:
@@ -179,19 +177,9 @@ class Publisher:
             if on_done is not None:
                 on_done(None)
 
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=delivered
-                )
-                break
-            except BufferError:
-                # The local queue is full: let deliveries drain it.
-                self._producer.poll(0.05)
-            except KafkaException as exc:
-                raise KafkaOpError.wrap(f"cannot produce to {topic}", exc) from exc
+        produce(self._producer, topic, key, value, headers, delivered)
         self._unpolled += 1
-        if self._unpolled >= _POLL_EVERY:
+        if self._unpolled >= POLL_EVERY:
             self._unpolled = 0
             self._producer.poll(0)
 

@@ -70,7 +70,6 @@ class EnvelopeEncoder:
     """
 
     def __init__(self, schema_id: int, schema: Mapping[str, Any]) -> None:
-        self.schema_id = schema_id
         self._header = _HEADER.pack(0, schema_id)
         self._fields: list[tuple[str, FieldWriter | None]] = []
         after_schema: Mapping[str, Any] | None = None
@@ -83,7 +82,6 @@ class EnvelopeEncoder:
                 self._fields.append((name, _writer(name, field["type"])))
         if after_schema is None:
             raise EnvelopeShapeError("the envelope has no 'after' field", code="ENVELOPE_SHAPE")
-        self.after_schema = after_schema
         self._after = fastavro.parse_schema(dict(after_schema))
 
     def encode_after(self, record: Mapping[str, Any]) -> bytes:
@@ -148,6 +146,6 @@ def _writer(name: str, ftype: Any) -> FieldWriter:
         return record
     raise EnvelopeShapeError(
         f"envelope field {name!r} has type {ftype!r}, which the envelope encoder does not write "
-        "(enum, string, int, long and records of those)",
+        "(enum, string, int, long, a nullable one of those, and records of those)",
         code="ENVELOPE_SHAPE",
     )

@@ -33,6 +33,7 @@ from exchange.grants.model import Grant
 from exchange.kafka.admin import Admin, plan_topics
 from exchange.kafka.control import read_table, reader
 from exchange.kafka.errors import KafkaOpError
+from exchange.kafka.producing import POLL_EVERY, produce
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import SchemaLookup
 from exchange.routing import metrics
@@ -48,8 +49,6 @@ from exchange.routing.core import (
 from exchange.routing.deliveries import prepare_delivery
 
 log = logging.getLogger(__name__)
-#: Serve delivery callbacks every this many source records (the batch's flush serves the rest).
-_POLL_EVERY = 64
 
 
 class RouterError(ExchangeError):
@@ -324,7 +323,7 @@ class RouterService:
             for grant_id, consumer in outcome.filtered:
                 denied[entry, consumer, grant_id, "row_filter"] += 1
             self._produce(record, entry, outcome.deliveries, receipts, delivered)
-            if n % _POLL_EVERY == 0:
+            if n % POLL_EVERY == 0:
                 self.producer.poll(0)
         for entry, count in records_in.items():
             metrics.RECORDS_IN.labels(entry).inc(count)
@@ -346,19 +345,7 @@ class RouterService:
     ) -> None:
         """Hand ``deliveries`` to the producer and note them on their receipts."""
         for d in deliveries:
-            while True:
-                try:
-                    self.producer.produce(
-                        d.topic,
-                        key=d.key,
-                        value=d.value,
-                        headers=list(d.headers),
-                        on_delivery=self._on_delivery,
-                    )
-                    break
-                except BufferError:
-                    # The producer's queue is full (a large batch or backfill): let it drain.
-                    self.producer.poll(0.5)
+            produce(self.producer, d.topic, d.key, d.value, d.headers, self._on_delivery)
             delivered.append((d, entry))
             receipt_key = (d.grant_id, record.topic, record.partition)
             receipt = receipts.get(receipt_key)
