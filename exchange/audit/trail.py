@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from exchange.audit.events import AuditEvent
+from exchange.audit.receipts import RECEIPT, ReceiptRow, receipt_rows
 from exchange.audit.verify import Read
 from exchange.audit.writer import decode_event
 from exchange.config import ExchangeSettings
@@ -42,12 +43,23 @@ class Query:
     since: dt.datetime | None = None
 
     def matches(self, event: AuditEvent) -> bool:
-        return (
+        if not (
             (self.consumer is None or event.consumer == self.consumer)
-            and (self.entry is None or event.entry == self.entry)
-            and (self.grant_id is None or event.grant_id == self.grant_id)
             and (self.kind is None or event.kind.startswith(self.kind))
             and (self.since is None or event.ts_ms >= int(self.since.timestamp() * 1000))
+        ):
+            return False
+        if event.kind == RECEIPT:
+            # A receipt covers several grants and entries when its own fields are empty.
+            return any(self.matches_row(r) for r in receipt_rows(event))
+        return self._about(event.entry, event.grant_id)
+
+    def matches_row(self, row: ReceiptRow) -> bool:
+        return self._about(row.entry, row.grant_id)
+
+    def _about(self, entry: str | None, grant_id: str | None) -> bool:
+        return (self.entry is None or entry == self.entry) and (
+            self.grant_id is None or grant_id == self.grant_id
         )
 
 

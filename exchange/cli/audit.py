@@ -11,6 +11,7 @@ from confluent_kafka import OFFSET_END, TopicPartition
 from rich.markup import escape
 
 from exchange.audit.events import AuditEvent
+from exchange.audit.receipts import RECEIPT, receipt_rows
 from exchange.audit.trail import Query, query, read_trail, to_read
 from exchange.audit.verify import verify
 from exchange.audit.writer import generate_key, load_key
@@ -85,7 +86,8 @@ def query_(
     settings = state(ctx).settings
     if since is not None and since.tzinfo is None:
         since = since.astimezone()
-    events = query(read_trail(settings), Query(consumer, entry, grant_id, kind, since))
+    asked = Query(consumer, entry, grant_id, kind, since)
+    events = query(read_trail(settings), asked)
     if as_json:
         for e in events:
             print(json.dumps({**e.to_avro(), "details": e.detail()}, ensure_ascii=False))
@@ -93,21 +95,31 @@ def query_(
     output.table(
         f"{len(events)} audit event(s)",
         ["time", "kind", "consumer", "entry", "grant", "details"],
-        [_row(e) for e in events],
+        [row for e in events for row in _rows(e, asked)],
     )
 
 
-def _row(e: AuditEvent) -> tuple[str, ...]:
+def _rows(e: AuditEvent, asked: Query | None = None) -> list[tuple[str, ...]]:
+    """Table rows of an event: one per receipt row (those ``asked`` for), else one."""
     when = (
         dt.datetime.fromtimestamp(e.ts_ms / 1000, dt.UTC).astimezone().isoformat(timespec="seconds")
     )
+    if e.kind == RECEIPT:
+        return [
+            (
+                when,
+                e.kind,
+                e.consumer or "",
+                r.entry,
+                r.grant_id,
+                f"{r.count} record(s) from {r.source_topic}[{r.partition}] offsets "
+                f"{r.first_offset}..{r.last_offset}, sha256 {r.sha256[:12]}…",
+            )
+            for r in receipt_rows(e)
+            if asked is None or asked.matches_row(r)
+        ]
     d = e.detail()
-    if e.kind == "delivery.receipt":
-        text = (
-            f"{d['count']} record(s) from {d['source_topic']}[{d['partition']}] offsets "
-            f"{d['first_offset']}..{d['last_offset']}, sha256 {d['sha256'][:12]}…"
-        )
-    elif e.kind == "record.rejected":
+    if e.kind == "record.rejected":
         text = f"{d['reason']} at {d['position']}"
     elif e.kind.startswith("acl."):
         star = "*" if d.get("pattern") == "PREFIXED" else ""
@@ -120,7 +132,7 @@ def _row(e: AuditEvent) -> tuple[str, ...]:
             {k: v for k, v in d.items() if k in ("state", "why", "fields", "note")},
             ensure_ascii=False,
         )
-    return (when, e.kind, e.consumer or "", e.entry or "", e.grant_id or "", text)
+    return [(when, e.kind, e.consumer or "", e.entry or "", e.grant_id or "", text)]
 
 
 @app.command()
@@ -159,8 +171,10 @@ def tail(
 
 
 def _line(e: AuditEvent) -> str:
-    when, kind, consumer, entry, grant, text = _row(e)
-    return escape(
-        f"{when} {e.chain_id}#{e.sequence} {kind} consumer={consumer or '-'} "
-        f"entry={entry or '-'} grant={grant or '-'} {text}"
+    return "\n".join(
+        escape(
+            f"{when} {e.chain_id}#{e.sequence} {kind} consumer={consumer or '-'} "
+            f"entry={entry or '-'} grant={grant or '-'} {text}"
+        )
+        for when, kind, consumer, entry, grant, text in _rows(e)
     )

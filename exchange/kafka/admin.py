@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 
 # confluent-kafka's admin package does not declare these in __all__, hence the ignore.
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -116,7 +116,9 @@ class Admin:
             )
         return out
 
-    def apply(self, changes: Iterable[TopicChange]) -> None:
+    def apply(self, changes: Iterable[TopicChange], exist_ok: bool = False) -> None:
+        """Make the changes; with ``exist_ok`` a topic created meanwhile by another process
+        (two router workers starting together) is not an error."""
         changes = list(changes)
         new = [
             NewTopic(
@@ -130,7 +132,9 @@ class Admin:
         ]
         if new:
             self._wait(
-                self._admin.create_topics(new, operation_timeout=self._timeout), "create topics"
+                self._admin.create_topics(new, operation_timeout=self._timeout),
+                "create topics",
+                ignore={KafkaError.TOPIC_ALREADY_EXISTS} if exist_ok else set(),
             )
         grow = [NewPartitions(c.topic, c.add_partitions_to) for c in changes if c.add_partitions_to]
         if grow:
@@ -264,7 +268,9 @@ class Admin:
             for user, d in described.items()
         }
 
-    def _wait(self, futures: Mapping[Any, Any], what: str) -> dict[Any, Any]:
+    def _wait(
+        self, futures: Mapping[Any, Any], what: str, ignore: Container[int] = ()
+    ) -> dict[Any, Any]:
         results: dict[Any, Any] = {}
         failures: list[tuple[Any, BaseException]] = []
         for key, future in futures.items():
@@ -272,6 +278,9 @@ class Admin:
                 results[key] = future.result(timeout=self._timeout)
             # concurrent.futures.TimeoutError is the builtin TimeoutError on 3.11.
             except (KafkaException, TimeoutError) as exc:
+                err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+                if isinstance(err, KafkaError) and err.code() in ignore:
+                    continue
                 failures.append((key, exc))
         if failures:
             key, cause = failures[0]

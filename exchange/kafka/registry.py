@@ -65,6 +65,16 @@ class Registry:
             Schema(schema_json, "AVRO"),
         )
 
+    def lookup(self, subject: str, schema_json: str) -> int | None:
+        """The id of ``schema_json`` if it is registered under ``subject``, else ``None``."""
+        found = self._optional(
+            f"look up schema under {subject}",
+            self._client.lookup_schema,
+            subject,
+            Schema(schema_json, "AVRO"),
+        )
+        return None if found is None else int(found.schema_id or 0)
+
     def is_compatible(self, subject: str, schema_json: str) -> bool:
         return self._call(
             f"check compatibility under {subject}",

@@ -1,13 +1,23 @@
-"""Delivery topics and schemas: what the router sets up when a grant becomes active."""
+"""Delivery topics and schemas: what the router sets up when grants become active.
+
+Grants are prepared together, because a worker may start with thousands of them: the missing
+delivery topics are created in a few admin calls, and the registry is asked once per subject,
+several subjects at a time. A subject whose schema is already registered (every restart) costs
+one lookup.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from exchange.catalog.apply import value_subject
 from exchange.catalog.avro import canonical_json
 from exchange.catalog.published import PublishedCatalogEntry
 from exchange.config import ExchangeSettings
 from exchange.grants.model import Grant
-from exchange.kafka.admin import Admin, TopicSpec, plan_topics
+from exchange.kafka.admin import Admin, TopicChange, TopicSpec
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import AvroCodec
 from exchange.routing.core import ActiveGrant
@@ -16,36 +26,106 @@ from exchange.routing.transform import DeliveryPlan, delivery_schema
 #: Several grants of one consumer for one entry share the topic with different schemas; every
 #: record names its writer schema, which readers fetch by id, so the subject does not constrain.
 DELIVERY_COMPATIBILITY = "NONE"
+#: Topics per CreateTopics request: the broker creates them within one request timeout.
+TOPICS_PER_CALL = 500
+#: Registry requests in flight at once while preparing grants.
+REGISTRY_CONCURRENCY = 8
 
 
 def delivery_topic(settings: ExchangeSettings, consumer: str, entry_id: str) -> str:
     return f"{settings.topics.delivery_prefix}{consumer}.{entry_id}"
 
 
-def prepare_delivery(
-    settings: ExchangeSettings,
-    admin: Admin,
-    registry: Registry,
-    grant: Grant,
-    published: PublishedCatalogEntry,
-) -> ActiveGrant:
-    """Creates the consumer's compacted delivery topic and registers the grant's schema."""
+@dataclass(frozen=True)
+class _Wanted:
+    grant: Grant
+    published: PublishedCatalogEntry
+    topic: str
+    schema_json: str
+
+
+def delivery_topic_spec(
+    settings: ExchangeSettings, topic: str, published: PublishedCatalogEntry
+) -> TopicSpec:
     entry = published.entry
-    topic = delivery_topic(settings, grant.request.consumer, entry.id)
     # Compacted by key so a consumer can rebuild the current table; retention as the source's.
     config = {**entry.retention.topic_config()}
     if "compact" not in config["cleanup.policy"]:
         config["cleanup.policy"] = "compact"
-    spec = TopicSpec(topic, entry.partitions, settings.topics.replication_factor, config)
-    plan = [c for c in plan_topics([spec], admin.topic_states([topic])) if c.action == "create"]
-    admin.apply(plan)
-    schema = delivery_schema(entry, published.record_schema, grant)
-    subject = value_subject(topic)
-    latest = registry.latest(subject)
-    if latest is not None and registry.compatibility(subject) != DELIVERY_COMPATIBILITY:
-        registry.set_compatibility(subject, DELIVERY_COMPATIBILITY)
-    schema_id = registry.register(subject, canonical_json(schema))
-    if latest is None:
-        # The registry knows a subject's settings only once it has a version.
-        registry.set_compatibility(subject, DELIVERY_COMPATIBILITY)
-    return ActiveGrant(DeliveryPlan.build(grant, entry), topic, AvroCodec(schema_id, schema))
+    return TopicSpec(topic, entry.partitions, settings.topics.replication_factor, config)
+
+
+def prepare_deliveries(
+    settings: ExchangeSettings,
+    admin: Admin,
+    registry: Registry,
+    grants: Sequence[tuple[Grant, PublishedCatalogEntry]],
+) -> dict[str, ActiveGrant]:
+    """Creates the consumers' compacted delivery topics and registers the grants' schemas.
+
+    Returns the prepared grants by id. Grants with the same delivery schema share one codec.
+    """
+    if not grants:
+        return {}
+    wanted = []
+    for grant, published in grants:
+        topic = delivery_topic(settings, grant.request.consumer, published.entry.id)
+        schema = delivery_schema(published.entry, published.record_schema, grant)
+        wanted.append(_Wanted(grant, published, topic, canonical_json(schema)))
+    _create_topics(settings, admin, wanted)
+    ids = _register(registry, wanted)
+    codecs: dict[str, AvroCodec] = {}
+    out = {}
+    for w in wanted:
+        codec = codecs.get(w.schema_json)
+        if codec is None:
+            codec = codecs[w.schema_json] = AvroCodec(
+                ids[value_subject(w.topic), w.schema_json],
+                delivery_schema(w.published.entry, w.published.record_schema, w.grant),
+            )
+        out[w.grant.id] = ActiveGrant(
+            DeliveryPlan.build(w.grant, w.published.entry), w.topic, codec
+        )
+    return out
+
+
+def _create_topics(settings: ExchangeSettings, admin: Admin, wanted: Iterable[_Wanted]) -> None:
+    existing = admin.partition_counts()
+    specs = {
+        w.topic: delivery_topic_spec(settings, w.topic, w.published)
+        for w in wanted
+        if w.topic not in existing
+    }
+    missing = [TopicChange(t, "create", ("new topic",), spec=s) for t, s in specs.items()]
+    for start in range(0, len(missing), TOPICS_PER_CALL):
+        admin.apply(missing[start : start + TOPICS_PER_CALL], exist_ok=True)
+
+
+def _register(registry: Registry, wanted: Iterable[_Wanted]) -> dict[tuple[str, str], int]:
+    """Schema ids by ``(subject, schema)``: subjects in parallel, each subject's schemas in turn."""
+    by_subject: dict[str, list[str]] = {}
+    for w in wanted:
+        schemas = by_subject.setdefault(value_subject(w.topic), [])
+        if w.schema_json not in schemas:
+            schemas.append(w.schema_json)
+    with ThreadPoolExecutor(REGISTRY_CONCURRENCY, thread_name_prefix="prepare-grants") as pool:
+        found = pool.map(lambda item: _register_subject(registry, *item), by_subject.items())
+        return {k: v for ids in found for k, v in ids.items()}
+
+
+def _register_subject(
+    registry: Registry, subject: str, schemas: list[str]
+) -> dict[tuple[str, str], int]:
+    out: dict[tuple[str, str], int] = {}
+    for schema_json in schemas:
+        schema_id = registry.lookup(subject, schema_json)
+        if schema_id is None:
+            latest = registry.latest(subject)
+            if latest is not None and registry.compatibility(subject) != DELIVERY_COMPATIBILITY:
+                registry.set_compatibility(subject, DELIVERY_COMPATIBILITY)
+            schema_id = registry.register(subject, schema_json)
+            if latest is None:
+                # The registry knows a subject's settings only once it has a version.
+                registry.set_compatibility(subject, DELIVERY_COMPATIBILITY)
+        out[subject, schema_json] = schema_id
+    return out

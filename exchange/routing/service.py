@@ -19,12 +19,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from exchange.audit.events import Happening
+from exchange.audit.receipts import ReceiptRow, receipt_happenings
 from exchange.audit.writer import AuditWriter, OutRecord
 from exchange.catalog.apply import control_topic_specs
-from exchange.catalog.published import PublishedCatalog, read_published
+from exchange.catalog.published import PublishedCatalog, PublishedCatalogEntry, read_published
 from exchange.config import ExchangeSettings
 from exchange.dlq import DeadLetter
 from exchange.errors import ExchangeError
@@ -33,7 +34,7 @@ from exchange.grants.model import Grant
 from exchange.kafka.admin import Admin, plan_topics
 from exchange.kafka.control import read_table, reader
 from exchange.kafka.errors import KafkaOpError
-from exchange.kafka.producing import POLL_EVERY, produce
+from exchange.kafka.producing import POLL_EVERY, ProducerPool, produce
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import SchemaLookup
 from exchange.routing import metrics
@@ -46,7 +47,7 @@ from exchange.routing.core import (
     SourceRecord,
     receipt_digest,
 )
-from exchange.routing.deliveries import prepare_delivery
+from exchange.routing.deliveries import prepare_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class RouterError(ExchangeError):
 
 @dataclass
 class Receipt:
-    """What one batch delivered under one grant from one source partition."""
+    """What one batch delivered under one grant from one source partition, as it is delivered."""
 
     grant_id: str
     consumer: str
@@ -67,27 +68,19 @@ class Receipt:
     first_offset: int
     last_offset: int
     deliveries: list[Delivery] = field(default_factory=list)
-    #: Delivered by the grant's backfill rather than the live stream.
-    backfill: bool = False
 
-    def happening(self, actor: str, ts_ms: int) -> Happening:
-        return Happening(
-            kind="delivery.receipt",
-            actor=actor,
-            ts_ms=ts_ms,
-            entry=self.entry,
-            consumer=self.consumer,
+    def row(self) -> ReceiptRow:
+        return ReceiptRow(
             grant_id=self.grant_id,
-            details={
-                "source_topic": self.topic,
-                "partition": self.partition,
-                "first_offset": self.first_offset,
-                "last_offset": self.last_offset,
-                "count": len(self.deliveries),
-                "delivery_topic": self.deliveries[0].topic if self.deliveries else None,
-                "sha256": receipt_digest(self.deliveries),
-                "backfill": self.backfill,
-            },
+            consumer=self.consumer,
+            entry=self.entry,
+            source_topic=self.topic,
+            partition=self.partition,
+            first_offset=self.first_offset,
+            last_offset=self.last_offset,
+            count=len(self.deliveries),
+            delivery_topic=self.deliveries[0].topic if self.deliveries else None,
+            sha256=receipt_digest(self.deliveries),
         )
 
 
@@ -108,16 +101,8 @@ class RouterService:
             )
         self.book = GrantBook(settings)
         self.audit = AuditWriter(settings, self.actor)
-        self.producer = Producer(
-            settings.kafka.client_config(
-                **{
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 5,
-                    "compression.type": "lz4",
-                }
-            )
-        )
+        #: Made in :meth:`start`, once the grants' delivery topics exist.
+        self._producers: ProducerPool | None = None
         self._failures: list[KafkaError] = []
         self._active: dict[str, ActiveGrant] = {}
         self._seen_version = -1
@@ -140,7 +125,24 @@ class RouterService:
     def start(self) -> None:
         self.book.start(self.settings.kafka.request_timeout_s * 4)
         self.handover = Handover(self._saved_progress())
-        self.write_audit(self.apply_grants(*self.prepare_grants(_now())))
+        prepared = self.prepare_grants(_now())
+        # Made after the delivery topics: librdkafka looks up a topic created after the producer
+        # once per second in small groups, so the first flush to thousands of new topics would
+        # wait for seconds (or minutes).
+        self._producers = ProducerPool(
+            self.settings.kafka.client_config(
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    # Each batch ends with a flush, which sends at once whatever lingers; a long
+                    # linger lets a partition's deliveries of one batch go in one append, which
+                    # matters when a batch touches thousands of delivery partitions.
+                    "linger.ms": 1000,
+                    "compression.type": "lz4",
+                }
+            )
+        )
+        self.write_audit(self.apply_grants(*prepared))
 
     def _saved_progress(self) -> list[Progress]:
         # Deployments from before backfills existed lack the topic; `catalog apply` creates it.
@@ -156,13 +158,20 @@ class RouterService:
         )
         return read_progress(self.settings)
 
+    @property
+    def producers(self) -> ProducerPool:
+        if self._producers is None:
+            raise RouterError("the router service was not started", code="NOT_STARTED")
+        return self._producers
+
     def source_topics(self) -> list[str]:
         return sorted(self.core.routes)
 
     def close(self) -> None:
         self.handover.release(list(self.assigned))
         self.book.stop()
-        self.producer.flush(self.settings.kafka.request_timeout_s)
+        if self._producers is not None:
+            self._producers.flush(self.settings.kafka.request_timeout_s)
         self.audit.close()
 
     # -- grants ------------------------------------------------------------------------------
@@ -181,6 +190,7 @@ class RouterService:
         active: dict[str, ActiveGrant] = {}
         happenings: list[Happening] = []
         upcoming: list[dt.datetime] = []
+        starting: list[tuple[Grant, PublishedCatalogEntry]] = []
         for grant in grants.values():
             status = grant.status(now)
             if grant.state == "approved":
@@ -200,12 +210,11 @@ class RouterService:
             if current is not None and current.plan.grant == grant:
                 active[grant.id] = current
                 continue
-            active[grant.id] = prepare_delivery(
-                self.settings, self.admin, self.registry, grant, published
-            )
+            starting.append((grant, published))
             happenings.append(
                 _delivery_event("delivery.started", grant, self.actor, ts_ms, "active")
             )
+        active.update(prepare_deliveries(self.settings, self.admin, self.registry, starting))
         for grant_id, gone in self._active.items():
             if grant_id not in active or active[grant_id].plan.grant != gone.plan.grant:
                 latest = grants.get(grant_id)
@@ -324,14 +333,15 @@ class RouterService:
                 denied[entry, consumer, grant_id, "row_filter"] += 1
             self._produce(record, entry, outcome.deliveries, receipts, delivered)
             if n % POLL_EVERY == 0:
-                self.producer.poll(0)
+                self.producers.poll()
         for entry, count in records_in.items():
             metrics.RECORDS_IN.labels(entry).inc(count)
         for labels, count in denied.items():
             metrics.DENIED.labels(*labels).inc(count)
         await loop.run_in_executor(None, self._flush)
         self._count(delivered)
-        events = [r.happening(self.actor, now_ms) for r in receipts.values()] + rejections
+        rows = (r.row() for r in receipts.values())
+        events = receipt_happenings(rows, self.actor, now_ms, backfill=False) + rejections
         await self._write_audit(loop, events, dead)
 
     def _produce(
@@ -341,11 +351,11 @@ class RouterService:
         deliveries: Iterable[Delivery],
         receipts: dict[tuple[str, str, int], Receipt],
         delivered: list[tuple[Delivery, str]],
-        backfill: bool = False,
     ) -> None:
         """Hand ``deliveries`` to the producer and note them on their receipts."""
         for d in deliveries:
-            produce(self.producer, d.topic, d.key, d.value, d.headers, self._on_delivery)
+            producer = self.producers.for_topic(d.topic)
+            produce(producer, d.topic, d.key, d.value, d.headers, self._on_delivery)
             delivered.append((d, entry))
             receipt_key = (d.grant_id, record.topic, record.partition)
             receipt = receipts.get(receipt_key)
@@ -358,7 +368,6 @@ class RouterService:
                     record.partition,
                     record.offset,
                     record.offset,
-                    backfill=backfill,
                 )
             receipt.last_offset = record.offset
             receipt.deliveries.append(d)
@@ -461,7 +470,6 @@ class RouterService:
                                 outcome.deliveries,
                                 receipts,
                                 delivered,
-                                True,
                             )
                     backfill.next_offset = chunk[-1].offset + 1
                     await loop.run_in_executor(None, self._flush)
@@ -471,7 +479,8 @@ class RouterService:
                     continue
                 progress = self.handover.progress(backfill, done)
                 now_ms = int(time.time() * 1000)
-                events = [r.happening(self.actor, now_ms) for r in receipts.values()]
+                rows = (r.row() for r in receipts.values())
+                events = receipt_happenings(rows, self.actor, now_ms, backfill=True)
                 if done:
                     events += [
                         _backfilled_event(self.actor, now_ms, route.entry.id, p) for p in progress
@@ -499,7 +508,7 @@ class RouterService:
             self._failures.append(err)
 
     def _flush(self) -> None:
-        remaining = self.producer.flush(self.settings.kafka.request_timeout_s * 4)
+        remaining = self.producers.flush(self.settings.kafka.request_timeout_s * 4)
         if self._failures:
             failure, self._failures = self._failures[0], []
             raise KafkaOpError.wrap("delivery failed", KafkaException(failure))

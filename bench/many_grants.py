@@ -1,0 +1,334 @@
+"""Router throughput and memory with 10,000 active grants over 1,000 entries, against 10 grants.
+
+    .venv/bin/python -m bench.many_grants [--entries 1000] [--consumers 10] [--records 50000]
+
+Two isolated catalogs on the local platform, each routed by one ``exchange router`` worker:
+
+- many: ``--entries`` entries (one source partition each, each with its own record schema), and
+  every one of ``--consumers`` departments granted every entry: entries x consumers grants, each
+  with its own delivery topic and schema;
+- baseline: one entry with the same ``--consumers`` grants.
+
+Both route ``--records`` source records with the same fan-out (one delivery per consumer; the
+grants project and mask as in the throughput benchmark); the many-grants side spreads them over
+all its entries, round-robin, so every batch touches hundreds of entries and thousands of grants.
+Rates are measured from the first delivery to the last, by polling the delivery topics' end
+offsets. The router's resident memory is read from ``/proc/<pid>/status`` once it has routed
+everything (``VmRSS``, and the peak ``VmHWM``). Targets: ratio >= 0.9, RSS <= 300 MB.
+
+10,000 entries' and grants' topics (11,000 partitions) need a broker with more heap than the
+tests' platform; use a platform of its own (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from bench.router import GRANTS, row
+from exchange.audit.events import Happening
+from exchange.audit.writer import AuditWriter, OutRecord
+from exchange.catalog.apply import apply_catalog, source_topic
+from exchange.catalog.load import Catalog, load_catalog
+from exchange.config import ExchangeSettings
+from exchange.grants.model import Actor, GrantRequest
+from exchange.grants.rules import approve, new_grant
+from exchange.grants.store import grant_summary
+from exchange.kafka.admin import Admin
+from exchange.kafka.producing import POLL_EVERY, produce
+from exchange.kafka.registry import Registry
+from exchange.kafka.wire import AvroCodec
+from exchange.routing.deliveries import delivery_topic
+from exchange.routing.report import router_backlog
+from tests.conftest import ROOT, Project
+from tests.integration.conftest import IsolatedProject
+from tests.integration.connectors.conftest import _RULES
+
+EXCHANGE = Path(sys.executable).parent / "exchange"
+#: Grants written per audit transaction while setting up.
+GRANTS_PER_WRITE = 500
+
+
+class Side:
+    """One isolated catalog of ``entries`` entries, each granted to every consumer."""
+
+    def __init__(self, work: Path, entries: int, consumers: int) -> None:
+        shutil.copytree(ROOT / "config", work / "config")
+        shutil.copytree(ROOT / "schemas", work / "schemas")
+        project = IsolatedProject(Project(work))
+        uid = self.uid = project.uid
+        self.project = project
+        self.consumers = [f"{uid}_c{i}" for i in range(consumers)]
+        project.write(
+            "config/departments.yaml",
+            "departments:\n"
+            f"  - {{id: {uid}, name: 测试公安, level: city, region_code: '140600'}}\n"
+            + "".join(
+                f"  - {{id: {c}, name: 部门{i}, level: city, region_code: '140600'}}\n"
+                for i, c in enumerate(self.consumers)
+            ),
+        )
+        template = (project.schemas / "gongan" / "resident_population.avsc").read_text("utf-8")
+        self.entries = [f"{uid}.e{n:04d}" for n in range(entries)]
+        for n in range(entries):
+            # A schema of its own per entry, as departments' entries have.
+            project.write(
+                f"schemas/avro/{uid}/e{n:04d}.avsc",
+                template.replace("gov.shuozhou.gongan", f"bench.{uid}.e{n:04d}"),
+            )
+        (project.config / "catalog" / f"{uid}.yaml").unlink()
+        project.write(
+            f"config/catalog/{uid}.yaml",
+            "entries:\n"
+            + "".join(
+                f"  - id: {e}\n"
+                f"    title: 测试人口{n}\n"
+                f"    provider: {uid}\n"
+                f"    schema: {uid}/e{n:04d}.avsc\n"
+                "    key: citizen_id\n"
+                "    sharing: conditional\n"
+                "    update_cycle: daily\n"
+                "    partitions: 1\n"
+                "    retention: {days: 7, compaction: true}\n" + _RULES
+                for n, e in enumerate(self.entries)
+            ),
+        )
+        project.edit("config/exchange.yaml", "group_id: exchange-router", f"group_id: router-{uid}")
+        project.edit("config/exchange.yaml", "operators: [dsj]", f"operators: [{uid}]")
+        self.settings: ExchangeSettings = project.settings()
+        key = self.settings.resolve(self.settings.audit.key_file or Path("x"))
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.write_text(uuid.uuid4().hex * 2 + "\n", encoding="ascii")
+        print(f"  catalog: {entries:,} entries", flush=True)
+        self.catalog: Catalog = load_catalog(self.settings).require_valid()
+        apply_catalog(self.catalog, self.settings)
+        registry = Registry(self.settings.registry)
+        self.codecs: list[AvroCodec] = []
+        for e in self.entries:
+            latest = registry.latest(f"{source_topic(self.settings.topics, e)}-value")
+            assert latest is not None
+            self.codecs.append(AvroCodec(latest.schema_id, latest.schema))
+        self.delivery_topics = [
+            delivery_topic(self.settings, c, e) for e in self.entries for c in self.consumers
+        ]
+        self._grant_all()
+        self.log = project.root / "router.log"
+
+    def _grant_all(self) -> None:
+        """Every consumer granted every entry: requested and approved, as the grant store
+        writes them (a grant record and its audit event per step), many per transaction."""
+        total = len(self.entries) * len(self.consumers)
+        print(f"  grants: {total:,}", flush=True)
+        now = dt.datetime.now(dt.UTC)
+        operator = Actor(department=self.uid, person="测试")
+        writer = AuditWriter(self.settings, f"grants.{self.uid}")
+        pending: list[tuple[Happening, OutRecord]] = []
+        for n, entry in enumerate(self.entries):
+            loaded = self.catalog.entries[entry].entry
+            for i, consumer in enumerate(self.consumers):
+                request = GrantRequest.model_validate(
+                    {
+                        "consumer": consumer,
+                        "entry": entry,
+                        "purpose": "data_verification",
+                        "legal_basis": "测试依据",
+                        "valid_from": now - dt.timedelta(minutes=1),
+                        "valid_until": now + dt.timedelta(days=1),
+                        **GRANTS[(n + i) % len(GRANTS)][1],
+                    }
+                )
+                grant = new_grant(f"g-{n:04d}-{i}", request, operator, now, origin="bench")
+                for kind, g in (
+                    ("grant.requested", grant),
+                    ("grant.approved", approve(grant, loaded, operator, now, (self.uid,))),
+                ):
+                    happening = Happening(
+                        kind=kind,
+                        actor=str(operator),
+                        ts_ms=int(now.timestamp() * 1000),
+                        details=grant_summary(g),
+                        entry=entry,
+                        consumer=consumer,
+                        grant_id=g.id,
+                    )
+                    record = OutRecord(self.settings.topics.grants, g.id.encode(), g.encode())
+                    pending.append((happening, record))
+                if len(pending) >= GRANTS_PER_WRITE:
+                    writer.write([h for h, _r in pending], [r for _h, r in pending])
+                    pending = []
+        if pending:
+            writer.write([h for h, _r in pending], [r for _h, r in pending])
+        writer.close()
+
+    def source_records(self, n: int) -> list[tuple[str, str, bytes]]:
+        """``(topic, key, value)``: record ``i`` for entry ``i`` modulo the entries."""
+        out = []
+        topics = [source_topic(self.settings.topics, e) for e in self.entries]
+        for i in range(n):
+            codec = self.codecs[i % len(self.codecs)]
+            person = row(i)
+            value = codec.encode(
+                {
+                    "op": "u",
+                    "after": person,
+                    "source": {
+                        "department": self.uid,
+                        "system": "t",
+                        "connector": "t",
+                        "position": str(i),
+                    },
+                    "ts_ms": int(time.time() * 1000),
+                    "event_id": uuid.uuid4().hex,
+                }
+            )
+            out.append((topics[i % len(topics)], person["citizen_id"], value))
+        return out
+
+    @contextmanager
+    def router(self) -> Iterator[subprocess.Popen[bytes]]:
+        """One router worker, ready to route live: every delivery topic exists, it joined its
+        group and every grant's backfill (of its empty partition) has handed over."""
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [
+                str(EXCHANGE),
+                "--config",
+                str(self.project.exchange_yaml),
+                "router",
+                "--worker-id",
+                f"{self.uid}-bench",
+                "--metrics-port",
+                "0",
+            ],
+            cwd=self.project.root,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            admin = Admin(self.settings.kafka)
+            wanted = set(self.delivery_topics)
+
+            def ready() -> bool:
+                if not wanted <= set(admin.partition_counts()):
+                    return False
+                if admin.group_members(self.settings.router.group_id) != 1:
+                    return False
+                return router_backlog(self.settings, self.catalog).backfilling == 0
+
+            self.wait_for("the router to be ready", ready, process, 1800)
+            print(f"  router ready in {time.perf_counter() - started:.1f} s", flush=True)
+            yield process
+        finally:
+            process.terminate()
+            process.wait(timeout=120)
+
+    def wait_for(
+        self, what: str, check: Callable[[], bool], process: subprocess.Popen[bytes], timeout: float
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            if process.poll() is not None:
+                raise SystemExit(f"router exited:\n{self.log.read_text()[-3000:]}")
+            time.sleep(1)
+        raise SystemExit(f"timed out waiting for {what}:\n{self.log.read_text()[-3000:]}")
+
+
+def produce_all(settings: ExchangeSettings, records: list[tuple[str, str, bytes]]) -> None:
+    producer = Producer(settings.kafka.client_config(**{"linger.ms": 20, "acks": "all"}))
+    for n, (topic, key, value) in enumerate(records, 1):
+        produce(producer, topic, key.encode(), value)
+        if n % POLL_EVERY == 0:
+            producer.poll(0)
+    assert producer.flush(120) == 0
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """``(VmRSS, VmHWM)`` of a process, in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def measure(side: Side, records: int) -> tuple[float, float, float]:
+    """Source records/s routed (each to every consumer), and the router's RSS and peak, MB."""
+    admin = Admin(side.settings.kafka)
+    tps = [(t, 0) for t in side.delivery_topics]
+    total = records * len(side.consumers)
+    source = side.source_records(records)
+    with side.router() as process:
+        produce_all(side.settings, source)
+        first_at = None
+        first_written = 0
+        last_report = 0.0
+        deadline = time.monotonic() + 1800
+        while True:
+            written = sum(admin.end_offsets(tps).values())
+            now = time.perf_counter()
+            if written > 0 and first_at is None:
+                first_at, first_written = now, written
+            if written >= total:
+                break
+            if now - last_report > 5:
+                print(f"  ... {written:,} of {total:,} deliveries", flush=True)
+                last_report = now
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"router stopped or timed out:\n{side.log.read_text()[-3000:]}")
+            # Reading 10,000 partitions' end offsets costs CPU the router would use: not often.
+            time.sleep(1.0)
+        assert first_at is not None
+        rate = (written - first_written) / max(now - first_at, 1e-6) / len(side.consumers)
+        rss, peak = memory_mb(process.pid)
+    return rate, rss, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entries", type=int, default=1000)
+    parser.add_argument("--consumers", type=int, default=10)
+    parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument("--keep", action="store_true", help="keep the work folders (router logs)")
+    args = parser.parse_args()
+    results = {}
+    for name, entries in (("baseline", 1), ("many", args.entries)):
+        work = Path(tempfile.mkdtemp(prefix=f"exchange-bench-{name}-"))
+        print(f"{name}: {entries:,} entries x {args.consumers} consumers", flush=True)
+        side = Side(work, entries, args.consumers)
+        results[name] = measure(side, args.records)
+        rate, rss, peak = results[name]
+        print(f"  {rate:,.0f} records/s; router RSS {rss:.0f} MB (peak {peak:.0f} MB)", flush=True)
+        if args.keep:
+            print(f"  kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    (b, b_rss, _bp), (m, m_rss, m_peak) = results["baseline"], results["many"]
+    grants = args.entries * args.consumers
+    print()
+    print(
+        "| records | grants | baseline (rec/s) | many (rec/s) | ratio | RSS 10 grants (MB) "
+        "| RSS many (MB) | peak many (MB) | targets |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print(
+        f"| {args.records:,} | {grants:,} | {b:,.0f} | {m:,.0f} | {m / b:.2f} | {b_rss:.0f} "
+        f"| {m_rss:.0f} | {m_peak:.0f} | ratio >= 0.9, RSS <= 300 MB |"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""ProducerPool: topics shared out over producers, each topic always on the same one."""
+
+from __future__ import annotations
+
+from exchange.kafka.producing import ProducerPool
+
+# No broker is contacted: nothing is produced.
+CONFIG = {"bootstrap.servers": "localhost:1", "socket.connection.setup.timeout.ms": 1000}
+
+
+def test_topics_are_shared_out_and_stay_with_their_producer() -> None:
+    pool = ProducerPool(CONFIG, topics_per_producer=3)
+    first = {t: pool.for_topic(t) for t in (f"dlv.t{i}" for i in range(7))}
+    assert len(pool.producers) == 3
+    counts = [sum(1 for p in first.values() if p is producer) for producer in pool.producers]
+    assert counts == [3, 3, 1]
+    # Asked again, in another order: the same producer, and no new one.
+    assert all(pool.for_topic(t) is first[t] for t in reversed(list(first)))
+    assert len(pool.producers) == 3
+
+
+def test_nothing_pending_flushes_at_once() -> None:
+    pool = ProducerPool(CONFIG)
+    assert pool.flush(1.0) == 0
+    pool.for_topic("dlv.a")
+    pool.poll()
+    assert pool.flush(1.0) == 0
