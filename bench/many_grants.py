@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -54,8 +53,8 @@ from exchange.routing.report import router_backlog
 from tests.conftest import ROOT, Project
 from tests.integration.conftest import IsolatedProject
 from tests.integration.connectors.conftest import _RULES
+from tests.integration.routing.conftest import change_value, router_command
 
-EXCHANGE = Path(sys.executable).parent / "exchange"
 #: Grants written per audit transaction while setting up.
 GRANTS_PER_WRITE = 500
 
@@ -178,20 +177,7 @@ class Side:
         for i in range(n):
             codec = self.codecs[i % len(self.codecs)]
             person = row(i)
-            value = codec.encode(
-                {
-                    "op": "u",
-                    "after": person,
-                    "source": {
-                        "department": self.uid,
-                        "system": "t",
-                        "connector": "t",
-                        "position": str(i),
-                    },
-                    "ts_ms": int(time.time() * 1000),
-                    "event_id": uuid.uuid4().hex,
-                }
-            )
+            value = change_value(codec, person, self.uid, position=str(i))
             out.append((topics[i % len(topics)], person["citizen_id"], value))
         return out
 
@@ -201,16 +187,7 @@ class Side:
         group and every grant's backfill (of its empty partition) has handed over."""
         started = time.perf_counter()
         process = subprocess.Popen(
-            [
-                str(EXCHANGE),
-                "--config",
-                str(self.project.exchange_yaml),
-                "router",
-                "--worker-id",
-                f"{self.uid}-bench",
-                "--metrics-port",
-                "0",
-            ],
+            router_command(self.project.exchange_yaml, f"{self.uid}-bench"),
             cwd=self.project.root,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from exchange.catalog.apply import value_subject
 from exchange.catalog.avro import canonical_json
@@ -41,6 +42,7 @@ class _Wanted:
     grant: Grant
     published: PublishedCatalogEntry
     topic: str
+    schema: dict[str, Any]
     schema_json: str
 
 
@@ -71,7 +73,7 @@ def prepare_deliveries(
     for grant, published in grants:
         topic = delivery_topic(settings, grant.request.consumer, published.entry.id)
         schema = delivery_schema(published.entry, published.record_schema, grant)
-        wanted.append(_Wanted(grant, published, topic, canonical_json(schema)))
+        wanted.append(_Wanted(grant, published, topic, schema, canonical_json(schema)))
     _create_topics(settings, admin, wanted)
     ids = _register(registry, wanted)
     codecs: dict[str, AvroCodec] = {}
@@ -80,8 +82,7 @@ def prepare_deliveries(
         codec = codecs.get(w.schema_json)
         if codec is None:
             codec = codecs[w.schema_json] = AvroCodec(
-                ids[value_subject(w.topic), w.schema_json],
-                delivery_schema(w.published.entry, w.published.record_schema, w.grant),
+                ids[value_subject(w.topic), w.schema_json], w.schema
             )
         out[w.grant.id] = ActiveGrant(
             DeliveryPlan.build(w.grant, w.published.entry), w.topic, codec

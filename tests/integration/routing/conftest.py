@@ -32,6 +32,45 @@ EXCHANGE = Path(sys.executable).parent / "exchange"
 CN = dt.timezone(dt.timedelta(hours=8))
 
 
+def change_value(
+    codec: AvroCodec,
+    after: dict[str, Any] | None,
+    department: str,
+    op: str = "u",
+    event: str | None = None,
+    position: str = "0",
+) -> bytes:
+    """A source change record as a connector of ``department`` publishes it."""
+    return codec.encode(
+        {
+            "op": op,
+            "after": after,
+            "source": {
+                "department": department,
+                "system": "t",
+                "connector": "t",
+                "position": position,
+            },
+            "ts_ms": int(time.time() * 1000),
+            "event_id": event or uuid.uuid4().hex,
+        }
+    )
+
+
+def router_command(exchange_yaml: Path, worker_id: str) -> list[str]:
+    """``exchange router`` for one worker, metrics on a free port."""
+    return [
+        str(EXCHANGE),
+        "--config",
+        str(exchange_yaml),
+        "router",
+        "--worker-id",
+        worker_id,
+        "--metrics-port",
+        "0",
+    ]
+
+
 class RouterEnv:
     def __init__(self, project: IsolatedProject) -> None:
         self.project = project
@@ -109,19 +148,8 @@ class RouterEnv:
         department: str | None = None,
         event: str | None = None,
     ) -> tuple[str, bytes]:
-        value = self.codec.encode(
-            {
-                "op": op,
-                "after": None if op == "d" else row,
-                "source": {
-                    "department": department or self.provider,
-                    "system": "t",
-                    "connector": "t",
-                    "position": "0",
-                },
-                "ts_ms": int(time.time() * 1000),
-                "event_id": event or uuid.uuid4().hex,
-            }
+        value = change_value(
+            self.codec, None if op == "d" else row, department or self.provider, op, event
         )
         return row["citizen_id"], value
 
@@ -132,16 +160,7 @@ class RouterEnv:
 
     def start_router(self, worker: str = "w1") -> None:
         self.process = subprocess.Popen(
-            [
-                str(EXCHANGE),
-                "--config",
-                str(self.project.exchange_yaml),
-                "router",
-                "--worker-id",
-                f"{self.uid}-{worker}",
-                "--metrics-port",
-                "0",
-            ],
+            router_command(self.project.exchange_yaml, f"{self.uid}-{worker}"),
             cwd=self.project.root,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,

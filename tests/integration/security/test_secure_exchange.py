@@ -40,7 +40,7 @@ from exchange.security.credentials import issue
 from exchange.security.sync import sync_once
 from tests.conftest import ROOT, Project
 from tests.integration.conftest import IsolatedProject
-from tests.integration.routing.conftest import person
+from tests.integration.routing.conftest import change_value, person
 from tests.integration.security.conftest import SecurePlatform, env_file
 
 EXCHANGE = Path(sys.executable).parent / "exchange"
@@ -205,20 +205,7 @@ def test_the_exchange_runs_with_each_component_as_its_own_principal(
     records = [
         (
             row["citizen_id"],
-            codec.encode(
-                {
-                    "op": "r",
-                    "after": row,
-                    "source": {
-                        "department": exchange.provider,
-                        "system": "t",
-                        "connector": "t",
-                        "position": str(i),
-                    },
-                    "ts_ms": int(time.time() * 1000),
-                    "event_id": uuid.uuid4().hex,
-                }
-            ),
+            change_value(codec, row, exchange.provider, "r", position=str(i)),
         )
         for i, row in enumerate(ROWS)
     ]
