@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 
 
@@ -15,3 +17,21 @@ def freeze_startup_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+    release_free_memory()
+
+
+def release_free_memory() -> None:
+    """Give memory freed by Python back to the operating system, where the C library allows.
+
+    Start-up (thousands of grants prepared: schemas built, serialised, registered, parsed) peaks
+    and then frees most of what it made, but glibc keeps freed memory in its heaps: a router
+    with 10,000 grants stayed about 45 MB larger than it needed (bench/many_grants.py).
+    ``malloc_trim`` returns the free pages. A no-op where the C library has no such call.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)

@@ -16,6 +16,7 @@ fastavro's own encoding.
 from __future__ import annotations
 
 import io
+import json
 import struct
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -69,7 +70,14 @@ class EnvelopeEncoder:
     from the mapping passed to :meth:`encode`.
     """
 
-    def __init__(self, schema_id: int, schema: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        schema_id: int,
+        schema: Mapping[str, Any],
+        shapes: dict[str, Any] | None = None,
+    ) -> None:
+        """``shapes``: parsed ``after`` schemas by :func:`record_shape`, shared by the encoders
+        that pass the same dict (a router holds one encoder per grant, thousands of them)."""
         self._header = _HEADER.pack(0, schema_id)
         self._fields: list[tuple[str, FieldWriter | None]] = []
         after_schema: Mapping[str, Any] | None = None
@@ -82,7 +90,14 @@ class EnvelopeEncoder:
                 self._fields.append((name, _writer(name, field["type"])))
         if after_schema is None:
             raise EnvelopeShapeError("the envelope has no 'after' field", code="ENVELOPE_SHAPE")
-        self._after = fastavro.parse_schema(dict(after_schema))
+        shape, key = record_shape(after_schema)
+        if shapes is None:
+            self._after = fastavro.parse_schema(shape)
+        else:
+            parsed = shapes.get(key)
+            if parsed is None:
+                parsed = shapes[key] = fastavro.parse_schema(shape)
+            self._after = parsed
 
     def encode_after(self, record: Mapping[str, Any]) -> bytes:
         """The Avro bytes of an ``after`` record (its own schema, no framing)."""
@@ -102,6 +117,21 @@ class EnvelopeEncoder:
                 f"cannot write the envelope's fields {sorted(fields)}: {exc!r}",
                 code="BAD_ENVELOPE_VALUE",
             ) from exc
+
+
+def record_shape(record: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """A record schema without what does not change its encoding, and that as a key.
+
+    Avro's binary encoding of a record is its fields' values in order: the record's own name and
+    the docs play no part. Delivery records differ by name (consumer and entry) and docs, so
+    grants with the same fields, types and masks share one parsed schema.
+    """
+    shape = {
+        **{k: v for k, v in record.items() if k != "doc"},
+        "name": "Record",
+        "fields": [{k: v for k, v in f.items() if k != "doc"} for f in record.get("fields", [])],
+    }
+    return shape, json.dumps(shape, sort_keys=True, ensure_ascii=False)
 
 
 def _after_record(ftype: Any) -> Mapping[str, Any]:

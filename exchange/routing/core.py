@@ -19,7 +19,7 @@ from exchange.catalog.model import CatalogEntry
 from exchange.errors import ExchangeError
 from exchange.kafka.envelope import EnvelopeEncoder
 from exchange.kafka.errors import RegistryError
-from exchange.kafka.wire import AvroCodec, SchemaLookup, WireFormatError
+from exchange.kafka.wire import SchemaLookup, WireFormatError
 from exchange.routing.transform import DeliveryPlan
 from exchange.rules.rules import Checker, checker
 
@@ -77,15 +77,11 @@ class Outcome:
 class ActiveGrant:
     plan: DeliveryPlan
     topic: str
-    codec: AvroCodec
-    #: Built with the grant, so a delivery schema it cannot write fails when the grant is
-    #: prepared rather than on the first delivery.
-    envelope: EnvelopeEncoder = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "envelope", EnvelopeEncoder(self.codec.schema_id, self.codec.schema)
-        )
+    #: Writes deliveries in the grant's registered delivery schema. Built when the grant is
+    #: prepared, so a delivery schema it cannot write fails then rather than on the first
+    #: delivery; grants with the same delivery schema share one. Only the parsed schema is
+    #: kept (not the schema itself nor a decoder): a worker may hold 10,000 grants.
+    envelope: EnvelopeEncoder
 
 
 class EntryRoute:

@@ -19,8 +19,8 @@ from exchange.catalog.published import PublishedCatalogEntry
 from exchange.config import ExchangeSettings
 from exchange.grants.model import Grant
 from exchange.kafka.admin import Admin, TopicChange, TopicSpec
+from exchange.kafka.envelope import EnvelopeEncoder
 from exchange.kafka.registry import Registry
-from exchange.kafka.wire import AvroCodec
 from exchange.routing.core import ActiveGrant
 from exchange.routing.transform import DeliveryPlan, delivery_schema
 
@@ -65,7 +65,8 @@ def prepare_deliveries(
 ) -> dict[str, ActiveGrant]:
     """Creates the consumers' compacted delivery topics and registers the grants' schemas.
 
-    Returns the prepared grants by id. Grants with the same delivery schema share one codec.
+    Returns the prepared grants by id. Grants with the same delivery schema share one encoder,
+    and encoders of records that differ only in name and docs share one parsed record schema.
     """
     if not grants:
         return {}
@@ -76,16 +77,17 @@ def prepare_deliveries(
         wanted.append(_Wanted(grant, published, topic, schema, canonical_json(schema)))
     _create_topics(settings, admin, wanted)
     ids = _register(registry, wanted)
-    codecs: dict[str, AvroCodec] = {}
+    encoders: dict[str, EnvelopeEncoder] = {}
+    shapes: dict[str, Any] = {}
     out = {}
     for w in wanted:
-        codec = codecs.get(w.schema_json)
-        if codec is None:
-            codec = codecs[w.schema_json] = AvroCodec(
-                ids[value_subject(w.topic), w.schema_json], w.schema
+        encoder = encoders.get(w.schema_json)
+        if encoder is None:
+            encoder = encoders[w.schema_json] = EnvelopeEncoder(
+                ids[value_subject(w.topic), w.schema_json], w.schema, shapes
             )
         out[w.grant.id] = ActiveGrant(
-            DeliveryPlan.build(w.grant, w.published.entry), w.topic, codec
+            DeliveryPlan.build(w.grant, w.published.entry), w.topic, encoder
         )
     return out
 

@@ -48,6 +48,7 @@ from exchange.routing.core import (
     receipt_digest,
 )
 from exchange.routing.deliveries import prepare_deliveries
+from exchange.runtime import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,13 @@ class RouterService:
             happenings.append(
                 _delivery_event("delivery.started", grant, self.actor, ts_ms, "active")
             )
-        active.update(prepare_deliveries(self.settings, self.admin, self.registry, starting))
+        # A registry client of its own: the client caches every schema it looked up, which
+        # for thousands of grants is tens of MB the router never reads again.
+        prepare_registry = Registry(self.settings.registry)
+        active.update(prepare_deliveries(self.settings, self.admin, prepare_registry, starting))
+        if starting:
+            # The schemas and replies made while preparing are garbage now.
+            release_free_memory()
         for grant_id, gone in self._active.items():
             if grant_id not in active or active[grant_id].plan.grant != gone.plan.grant:
                 latest = grants.get(grant_id)

@@ -7,6 +7,7 @@ import pytest
 from exchange.catalog.avro import envelope_schema, load_schema
 from exchange.catalog.model import CatalogEntry
 from exchange.grants.model import Grant
+from exchange.kafka.envelope import EnvelopeEncoder
 from exchange.kafka.errors import RegistryError
 from exchange.kafka.wire import AvroCodec, SchemaLookup
 from exchange.routing.core import (
@@ -81,9 +82,9 @@ def router(*grants: Grant) -> Router:
     r.set_entry(TOPIC, EntryRoute(ENTRY, SCHEMA))
     active = []
     for i, g in enumerate(grants):
-        codec = AvroCodec(100 + i, delivery_schema(ENTRY, SCHEMA, g))
+        envelope = EnvelopeEncoder(100 + i, delivery_schema(ENTRY, SCHEMA, g))
         topic = f"dlv.{g.request.consumer}.{ENTRY.id}"
-        active.append(ActiveGrant(DeliveryPlan.build(g, ENTRY), topic, codec))
+        active.append(ActiveGrant(DeliveryPlan.build(g, ENTRY), topic, envelope))
     r.set_grants(TOPIC, active)
     return r
 
