@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: The seeds' usage scenarios (应用场景), plus ``other`` with free text.
 Purpose = Literal[
@@ -33,6 +34,10 @@ GrantState = Literal["requested", "approved", "rejected", "revoked"]
 Status = Literal["requested", "pending", "active", "expired", "rejected", "revoked"]
 Scalar = str | int | float | bool
 GRANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: Text that thousands of grants repeat (departments, entries, field names, purposes, legal
+#: bases): one shared copy each. A router holds every grant; 10,000 of them decoded from JSON
+#: would otherwise keep 10,000 copies of each.
+Shared = Annotated[str, AfterValidator(sys.intern)]
 #: Bumped when the JSON layout of grants on ``exchange.grants`` changes.
 GRANT_RECORD_VERSION = 1
 
@@ -118,14 +123,14 @@ DEFAULT_MASK = Mask(kind="keep", first=1, last=1)
 class GrantRequest(_Model):
     """What a consumer department asks for (方式、范围和期限: manner, scope and term)."""
 
-    consumer: str
-    entry: str
-    fields: tuple[str, ...]
+    consumer: Shared
+    entry: Shared
+    fields: tuple[Shared, ...]
     purpose: Purpose
     #: Free text: the concrete use (e.g. 低保资格核查).
-    purpose_text: str = ""
+    purpose_text: Shared = ""
     #: The law, regulation or document that allows the use (法律依据).
-    legal_basis: str = ""
+    legal_basis: Shared = ""
     valid_from: dt.datetime
     valid_until: dt.datetime
     row_filter: tuple[Predicate, ...] = ()
@@ -154,8 +159,8 @@ class GrantRequest(_Model):
 class Actor(_Model):
     """Who did something: a department and, where known, the person."""
 
-    department: str
-    person: str = ""
+    department: Shared
+    person: Shared = ""
 
     def __str__(self) -> str:
         return f"{self.department} ({self.person})" if self.person else self.department
@@ -177,7 +182,7 @@ class Grant(_Model):
     decision: Decision | None = None
     revocation: Decision | None = None
     #: ``cli`` or ``config:<file>`` for grants declared in ``config/grants/``.
-    origin: str = "cli"
+    origin: Shared = "cli"
     #: Per-grant secret for ``hash`` masks and hashed keys: no joining hashes across grants.
     salt: str
     revision: Annotated[int, Field(ge=1)] = 1

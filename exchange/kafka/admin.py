@@ -57,6 +57,26 @@ class TopicChange:
     set_config: Mapping[str, str] = field(default_factory=dict)
 
 
+#: Metadata records one CreateTopics call may make. A KRaft controller refuses a request that
+#: would write more than 10,000 ("excessively large batch operation"); a topic costs one record,
+#: plus one per partition and one per config entry.
+CREATE_RECORDS_PER_CALL = 5_000
+
+
+def creation_batches(specs: Iterable[TopicSpec]) -> list[list[TopicSpec]]:
+    """``specs`` in groups the controller accepts in one call each, in their order."""
+    batches: list[list[TopicSpec]] = []
+    size = 0
+    for spec in specs:
+        records = 1 + spec.partitions + len(spec.config)
+        if not batches or size + records > CREATE_RECORDS_PER_CALL:
+            batches.append([])
+            size = 0
+        batches[-1].append(spec)
+        size += records
+    return batches
+
+
 class TopicPlanError(KafkaOpError):
     """The wanted topic layout cannot be reached (e.g. fewer partitions than exist)."""
 
@@ -120,17 +140,12 @@ class Admin:
         """Make the changes; with ``exist_ok`` a topic created meanwhile by another process
         (two router workers starting together) is not an error."""
         changes = list(changes)
-        new = [
-            NewTopic(
-                c.spec.name,
-                c.spec.partitions,
-                c.spec.replication_factor,
-                config=dict(c.spec.config),
-            )
-            for c in changes
-            if c.action == "create" and c.spec is not None
-        ]
-        if new:
+        specs = [c.spec for c in changes if c.action == "create" and c.spec is not None]
+        for batch in creation_batches(specs):
+            new = [
+                NewTopic(s.name, s.partitions, s.replication_factor, config=dict(s.config))
+                for s in batch
+            ]
             self._wait(
                 self._admin.create_topics(new, operation_timeout=self._timeout),
                 "create topics",

@@ -1,6 +1,13 @@
 import pytest
 
-from exchange.kafka.admin import TopicPlanError, TopicSpec, TopicState, plan_topics
+from exchange.kafka.admin import (
+    CREATE_RECORDS_PER_CALL,
+    TopicPlanError,
+    TopicSpec,
+    TopicState,
+    creation_batches,
+    plan_topics,
+)
 
 SPEC = TopicSpec("src.a.b", 3, 1, {"cleanup.policy": "compact", "retention.ms": "-1"})
 
@@ -29,3 +36,20 @@ def test_partitions_cannot_shrink() -> None:
     with pytest.raises(TopicPlanError) as info:
         plan_topics([SPEC], {"src.a.b": TopicState(6, dict(SPEC.config))})
     assert info.value.code == "INVALID_PARTITIONS" and "cannot reduce" in str(info.value)
+
+
+def test_topics_are_created_in_calls_the_controller_accepts() -> None:
+    # Ten delivery topics of 1,000 partitions: 10,010+ records in one call would be refused.
+    specs = [TopicSpec(f"dlv.c{i}.e", 1000, 1, {"cleanup.policy": "compact"}) for i in range(10)]
+    batches = creation_batches(specs)
+    assert [s for b in batches for s in b] == specs
+    assert all(
+        sum(1 + s.partitions + len(s.config) for s in b) <= CREATE_RECORDS_PER_CALL for b in batches
+    )
+    assert len(batches) == 3
+
+
+def test_small_topics_go_in_one_call() -> None:
+    specs = [TopicSpec(f"t{i}", 1, 1) for i in range(500)]
+    assert creation_batches(specs) == [specs]
+    assert creation_batches([]) == []
