@@ -157,17 +157,18 @@ def passthrough(env: RouterEnv, targets: list[str], n: int) -> float:
     while copied < n:
         batch = consumer.consume(500, timeout=1.0)
         for msg in batch:
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
                     continue
-                raise SystemExit(f"passthrough read failed: {msg.error()}")
+                raise SystemExit(f"passthrough read failed: {err}")
             if first_at is None:
                 first_at = time.perf_counter()
             for topic in targets:
                 while True:
                     try:
                         producer.produce(
-                            topic, key=msg.key(), value=msg.value(), partition=msg.partition()
+                            topic, key=msg.key(), value=msg.value(), partition=msg.partition() or 0
                         )
                         break
                     except BufferError:

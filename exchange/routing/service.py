@@ -360,8 +360,12 @@ class RouterService:
         delivered: list[tuple[Delivery, str]],
     ) -> None:
         """Hand ``deliveries`` to the producer and note them on their receipts."""
+        partitions = (
+            self.catalog.entries[entry].entry.partitions if entry in self.catalog.entries else 1
+        )
         for d in deliveries:
-            producer = self.producers.for_topic(d.topic)
+            # A delivery topic has its entry's partitions.
+            producer = self.producers.for_topic(d.topic, partitions)
             produce(producer, d.topic, d.key, d.value, d.headers, self._on_delivery)
             delivered.append((d, entry))
             receipt_key = (d.grant_id, record.topic, record.partition)
