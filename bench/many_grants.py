@@ -1,23 +1,30 @@
 """Router throughput and memory with 10,000 active grants over 1,000 entries, against 10 grants.
 
-    .venv/bin/python -m bench.many_grants [--entries 1000] [--consumers 10] [--records 50000]
+    .venv/bin/python -m bench.many_grants [--entries 1000] [--consumers 10] [--records 30000]
 
-Two isolated catalogs on the local platform, each routed by one ``exchange router`` worker:
+Two isolated catalogs on the local platform, each routed by one ``exchange router`` worker, that
+differ only in how many entries and grants they hold:
 
 - many: ``--entries`` entries (one source partition each, each with its own record schema), and
   every one of ``--consumers`` departments granted every entry: entries x consumers grants, each
   with its own delivery topic and schema;
-- baseline: one entry with the same ``--consumers`` grants.
+- baseline: one entry with ``--entries`` source partitions and the same ``--consumers`` grants.
 
-Both route ``--records`` source records with the same fan-out (one delivery per consumer; the
-grants project and mask as in the throughput benchmark); the many-grants side spreads them over
-all its entries, round-robin, so every batch touches hundreds of entries and thousands of grants.
+Both sides have as many source and delivery partitions, and route the same ``--records``
+records with the same fan-out (one delivery per consumer; the grants project and mask as in the
+throughput benchmark), spread evenly over their partitions: record ``i`` goes to entry ``i`` on
+the many side and, by its key, to partition ``i`` on the baseline. So both make the broker
+append to as many partitions per batch, and the ratio shows what holding 1,000 times the grants
+costs the router. (Writing a batch to thousands of partitions costs the broker far more than
+writing it to a few, whatever the router holds: see docs/benchmarks.md.)
+
 Rates are measured from the first delivery to the last, by polling the delivery topics' end
 offsets. The router's resident memory is read from ``/proc/<pid>/status`` once it has routed
 everything (``VmRSS``, and the peak ``VmHWM``). Targets: ratio >= 0.9, RSS <= 300 MB.
 
-10,000 entries' and grants' topics (11,000 partitions) need a broker with more heap than the
-tests' platform; use a platform of its own (see docs/benchmarks.md).
+Each side's 11,000 partitions need a broker with more heap than the tests' platform, and the
+broker keeps a file open per partition: use a platform of its own (see docs/benchmarks.md). Each
+side's topics are deleted once it was measured, so the two never exist together.
 """
 
 from __future__ import annotations
@@ -29,11 +36,14 @@ import subprocess
 import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 
 from bench.router import GRANTS, row
 from exchange.audit.events import Happening
@@ -57,16 +67,22 @@ from tests.integration.routing.conftest import change_value, router_command
 
 #: Grants written per audit transaction while setting up.
 GRANTS_PER_WRITE = 500
+#: bench.router's rows have this many different keys (persons); the rest repeat them.
+DISTINCT_KEYS = 15_000
+#: The broker's file.delete.delay.ms (60 s), and a margin.
+DELETE_WAIT_S = 90
 
 
 class Side:
-    """One isolated catalog of ``entries`` entries, each granted to every consumer."""
+    """One isolated catalog of ``entries`` entries of ``partitions`` partitions each, every
+    entry granted to every consumer."""
 
-    def __init__(self, work: Path, entries: int, consumers: int) -> None:
+    def __init__(self, work: Path, entries: int, consumers: int, partitions: int) -> None:
         shutil.copytree(ROOT / "config", work / "config")
         shutil.copytree(ROOT / "schemas", work / "schemas")
         project = IsolatedProject(Project(work))
         uid = self.uid = project.uid
+        self.partitions = partitions
         self.project = project
         self.consumers = [f"{uid}_c{i}" for i in range(consumers)]
         project.write(
@@ -98,7 +114,7 @@ class Side:
                 "    key: citizen_id\n"
                 "    sharing: conditional\n"
                 "    update_cycle: daily\n"
-                "    partitions: 1\n"
+                f"    partitions: {partitions}\n"
                 "    retention: {days: 7, compaction: true}\n" + _RULES
                 for n, e in enumerate(self.entries)
             ),
@@ -170,16 +186,31 @@ class Side:
             writer.write([h for h, _r in pending], [r for _h, r in pending])
         writer.close()
 
-    def source_records(self, n: int) -> list[tuple[str, str, bytes]]:
-        """``(topic, key, value)``: record ``i`` for entry ``i`` modulo the entries."""
+    def source_records(self, rows: list[dict[str, Any]]) -> list[tuple[str, str, bytes]]:
+        """``(topic, key, value)``: row ``i`` for entry ``i`` modulo the entries."""
         out = []
         topics = [source_topic(self.settings.topics, e) for e in self.entries]
-        for i in range(n):
+        for i, person in enumerate(rows):
             codec = self.codecs[i % len(self.codecs)]
-            person = row(i)
             value = change_value(codec, person, self.uid, position=str(i))
             out.append((topics[i % len(topics)], person["citizen_id"], value))
         return out
+
+    def delete_topics(self) -> None:
+        """This side's source and delivery topics: the broker's open files are limited."""
+        admin = AdminClient(self.settings.kafka.client_config())
+        topics = [source_topic(self.settings.topics, e) for e in self.entries]
+        topics += self.delivery_topics
+        for start in range(0, len(topics), 500):
+            for future in admin.delete_topics(
+                topics[start : start + 500], operation_timeout=120
+            ).values():
+                try:
+                    future.result()
+                except KafkaException as exc:
+                    # A run that failed early left some of them uncreated.
+                    if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                        raise
 
     @contextmanager
     def router(self) -> Iterator[subprocess.Popen[bytes]]:
@@ -223,13 +254,42 @@ class Side:
         raise SystemExit(f"timed out waiting for {what}:\n{self.log.read_text()[-3000:]}")
 
 
+def spread_rows(n: int, partitions: int) -> list[dict[str, Any]]:
+    """``n`` rows; row ``i``'s key lands in partition ``i`` modulo ``partitions``.
+
+    The producers' default partitioner (librdkafka's ``consistent_random``) puts a key in
+    partition ``crc32(key) % partitions``; rows are picked so that the keys take the partitions
+    in turn, as the many side's rows take its entries in turn.
+    """
+    buckets: list[list[dict[str, Any]]] = [[] for _ in range(partitions)]
+    for i in range(DISTINCT_KEYS):
+        person = row(i)
+        buckets[zlib.crc32(person["citizen_id"].encode()) % partitions].append(person)
+    if not all(buckets):
+        raise SystemExit(f"{DISTINCT_KEYS:,} keys do not cover {partitions:,} partitions")
+    return [
+        buckets[i % partitions][i // partitions % len(buckets[i % partitions])] for i in range(n)
+    ]
+
+
 def produce_all(settings: ExchangeSettings, records: list[tuple[str, str, bytes]]) -> None:
+    """Sends the records; checks each landed where :func:`spread_rows` meant it to."""
     producer = Producer(settings.kafka.client_config(**{"linger.ms": 20, "acks": "all"}))
+    misplaced: list[str] = []
+
+    def landed(err: Any, msg: Any) -> None:
+        partitions = partition_counts[msg.topic()]
+        if err is None and msg.partition() != zlib.crc32(msg.key()) % partitions:
+            misplaced.append(f"{msg.topic()}[{msg.partition()}] {msg.key()!r}")
+
+    partition_counts = Admin(settings.kafka).partition_counts()
     for n, (topic, key, value) in enumerate(records, 1):
-        produce(producer, topic, key.encode(), value)
+        produce(producer, topic, key.encode(), value, on_delivery=landed)
         if n % POLL_EVERY == 0:
             producer.poll(0)
     assert producer.flush(120) == 0
+    if misplaced:
+        raise SystemExit(f"keys not where crc32 puts them: {misplaced[:5]}")
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
@@ -242,12 +302,13 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-def measure(side: Side, records: int) -> tuple[float, float, float]:
+def measure(side: Side, rows: list[dict[str, Any]]) -> tuple[float, float, float]:
     """Source records/s routed (each to every consumer), and the router's RSS and peak, MB."""
     admin = Admin(side.settings.kafka)
-    tps = [(t, 0) for t in side.delivery_topics]
-    total = records * len(side.consumers)
-    source = side.source_records(records)
+    # A delivery topic has its entry's partitions (made by the router when it starts).
+    tps = [(t, p) for t in side.delivery_topics for p in range(side.partitions)]
+    total = len(rows) * len(side.consumers)
+    source = side.source_records(rows)
     with side.router() as process:
         produce_all(side.settings, source)
         first_at = None
@@ -278,15 +339,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entries", type=int, default=1000)
     parser.add_argument("--consumers", type=int, default=10)
-    parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument("--records", type=int, default=30_000)
     parser.add_argument("--keep", action="store_true", help="keep the work folders (router logs)")
     args = parser.parse_args()
     results = {}
-    for name, entries in (("baseline", 1), ("many", args.entries)):
+    rows = spread_rows(args.records, args.entries)
+    for name, entries, partitions in (
+        ("baseline", 1, args.entries),
+        ("many", args.entries, 1),
+    ):
         work = Path(tempfile.mkdtemp(prefix=f"exchange-bench-{name}-"))
-        print(f"{name}: {entries:,} entries x {args.consumers} consumers", flush=True)
-        side = Side(work, entries, args.consumers)
-        results[name] = measure(side, args.records)
+        print(
+            f"{name}: {entries:,} entries of {partitions:,} partition(s) x {args.consumers} "
+            "consumers",
+            flush=True,
+        )
+        side = Side(work, entries, args.consumers, partitions)
+        try:
+            results[name] = measure(side, rows)
+        finally:
+            side.delete_topics()
+        if name == "baseline":
+            # The broker closes a deleted topic's files only when it removes them, 60 s later
+            # (file.delete.delay.ms); both sides' partitions at once would pass the open-file
+            # limit.
+            print(f"  waiting {DELETE_WAIT_S} s for the broker to remove the topics", flush=True)
+            time.sleep(DELETE_WAIT_S)
         rate, rss, peak = results[name]
         print(f"  {rate:,.0f} records/s; router RSS {rss:.0f} MB (peak {peak:.0f} MB)", flush=True)
         if args.keep:

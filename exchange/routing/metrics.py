@@ -34,3 +34,15 @@ ACTIVE_GRANTS = Gauge(
 BACKFILLS = Gauge(
     "exchange_router_backfills_running", "Backfills of newly active grants in progress."
 )
+BATCH_PHASE = Histogram(
+    "exchange_router_batch_phase_seconds",
+    "Time a live batch spent in each phase: route (validate, transform, hand to the producer), "
+    "flush (until Kafka acknowledged every delivery), audit (receipts and DLQ committed).",
+    ("phase",),
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BATCH_RECORDS = Histogram(
+    "exchange_router_batch_records",
+    "Source records per live batch (router.batch_size at most).",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+)

@@ -284,6 +284,7 @@ class RouterService:
     async def handle(self, records: Sequence[SourceRecord]) -> None:
         loop = asyncio.get_running_loop()
         await self.refresh_grants(loop)
+        started = time.perf_counter()
         # Grants not yet backfilled on a partition start now; the live stream skips them there.
         self.start_backfills({(r.topic, r.partition) for r in records})
         receipts: dict[tuple[str, str, int], Receipt] = {}
@@ -345,11 +346,25 @@ class RouterService:
             metrics.RECORDS_IN.labels(entry).inc(count)
         for labels, count in denied.items():
             metrics.DENIED.labels(*labels).inc(count)
+        routed = time.perf_counter()
         await loop.run_in_executor(None, self._flush)
+        flushed = time.perf_counter()
         self._count(delivered)
         rows = (r.row() for r in receipts.values())
         events = receipt_happenings(rows, self.actor, now_ms, backfill=False) + rejections
         await self._write_audit(loop, events, dead)
+        audited = time.perf_counter()
+        metrics.BATCH_RECORDS.observe(len(records))
+        metrics.BATCH_PHASE.labels("route").observe(routed - started)
+        metrics.BATCH_PHASE.labels("flush").observe(flushed - routed)
+        metrics.BATCH_PHASE.labels("audit").observe(audited - flushed)
+        log.debug(
+            "batch of %d: route %.3f s, flush %.3f s, audit %.3f s",
+            len(records),
+            routed - started,
+            flushed - routed,
+            audited - flushed,
+        )
 
     def _produce(
         self,
