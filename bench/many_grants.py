@@ -45,7 +45,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from bench.router import GRANTS, row
+from bench.router import DISTINCT_KEYS, GRANTS, row
 from exchange.audit.events import Happening
 from exchange.audit.writer import AuditWriter, OutRecord
 from exchange.catalog.apply import apply_catalog, source_topic
@@ -67,8 +67,6 @@ from tests.integration.routing.conftest import change_value, router_command
 
 #: Grants written per audit transaction while setting up.
 GRANTS_PER_WRITE = 500
-#: bench.router's rows have this many different keys (persons); the rest repeat them.
-DISTINCT_KEYS = 15_000
 #: The broker's file.delete.delay.ms (60 s), and a margin.
 DELETE_WAIT_S = 90
 
@@ -278,8 +276,9 @@ def produce_all(settings: ExchangeSettings, records: list[tuple[str, str, bytes]
     misplaced: list[str] = []
 
     def landed(err: Any, msg: Any) -> None:
-        partitions = partition_counts[msg.topic()]
-        if err is None and msg.partition() != zlib.crc32(msg.key()) % partitions:
+        if err is not None:
+            misplaced.append(f"{msg.topic()} {msg.key()!r}: not delivered: {err}")
+        elif msg.partition() != zlib.crc32(msg.key()) % partition_counts[msg.topic()]:
             misplaced.append(f"{msg.topic()}[{msg.partition()}] {msg.key()!r}")
 
     partition_counts = Admin(settings.kafka).partition_counts()
@@ -289,7 +288,7 @@ def produce_all(settings: ExchangeSettings, records: list[tuple[str, str, bytes]
             producer.poll(0)
     assert producer.flush(120) == 0
     if misplaced:
-        raise SystemExit(f"keys not where crc32 puts them: {misplaced[:5]}")
+        raise SystemExit(f"source records not delivered where crc32 puts them: {misplaced[:5]}")
 
 
 def memory_mb(pid: int) -> tuple[float, float]:

@@ -83,9 +83,13 @@ def setup(work: Path) -> RouterEnv:
 REGIONS = ("140602", "140603", "140621", "140622")
 
 
+#: Rows have this many different keys (persons); beyond it they repeat.
+DISTINCT_KEYS = 15_000
+
+
 def row(i: int) -> dict[str, Any]:
-    # Birth dates stay in the past (a future one is rejected); keys repeat beyond 15,000.
-    return person(i % 15_000, REGIONS[i % 4])
+    # Birth dates stay in the past (a future one is rejected).
+    return person(i % DISTINCT_KEYS, REGIONS[i % 4])
 
 
 def source_records(env: RouterEnv, n: int) -> list[tuple[str, bytes]]:

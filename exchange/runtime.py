@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
+from collections.abc import Callable
+from typing import cast
 
 
 def freeze_startup_objects() -> None:
@@ -28,10 +31,18 @@ def release_free_memory() -> None:
     with 10,000 grants stayed about 45 MB larger than it needed (bench/many_grants.py).
     ``malloc_trim`` returns the free pages. A no-op where the C library has no such call.
     """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         trim = libc.malloc_trim
     except (OSError, AttributeError):  # not glibc (musl, macOS)
-        return
+        return None
     trim.argtypes = [ctypes.c_size_t]
-    trim(0)
+    trim.restype = ctypes.c_int
+    return cast(Callable[[int], int], trim)

@@ -57,9 +57,10 @@ class TopicChange:
     set_config: Mapping[str, str] = field(default_factory=dict)
 
 
-#: Metadata records one CreateTopics call may make. A KRaft controller refuses a request that
-#: would write more than 10,000 ("excessively large batch operation"); a topic costs one record,
-#: plus one per partition and one per config entry.
+#: Metadata records one CreateTopics call may make: half of the 10,000 beyond which a KRaft
+#: controller refuses a request ("excessively large batch operation"), since the exact count per
+#: topic is the controller's business. We count a record per topic, per partition and per
+#: config entry.
 CREATE_RECORDS_PER_CALL = 5_000
 
 

@@ -90,14 +90,13 @@ class EnvelopeEncoder:
                 self._fields.append((name, _writer(name, field["type"])))
         if after_schema is None:
             raise EnvelopeShapeError("the envelope has no 'after' field", code="ENVELOPE_SHAPE")
-        shape, key = record_shape(after_schema)
-        if shapes is None:
-            self._after = fastavro.parse_schema(shape)
-        else:
-            parsed = shapes.get(key)
-            if parsed is None:
-                parsed = shapes[key] = fastavro.parse_schema(shape)
-            self._after = parsed
+        key = record_shape(after_schema)
+        parsed = None if shapes is None else shapes.get(key)
+        if parsed is None:
+            parsed = fastavro.parse_schema(dict(after_schema))
+            if shapes is not None:
+                shapes[key] = parsed
+        self._after = parsed
 
     def encode_after(self, record: Mapping[str, Any]) -> bytes:
         """The Avro bytes of an ``after`` record (its own schema, no framing)."""
@@ -119,19 +118,20 @@ class EnvelopeEncoder:
             ) from exc
 
 
-def record_shape(record: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-    """A record schema without what does not change its encoding, and that as a key.
+def record_shape(record: Mapping[str, Any]) -> str:
+    """A key for a record schema that leaves out what does not change its encoding.
 
     Avro's binary encoding of a record is its fields' values in order: the record's own name and
-    the docs play no part. Delivery records differ by name (consumer and entry) and docs, so
-    grants with the same fields, types and masks share one parsed schema.
+    the docs play no part (fastavro's writer reads neither). Delivery records differ by name
+    (consumer and entry) and docs, so grants with the same fields, types and masks can share the
+    first one's parsed schema. Everything else (field order, types, nested named types and their
+    namespaces, defaults, logical types) is in the key.
     """
     shape = {
-        **{k: v for k, v in record.items() if k != "doc"},
-        "name": "Record",
+        **{k: v for k, v in record.items() if k not in ("doc", "name")},
         "fields": [{k: v for k, v in f.items() if k != "doc"} for f in record.get("fields", [])],
     }
-    return shape, json.dumps(shape, sort_keys=True, ensure_ascii=False)
+    return json.dumps(shape, sort_keys=True, ensure_ascii=False)
 
 
 def _after_record(ftype: Any) -> Mapping[str, Any]:

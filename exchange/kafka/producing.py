@@ -44,7 +44,9 @@ def produce(
 
 class ProducerPool:
     """Producers that share out the topics written to, at most ``partitions_per_producer``
-    partitions each (a topic bigger than that gets a producer of its own).
+    partitions each (a topic bigger than that gets a producer of its own), and at most
+    ``max_producers`` producers (each has its threads, connections and buffers): once there are
+    that many, a new topic goes to the least loaded one.
 
     Two librdkafka costs grow with what one producer writes to. It finds a topic's handle by a
     linear scan over every topic it has written to: a produce call costs 0.6 µs with 10 topics
@@ -56,22 +58,35 @@ class ProducerPool:
     order.
     """
 
-    def __init__(self, config: dict[str, Any], partitions_per_producer: int = 1000) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        partitions_per_producer: int = 1000,
+        max_producers: int = 16,
+    ) -> None:
         self._config = config
         self._limit = partitions_per_producer
+        self._max = max_producers
         self._by_topic: dict[str, Producer] = {}
         self.producers: list[Producer] = []
-        self._filled = 0
+        #: Partitions given to each producer, in the order of ``producers``.
+        self._load: list[int] = []
 
     def for_topic(self, topic: str, partitions: int = 1) -> Producer:
         """The topic's producer; ``partitions`` (the topic's) counts the first time only."""
         producer = self._by_topic.get(topic)
-        if producer is None:
-            if not self.producers or self._filled + partitions > self._limit:
-                self.producers.append(Producer(self._config))
-                self._filled = 0
-            producer = self._by_topic[topic] = self.producers[-1]
-            self._filled += partitions
+        if producer is not None:
+            return producer
+        if not self.producers or (
+            self._load[-1] + partitions > self._limit and len(self.producers) < self._max
+        ):
+            self.producers.append(Producer(self._config))
+            self._load.append(0)
+        index = len(self.producers) - 1
+        if self._load[index] + partitions > self._limit:
+            index = min(range(len(self._load)), key=self._load.__getitem__)
+        self._load[index] += partitions
+        producer = self._by_topic[topic] = self.producers[index]
         return producer
 
     def poll(self) -> None:

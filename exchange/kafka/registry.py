@@ -36,6 +36,10 @@ class Registry:
                 f"schema registry at {self.url}: bad client settings: {exc}"
             ) from exc
 
+    def close(self) -> None:
+        """Closes the client's HTTP connections (and drops its schema cache)."""
+        self._client.close()
+
     def latest(self, subject: str) -> RegisteredSchema | None:
         """The latest version under ``subject``, or ``None`` if the subject does not exist."""
         found = self._optional(

@@ -36,8 +36,10 @@ BACKFILLS = Gauge(
 )
 BATCH_PHASE = Histogram(
     "exchange_router_batch_phase_seconds",
-    "Time a live batch spent in each phase: route (validate, transform, hand to the producer), "
-    "flush (until Kafka acknowledged every delivery), audit (receipts and DLQ committed).",
+    "Time a live batch spent in each phase: grants (re-reading grants that changed, preparing "
+    "new ones), route (validate, transform, hand to the producer), flush (until Kafka "
+    "acknowledged every delivery, backfills' deliveries running meanwhile included), audit "
+    "(receipts and DLQ committed).",
     ("phase",),
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )

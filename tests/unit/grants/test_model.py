@@ -56,3 +56,14 @@ def test_status_follows_the_period() -> None:
 def test_grant_round_trips_as_json() -> None:
     g = grant(row_filter={"region_code": {"prefix": "1406"}}, masks={"name": "hash"})
     assert Grant.decode(g.encode()) == g
+
+
+def test_decoded_grants_share_their_repeated_text() -> None:
+    # A router decodes every grant; thousands repeat the same departments, entries and fields.
+    one = grant(consumer="minzheng").model_copy(update={"id": "g-1"})
+    two = Grant.decode(one.model_copy(update={"id": "g-2"}).encode())
+    one = Grant.decode(one.encode())
+    assert one.request.consumer is two.request.consumer
+    assert one.request.fields[0] is two.request.fields[0]
+    assert one.request.legal_basis is two.request.legal_basis
+    assert one.requested_by.department is two.requested_by.department

@@ -49,6 +49,11 @@ def test_topics_are_created_in_calls_the_controller_accepts() -> None:
     assert len(batches) == 3
 
 
+def test_a_topic_over_the_limit_goes_alone() -> None:
+    specs = [TopicSpec("a", 1, 1), TopicSpec("huge", 6000, 1), TopicSpec("b", 1, 1)]
+    assert creation_batches(specs) == [[specs[0]], [specs[1]], [specs[2]]]
+
+
 def test_small_topics_go_in_one_call() -> None:
     specs = [TopicSpec(f"t{i}", 1, 1) for i in range(500)]
     assert creation_batches(specs) == [specs]

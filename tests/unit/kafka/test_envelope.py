@@ -106,6 +106,22 @@ def test_records_differing_only_in_name_and_docs_share_one_parsed_schema() -> No
     assert fewer.encode_after(short) != one.encode_after(row)
 
 
+def test_a_different_default_or_nested_type_is_a_different_shape() -> None:
+    base = [{"name": "a", "type": ["null", "string"], "default": None}]
+    nested = {"type": "record", "name": "Record", "fields": [{"name": "x", "type": "int"}]}
+    shapes: dict[str, Any] = {}
+    EnvelopeEncoder(1, _delivery("One", "", base), shapes)
+    EnvelopeEncoder(
+        2, _delivery("Two", "", [{**base[0], "type": ["string", "null"], "default": "-"}]), shapes
+    )
+    # A nested named type called Record, in the delivery record's namespace: parsed as written.
+    with_nested = EnvelopeEncoder(
+        3, _delivery("Three", "", [{"name": "n", "type": nested}]), shapes
+    )
+    assert len(shapes) == 3
+    assert with_nested.encode_after({"n": {"x": 1}}) == b"\x02"
+
+
 @pytest.mark.parametrize(
     ("field", "why"),
     [

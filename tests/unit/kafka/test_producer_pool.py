@@ -31,6 +31,17 @@ def test_topics_of_many_partitions_get_producers_of_their_own() -> None:
     assert len(pool.producers) == 6
 
 
+def test_past_the_most_producers_new_topics_go_to_the_least_loaded() -> None:
+    pool = ProducerPool(CONFIG, partitions_per_producer=10, max_producers=2)
+    a = pool.for_topic("dlv.a", partitions=10)
+    b = pool.for_topic("dlv.b", partitions=4)
+    assert a is not b and len(pool.producers) == 2
+    assert pool.for_topic("dlv.c", partitions=10) is b  # b carries 4, a 10
+    assert pool.for_topic("dlv.d", partitions=1) is a  # now a 10, b 14
+    assert len(pool.producers) == 2
+    assert pool.for_topic("dlv.c") is b  # a topic stays where it went first
+
+
 def test_nothing_pending_flushes_at_once() -> None:
     pool = ProducerPool(CONFIG)
     assert pool.flush(1.0) == 0
