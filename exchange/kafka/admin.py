@@ -62,6 +62,8 @@ class TopicChange:
 #: topic is the controller's business. We count a record per topic, per partition and per
 #: config entry.
 CREATE_RECORDS_PER_CALL = 5_000
+#: Topics one CreateTopics call may make: the broker creates them within one request timeout.
+CREATE_TOPICS_PER_CALL = 500
 
 
 def creation_batches(specs: Iterable[TopicSpec]) -> list[list[TopicSpec]]:
@@ -70,7 +72,11 @@ def creation_batches(specs: Iterable[TopicSpec]) -> list[list[TopicSpec]]:
     size = 0
     for spec in specs:
         records = 1 + spec.partitions + len(spec.config)
-        if not batches or size + records > CREATE_RECORDS_PER_CALL:
+        if (
+            not batches
+            or size + records > CREATE_RECORDS_PER_CALL
+            or len(batches[-1]) >= CREATE_TOPICS_PER_CALL
+        ):
             batches.append([])
             size = 0
         batches[-1].append(spec)

@@ -27,8 +27,6 @@ from exchange.routing.transform import DeliveryPlan, delivery_schema
 #: Several grants of one consumer for one entry share the topic with different schemas; every
 #: record names its writer schema, which readers fetch by id, so the subject does not constrain.
 DELIVERY_COMPATIBILITY = "NONE"
-#: Topics per CreateTopics request: the broker creates them within one request timeout.
-TOPICS_PER_CALL = 500
 #: Registry requests in flight at once while preparing grants.
 REGISTRY_CONCURRENCY = 8
 
@@ -99,9 +97,10 @@ def _create_topics(settings: ExchangeSettings, admin: Admin, wanted: Iterable[_W
         for w in wanted
         if w.topic not in existing
     }
-    missing = [TopicChange(t, "create", ("new topic",), spec=s) for t, s in specs.items()]
-    for start in range(0, len(missing), TOPICS_PER_CALL):
-        admin.apply(missing[start : start + TOPICS_PER_CALL], exist_ok=True)
+    # Admin.apply splits the creation into calls the broker accepts.
+    admin.apply(
+        [TopicChange(t, "create", ("new topic",), spec=s) for t, s in specs.items()], exist_ok=True
+    )
 
 
 def _register(registry: Registry, wanted: Iterable[_Wanted]) -> dict[tuple[str, str], int]:

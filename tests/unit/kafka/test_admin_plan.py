@@ -58,3 +58,8 @@ def test_small_topics_go_in_one_call() -> None:
     specs = [TopicSpec(f"t{i}", 1, 1) for i in range(500)]
     assert creation_batches(specs) == [specs]
     assert creation_batches([]) == []
+
+
+def test_at_most_500_topics_go_in_one_call() -> None:
+    specs = [TopicSpec(f"t{i}", 1, 1) for i in range(1200)]
+    assert [len(b) for b in creation_batches(specs)] == [500, 500, 200]
