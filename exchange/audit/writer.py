@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import Gauge
 
 from exchange.audit.events import GENESIS, AuditEvent, Chain, Happening
@@ -29,7 +29,7 @@ from exchange.catalog.avro import canonical_json, load_schema
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
 from exchange.files import write_private
-from exchange.kafka.control import Message, partitions, read_range, reader
+from exchange.kafka.control import Message, partitions, read_range, reader, watermarks
 from exchange.kafka.errors import KafkaOpError
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import AvroCodec, SchemaLookup, WireFormatError
@@ -212,9 +212,7 @@ class AuditWriter:
         try:
             # The high watermark, not the last stable offset: another chain's transaction in
             # this partition may still be committing, and our last event may lie beyond it.
-            low, high = probe.get_watermark_offsets(
-                TopicPartition(self.topic, self.partition), timeout=timeout
-            )
+            low, high = watermarks(probe, self.topic, self.partition, timeout)
             end = high
             while end > low:
                 start = max(low, end - TAIL_WINDOW)

@@ -148,6 +148,44 @@ def partitions(client: Consumer | Producer, topic: str, timeout: float) -> list[
     return sorted(tmeta.partitions)
 
 
+#: Errors a partition shows while its leader is being elected or moved (a topic just created,
+#: a broker restarting): they pass, so a read waits for them within its timeout.
+SETTLING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+    }
+)
+
+
+def watermarks(client: Consumer, topic: str, partition: int, timeout: float) -> tuple[int, int]:
+    """The partition's low and high watermarks, waiting out a leader election within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = max(0.1, deadline - time.monotonic())
+        try:
+            found = client.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=remaining
+            )
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            settling = isinstance(err, KafkaError) and err.code() in SETTLING
+            if not settling or time.monotonic() >= deadline:
+                raise KafkaOpError.wrap(
+                    f"cannot read the offsets of {topic}[{partition}]", exc
+                ) from exc
+            time.sleep(min(0.2, remaining))
+            continue
+        if found is None:
+            raise KafkaOpError(
+                f"timed out reading the offsets of {topic}[{partition}]", code="_TIMED_OUT"
+            )
+        low, high = found
+        return int(low), int(high)
+
+
 def _read(
     consumer: Consumer, probe: Consumer, topic: str, timeout: float, committed: bool
 ) -> list[Message]:
@@ -155,7 +193,7 @@ def _read(
     assignment = []
     ends = {}
     for p in partitions(consumer, topic, timeout):
-        low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+        low, high = watermarks(probe, topic, p, timeout)
         if high > low:
             pending.add(p)
             ends[p] = high

@@ -7,7 +7,7 @@ import time
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from exchange.config.settings import KafkaSettings
-from exchange.kafka.control import Message, partitions, reader, to_message
+from exchange.kafka.control import Message, partitions, reader, to_message, watermarks
 from exchange.kafka.errors import KafkaOpError
 
 
@@ -37,9 +37,7 @@ class Follower:
         self._assign_new()
         pending = {}
         for p, after in self._next.items():
-            low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=self._timeout
-            )
+            low, high = watermarks(self._consumer, self.topic, p, self._timeout)
             if max(after, low) < high:
                 pending[p] = high
         out: list[Message] = []
