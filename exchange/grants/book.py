@@ -1,7 +1,8 @@
 """Every grant, kept current in memory by following ``exchange.grants`` in a thread.
 
 Each router worker needs all grants (its partitions may carry any entry), so the book reads the
-topic by assignment, not in the router's consumer group, and only committed writes.
+topic by assignment, not in the router's consumer group, and only committed writes. It keeps each
+grant's terms only (:class:`GrantTerms`): a worker may follow tens of thousands of grants.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from pydantic import ValidationError
 
 from exchange.config import ExchangeSettings
-from exchange.grants.model import Grant
+from exchange.grants.model import Grant, GrantTerms
 from exchange.kafka.control import partitions, reader
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ class GrantBook:
     def __init__(self, settings: ExchangeSettings) -> None:
         self._settings = settings
         self._lock = threading.Lock()
-        self._grants: dict[str, Grant] = {}
+        self._grants: dict[str, GrantTerms] = {}
         #: Bumped on every change, so readers know cheaply whether to look again.
         self.version = 0
         self._stop = threading.Event()
@@ -49,7 +50,7 @@ class GrantBook:
         """Still following the topic (the reader thread has not stopped on an error)."""
         return self._thread.is_alive() or self._stop.is_set()
 
-    def snapshot(self) -> tuple[int, dict[str, Grant]]:
+    def snapshot(self) -> tuple[int, dict[str, GrantTerms]]:
         with self._lock:
             return self.version, dict(self._grants)
 
@@ -85,10 +86,10 @@ class GrantBook:
 
     def _apply(self, key: bytes | None, value: bytes | None, where: str) -> None:
         grant_id = (key or b"").decode("utf-8", "replace")
-        grant: Grant | None = None
+        grant: GrantTerms | None = None
         if value is not None:
             try:
-                grant = Grant.decode(value)
+                grant = Grant.decode(value).terms()
             except ValidationError as exc:
                 self.on_bad_record(where, str(exc))
                 return

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -189,16 +191,27 @@ class Grant(_Model):
     version: int = GRANT_RECORD_VERSION
 
     def status(self, now: dt.datetime) -> Status:
-        if self.state != "approved":
-            return self.state
-        if now < self.request.valid_from:
-            return "pending"
-        if now >= self.request.valid_until:
-            return "expired"
-        return "active"
+        return _status(self.state, self.request.valid_from, self.request.valid_until, now)
 
     def is_active(self, now: dt.datetime) -> bool:
         return self.status(now) == "active"
+
+    def terms(self) -> GrantTerms:
+        r = self.request
+        return GrantTerms(
+            id=self.id,
+            revision=self.revision,
+            state=self.state,
+            consumer=r.consumer,
+            entry=r.entry,
+            fields=r.fields,
+            valid_from=r.valid_from,
+            valid_until=r.valid_until,
+            row_filter=r.row_filter,
+            # Frozen models are hashable: grants with the same mask share one.
+            masks={name: _MASKS.setdefault(mask, mask) for name, mask in r.masks.items()},
+            salt=self.salt,
+        )
 
     def encode(self) -> bytes:
         return self.model_dump_json().encode("utf-8")
@@ -206,3 +219,47 @@ class Grant(_Model):
     @classmethod
     def decode(cls, data: bytes) -> Grant:
         return cls.model_validate_json(data)
+
+
+_MASKS: dict[Mask, Mask] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class GrantTerms:
+    """What a grant lets through, to whom and when: all that routing, ACL sync and monitoring
+    read of it, without its history, purpose or legal basis.
+
+    Processes that follow every grant (a router, the ACL watch, ``exchange status``) hold these:
+    about 1 KB each, where the whole :class:`Grant` as pydantic models is about 5 KB.
+    ``revision`` changes with every change to the grant, so equal terms are the same grant.
+    """
+
+    id: str
+    revision: int
+    state: GrantState
+    consumer: str
+    entry: str
+    fields: tuple[str, ...]
+    valid_from: dt.datetime
+    valid_until: dt.datetime
+    row_filter: tuple[Predicate, ...]
+    masks: Mapping[str, Mask]
+    salt: str
+
+    def status(self, now: dt.datetime) -> Status:
+        return _status(self.state, self.valid_from, self.valid_until, now)
+
+    def is_active(self, now: dt.datetime) -> bool:
+        return self.status(now) == "active"
+
+
+def _status(
+    state: GrantState, valid_from: dt.datetime, valid_until: dt.datetime, now: dt.datetime
+) -> Status:
+    if state != "approved":
+        return state
+    if now < valid_from:
+        return "pending"
+    if now >= valid_until:
+        return "expired"
+    return "active"

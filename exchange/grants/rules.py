@@ -13,7 +13,15 @@ from collections.abc import Collection, Mapping
 from exchange.catalog.avro import FieldType
 from exchange.catalog.model import CatalogEntry
 from exchange.errors import ExchangeError
-from exchange.grants.model import DEFAULT_MASK, Actor, Decision, Grant, GrantRequest, Mask
+from exchange.grants.model import (
+    DEFAULT_MASK,
+    Actor,
+    Decision,
+    Grant,
+    GrantRequest,
+    GrantTerms,
+    Mask,
+)
 
 
 class GrantError(ExchangeError):
@@ -65,7 +73,7 @@ def request_problems(
     return problems
 
 
-def effective_masks(request: GrantRequest, entry: CatalogEntry) -> dict[str, Mask]:
+def effective_masks(request: GrantRequest | GrantTerms, entry: CatalogEntry) -> dict[str, Mask]:
     """The masks of the granted fields: sensitive ones by default, plus the overrides."""
     out: dict[str, Mask] = {}
     for name in request.fields:

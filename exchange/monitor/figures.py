@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from exchange.grants.model import Grant
+from exchange.grants.model import GrantTerms
 
 Offsets = Mapping[tuple[str, int], int]
 
@@ -167,11 +167,9 @@ def group_lags(
     return out
 
 
-def grant_figures(grants: Iterable[Grant], now: dt.datetime) -> list[GrantFigures]:
+def grant_figures(grants: Iterable[GrantTerms], now: dt.datetime) -> list[GrantFigures]:
     return [
-        GrantFigures(
-            g.id, g.request.consumer, g.request.entry, g.status(now), g.request.valid_until
-        )
+        GrantFigures(g.id, g.consumer, g.entry, g.status(now), g.valid_until)
         for g in sorted(grants, key=lambda g: g.id)
     ]
 

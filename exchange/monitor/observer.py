@@ -71,9 +71,9 @@ class Observer:
         counts = self.admin.partition_counts()
         prefix = s.topics.delivery_prefix
         known = {
-            delivery_topic(s, g.request.consumer, g.request.entry): (
-                g.request.consumer,
-                g.request.entry,
+            delivery_topic(s, g.consumer, g.entry): (
+                g.consumer,
+                g.entry,
             )
             for g in grants.values()
         }

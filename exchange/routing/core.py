@@ -153,7 +153,7 @@ class Router:
             if only is not None and grant.id not in only:
                 continue
             if after is not None and not plan.accepts(after):
-                outcome.filtered.append((grant.id, grant.request.consumer))
+                outcome.filtered.append((grant.id, grant.consumer))
                 continue
             outcome.deliveries.extend(
                 _deliveries(
@@ -189,12 +189,10 @@ def _deliveries(
         (SOURCE_HEADER, record.position.encode()),
     )
     key = plan.key(record.key)
-    out = [Delivery(grant.id, grant.request.consumer, active.topic, key, value, headers, ts_ms)]
+    out = [Delivery(grant.id, grant.consumer, active.topic, key, value, headers, ts_ms)]
     if op == "d" and key is not None:
         # Delivery topics are compacted: the tombstone lets compaction drop the key entirely.
-        out.append(
-            Delivery(grant.id, grant.request.consumer, active.topic, key, None, headers, ts_ms)
-        )
+        out.append(Delivery(grant.id, grant.consumer, active.topic, key, None, headers, ts_ms))
     return out
 
 

@@ -17,7 +17,7 @@ from exchange.catalog.apply import value_subject
 from exchange.catalog.avro import canonical_json
 from exchange.catalog.published import PublishedCatalogEntry
 from exchange.config import ExchangeSettings
-from exchange.grants.model import Grant
+from exchange.grants.model import GrantTerms
 from exchange.kafka.admin import Admin, TopicChange, TopicSpec
 from exchange.kafka.envelope import EnvelopeEncoder
 from exchange.kafka.registry import Registry
@@ -37,7 +37,7 @@ def delivery_topic(settings: ExchangeSettings, consumer: str, entry_id: str) -> 
 
 @dataclass(frozen=True)
 class _Wanted:
-    grant: Grant
+    grant: GrantTerms
     published: PublishedCatalogEntry
     topic: str
     schema: dict[str, Any]
@@ -59,7 +59,7 @@ def prepare_deliveries(
     settings: ExchangeSettings,
     admin: Admin,
     registry: Registry,
-    grants: Sequence[tuple[Grant, PublishedCatalogEntry]],
+    grants: Sequence[tuple[GrantTerms, PublishedCatalogEntry]],
 ) -> dict[str, ActiveGrant]:
     """Creates the consumers' compacted delivery topics and registers the grants' schemas.
 
@@ -70,7 +70,7 @@ def prepare_deliveries(
         return {}
     wanted = []
     for grant, published in grants:
-        topic = delivery_topic(settings, grant.request.consumer, published.entry.id)
+        topic = delivery_topic(settings, grant.consumer, published.entry.id)
         schema = delivery_schema(published.entry, published.record_schema, grant)
         wanted.append(_Wanted(grant, published, topic, schema, canonical_json(schema)))
     _create_topics(settings, admin, wanted)

@@ -30,7 +30,7 @@ from exchange.config import ExchangeSettings
 from exchange.dlq import DeadLetter
 from exchange.errors import ExchangeError
 from exchange.grants.book import GrantBook
-from exchange.grants.model import Grant
+from exchange.grants.model import GrantTerms
 from exchange.kafka.admin import Admin, plan_topics
 from exchange.kafka.control import read_table, reader
 from exchange.kafka.errors import KafkaOpError
@@ -191,21 +191,19 @@ class RouterService:
         active: dict[str, ActiveGrant] = {}
         happenings: list[Happening] = []
         upcoming: list[dt.datetime] = []
-        starting: list[tuple[Grant, PublishedCatalogEntry]] = []
+        starting: list[tuple[GrantTerms, PublishedCatalogEntry]] = []
         for grant in grants.values():
             status = grant.status(now)
             if grant.state == "approved":
                 if status == "pending":
-                    upcoming.append(grant.request.valid_from)
+                    upcoming.append(grant.valid_from)
                 elif status == "active":
-                    upcoming.append(grant.request.valid_until)
+                    upcoming.append(grant.valid_until)
             if status != "active":
                 continue
-            published = self.catalog.entries.get(grant.request.entry)
+            published = self.catalog.entries.get(grant.entry)
             if published is None:
-                log.warning(
-                    "grant %s names entry %s, not in the catalog", grant.id, grant.request.entry
-                )
+                log.warning("grant %s names entry %s, not in the catalog", grant.id, grant.entry)
                 continue
             current = self._active.get(grant.id)
             if current is not None and current.plan.grant == grant:
@@ -553,18 +551,18 @@ class RouterService:
             raise RouterError(f"{remaining} deliveries not acknowledged in time", code="_TIMED_OUT")
 
 
-def _delivery_event(kind: str, grant: Grant, actor: str, ts_ms: int, why: str) -> Happening:
+def _delivery_event(kind: str, grant: GrantTerms, actor: str, ts_ms: int, why: str) -> Happening:
     return Happening(
         kind=kind,
         actor=actor,
         ts_ms=ts_ms,
-        entry=grant.request.entry,
-        consumer=grant.request.consumer,
+        entry=grant.entry,
+        consumer=grant.consumer,
         grant_id=grant.id,
         details={
             "why": why,
             "revision": grant.revision,
-            "valid_until": grant.request.valid_until.isoformat(),
+            "valid_until": grant.valid_until.isoformat(),
         },
     )
 

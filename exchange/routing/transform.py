@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exchange.catalog.model import CatalogEntry
-from exchange.grants.model import Grant, Mask, Predicate
+from exchange.grants.model import GrantTerms, Mask, Predicate
 from exchange.grants.rules import effective_masks
 
 RowFilter = Callable[[Mapping[str, Any]], bool]
@@ -67,15 +67,15 @@ def mask_value(value: Any, mask: Mask, salt: bytes) -> str | None:
 
 
 def delivery_record_schema(
-    entry: CatalogEntry, record_schema: Mapping[str, Any], grant: Grant
+    entry: CatalogEntry, record_schema: Mapping[str, Any], grant: GrantTerms
 ) -> dict[str, Any]:
     """The granted fields of the entry's record, in the entry's order, all optional.
 
     Masked fields become strings. Every field is a union with null and defaults to null, so a
     grant's later changes (a field added or dropped) stay readable for its consumer.
     """
-    masks = effective_masks(grant.request, entry)
-    granted = set(grant.request.fields)
+    masks = effective_masks(grant, entry)
+    granted = set(grant.fields)
     fields = []
     for field in record_schema["fields"]:
         name = field["name"]
@@ -94,22 +94,22 @@ def delivery_record_schema(
         fields.append(out)
     return {
         "type": "record",
-        "name": _record_name(grant.request.consumer, entry.id),
+        "name": _record_name(grant.consumer, entry.id),
         "namespace": DELIVERY_NAMESPACE,
-        "doc": f"{entry.title} ({entry.id}) as delivered to {grant.request.consumer}.",
+        "doc": f"{entry.title} ({entry.id}) as delivered to {grant.consumer}.",
         "fields": fields,
     }
 
 
 def delivery_schema(
-    entry: CatalogEntry, record_schema: Mapping[str, Any], grant: Grant
+    entry: CatalogEntry, record_schema: Mapping[str, Any], grant: GrantTerms
 ) -> dict[str, Any]:
     """The delivery envelope: op, the projected record, the source event's id and time."""
     return {
         "type": "record",
-        "name": _record_name(grant.request.consumer, entry.id) + "Change",
+        "name": _record_name(grant.consumer, entry.id) + "Change",
         "namespace": DELIVERY_NAMESPACE,
-        "doc": f"Changes of {entry.id} delivered to {grant.request.consumer} under a grant.",
+        "doc": f"Changes of {entry.id} delivered to {grant.consumer} under a grant.",
         "fields": [
             {
                 "name": "op",
@@ -146,7 +146,7 @@ def _record_name(consumer: str, entry_id: str) -> str:
 class DeliveryPlan:
     """One grant applied to one entry: filter, project and mask a record; derive its key."""
 
-    grant: Grant
+    grant: GrantTerms
     entry: CatalogEntry
     fields: tuple[str, ...]
     masks: Mapping[str, Mask]
@@ -156,16 +156,16 @@ class DeliveryPlan:
     hashed_key: bool
 
     @classmethod
-    def build(cls, grant: Grant, entry: CatalogEntry) -> DeliveryPlan:
-        masks = effective_masks(grant.request, entry)
+    def build(cls, grant: GrantTerms, entry: CatalogEntry) -> DeliveryPlan:
+        masks = effective_masks(grant, entry)
         return cls(
             grant=grant,
             entry=entry,
-            fields=tuple(grant.request.fields),
+            fields=tuple(grant.fields),
             masks=masks,
-            row_filter=compile_filter(grant.request.row_filter),
+            row_filter=compile_filter(grant.row_filter),
             salt=bytes.fromhex(grant.salt),
-            hashed_key=any(k in masks or k not in grant.request.fields for k in entry.key),
+            hashed_key=any(k in masks or k not in grant.fields for k in entry.key),
         )
 
     def accepts(self, record: Mapping[str, Any]) -> bool:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from exchange.config.settings import ExchangeSettings
-from exchange.grants.model import Grant
+from exchange.grants.model import GrantTerms
 
 ROUTER = "router"
 MONITOR = "monitor"
@@ -88,7 +88,7 @@ def _allow(principal: str, resource: str, name: str, pattern: str, *ops: str) ->
 def desired_acls(
     settings: ExchangeSettings,
     providers: Mapping[str, str],
-    grants: Iterable[Grant],
+    grants: Iterable[GrantTerms],
     now: dt.datetime,
 ) -> set[Acl]:
     """Every ACL the broker should hold. ``providers``: entry id -> providing department."""
@@ -106,7 +106,7 @@ def desired_acls(
         acls |= _allow(p, "GROUP", READER_GROUPS, "PREFIXED", "READ")
 
     for grant in grants:
-        entry, consumer = grant.request.entry, grant.request.consumer
+        entry, consumer = grant.entry, grant.consumer
         if not grant.is_active(now) or entry not in providers:
             continue
         p = consumer_principal(consumer)
@@ -153,13 +153,13 @@ def plan_acls(desired: set[Acl], existing: Iterable[Acl]) -> AclPlan:
     )
 
 
-def next_grant_edge(grants: Iterable[Grant], now: dt.datetime) -> dt.datetime | None:
+def next_grant_edge(grants: Iterable[GrantTerms], now: dt.datetime) -> dt.datetime | None:
     """The next moment an approved grant starts or ends: the ACLs change then."""
     edges = [
         moment
         for g in grants
         if g.state == "approved"
-        for moment in (g.request.valid_from, g.request.valid_until)
+        for moment in (g.valid_from, g.valid_until)
         if moment > now
     ]
     return min(edges, default=None)

@@ -32,7 +32,7 @@ from exchange.catalog.published import read_published
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
 from exchange.grants.book import GrantBook
-from exchange.grants.model import Grant
+from exchange.grants.model import GrantTerms
 from exchange.grants.store import read_grants
 from exchange.kafka.admin import Admin
 from exchange.security.acls import Acl, AclPlan, desired_acls, next_grant_edge, plan_acls
@@ -76,7 +76,7 @@ def _name(value: object) -> str:
 
 
 def plan(
-    settings: ExchangeSettings, admin: Admin, grants: list[Grant], now: dt.datetime
+    settings: ExchangeSettings, admin: Admin, grants: list[GrantTerms], now: dt.datetime
 ) -> AclPlan:
     catalog = read_published(settings)
     providers = {e: p.entry.provider for e, p in catalog.entries.items()}
@@ -141,7 +141,7 @@ def _happening(kind: str, acl: Acl, actor: str, ts: int) -> Happening:
 def sync_once(settings: ExchangeSettings, audit: AuditWriter | None) -> AclPlan:
     """One sync from the grants as they are now; without ``audit``, a dry run (only the plan)."""
     admin = Admin(settings.kafka)
-    grants = list(read_grants(settings).grants.values())
+    grants = [g.terms() for g in read_grants(settings).grants.values()]
     change = plan(settings, admin, grants, dt.datetime.now(dt.UTC))
     if audit is not None:
         apply(settings, admin, change, audit)

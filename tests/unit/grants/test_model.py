@@ -67,3 +67,30 @@ def test_decoded_grants_share_their_repeated_text() -> None:
     assert one.request.fields[0] is two.request.fields[0]
     assert one.request.legal_basis is two.request.legal_basis
     assert one.requested_by.department is two.requested_by.department
+
+
+def test_terms_carry_what_routing_needs_and_follow_the_same_period() -> None:
+    g = grant(row_filter={"region_code": {"prefix": "1406"}}, masks={"name": "hash"}).model_copy(
+        update={"state": "approved"}
+    )
+    terms = g.terms()
+    r = g.request
+    assert (terms.id, terms.revision, terms.consumer, terms.entry, terms.salt) == (
+        g.id,
+        g.revision,
+        r.consumer,
+        r.entry,
+        g.salt,
+    )
+    assert (terms.fields, terms.row_filter, dict(terms.masks)) == (r.fields, r.row_filter, r.masks)
+    for at in (T0 - dt.timedelta(seconds=1), T0, T0 + dt.timedelta(days=365)):
+        assert terms.status(at) == g.status(at)
+    # A new revision is a change the router must see; the same grant decoded again is not.
+    assert Grant.decode(g.encode()).terms() == terms
+    assert g.model_copy(update={"revision": 2}).terms() != terms
+
+
+def test_terms_share_equal_masks() -> None:
+    one = grant(masks={"name": "hash"}).terms()
+    two = grant(masks={"name": "hash"}).model_copy(update={"id": "g-2"}).terms()
+    assert one.masks["name"] is two.masks["name"]

@@ -49,7 +49,7 @@ def test_grant_status_and_expiry() -> None:
     g = grant()
     approved = g.model_copy(update={"state": "approved"})
     now = T0 + dt.timedelta(days=360)
-    figures = grant_figures([approved, g.model_copy(update={"id": "g0"})], now)
+    figures = grant_figures([approved.terms(), g.model_copy(update={"id": "g0"}).terms()], now)
     assert [(f.grant_id, f.status) for f in figures] == [("g0", "requested"), ("g1", "active")]
     assert expiring(figures, now, dt.timedelta(days=7)) == ["g1"]
     assert expiring(figures, T0 + dt.timedelta(days=300), dt.timedelta(days=7)) == []

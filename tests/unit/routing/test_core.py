@@ -82,9 +82,10 @@ def router(*grants: Grant) -> Router:
     r.set_entry(TOPIC, EntryRoute(ENTRY, SCHEMA))
     active = []
     for i, g in enumerate(grants):
-        envelope = EnvelopeEncoder(100 + i, delivery_schema(ENTRY, SCHEMA, g))
+        terms = g.terms()
+        envelope = EnvelopeEncoder(100 + i, delivery_schema(ENTRY, SCHEMA, terms))
         topic = f"dlv.{g.request.consumer}.{ENTRY.id}"
-        active.append(ActiveGrant(DeliveryPlan.build(g, ENTRY), topic, envelope))
+        active.append(ActiveGrant(DeliveryPlan.build(terms, ENTRY), topic, envelope))
     r.set_grants(TOPIC, active)
     return r
 
@@ -110,7 +111,7 @@ def test_each_grant_gets_its_projection() -> None:
     assert out.filtered == [("county", "rsj")]
     (d,) = out.deliveries
     assert d.topic == "dlv.mzj.gongan.resident_population" and d.consumer == "mzj"
-    value = AvroCodec(100, delivery_schema(ENTRY, SCHEMA, three)).decode(d.value or b"")
+    value = AvroCodec(100, delivery_schema(ENTRY, SCHEMA, three.terms())).decode(d.value or b"")
     assert value["after"] == {
         "citizen_id": "1" + "*" * 16 + "X",
         "name": "张*丰",

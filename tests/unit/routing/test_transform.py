@@ -56,7 +56,7 @@ def test_masks() -> None:
 
 def test_projection_keeps_granted_fields_masked_where_required() -> None:
     g = grant(masks={"citizen_id": {"keep": {"first": 6, "last": 4}}})
-    plan = DeliveryPlan.build(g, entry())
+    plan = DeliveryPlan.build(g.terms(), entry())
     assert plan.project(ROW) == {
         "citizen_id": "140602********1234",
         "name": "张*丰",
@@ -65,19 +65,19 @@ def test_projection_keeps_granted_fields_masked_where_required() -> None:
 
 
 def test_keys_are_hashed_when_the_key_field_is_masked_or_not_granted() -> None:
-    masked = DeliveryPlan.build(grant(), entry())
+    masked = DeliveryPlan.build(grant().terms(), entry())
     assert masked.hashed_key
     key = masked.key(b"140602199001011234")
     assert key is not None and b"1234" not in key and len(key) == 64
-    not_granted = DeliveryPlan.build(grant(fields=["region_code"]), entry())
+    not_granted = DeliveryPlan.build(grant(fields=["region_code"]).terms(), entry())
     assert not_granted.hashed_key
-    plain = DeliveryPlan.build(grant(masks={"citizen_id": "none"}), entry())
+    plain = DeliveryPlan.build(grant(masks={"citizen_id": "none"}).terms(), entry())
     assert not plain.hashed_key and plain.key(b"K") == b"K"
 
 
 def test_delivery_schema_holds_only_granted_fields_all_optional() -> None:
     g = grant(fields=["citizen_id", "birth_date", "region_code"])
-    schema = delivery_schema(entry(), SCHEMA, g)
+    schema = delivery_schema(entry(), SCHEMA, g.terms())
     after = schema["fields"][1]["type"][1]
     assert [f["name"] for f in after["fields"]] == ["citizen_id", "birth_date", "region_code"]
     types = {f["name"]: f["type"] for f in after["fields"]}
@@ -86,7 +86,7 @@ def test_delivery_schema_holds_only_granted_fields_all_optional() -> None:
     assert all(f["default"] is None for f in after["fields"])
     # It is valid Avro and encodes a projected record.
     parsed = fastavro.parse_schema(copy.deepcopy(schema))
-    plan = DeliveryPlan.build(g, entry())
+    plan = DeliveryPlan.build(g.terms(), entry())
     value = {
         "op": "u",
         "after": plan.project({**ROW, "birth_date": dt.date(1990, 1, 1)}),

@@ -21,7 +21,7 @@ def of(acls: set[Acl], principal: str) -> set[tuple[str, str, str, str]]:
 
 
 def test_a_consumer_reads_only_the_delivery_topics_of_its_active_grants() -> None:
-    acls = desired_acls(SETTINGS, PROVIDERS, [approved()], NOW)
+    acls = desired_acls(SETTINGS, PROVIDERS, [approved().terms()], NOW)
     assert of(acls, "consumer-mzj") == {
         ("TOPIC", "dlv.mzj.gongan.resident_population", "LITERAL", "READ"),
         ("TOPIC", "dlv.mzj.gongan.resident_population", "LITERAL", "DESCRIBE"),
@@ -40,11 +40,13 @@ def test_requested_revoked_expired_and_future_grants_give_nothing() -> None:
     expired = approved(valid_until=T0 + dt.timedelta(hours=1))
     future = approved(valid_from=NOW + dt.timedelta(days=1), valid_until=NOW + dt.timedelta(days=9))
     for g in (requested, revoked, expired, future):
-        assert of(desired_acls(SETTINGS, PROVIDERS, [g], NOW), "consumer-mzj") == set(), g.state
+        assert of(desired_acls(SETTINGS, PROVIDERS, [g.terms()], NOW), "consumer-mzj") == set(), (
+            g.state
+        )
 
 
 def test_a_grant_for_an_entry_no_longer_in_the_catalog_gives_nothing() -> None:
-    acls = desired_acls(SETTINGS, {"mzj.marriage_registration": "mzj"}, [approved()], NOW)
+    acls = desired_acls(SETTINGS, {"mzj.marriage_registration": "mzj"}, [approved().terms()], NOW)
     assert of(acls, "consumer-mzj") == set()
 
 
@@ -59,7 +61,7 @@ def test_a_connector_writes_only_its_departments_entries() -> None:
 
 
 def test_only_the_platform_writes_grants_catalog_and_audit() -> None:
-    acls = desired_acls(SETTINGS, PROVIDERS, [approved()], NOW)
+    acls = desired_acls(SETTINGS, PROVIDERS, [approved().terms()], NOW)
     control = {SETTINGS.topics.grants, SETTINGS.topics.catalog}
     assert not [a for a in acls if a.name in control and a.operation == "WRITE"]
     audit_writers = {
@@ -94,5 +96,5 @@ def test_the_next_edge_is_the_nearest_start_or_end_of_an_approved_grant() -> Non
     starts = approved(
         valid_from=NOW + dt.timedelta(hours=1), valid_until=NOW + dt.timedelta(days=2)
     )
-    assert next_grant_edge([ends, starts], NOW) == NOW + dt.timedelta(hours=1)
-    assert next_grant_edge([grant(valid_until=NOW + dt.timedelta(minutes=1))], NOW) is None
+    assert next_grant_edge([ends.terms(), starts.terms()], NOW) == NOW + dt.timedelta(hours=1)
+    assert next_grant_edge([grant(valid_until=NOW + dt.timedelta(minutes=1)).terms()], NOW) is None
