@@ -24,11 +24,13 @@ class PublishedEntry:
     topic: str
     subject: str
     codec: AvroCodec
+    #: The registered envelope schema ``codec`` writes.
+    schema: dict[str, Any]
 
     @property
     def record_schema(self) -> dict[str, Any]:
         """The entry's own record: the non-null branch of the envelope's ``after``."""
-        after = next(f for f in self.codec.schema["fields"] if f["name"] == "after")
+        after = next(f for f in self.schema["fields"] if f["name"] == "after")
         return next(t for t in after["type"] if isinstance(t, dict))
 
 
@@ -66,7 +68,9 @@ def published_entry(settings: ExchangeSettings, config: ConnectorConfig) -> Publ
             f"no schema registered under {subject}: run `exchange catalog apply`",
             code="NOT_REGISTERED",
         )
-    return PublishedEntry(entry, topic, subject, AvroCodec(latest.schema_id, latest.schema))
+    return PublishedEntry(
+        entry, topic, subject, AvroCodec(latest.schema_id, latest.schema), latest.schema
+    )
 
 
 def saved_position(settings: ExchangeSettings, connector_id: str) -> dict[str, Any] | None:

@@ -49,7 +49,7 @@ class Publisher:
             target.record_schema,
             mapper.sources,
             target.codec.schema_id,
-            target.codec.schema,
+            target.schema,
             Identity(config.department, config.system, config.id),
         )
         self.encoder = ChangeEncoder(self.spec)

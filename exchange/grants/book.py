@@ -43,7 +43,8 @@ class GrantBook:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.ident is not None:  # a router closed before it started never started it
+            self._thread.join(timeout=10)
 
     @property
     def alive(self) -> bool:

@@ -186,6 +186,19 @@ def watermarks(client: Consumer, topic: str, partition: int, timeout: float) -> 
         return int(low), int(high)
 
 
+def end_marks(settings: KafkaSettings, topic: str) -> tuple[int, ...]:
+    """The end offset of each of ``topic``'s partitions: while they stay the same, nothing was
+    written to it (a cheap test before re-reading a whole control topic)."""
+    consumer = reader(settings)
+    try:
+        timeout = settings.request_timeout_s
+        return tuple(
+            watermarks(consumer, topic, p, timeout)[1] for p in partitions(consumer, topic, timeout)
+        )
+    finally:
+        consumer.close()
+
+
 def _read(
     consumer: Consumer, probe: Consumer, topic: str, timeout: float, committed: bool
 ) -> list[Message]:

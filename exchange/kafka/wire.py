@@ -27,8 +27,8 @@ class AvroCodec:
     """Encodes and decodes records of one registered schema."""
 
     def __init__(self, schema_id: int, schema: dict[str, Any]) -> None:
+        # Only the parsed form is kept: a router decodes records of 1,000 entries' schemas.
         self.schema_id = schema_id
-        self.schema = schema
         self._parsed = fastavro.parse_schema(schema)
         self._header = _HEADER.pack(MAGIC, schema_id)
 

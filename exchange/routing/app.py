@@ -23,7 +23,6 @@ from typing import Any
 
 import faust
 
-from exchange.catalog.published import read_published
 from exchange.config import ExchangeSettings
 from exchange.config.settings import KafkaSecurity
 from exchange.routing.core import SourceRecord
@@ -124,13 +123,13 @@ def build_app(
     @app.timer(CATALOG_CHECK_S)  # type: ignore[untyped-decorator]
     async def catalog() -> None:
         try:
-            published = await asyncio.get_running_loop().run_in_executor(
-                None, read_published, settings
+            changed = await asyncio.get_running_loop().run_in_executor(
+                None, service.catalog_changed
             )
         except Exception:
             log.exception("cannot read the catalog; trying again in %.0f s", CATALOG_CHECK_S)
             return
-        if sorted(published.by_topic()) != topics:
+        if changed:
             log.warning("the catalog changed (source topics differ): restarting to subscribe")
             on_catalog_change()
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-RECORDS_IN = Counter(
+from exchange.metrics.compact import LabelledCounter, LabelledHistogram
+
+# Series per entry and per grant are compact (metrics/compact.py): a worker may hold 10,000
+# grants over 1,000 entries.
+RECORDS_IN = LabelledCounter(
     "exchange_router_records_in_total", "Source records read by the router.", ("entry",)
 )
-DELIVERED = Counter(
+DELIVERED = LabelledCounter(
     "exchange_records_delivered_total",
     "Records delivered to a consumer's delivery topic and acknowledged by Kafka.",
     ("entry", "consumer", "grant"),
 )
-DENIED = Counter(
+DENIED = LabelledCounter(
     "exchange_records_denied_total",
     "Valid records a grant's consumer did not receive (e.g. outside its row filter).",
     ("entry", "consumer", "grant", "reason"),
@@ -22,7 +26,7 @@ REJECTED = Counter(
     "Source records the router rejected to the DLQ, by reason.",
     ("entry", "reason"),
 )
-ROUTING_LATENCY = Histogram(
+ROUTING_LATENCY = LabelledHistogram(
     "exchange_routing_latency_seconds",
     "From a change being read at its source to its delivery being acknowledged.",
     ("entry",),

@@ -32,7 +32,7 @@ from exchange.errors import ExchangeError
 from exchange.grants.book import GrantBook
 from exchange.grants.model import GrantTerms
 from exchange.kafka.admin import Admin, plan_topics
-from exchange.kafka.control import read_table, reader
+from exchange.kafka.control import end_marks, read_table, reader
 from exchange.kafka.errors import KafkaOpError
 from exchange.kafka.producing import POLL_EVERY, ProducerPool, produce
 from exchange.kafka.registry import Registry
@@ -93,6 +93,9 @@ class RouterService:
         self.registry = Registry(settings.registry)
         self.admin = Admin(settings.kafka)
         self.core = Router(SchemaLookup(self.registry.schema_by_id))
+        #: The catalog topic's end offsets when it was read: the catalog check re-reads it only
+        #: when they moved (reading 1,000 entries every few seconds is not free).
+        self.catalog_marks = end_marks(settings.kafka, settings.topics.catalog)
         self.catalog: PublishedCatalog = read_published(settings)
         for entry_id, why in self.catalog.unreadable:
             log.error("catalog entry %s skipped: %s", entry_id, why)
@@ -167,6 +170,16 @@ class RouterService:
 
     def source_topics(self) -> list[str]:
         return sorted(self.core.routes)
+
+    def catalog_changed(self) -> bool:
+        """Whether the published catalog now names other source topics than this worker routes
+        (blocking: run it in an executor). Re-read only when the catalog topic was written."""
+        marks = end_marks(self.settings.kafka, self.settings.topics.catalog)
+        if marks == self.catalog_marks:
+            return False
+        published = read_published(self.settings)
+        self.catalog_marks = marks
+        return sorted(published.by_topic()) != self.source_topics()
 
     def close(self) -> None:
         self.handover.release(list(self.assigned))
@@ -350,9 +363,9 @@ class RouterService:
             if n % POLL_EVERY == 0:
                 self.producers.poll()
         for entry, count in records_in.items():
-            metrics.RECORDS_IN.labels(entry).inc(count)
+            metrics.RECORDS_IN.inc((entry,), count)
         for labels, count in denied.items():
-            metrics.DENIED.labels(*labels).inc(count)
+            metrics.DENIED.inc(labels, count)
         routed = time.perf_counter()
         await loop.run_in_executor(None, self._flush)
         flushed = time.perf_counter()
@@ -411,16 +424,18 @@ class RouterService:
         # Counted per batch and label set: a labels() lookup per record costs more than routing.
         acked_s = time.time()
         counts: Counter[tuple[str, str, str]] = Counter()
-        latency: dict[str, Any] = {}
+        latency: dict[str, list[float]] = {}
         for d, entry in delivered:
             if d.value is not None:
                 counts[entry, d.consumer, d.grant_id] += 1
-                observe = latency.get(entry)
-                if observe is None:
-                    observe = latency[entry] = metrics.ROUTING_LATENCY.labels(entry).observe
-                observe(max(0.0, acked_s - d.source_ts_ms / 1000))
+                seconds = latency.get(entry)
+                if seconds is None:
+                    seconds = latency[entry] = []
+                seconds.append(max(0.0, acked_s - d.source_ts_ms / 1000))
         for labels, n in counts.items():
-            metrics.DELIVERED.labels(*labels).inc(n)
+            metrics.DELIVERED.inc(labels, n)
+        for entry, values in latency.items():
+            metrics.ROUTING_LATENCY.observe((entry,), values)
 
     # -- backfills ---------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from exchange.config import ExchangeSettings
 from exchange.kafka.admin import Admin, TopicSpec, plan_topics
-from exchange.kafka.control import publish
+from exchange.kafka.control import end_marks, publish
 from exchange.kafka.follow import Follower
 
 
@@ -66,3 +66,14 @@ def test_admin_reports_end_offsets_groups_and_commits(platform: ExchangeSettings
     finally:
         consumer.close()
     assert admin.group_members(group) == 0
+
+
+def test_end_marks_move_only_when_the_topic_is_written(platform: ExchangeSettings) -> None:
+    topic = _topic(platform, partitions=2)
+    empty = end_marks(platform.kafka, topic)
+    assert empty == (0, 0)
+    assert end_marks(platform.kafka, topic) == empty
+    publish(platform.kafka, topic, _records(5))
+    written = end_marks(platform.kafka, topic)
+    assert sum(written) == 5
+    assert end_marks(platform.kafka, f"{topic}.missing") == ()
