@@ -42,12 +42,14 @@ class LabelledCounter(Collector):
             registry.register(self)
 
     def inc(self, labels: Labels, amount: float = 1.0) -> None:
-        if len(labels) != len(self.labelnames):
-            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {labels}")
         if amount < 0:
             raise ValueError(f"{self.name}: a counter only goes up (got {amount})")
         with self._lock:
-            self._values[labels] = self._values.get(labels, 0.0) + amount
+            value = self._values.get(labels)
+            if value is None:
+                _check_labels(self.name, self.labelnames, labels)
+                value = 0.0
+            self._values[labels] = value + amount
 
     def value(self, labels: Labels) -> float:
         with self._lock:
@@ -84,6 +86,8 @@ class LabelledHistogram(Collector):
         buckets: Sequence[float],
         registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
+        if "le" in labelnames:
+            raise ValueError(f"{name}: 'le' is the bucket label of a histogram")
         bounds = sorted(float(b) for b in buckets)
         if not bounds or bounds != [float(b) for b in buckets]:
             raise ValueError(f"{name}: buckets must be given in increasing order")
@@ -99,18 +103,18 @@ class LabelledHistogram(Collector):
             registry.register(self)
 
     def observe(self, labels: Labels, values: Iterable[float]) -> None:
-        if len(labels) != len(self.labelnames):
-            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {labels}")
         bounds = self._bounds
         with self._lock:
             series = self._series.get(labels)
             if series is None:
+                _check_labels(self.name, self.labelnames, labels)
                 series = self._series[labels] = _Series(len(bounds))
             counts = series.counts
             for value in values:
-                # A value equal to a bound belongs to that bucket (le: less than or equal).
-                counts[bisect.bisect_left(bounds, value)] += 1
                 series.sum += value
+                if value == value:  # NaN goes in no bucket (as in prometheus_client)
+                    # A value equal to a bound belongs to that bucket (le: less than or equal).
+                    counts[bisect.bisect_left(bounds, value)] += 1
 
     def describe(self) -> Iterable[Metric]:
         return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
@@ -128,3 +132,10 @@ class LabelledHistogram(Collector):
                 cumulative.append((le, float(running)))
             family.add_metric(list(labels), cumulative, total)
         return [family]
+
+
+def _check_labels(name: str, labelnames: Labels, labels: Labels) -> None:
+    # Checked once per label set. A value that is not text would break every later scrape
+    # (prometheus_client's own labels() turns values into text; these keep them as given).
+    if len(labels) != len(labelnames) or not all(type(v) is str for v in labels):
+        raise ValueError(f"{name}: expected text labels {labelnames}, got {labels!r}")

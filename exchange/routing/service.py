@@ -94,7 +94,8 @@ class RouterService:
         self.admin = Admin(settings.kafka)
         self.core = Router(SchemaLookup(self.registry.schema_by_id))
         #: The catalog topic's end offsets when it was read: the catalog check re-reads it only
-        #: when they moved (reading 1,000 entries every few seconds is not free).
+        #: when they moved (reading 1,000 entries every few seconds is not free). Taken before
+        #: the read, so a write in between causes one more read, never a missed one.
         self.catalog_marks = end_marks(settings.kafka, settings.topics.catalog)
         self.catalog: PublishedCatalog = read_published(settings)
         for entry_id, why in self.catalog.unreadable:

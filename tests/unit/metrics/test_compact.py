@@ -11,7 +11,7 @@ BUCKETS = (0.005, 0.1, 1, 2.5, 60)
 def _exposition(registry: CollectorRegistry) -> list[str]:
     # prometheus_client's own types add a `_created` series per label set; ours leave it out.
     text = generate_latest(registry).decode()
-    return sorted(line for line in text.splitlines() if "_created" not in line)
+    return [line for line in text.splitlines() if "_created" not in line]
 
 
 def test_counter_exposes_what_prometheus_clients_counter_does() -> None:
@@ -35,7 +35,7 @@ def test_histogram_exposes_what_prometheus_clients_histogram_does() -> None:
         "x_latency_seconds", "Latency.", ("entry",), buckets=BUCKETS, registry=theirs_registry
     )
     # Values on a bound, between bounds, above the last bound and zero.
-    values = {"e1": [0.0, 0.005, 0.02, 1.0, 2.5, 61.0], "e2": [0.3]}
+    values = {"e1": [0.0, 0.005, 0.02, 1.0, 2.5, 61.0, float("nan")], "e2": [0.3]}
     for entry, seen in values.items():
         ours.observe((entry,), seen)
         for value in seen:
@@ -45,12 +45,16 @@ def test_histogram_exposes_what_prometheus_clients_histogram_does() -> None:
 
 def test_wrong_labels_and_negative_increments_are_refused() -> None:
     counter = LabelledCounter("y_total", "Y.", ("entry", "grant"), registry=None)
-    with pytest.raises(ValueError, match="expected labels"):
+    with pytest.raises(ValueError, match="expected text labels"):
         counter.inc(("e1",))
+    with pytest.raises(ValueError, match="expected text labels"):
+        counter.inc(("e1", None))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="only goes up"):
         counter.inc(("e1", "g-1"), -1)
     histogram = LabelledHistogram("z_seconds", "Z.", ("entry",), BUCKETS, registry=None)
-    with pytest.raises(ValueError, match="expected labels"):
+    with pytest.raises(ValueError, match="expected text labels"):
         histogram.observe(("e1", "g-1"), [1.0])
+    with pytest.raises(ValueError, match="bucket label"):
+        LabelledHistogram("v_seconds", "V.", ("le",), BUCKETS, registry=None)
     with pytest.raises(ValueError, match="increasing"):
         LabelledHistogram("w_seconds", "W.", (), (1, 0.5), registry=None)
