@@ -224,6 +224,12 @@ class AuditWriter:
             return None
         except KafkaException as exc:
             raise KafkaOpError.wrap(f"cannot read audit chain {self.chain_id}", exc) from exc
+        except KafkaOpError as exc:  # already wrapped (watermarks, read_range): add the chain
+            raise KafkaOpError(
+                f"cannot read audit chain {self.chain_id}: {exc}",
+                code=exc.code,
+                retriable=exc.retriable,
+            ) from exc
         finally:
             consumer.close()
             probe.close()

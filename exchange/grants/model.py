@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import sys
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -208,8 +209,7 @@ class Grant(_Model):
             valid_from=r.valid_from,
             valid_until=r.valid_until,
             row_filter=r.row_filter,
-            # Frozen models are hashable: grants with the same mask share one.
-            masks={name: _MASKS.setdefault(mask, mask) for name, mask in r.masks.items()},
+            masks={name: _shared(mask) for name, mask in r.masks.items()},
             salt=self.salt,
         )
 
@@ -221,7 +221,13 @@ class Grant(_Model):
         return cls.model_validate_json(data)
 
 
-_MASKS: dict[Mask, Mask] = {}
+# Grants with the same mask share one. Weak, and keyed by the mask's fields rather than the
+# mask (a key is held strongly): a mask no grant uses any more leaves the table.
+_MASKS: weakref.WeakValueDictionary[tuple[str, int, int], Mask] = weakref.WeakValueDictionary()
+
+
+def _shared(mask: Mask) -> Mask:
+    return _MASKS.setdefault((mask.kind, mask.first, mask.last), mask)
 
 
 @dataclass(frozen=True, slots=True)

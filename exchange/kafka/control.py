@@ -172,11 +172,12 @@ def watermarks(client: Consumer, topic: str, partition: int, timeout: float) -> 
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             settling = isinstance(err, KafkaError) and err.code() in SETTLING
-            if not settling or time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if not settling or left <= 0:
                 raise KafkaOpError.wrap(
                     f"cannot read the offsets of {topic}[{partition}]", exc
                 ) from exc
-            time.sleep(min(0.2, remaining))
+            time.sleep(min(0.2, left))
             continue
         if found is None:
             raise KafkaOpError(

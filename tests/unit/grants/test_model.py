@@ -1,8 +1,10 @@
 import datetime as dt
+import gc
 
 import pytest
 from pydantic import ValidationError
 
+from exchange.grants import model
 from exchange.grants.model import Grant, Mask, Predicate, parse_row_filter
 from tests.unit.grants.fixtures import T0, grant, request
 
@@ -94,3 +96,15 @@ def test_terms_share_equal_masks() -> None:
     one = grant(masks={"name": "hash"}).terms()
     two = grant(masks={"name": "hash"}).model_copy(update={"id": "g-2"}).terms()
     assert one.masks["name"] is two.masks["name"]
+
+
+def test_a_mask_no_grant_holds_leaves_the_shared_table() -> None:
+    rare = {"kind": "keep", "first": 17, "last": 3}
+    terms = grant(masks={"name": rare}).terms()
+    held = terms.masks["name"]
+    del terms
+    gc.collect()
+    assert model._MASKS[("keep", 17, 3)] is held
+    del held
+    gc.collect()
+    assert ("keep", 17, 3) not in model._MASKS

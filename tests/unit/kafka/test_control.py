@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -41,11 +42,22 @@ def test_other_errors_are_raised_with_their_code_at_once() -> None:
     assert client.calls == 1
 
 
+def test_timeouts_and_a_topic_not_yet_known_are_retried() -> None:
+    client = FlakyClient(KafkaError._TIMED_OUT, KafkaError.UNKNOWN_TOPIC_OR_PART)
+    assert watermarks(client, "t", 0, timeout=5) == (0, 7)  # type: ignore[arg-type]
+    assert client.calls == 3
+
+
 def test_an_election_that_outlasts_the_timeout_is_an_error() -> None:
     client = FlakyClient(*[KafkaError.NOT_LEADER_FOR_PARTITION] * 1000)
+    started = time.monotonic()
     with pytest.raises(KafkaOpError) as caught:
-        watermarks(client, "t", 0, timeout=0.3)  # type: ignore[arg-type]
+        watermarks(client, "t", 0, timeout=0.5)  # type: ignore[arg-type]
     assert caught.value.code == "NOT_LEADER_FOR_PARTITION"
+    # Retried within the timeout (the client answers at once here), then given up: a
+    # generous bound, only to catch a retry loop that ignores its deadline.
+    assert client.calls >= 3
+    assert time.monotonic() - started < 0.5 + 1.0
 
 
 def test_no_answer_is_a_timeout() -> None:
