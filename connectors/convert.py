@@ -174,6 +174,10 @@ def to_date(raw: Any, date_format: str | None = None) -> dt.date:
         return raw.date()
     if isinstance(raw, dt.date):
         return raw
+    if not date_format and raw.__class__ is str:
+        quick = _quick_date(raw)
+        if quick is not None:
+            return quick
     text = unicodedata.normalize("NFKC", str(raw)).strip()
     if date_format:
         try:
@@ -186,6 +190,32 @@ def to_date(raw: Any, date_format: str | None = None) -> dt.date:
             f"{raw!r} is not a date (expected e.g. 2021年7月27日, 2021/7/27, 2021-07-27, 20210727)"
         )
     return parsed[0]
+
+
+def _quick_date(text: str) -> dt.date | None:
+    """The commonest forms (20210727, 2021-07-27, 2021/7/27, 2021年7月27日) in ASCII digits
+    without normalising and pattern matching; ``None`` for anything else, which the general
+    parser then reads."""
+    try:
+        if len(text) == 8 and text.isdigit() and text.isascii():
+            return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+        if text.endswith("日"):
+            year, _, rest = text.partition("年")
+            month, _, day = rest[:-1].partition("月")
+            parts = [year, month, day]
+        else:
+            parts = text.split("/") if "/" in text else text.split("-")
+        if (
+            len(parts) == 3
+            and len(parts[0]) == 4
+            and 1 <= len(parts[1]) <= 2
+            and 1 <= len(parts[2]) <= 2
+            and all(p.isdigit() and p.isascii() for p in parts)
+        ):
+            return dt.date(int(parts[0]), int(parts[1]), int(parts[2]))
+    except ValueError:
+        return None  # e.g. month 13: the general parser reports it
+    return None
 
 
 def to_timestamp(raw: Any, date_format: str | None = None) -> dt.datetime:

@@ -1,9 +1,16 @@
 import datetime as dt
+import unicodedata
 from decimal import Decimal
 
 import pytest
 
-from connectors.convert import CHINA_TZ, ConversionError, converter
+from connectors.convert import (
+    CHINA_TZ,
+    ConversionError,
+    _parse_date_time,
+    _quick_date,
+    converter,
+)
 from exchange.catalog.avro import FieldType
 
 
@@ -101,3 +108,25 @@ def test_booleans() -> None:
     assert convert("是") is True and convert("N") is False and convert(1) is True
     with pytest.raises(ConversionError):
         convert("maybe")
+
+
+def test_the_quick_date_path_agrees_with_the_general_parser() -> None:
+    texts = [
+        f"{y}{sep}{m}{sep}{d}"
+        for y in ("1940", "2021", "0999")
+        for m in ("1", "01", "7", "12", "13", "0", "007")
+        for d in ("1", "09", "27", "30", "31", "32")
+        for sep in ("-", "/", "")
+    ] + [
+        *(f"{y}年{m}月{d}日" for y in ("2021", "202") for m in ("7", "13") for d in ("1", "31")),
+        *("2021-07-27x", "2021/07", "１９９０0101", "2021-7/27", "2024/2/29", "2023/2/29"),
+        *("2021年7月日", "年7月27日", "2021年7月27", "２０２１年7月27日", "2021年7月27日 "),
+    ]
+    for text in texts:
+        quick = _quick_date(text)
+        general = _parse_date_time(unicodedata.normalize("NFKC", text).strip())
+        if quick is not None:
+            assert general is not None and quick == general[0], text
+        elif general is not None:
+            # What the quick path leaves is still read, by the general parser.
+            assert DATE(text) == general[0], text
