@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -75,6 +76,10 @@ class Publisher:
             )
         )
         self._unpolled = 0
+        #: ``(op, seconds to acknowledgement)`` of change records acknowledged since the metrics
+        #: last counted them: delivery callbacks only append, the metrics take them in bulk.
+        self._acked: list[tuple[str, float]] = []
+        self._counting = threading.Lock()
         #: Change records and rejected rows sent by this publisher (for summaries).
         self.sent_changes = 0
         self.sent_rejections = 0
@@ -158,7 +163,7 @@ class Publisher:
         op: str | None,
         on_done: Done | None,
     ) -> None:
-        tracker, metrics = self.tracker, self.metrics
+        tracker, acked = self.tracker, self._acked.append
         seq = tracker.add(marker) if marker is not None else -1
         started = time.monotonic()
 
@@ -172,8 +177,7 @@ class Publisher:
             if seq >= 0:
                 tracker.ack(seq)
             if op is not None:
-                metrics.published(op)
-                metrics.publish_latency.observe(time.monotonic() - started)
+                acked((op, time.monotonic() - started))
             if on_done is not None:
                 on_done(None)
 
@@ -182,9 +186,23 @@ class Publisher:
         if self._unpolled >= POLL_EVERY:
             self._unpolled = 0
             self._producer.poll(0)
+            self._count_acknowledged()
 
     def poll(self, timeout: float = 0) -> None:
         self._producer.poll(timeout)
+        self._count_acknowledged()
+
+    def _count_acknowledged(self) -> None:
+        # The HTTP source polls from two threads: callbacks may append meanwhile (only the
+        # first n entries are taken), and the lock keeps two counts from taking the same ones.
+        with self._counting:
+            acked = self._acked
+            n = len(acked)
+            if not n:
+                return
+            taken = acked[:n]
+            del acked[:n]
+        self.metrics.acknowledged(taken)
 
     # -- positions --------------------------------------------------------------------------
 
@@ -242,6 +260,7 @@ class Publisher:
     def flush(self) -> None:
         """Wait until Kafka acknowledged everything sent; raise if anything failed."""
         remaining = self._producer.flush(self._delivery_timeout)
+        self._count_acknowledged()
         if remaining:
             raise ConnectorError(
                 f"{remaining} record(s) not acknowledged by Kafka within "
