@@ -71,11 +71,7 @@ class Observer:
         counts = self.admin.partition_counts()
         prefix = s.topics.delivery_prefix
         known = {
-            delivery_topic(s, g.consumer, g.entry): (
-                g.consumer,
-                g.entry,
-            )
-            for g in grants.values()
+            delivery_topic(s, g.consumer, g.entry): (g.consumer, g.entry) for g in grants.values()
         }
         sources = {e.source_topic: e for e in catalog.entries.values()}
         # Delivery topics of the catalog's entries (dlv.<consumer>.<entry>), whoever has a grant.
