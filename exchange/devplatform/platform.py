@@ -180,8 +180,7 @@ class LocalPlatform:
                     "kafka.tools.StorageTool",
                     "format",
                     "--standalone",
-                    "-t",
-                    _kafka_uuid(cluster_id),
+                    cluster_id_arg(cluster_id),
                     "-c",
                     str(props),
                     *scram,
@@ -408,6 +407,13 @@ class LocalPlatform:
         else:
             state = "not answering"
         return ComponentStatus(component, state, pid, address, self.log_file(component))
+
+
+def cluster_id_arg(value: str) -> str:
+    """StorageTool's cluster id option as one argument: the id is base64 and may begin with
+    "-", which the tool's parser takes for an option when the id is a separate argument (one
+    format in 64 failed that way)."""
+    return f"--cluster-id={_kafka_uuid(value)}"
 
 
 def _kafka_uuid(value: str) -> str:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import uuid
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -12,6 +15,8 @@ from exchange.catalog.load import load_catalog
 from exchange.cli.main import app
 from exchange.config import ExchangeSettings
 from exchange.devplatform import LocalPlatform, PlatformError, processes
+from exchange.devplatform.fetch import fetch_kafka
+from exchange.devplatform.platform import _kafka_uuid, cluster_id_arg
 from exchange.kafka.registry import Registry
 from tests.integration.conftest import IsolatedProject
 
@@ -65,3 +70,33 @@ def test_open_data_is_not_started_in_secure_mode(platform: ExchangeSettings) -> 
     with pytest.raises(PlatformError) as info:
         LocalPlatform(platform).up(secure_mode=True)
     assert info.value.code == "MODE_MISMATCH" and "dev down --purge" in str(info.value)
+
+
+def test_storage_is_formatted_with_a_cluster_id_that_begins_with_a_dash(
+    platform: ExchangeSettings, tmp_path: Path
+) -> None:
+    # One random id in 64 encodes to text beginning with "-" (CI once failed on it).
+    value = next(
+        str(u) for u in (uuid.uuid4() for _ in range(100_000)) if _kafka_uuid(str(u))[0] == "-"
+    )
+    dev = platform.dev
+    libs = fetch_kafka(platform.resolve(dev.cache_dir), dev.kafka_version, dev.log4j_version)
+    props = tmp_path / "server.properties"
+    props.write_text(
+        "process.roles=broker,controller\nnode.id=1\n"
+        "controller.quorum.bootstrap.servers=localhost:1\n"
+        "listeners=PLAINTEXT://localhost:0,CONTROLLER://localhost:1\n"
+        f"controller.listener.names=CONTROLLER\nlog.dirs={tmp_path / 'data'}\n",
+        encoding="utf-8",
+    )
+    subprocess.run(
+        [
+            *("java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format", "--standalone"),
+            *(cluster_id_arg(value), "-c", str(props)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    meta = (tmp_path / "data" / "meta.properties").read_text(encoding="utf-8")
+    assert f"cluster.id={_kafka_uuid(value)}\n" in meta
