@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
-from connectors.checkpoint import AckTracker
+from connectors.checkpoint import AckGroup, AckTracker, Done
 from connectors.config import ConnectorConfig
 from connectors.encoding import ChangeEncoder, EncoderSpec
 from connectors.errors import ConnectorError
@@ -29,7 +29,8 @@ from exchange.dlq import DeadLetter
 from exchange.kafka.producing import POLL_EVERY, produce
 
 log = logging.getLogger(__name__)
-Done = Callable[[str | None], None]
+#: A rejected row for :meth:`Publisher.send_batch`: its cells, why, and where it was.
+Rejection = tuple[Mapping[str, Any] | bytes | None, Sequence[RowError], str]
 
 
 class Publisher:
@@ -112,14 +113,51 @@ class Publisher:
         self, op: Op, key: str, encoded: bytes, marker: Any = None, on_done: Done | None = None
     ) -> None:
         """Publish a change record encoded beforehand (by :class:`ChangeEncoder`)."""
-        self.sent_changes += 1
-        key_bytes = key.encode("utf-8")
-        tombstone = op == "d" and self._compacted
-        self._produce(
-            self.target.topic, key_bytes, encoded, None, marker, op, None if tombstone else on_done
-        )
-        if tombstone:
-            self._produce(self.target.topic, key_bytes, None, None, marker, None, on_done)
+        self.send_batch(op, [key], [encoded], [], marker, on_done)
+
+    def send_batch(
+        self,
+        op: Op,
+        keys: Sequence[str],
+        values: Sequence[bytes],
+        rejected: Sequence[Rejection],
+        marker: Any = None,
+        on_done: Done | None = None,
+    ) -> None:
+        """Publish change records encoded beforehand and dead letters of the rows rejected
+        between them, all under one source position ``marker``: it is safe to save once Kafka
+        acknowledged every one of them (and everything before). One :class:`AckGroup` serves as
+        the delivery callback of them all."""
+        tombstones = op == "d" and self._compacted
+        size = len(values) * (2 if tombstones else 1) + len(rejected)
+        if not size:
+            if marker is not None:
+                self.tracker.ack(self.tracker.add(marker, 0))
+            if on_done is not None:
+                on_done(None)
+            return
+        group = AckGroup(self.tracker, marker, size, op, self._acked, on_done)
+        self.sent_changes += len(values)
+        topic, producer, change = self.target.topic, self._producer, group.change
+        unpolled = self._unpolled
+        for key, value in zip(keys, values, strict=True):
+            key_bytes = key.encode("utf-8")
+            try:
+                producer.produce(topic, value, key_bytes, on_delivery=change)
+            except (BufferError, KafkaException):
+                # The queue is full (wait), or a refusal that produce() reports.
+                produce(producer, topic, key_bytes, value, None, change)
+            if tombstones:
+                # Compaction eventually drops a deleted key.
+                produce(producer, topic, key_bytes, None, None, group.other)
+            unpolled += 1
+            if unpolled >= POLL_EVERY:
+                unpolled = 0
+                producer.poll(0)
+                self._count_acknowledged()
+        self._unpolled = unpolled
+        for row, errors, position in rejected:
+            self._reject(row, errors, position, group)
 
     def reject(
         self,
@@ -130,6 +168,15 @@ class Publisher:
         on_done: Done | None = None,
     ) -> None:
         """Send a rejected row to the DLQ with its reasons; it never reaches ``src.*``."""
+        self._reject(row, errors, position, AckGroup(self.tracker, marker, 1, None, [], on_done))
+
+    def _reject(
+        self,
+        row: Mapping[str, Any] | bytes | None,
+        errors: Sequence[RowError],
+        position: str,
+        group: AckGroup,
+    ) -> None:
         reason = errors[0].code if errors else "rejected"
         letter = DeadLetter(
             origin="connector",
@@ -143,45 +190,17 @@ class Publisher:
         )
         self.metrics.rejected(reason)
         self.sent_rejections += 1
-        self._produce(
+        produce(
+            self._producer,
             self._dlq,
             self.identity.connector.encode(),
             letter.encode(),
             letter.headers(),
-            marker,
-            None,
-            on_done,
+            group.other,
         )
+        self._poll_now_and_then()
 
-    def _produce(
-        self,
-        topic: str,
-        key: bytes,
-        value: bytes | None,
-        headers: list[tuple[str, str | bytes | None]] | None,
-        marker: Any,
-        op: str | None,
-        on_done: Done | None,
-    ) -> None:
-        tracker, acked = self.tracker, self._acked.append
-        seq = tracker.add(marker) if marker is not None else -1
-        started = time.monotonic()
-
-        def delivered(err: KafkaError | None, _msg: Any) -> None:
-            if err is not None:
-                if seq >= 0:
-                    tracker.fail(seq, f"{topic}: {err.str()} ({err.name()})")
-                if on_done is not None:
-                    on_done(f"{err.str()} ({err.name()})")
-                return
-            if seq >= 0:
-                tracker.ack(seq)
-            if op is not None:
-                acked((op, time.monotonic() - started))
-            if on_done is not None:
-                on_done(None)
-
-        produce(self._producer, topic, key, value, headers, delivered)
+    def _poll_now_and_then(self) -> None:
         self._unpolled += 1
         if self._unpolled >= POLL_EVERY:
             self._unpolled = 0

@@ -35,7 +35,7 @@ from connectors.encoding import (
     work,
 )
 from connectors.errors import SourceError
-from connectors.publisher import Publisher
+from connectors.publisher import Publisher, Rejection
 from connectors.records import Op, RowError, RowMapper
 from connectors.sources.base import Preview
 from connectors.sources.tabular import FileFormatError, FileScan, read_rows, scan
@@ -273,21 +273,31 @@ class FileDropSource:
             for chunk in _chunks(rows, _BATCH_ROWS)
         )
         for results in self._encoded(batches, publisher):
+            batch_keys: list[str] = []
+            values: list[bytes] = []
+            rejected: list[Rejection] = []
             for result in results:
-                number = last_row = result.number
-                report.rows += 1
+                number = result.number
                 fresh = number > resume
                 if result.key is not None:
                     keys.add(result.key)  # a rejected row is still in the export: not a delete
                 if result.errors:
                     report.reject(number, result.key or "", result.errors)
                     if fresh:
-                        publisher.reject(result.row, result.errors, f"{name}#{number}", number)
+                        rejected.append((result.row, result.errors, f"{name}#{number}"))
                 elif fresh:
                     assert result.value is not None and result.key is not None
-                    publisher.send_encoded(op, result.key, result.value, number)
-                    report.published += 1
+                    batch_keys.append(result.key)
+                    values.append(result.value)
                 fresh_rows += fresh
+            if not results:
+                continue
+            last_row = results[-1].number
+            report.rows += len(results)
+            report.published += len(values)
+            # The batch's records and dead letters interleave in the source, but a position is
+            # saved only once all of the batch is acknowledged, so their order does not matter.
+            publisher.send_batch(op, batch_keys, values, rejected, last_row)
             metrics.rows_read.inc(fresh_rows)
             fresh_rows = 0
             since_checkpoint += len(results)

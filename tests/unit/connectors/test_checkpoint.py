@@ -1,4 +1,4 @@
-from connectors.checkpoint import AckTracker
+from connectors.checkpoint import AckGroup, AckTracker
 
 
 def test_position_moves_only_past_contiguous_acknowledgements() -> None:
@@ -17,8 +17,9 @@ def test_position_moves_only_past_contiguous_acknowledgements() -> None:
 
 def test_a_failure_is_kept_and_freezes_the_position() -> None:
     tracker = AckTracker()
-    a, b = tracker.add(1), tracker.add(2)
-    tracker.fail(a, "broker down")
+    tracker.add(1)
+    b = tracker.add(2)
+    tracker.fail("broker down")
     tracker.ack(b)
     assert tracker.position is None
     assert tracker.errors == ["broker down"]
@@ -36,3 +37,62 @@ def test_reset_starts_a_new_run_only_when_nothing_is_in_flight() -> None:
         pass
     else:
         raise AssertionError("reset with records in flight must fail")
+
+
+class _Msg:
+    """The parts of a confluent-kafka Message a delivery callback reads."""
+
+    def __init__(self, latency: float = 0.004) -> None:
+        self._latency = latency
+
+    def latency(self) -> float:
+        return self._latency
+
+    def topic(self) -> str:
+        return "src.x"
+
+
+class _Err:
+    def str(self) -> str:
+        return "Broker: Not enough in-sync replicas"
+
+    def name(self) -> str:
+        return "NOT_ENOUGH_REPLICAS"
+
+
+def test_a_group_moves_the_position_once_all_its_records_are_acknowledged() -> None:
+    tracker = AckTracker()
+    acked: list[tuple[str, float]] = []
+    done: list[str | None] = []
+    first = AckGroup(tracker, 1000, 3, "r", acked, done.append)
+    second = AckGroup(tracker, 2000, 1, "r", acked)
+    second.change(None, _Msg())
+    first.change(None, _Msg(0.002))
+    first.other(None, _Msg())  # a dead letter of the same batch
+    assert tracker.position is None and done == []
+    first.change(None, _Msg())
+    assert tracker.position == 2000 and done == [None]
+    assert tracker.sent == 4 and tracker.completed == 4
+    # Change records are counted with their latency; dead letters are not.
+    assert acked == [("r", 0.004), ("r", 0.002), ("r", 0.004)]
+
+
+def test_a_failed_record_keeps_its_group_from_ever_completing() -> None:
+    tracker = AckTracker()
+    done: list[str | None] = []
+    group = AckGroup(tracker, 7, 2, "u", [], done.append)
+    group.change(_Err(), _Msg())
+    group.change(None, _Msg())
+    group.change(None, _Msg())  # even a stray extra acknowledgement
+    assert tracker.position is None
+    assert tracker.errors == ["src.x: Broker: Not enough in-sync replicas (NOT_ENOUGH_REPLICAS)"]
+    assert done == ["Broker: Not enough in-sync replicas (NOT_ENOUGH_REPLICAS)"]
+
+
+def test_a_group_without_a_position_only_reports_done() -> None:
+    tracker = AckTracker()
+    done: list[str | None] = []
+    group = AckGroup(tracker, None, 2, "c", [], done.append)
+    group.change(None, _Msg())
+    group.change(None, _Msg())
+    assert done == [None] and tracker.in_flight == 0 and tracker.position is None
