@@ -112,11 +112,11 @@ def _encoded(connector: Connector, path: Path) -> list[tuple[bytes, bytes]]:
     rows = read_rows(
         path, scan(path, "auto"), connector.publisher.mapper.columns, delimiter=",", sheet=None
     )
-    results = encode_file_batch(
+    encoded = encode_file_batch(
         connector.publisher.encoder, FileBatch(path.name, "bench", "r", 0, list(rows))
     )
-    assert all(r.value is not None and r.key is not None for r in results)
-    return [(str(r.key).encode(), bytes(r.value or b"")) for r in results]
+    assert not encoded.rejected and len(encoded.values) == len(encoded.keys)
+    return [(key.encode(), value) for key, value in zip(encoded.keys, encoded.values, strict=True)]
 
 
 def _bare_producer(conf: dict[str, Any], topic: str, records: list[tuple[bytes, bytes]]) -> float:

@@ -8,24 +8,38 @@ its acknowledgements and the saved position stay in the connector's process.
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from connectors.records import FieldSource, Identity, Op, RowError, RowMapper, event_id, source_of
-from exchange.catalog.keys import record_key
+from connectors.records import (
+    FieldSource,
+    Identity,
+    Op,
+    RowError,
+    RowMapper,
+    event_ids,
+    source_of,
+)
+from exchange.catalog.keys import record_key, record_keys
 from exchange.catalog.model import CatalogEntry
+from exchange.kafka.columns import ColumnValueError, RecordColumnsEncoder
 from exchange.kafka.envelope import EnvelopeEncoder
 
-#: A source row: its cells by column, or why it could not be split into cells.
-Row = dict[str, Any] | str
+#: A source row: its cells in the order of :attr:`RowMapper.columns`, or why it could not be
+#: split into cells.
+Row = tuple[Any, ...] | str
 
 
 def map_row(mapper: RowMapper, row: Row) -> tuple[dict[str, Any] | None, list[RowError]]:
-    """The entry's record of a source row, or why not (a row that could not even be split into
+    """The entry's record of one source row, or why not (a row that could not even be split into
     cells is ``malformed``)."""
     if isinstance(row, str):
         return None, [RowError(None, "malformed", row)]
-    return mapper.to_record(row)
+    batch = mapper.map_batch([row])
+    errors = batch.errors.get(0)
+    return (None, errors) if errors else (batch.record(0), [])
 
 
 @dataclass(frozen=True)
@@ -41,11 +55,17 @@ class EncoderSpec:
 
 
 class ChangeEncoder:
+    """Change records of one entry, a batch at a time: the records (``after``) are encoded from
+    columns (:class:`RecordColumnsEncoder`), the envelope around them by hand, with what is the
+    same for the whole batch (op, source system, time) written once."""
+
     def __init__(self, spec: EncoderSpec) -> None:
         self.spec = spec
         self.entry = spec.entry
         self.mapper = RowMapper(spec.entry, spec.record_schema, spec.sources)
+        self.records = RecordColumnsEncoder(spec.record_schema)
         self.envelope = EnvelopeEncoder(spec.schema_id, spec.schema)
+        self._source = source_of(spec.identity, "")
 
     def encode(
         self,
@@ -56,17 +76,35 @@ class ChangeEncoder:
         identity: str,
         ts_ms: int,
     ) -> tuple[bytes, str]:
-        """The change record's bytes and its event id (``record`` is ignored for a delete)."""
-        envelope = self.envelope
-        after = None if op == "d" or record is None else envelope.encode_after(record)
-        eid = event_id(self.entry.id, op, key, identity, after)
-        fields = {
-            "op": op,
-            "source": source_of(self.spec.identity, position),
-            "ts_ms": ts_ms,
-            "event_id": eid,
-        }
-        return envelope.encode(fields, after), eid
+        """One change record's bytes and its event id (``record`` is ignored for a delete)."""
+        columns = None if op == "d" or record is None else {k: [v] for k, v in record.items()}
+        values, eids = self.encode_batch(op, [key], columns, [position], [identity], ts_ms)
+        return values[0], eids[0]
+
+    def encode_batch(
+        self,
+        op: Op,
+        keys: Sequence[str],
+        records: Mapping[str, Sequence[Any]] | None,
+        positions: Sequence[str],
+        identities: Sequence[str],
+        ts_ms: int,
+    ) -> tuple[list[bytes], list[str]]:
+        """The change records of ``keys`` (their records as columns, None for deletes) and their
+        event ids. :class:`ColumnValueError` if a value cannot be encoded."""
+        n = len(keys)
+        afters: list[bytes | None]
+        if op == "d" or records is None:
+            afters = [None] * n
+        else:
+            afters = list(self.records.encode(records, n))
+        eids = event_ids(self.entry.id, op, keys, identities, afters)
+        values = self.envelope.encode_rows(
+            {"op": op, "source": self._source, "ts_ms": ts_ms},
+            {"source.position": positions, "event_id": eids},
+            afters,
+        )
+        return values, eids
 
     def map_row(self, row: Row) -> tuple[dict[str, Any] | None, list[RowError]]:
         return map_row(self.mapper, row)
@@ -90,40 +128,118 @@ class FileBatch:
     rows: list[tuple[int, Row]]
 
 
-class RowResult(NamedTuple):
-    """What became of one row (a NamedTuple: one per row, so it must be cheap to make)."""
+class Rejected(NamedTuple):
+    """A row that is not a record, and why."""
 
     number: int
-    #: The row's key (None for a rejected row whose key fields are unreadable too).
-    key: str | None
-    #: The encoded change record; None for a rejected row or one published before.
-    value: bytes | None = None
-    errors: list[RowError] | None = None
-    #: The row's cells, for the dead letter of a rejected row.
-    row: dict[str, Any] | None = None
+    #: Its key, when its key fields are readable ("" otherwise).
+    key: str
+    errors: list[RowError]
+    #: Its cells by column, for the dead letter (None for a row that had no cells).
+    cells: dict[str, Any] | None
 
 
-def encode_file_batch(encoder: ChangeEncoder, batch: FileBatch) -> list[RowResult]:
-    out = []
+class EncodedBatch(NamedTuple):
+    """What became of a batch of a file's rows."""
+
+    rows: int
+    #: The number of the batch's last row.
+    last: int
+    #: Rows after the resume point.
+    fresh: int
+    #: The keys of the rows that are records, in order (those before the resume point too).
+    keys: list[str]
+    #: The change records of the records after the resume point: the last ``len(values)`` keys.
+    values: list[bytes]
+    rejected: list[Rejected]
+
+
+def encode_file_batch(encoder: ChangeEncoder, batch: FileBatch) -> EncodedBatch:
     ts_ms = int(time.time() * 1000)
-    name, digest, op, resume = batch.name, batch.digest, batch.op, batch.resume
-    entry = encoder.entry
+    columns = encoder.mapper.columns
+    rejected: list[Rejected] = []
+
+    def reject(number: int, row: tuple[Any, ...], errors: list[RowError], key: str) -> None:
+        rejected.append(Rejected(number, key, errors, dict(zip(columns, row, strict=True))))
+
+    cells: list[tuple[Any, ...]] = []
+    numbers: list[int] = []
     for number, row in batch.rows:
-        record, errors = encoder.map_row(row)
-        if errors:
-            cells = row if isinstance(row, dict) else None
-            out.append(RowResult(number, encoder.key_of_rejected(row), None, errors, cells))
-            continue
-        assert record is not None
-        key = record_key(entry, record)
-        if number <= resume:
-            out.append(RowResult(number, key))
-            continue
-        value, _event_id = encoder.encode(
-            op, key, record, f"{name}#{number}", f"{digest}:{number}", ts_ms
-        )
-        out.append(RowResult(number, key, value))
-    return out
+        if isinstance(row, str):
+            rejected.append(Rejected(number, "", [RowError(None, "malformed", row)], None))
+        else:
+            cells.append(row)
+            numbers.append(number)
+    mapped = encoder.mapper.map_batch(cells)
+    values = mapped.values
+    if mapped.errors:
+        for i, errors in mapped.errors.items():
+            reject(numbers[i], cells[i], errors, encoder.key_of_rejected(cells[i]) or "")
+        good = [i for i in range(len(cells)) if i not in mapped.errors]
+        values = {f: [column[i] for i in good] for f, column in values.items()}
+        numbers = [numbers[i] for i in good]
+        cells = [cells[i] for i in good]
+    keys = record_keys(encoder.entry, values, range(len(numbers)))
+    # Rows are in order, so those after the resume point are the last ones.
+    old = bisect_right(numbers, batch.resume)
+    if old:
+        values = {f: column[old:] for f, column in values.items()}
+    fresh = numbers[old:]
+    encoded, failed = _encode(
+        encoder,
+        batch.op,
+        keys[old:],
+        values,
+        [f"{batch.name}#{n}" for n in fresh],
+        [f"{batch.digest}:{n}" for n in fresh],
+        ts_ms,
+    )
+    if failed:
+        # A value the encoder could not write (rare: converters check them): reject its row.
+        for i, error in failed.items():
+            reject(fresh[i], cells[old + i], [error], keys[old + i])
+        keep = [i for i in range(len(fresh)) if i not in failed]
+        keys = keys[:old] + [keys[old + i] for i in keep]
+        encoded = [encoded[i] for i in keep]
+    rejected.sort(key=lambda r: r.number)
+    rows = batch.rows
+    return EncodedBatch(
+        len(rows),
+        rows[-1][0] if rows else batch.resume,
+        sum(n > batch.resume for n, _ in rows),
+        keys,
+        encoded,
+        rejected,
+    )
+
+
+def _encode(
+    encoder: ChangeEncoder,
+    op: Op,
+    keys: list[str],
+    columns: Mapping[str, list[Any]],
+    positions: list[str],
+    identities: list[str],
+    ts_ms: int,
+) -> tuple[list[bytes], dict[int, RowError]]:
+    """The change records of a batch, and which of them could not be encoded (then the batch is
+    encoded row by row to find them; they have placeholders in the list)."""
+    try:
+        return encoder.encode_batch(op, keys, columns, positions, identities, ts_ms)[0], {}
+    except ColumnValueError:
+        pass
+    out: list[bytes] = []
+    failed: dict[int, RowError] = {}
+    for i in range(len(keys)):
+        one = {f: column[i : i + 1] for f, column in columns.items()}
+        try:
+            out += encoder.encode_batch(
+                op, keys[i : i + 1], one, positions[i : i + 1], identities[i : i + 1], ts_ms
+            )[0]
+        except ColumnValueError as exc:
+            out.append(b"")
+            failed[i] = RowError(exc.field, "unencodable", exc.message)
+    return out, failed
 
 
 # -- worker processes ---------------------------------------------------------------------------
@@ -136,6 +252,6 @@ def init_worker(spec: EncoderSpec) -> None:
     _WORKER = ChangeEncoder(spec)
 
 
-def work(batch: FileBatch) -> list[RowResult]:
+def work(batch: FileBatch) -> EncodedBatch:
     assert _WORKER is not None, "init_worker was not run in this process"
     return encode_file_batch(_WORKER, batch)

@@ -8,7 +8,7 @@ event_id) keyed by the entry's business key.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,8 +51,33 @@ class Identity:
     connector: str
 
 
+class MappedBatch:
+    """Records of a batch of source rows, as columns: ``values[field][i]`` is row ``i``'s value.
+
+    A rejected row (``i in errors``, with every problem in field order) has placeholders in the
+    columns; only the other rows are records.
+    """
+
+    __slots__ = ("errors", "rows", "values")
+
+    def __init__(
+        self, rows: int, values: dict[str, list[Any]], errors: dict[int, list[RowError]]
+    ) -> None:
+        self.rows = rows
+        self.values = values
+        self.errors = errors
+
+    def record(self, i: int) -> dict[str, Any]:
+        return {name: column[i] for name, column in self.values.items()}
+
+
 class RowMapper:
-    """Turns source rows (column -> raw value) into records of one entry."""
+    """Turns source rows into records of one entry, a batch of rows at a time.
+
+    A row is its cells in the order of :attr:`columns` (a CSV or XLSX row picked by the header,
+    or a mapping read with :meth:`cells`). Each field is converted and checked a column at a time:
+    one loop per field instead of a walk over the fields per row.
+    """
 
     def __init__(
         self, entry: CatalogEntry, schema: dict[str, Any], sources: Mapping[str, FieldSource]
@@ -63,14 +88,16 @@ class RowMapper:
         if unknown:
             raise ValueError(f"not fields of {entry.id}: {', '.join(unknown)}")
         self.sources = dict(sources)
-        self._plan: list[tuple[str, str | None, Converter, bool, list[tuple[str, Checker]]]] = []
+        #: Source columns the mapping reads, each once, in the order rows give their cells.
+        self.columns: list[str] = list(dict.fromkeys(s.column for s in self.sources.values()))
+        self._plan: list[_FieldPlan] = []
         for name, ftype in self.types.items():
             source = self.sources.get(name)
             spec = entry.fields.get(name)
             self._plan.append(
-                (
+                _FieldPlan(
                     name,
-                    source.column if source else None,
+                    self.columns.index(source.column) if source else None,
                     converter(
                         ftype,
                         values=source.values if source else None,
@@ -81,52 +108,102 @@ class RowMapper:
                 )
             )
 
-    @property
-    def columns(self) -> list[str]:
-        """Source columns the mapping reads."""
-        return [s.column for s in self.sources.values()]
+    def cells(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        """A row given as a mapping (column -> value), as the cells :meth:`map_batch` takes."""
+        return tuple(row.get(column) for column in self.columns)
+
+    def map_batch(self, rows: Sequence[Sequence[Any]]) -> MappedBatch:
+        """The records of ``rows``, or why each rejected one cannot be a record (every problem of
+        it, not just the first)."""
+        n = len(rows)
+        columns = list(zip(*rows, strict=True)) if n else [()] * len(self.columns)
+        errors: dict[int, list[RowError]] = {}
+        values: dict[str, list[Any]] = {}
+        for plan in self._plan:
+            raw = columns[plan.column] if plan.column is not None else (None,) * n
+            values[plan.name] = plan.apply(raw, errors)
+        return MappedBatch(n, values, errors)
 
     def to_record(self, row: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[RowError]]:
-        """The entry's record, or why the row cannot be one (every problem, not just the first)."""
-        record: dict[str, Any] = {}
-        errors: list[RowError] = []
-        for name, column, convert, nullable, rules in self._plan:
-            raw = row.get(column) if column is not None else None
-            try:
-                value = convert(raw)
-            except ConversionError as exc:
-                errors.append(RowError(name, "unreadable", str(exc)))
-                continue
-            for rule_name, check in rules:
-                problem = check(value)
-                if problem is not None:
-                    errors.append(RowError(name, rule_name, problem))
-                    break
-            else:
-                if value is None and not nullable:
-                    errors.append(RowError(name, "required", "is required (empty)"))
-            record[name] = value
-        return (None, errors) if errors else (record, [])
+        """The entry's record of one row given as a mapping, or why it cannot be one."""
+        batch = self.map_batch([self.cells(row)])
+        errors = batch.errors.get(0)
+        return (None, errors) if errors else (batch.record(0), [])
 
-    def key_record(self, row: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[RowError]]:
-        """Just the key fields of a row (for deletes, where nothing else is sent)."""
+    def key_record(self, cells: Sequence[Any]) -> tuple[dict[str, Any] | None, list[RowError]]:
+        """Just the key fields of a row's cells (for deletes, where nothing else is sent, and for
+        the key of a rejected row)."""
         record: dict[str, Any] = {}
         errors: list[RowError] = []
-        for name, column, convert, _nullable, rules in self._plan:
+        for plan in self._plan:
+            name = plan.name
             if name not in self.entry.key:
                 continue
             try:
-                value = convert(row.get(column) if column is not None else None)
+                value = plan.convert(cells[plan.column] if plan.column is not None else None)
             except ConversionError as exc:
                 errors.append(RowError(name, "unreadable", str(exc)))
                 continue
-            problems = [p for _name, check in rules if (p := check(value)) is not None]
+            problems = [p for _name, check in plan.rules if (p := check(value)) is not None]
             if value is None:
                 errors.append(RowError(name, "required", "key field is required"))
             elif problems:
                 errors.append(RowError(name, "key", problems[0]))
             record[name] = value
         return (None, errors) if errors else (record, [])
+
+
+class _FieldPlan:
+    """How one field is read from a column of cells: converted, then checked."""
+
+    __slots__ = ("column", "convert", "name", "nullable", "rules")
+
+    def __init__(
+        self,
+        name: str,
+        column: int | None,
+        convert: Converter,
+        nullable: bool,
+        rules: list[tuple[str, Checker]],
+    ) -> None:
+        self.name = name
+        self.column = column
+        self.convert = convert
+        self.nullable = nullable
+        self.rules = rules
+
+    def apply(self, raw: Sequence[Any], errors: dict[int, list[RowError]]) -> list[Any]:
+        """The column's values; each problem goes into ``errors`` under its row (at most one per
+        field: a value that cannot be read is not checked, and the first broken rule is
+        reported)."""
+        name = self.name
+        try:
+            values = list(map(self.convert, raw))
+            failed: set[int] = set()
+        except ConversionError:
+            values, failed = [], set()
+            for i, cell in enumerate(raw):
+                try:
+                    values.append(self.convert(cell))
+                except ConversionError as exc:
+                    values.append(None)
+                    failed.add(i)
+                    errors.setdefault(i, []).append(RowError(name, "unreadable", str(exc)))
+        for rule_name, check in self.rules:
+            problems = list(map(check, values))
+            if problems.count(None) == len(problems):
+                continue
+            for i, problem in enumerate(problems):
+                if problem is not None and i not in failed:
+                    failed.add(i)
+                    errors.setdefault(i, []).append(RowError(name, rule_name, problem))
+        if not self.nullable and None in values:
+            for i, value in enumerate(values):
+                if value is None and i not in failed:
+                    errors.setdefault(i, []).append(
+                        RowError(name, "required", "is required (empty)")
+                    )
+        return values
 
 
 def event_id(entry_id: str, op: Op, key: str, identity: str, after: bytes | None) -> str:
@@ -138,13 +215,28 @@ def event_id(entry_id: str, op: Op, key: str, identity: str, after: bytes | None
     entry's schema, None for a delete) are hashed in too, so a position reused for different
     content is a different event.
     """
-    digest = hashlib.sha256()
-    for part in (entry_id, op, key, identity):
-        digest.update(part.encode("utf-8"))
-        digest.update(b"\x1f")
-    if after is not None:
-        digest.update(after)
-    return digest.hexdigest()[:32]
+    return event_ids(entry_id, op, [key], [identity], [after])[0]
+
+
+def event_ids(
+    entry_id: str,
+    op: Op,
+    keys: Sequence[str],
+    identities: Sequence[str],
+    afters: Sequence[bytes | None],
+) -> list[str]:
+    """:func:`event_id` of a batch of changes: SHA-256 over the entry, op, key and identity, each
+    followed by 0x1F, then ``after``'s bytes; the first 32 hex digits."""
+    prefix = f"{entry_id}\x1f{op}\x1f".encode()
+    sep, sha256 = b"\x1f", hashlib.sha256
+    return [
+        sha256(
+            b"".join(
+                (prefix, key.encode("utf-8"), sep, identity.encode("utf-8"), sep, after or b"")
+            )
+        ).hexdigest()[:32]
+        for key, identity, after in zip(keys, identities, afters, strict=True)
+    ]
 
 
 def source_of(identity: Identity, position: str) -> dict[str, str]:

@@ -50,7 +50,7 @@ class DeadLetter:
             },
             ensure_ascii=False,
             sort_keys=True,
-        ).encode("utf-8")
+        ).encode("utf-8", "backslashreplace")  # a lone surrogate: as its JSON escape
 
     def headers(self) -> list[tuple[str, str | bytes | None]]:
         return [(REASON_HEADER, self.reason.encode()), (ORIGIN_HEADER, self.origin.encode())]

@@ -26,9 +26,9 @@ from typing import Any
 
 from connectors.config import ConnectorConfig, FileSourceConfig
 from connectors.encoding import (
+    EncodedBatch,
     FileBatch,
     Row,
-    RowResult,
     encode_file_batch,
     init_worker,
     map_row,
@@ -72,7 +72,8 @@ class Report:
         return len({row for row, _key, _err in self.rejected})
 
     def write(self, path: Path) -> None:
-        with path.open("w", encoding="utf-8-sig", newline="") as f:
+        # backslashreplace: a rejected key may hold text with no UTF-8 (a lone surrogate).
+        with path.open("w", encoding="utf-8-sig", errors="backslashreplace", newline="") as f:
             out = csv.writer(f)
             out.writerow(["row", "key", "field", "reason", "message"])
             for row, key, error in self.rejected:
@@ -134,11 +135,13 @@ class FileDropSource:
         state = saved
         try:
             while not stop.is_set():
-                for path in self.pending(settled_only=True):
+                waiting = self.pending(settled_only=True)
+                # The folder was read: that is the poll (a file's own problems go to its report).
+                publisher.metrics.last_poll.set_to_current_time()
+                for path in waiting:
                     if stop.is_set():
                         break
                     state = self.process(path, publisher, state, stop)
-                publisher.metrics.last_poll.set_to_current_time()
                 if once and not self.pending(settled_only=False):
                     break
                 # With --once, files still being written are waited for, not skipped.
@@ -241,7 +244,7 @@ class FileDropSource:
 
     def _rows(
         self, path: Path, file_scan: FileScan, mapper: RowMapper
-    ) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    ) -> Iterator[tuple[int, Row]]:
         return read_rows(
             path,
             file_scan,
@@ -266,41 +269,34 @@ class FileDropSource:
         name = path.name
         last_row = 0
         since_checkpoint = 0
-        fresh_rows = 0
         rows = self._rows(path, file_scan, publisher.mapper)
         batches = (
             FileBatch(name, file_scan.sha256, op, resume, chunk)
             for chunk in _chunks(rows, _BATCH_ROWS)
         )
-        for results in self._encoded(batches, publisher):
-            batch_keys: list[str] = []
-            values: list[bytes] = []
-            rejected: list[Rejection] = []
-            for result in results:
-                number = result.number
-                fresh = number > resume
-                if result.key is not None:
-                    keys.add(result.key)  # a rejected row is still in the export: not a delete
-                if result.errors:
-                    report.reject(number, result.key or "", result.errors)
-                    if fresh:
-                        rejected.append((result.row, result.errors, f"{name}#{number}"))
-                elif fresh:
-                    assert result.value is not None and result.key is not None
-                    batch_keys.append(result.key)
-                    values.append(result.value)
-                fresh_rows += fresh
-            if not results:
+        collect_keys = self.source.delete_missing
+        for encoded in self._encoded(batches, publisher):
+            if not encoded.rows:
                 continue
-            last_row = results[-1].number
-            report.rows += len(results)
-            report.published += len(values)
+            last_row = encoded.last
+            report.rows += encoded.rows
+            report.published += len(encoded.values)
+            if collect_keys:
+                keys.update(encoded.keys)
+            dead: list[Rejection] = []
+            for rejected in encoded.rejected:
+                number = rejected.number
+                if rejected.key:
+                    keys.add(rejected.key)  # a rejected row is still in the export: not a delete
+                report.reject(number, rejected.key, rejected.errors)
+                if number > resume:
+                    dead.append((rejected.cells, rejected.errors, f"{name}#{number}"))
+            published = encoded.keys[len(encoded.keys) - len(encoded.values) :]
             # The batch's records and dead letters interleave in the source, but a position is
             # saved only once all of the batch is acknowledged, so their order does not matter.
-            publisher.send_batch(op, batch_keys, values, rejected, last_row)
-            metrics.rows_read.inc(fresh_rows)
-            fresh_rows = 0
-            since_checkpoint += len(results)
+            publisher.send_batch(op, published, encoded.values, dead, last_row)
+            metrics.rows_read.inc(encoded.fresh)
+            since_checkpoint += encoded.rows
             if since_checkpoint >= _CHECKPOINT_EVERY:
                 since_checkpoint = 0
                 publisher.checkpoint()
@@ -311,7 +307,7 @@ class FileDropSource:
 
     def _encoded(
         self, batches: Iterator[FileBatch], publisher: Publisher
-    ) -> Iterator[list[RowResult]]:
+    ) -> Iterator[EncodedBatch]:
         """Results of each batch, in order: from worker processes when configured, with a few
         batches in flight so reading, encoding and producing overlap."""
         workers = self.config.publish.workers
@@ -320,7 +316,7 @@ class FileDropSource:
                 yield encode_file_batch(publisher.encoder, batch)
             return
         pool = self._pool(publisher, workers)
-        in_flight: deque[Future[list[RowResult]]] = deque()
+        in_flight: deque[Future[EncodedBatch]] = deque()
         for batch in batches:
             in_flight.append(pool.submit(work, batch))
             if len(in_flight) > 2 * workers:
@@ -382,7 +378,9 @@ class FileDropSource:
         for chunk in _chunks(rows, _BATCH_ROWS):
             # Every row counts as published before: keyed, not encoded.
             batch = FileBatch(path.name, digest, "r", _ALL_ROWS, chunk)
-            keys.update(r.key for r in encode_file_batch(publisher.encoder, batch) if r.key)
+            encoded = encode_file_batch(publisher.encoder, batch)
+            keys.update(encoded.keys)
+            keys.update(r.key for r in encoded.rejected if r.key)
         return keys
 
     def _finish(

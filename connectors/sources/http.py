@@ -245,7 +245,10 @@ class _Handler:
             RowError(k, "unknown_field", f"{self.entry.id} has no field {k}") for k in unknown
         ]
         mapper = self.publisher.mapper
-        record, problems = mapper.key_record(item) if op == "d" else mapper.to_record(item)
+        if op == "d":
+            record, problems = mapper.key_record(mapper.cells(item))
+        else:
+            record, problems = mapper.to_record(item)
         errors += problems
         if errors or record is None:
             return op, "", None, "", errors

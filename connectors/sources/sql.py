@@ -208,7 +208,7 @@ class SqlPollingSource:
     ) -> tuple[Op, dict[str, Any] | None, list[RowError]]:
         cells = _cells(row)
         if self._deleted(row):
-            record, errors = mapper.key_record(cells)
+            record, errors = mapper.key_record(mapper.cells(cells))
             return "d", record, errors
         record, errors = mapper.to_record(cells)
         return ("c" if self.source.mode == "incrementing" else "u"), record, errors

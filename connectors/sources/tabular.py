@@ -9,8 +9,9 @@ import codecs
 import csv
 import hashlib
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,10 @@ def scan(path: Path, encoding: str) -> FileScan:
 
 def read_rows(
     path: Path, scan_result: FileScan, columns: list[str], *, delimiter: str, sheet: str | None
-) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """``(row number, {column: cell})`` for each data row; a malformed row comes as
-    ``(row number, why)``. :class:`FileFormatError` when the header lacks mapped columns."""
+) -> Iterator[tuple[int, tuple[Any, ...] | str]]:
+    """``(row number, cells)`` for each data row, the cells of ``columns`` in that order; a
+    malformed row comes as ``(row number, why)``. :class:`FileFormatError` when the header lacks
+    mapped columns."""
     if path.suffix.lower() == ".xlsx":
         yield from _xlsx_rows(path, columns, sheet)
     else:
@@ -102,16 +104,25 @@ def _check_header(path: Path, header: list[str], columns: list[str]) -> dict[str
     return {c: names.index(c) for c in columns}
 
 
+def _picker(index: dict[str, int], columns: list[str]) -> Callable[[list[str]], tuple[str, ...]]:
+    """Picks the cells of ``columns`` out of a row, in that order, in one C call."""
+    positions = [index[c] for c in columns]
+    if len(positions) == 1:
+        (only,) = positions
+        return lambda cells: (cells[only],)
+    return itemgetter(*positions)
+
+
 def _csv_rows(
     path: Path, encoding: str, columns: list[str], delimiter: str
-) -> Iterator[tuple[int, dict[str, Any] | str]]:
+) -> Iterator[tuple[int, tuple[Any, ...] | str]]:
     with path.open("r", encoding=encoding, newline="") as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:
             header = next(reader, None)
             if header is None:
                 raise FileFormatError(f"{path.name}: the file is empty", code="EMPTY")
-            index = _check_header(path, header, columns)
+            pick = _picker(_check_header(path, header, columns), columns)
             width = len(header)
             for number, cells in enumerate(reader, start=2):
                 if not cells or not any(c.strip() for c in cells):
@@ -119,7 +130,7 @@ def _csv_rows(
                 if len(cells) != width:
                     yield number, f"has {len(cells)} cells, the header has {width}"
                     continue
-                yield number, {c: cells[i] for c, i in index.items()}
+                yield number, pick(cells)
         except csv.Error as exc:
             raise FileFormatError(
                 f"{path.name}: not valid CSV near row {reader.line_num}: {exc}", code="BAD_CSV"
@@ -128,7 +139,7 @@ def _csv_rows(
 
 def _xlsx_rows(
     path: Path, columns: list[str], sheet: str | None
-) -> Iterator[tuple[int, dict[str, Any] | str]]:
+) -> Iterator[tuple[int, tuple[Any, ...] | str]]:
     from openpyxl import load_workbook  # imported here: only XLSX drops need it
     from openpyxl.utils.exceptions import InvalidFileException
 
@@ -150,9 +161,11 @@ def _xlsx_rows(
         if header is None:
             raise FileFormatError(f"{path.name}: the sheet is empty", code="EMPTY")
         index = _check_header(path, list(header), columns)
+        positions = [index[c] for c in columns]
         for number, cells in enumerate(rows, start=2):
             if all(c is None or (isinstance(c, str) and not c.strip()) for c in cells):
                 continue
-            yield number, {c: cells[i] if i < len(cells) else None for c, i in index.items()}
+            # A short row: openpyxl leaves out trailing empty cells.
+            yield number, tuple(cells[i] if i < len(cells) else None for i in positions)
     finally:
         book.close()

@@ -18,8 +18,9 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
+from typing import Any, NamedTuple
 
 import fastavro
 
@@ -80,14 +81,19 @@ class EnvelopeEncoder:
         that pass the same dict (a router holds one encoder per grant, thousands of them)."""
         self._header = _HEADER.pack(0, schema_id)
         self._fields: list[tuple[str, FieldWriter | None]] = []
+        #: The fields again with the parts of each record field, for :meth:`encode_rows`.
+        self._layout: list[_Part] = []
         after_schema: Mapping[str, Any] | None = None
         for field in schema.get("fields", []):
             name = field["name"]
             if name == "after":
                 after_schema = _after_record(field["type"])
                 self._fields.append((name, None))
+                self._layout.append(_Part(name, None, None))
             else:
-                self._fields.append((name, _writer(name, field["type"])))
+                writer = _writer(name, field["type"])
+                self._fields.append((name, writer))
+                self._layout.append(_Part(name, writer, _parts(name, field["type"])))
         if after_schema is None:
             raise EnvelopeShapeError("the envelope has no 'after' field", code="ENVELOPE_SHAPE")
         key = record_shape(after_schema)
@@ -116,6 +122,81 @@ class EnvelopeEncoder:
                 f"cannot write the envelope's fields {sorted(fields)}: {exc!r}",
                 code="BAD_ENVELOPE_VALUE",
             ) from exc
+
+    def encode_rows(
+        self,
+        fields: Mapping[str, Any],
+        varying: Mapping[str, Sequence[Any]],
+        afters: Sequence[bytes | None],
+    ) -> list[bytes]:
+        """Framed envelopes of a batch of changes, one per item of ``afters``.
+
+        ``varying`` has a column of values for each field that differs between them, by its
+        path (``event_id``, ``source.position``); ``fields`` has the others, the same for all,
+        written once for the batch.
+        """
+        columns: list[bytes | list[bytes]] = [self._header]
+        try:
+            _columns(self._layout, fields, varying, "", afters, columns)
+        except (KeyError, AttributeError, TypeError, ValueError) as exc:
+            raise EnvelopeValueError(
+                f"cannot write the envelope's fields {sorted(fields)} {sorted(varying)}: {exc!r}",
+                code="BAD_ENVELOPE_VALUE",
+            ) from exc
+        merged: list[bytes | list[bytes]] = []
+        for column in columns:
+            if isinstance(column, bytes) and merged and isinstance(merged[-1], bytes):
+                merged[-1] += column
+            else:
+                merged.append(column)
+        return list(
+            map(
+                b"".join,
+                zip(*[repeat(c) if isinstance(c, bytes) else c for c in merged]),  # noqa: B905
+            )
+        )
+
+
+class _Part(NamedTuple):
+    name: str
+    #: None for ``after``.
+    write: FieldWriter | None
+    #: The parts of a record field (None for other types).
+    parts: list[_Part] | None
+
+
+def _parts(name: str, ftype: Any) -> list[_Part] | None:
+    if isinstance(ftype, dict) and ftype.get("type") == "record":
+        return [
+            _Part(
+                f["name"], _writer(f"{name}.{f['name']}", f["type"]), _parts(f["name"], f["type"])
+            )
+            for f in ftype["fields"]
+        ]
+    return None
+
+
+def _columns(
+    layout: list[_Part],
+    fields: Mapping[str, Any],
+    varying: Mapping[str, Sequence[Any]],
+    prefix: str,
+    afters: Sequence[bytes | None],
+    out: list[bytes | list[bytes]],
+) -> None:
+    for name, write, parts in layout:
+        path = prefix + name
+        if write is None:
+            out.append([b"\x00" if a is None else b"\x02" + a for a in afters])
+        elif path in varying:
+            column = varying[path]
+            if len(column) != len(afters):
+                raise ValueError(f"{path} has {len(column)} values for {len(afters)} changes")
+            out.append(list(map(write, column)))
+        elif parts is not None and any(k.startswith(path + ".") for k in varying):
+            _columns(parts, fields[name], varying, path + ".", afters, out)
+        else:
+            out.append(write(fields[name]))
 
 
 def record_shape(record: Mapping[str, Any]) -> str:

@@ -24,24 +24,34 @@ ENCODER = ChangeEncoder(
 
 def test_a_batch_encodes_fresh_rows_keys_old_ones_and_rejects_bad_ones() -> None:
     bad = {**GOOD, "身份证号": "11010519491231002X", "姓名": ""}
+    other = {**GOOD, "身份证号": "110105194912310038"}
+    cells = ENCODER.mapper.cells
     batch = FileBatch(
         "p.csv",
         "d1g",
         "r",
         2,
-        [(2, GOOD), (3, GOOD), (4, bad), (5, "has 1 cells, the header has 6")],
+        [
+            (2, cells(GOOD)),
+            (3, cells(other)),
+            (4, cells(bad)),
+            (5, "has 1 cells, the header has 6"),
+        ],
     )
-    results = encode_file_batch(ENCODER, batch)
-    assert [r.number for r in results] == [2, 3, 4, 5]
-    old, fresh, rejected, malformed = results
-    assert old.key == GOOD["身份证号"] and old.value is None  # published before the resume point
-    assert fresh.value is not None
-    decoded = CODEC.decode(fresh.value)
-    assert decoded["op"] == "r" and decoded["after"]["name"] == "张三"
+    encoded = encode_file_batch(ENCODER, batch)
+    assert (encoded.rows, encoded.last, encoded.fresh) == (4, 5, 3)
+    # Row 2 was published before the resume point: keyed (for delete detection), not encoded.
+    assert encoded.keys == [GOOD["身份证号"], other["身份证号"]]
+    (fresh,) = encoded.values
+    decoded = CODEC.decode(fresh)
+    assert decoded["op"] == "r" and decoded["after"]["citizen_id"] == other["身份证号"]
     assert decoded["source"]["position"] == "p.csv#3"
-    assert rejected.errors and rejected.errors[0].code == "required" and rejected.row == bad
+    rejected, malformed = encoded.rejected
+    assert rejected.number == 4 and rejected.errors[0].code == "required"
+    assert rejected.cells == bad
     assert rejected.key == "11010519491231002X"  # its key is still readable: not a delete
-    assert malformed.key is None and malformed.errors and malformed.errors[0].code == "malformed"
+    assert malformed.number == 5 and malformed.key == "" and malformed.cells is None
+    assert malformed.errors[0].code == "malformed"
 
 
 def test_the_event_id_does_not_depend_on_when_a_row_is_encoded() -> None:
@@ -69,3 +79,19 @@ def test_a_delete_carries_no_record() -> None:
     decoded = CODEC.decode(value)
     assert decoded["after"] is None and decoded["op"] == "d"
     assert eid == ENCODER.encode("d", "k", None, "p.csv#3", "d1g:3", 6)[1]
+
+
+def test_a_row_whose_value_cannot_be_encoded_is_rejected_and_the_rest_published() -> None:
+    # A lone surrogate is text to Python but has no UTF-8 (an XLSX cell or JSON "\ud800").
+    broken = {**GOOD, "姓名": "张\ud800"}
+    other = {**GOOD, "身份证号": "110105194912310038"}
+    cells = ENCODER.mapper.cells
+    batch = FileBatch("p.csv", "d1g", "r", 0, [(2, cells(broken)), (3, cells(other))])
+    encoded = encode_file_batch(ENCODER, batch)
+    (rejected,) = encoded.rejected
+    assert rejected.number == 2 and rejected.key == GOOD["身份证号"]
+    assert [(e.field, e.code) for e in rejected.errors] == [("name", "unencodable")]
+    assert rejected.cells == broken  # for its dead letter
+    assert encoded.keys == [other["身份证号"]]
+    (value,) = encoded.values
+    assert CODEC.decode(value)["source"]["position"] == "p.csv#3"

@@ -215,3 +215,43 @@ def test_a_logical_type_it_does_not_write_is_refused() -> None:
     }
     with pytest.raises(EnvelopeShapeError, match="'day'"):
         EnvelopeEncoder(1, schema)
+
+
+def test_a_batch_of_changes_is_byte_for_byte_what_fastavro_writes() -> None:
+    encoder = EnvelopeEncoder(77, CHANGE)
+    codec = AvroCodec(77, CHANGE)
+    afters = [PERSON, None, {**PERSON, "name": "王䶮𠀀" * 30}]
+    positions = ["a.csv#2", "a.csv#delete", "a.csv#" + "9" * 70]
+    event_ids = ["a" * 32, "b" * 32, "c" * 32]
+    source = {"department": "gongan", "system": "人口库", "connector": "c1", "position": ""}
+    data = encoder.encode_rows(
+        {"op": "u", "source": source, "ts_ms": 1_700_000_000_123},
+        {"source.position": positions, "event_id": event_ids},
+        [None if a is None else encoder.encode_after(a) for a in afters],
+    )
+    assert data == [
+        codec.encode(
+            {
+                "op": "u",
+                "source": {**source, "position": position},
+                "ts_ms": 1_700_000_000_123,
+                "event_id": eid,
+                "after": after,
+            }
+        )
+        for after, position, eid in zip(afters, positions, event_ids, strict=True)
+    ]
+    assert (
+        encoder.encode_rows({"op": "u", "source": source, "ts_ms": 1}, {"event_id": []}, []) == []
+    )
+
+
+def test_a_batch_with_a_missing_field_or_a_short_column_is_refused() -> None:
+    encoder = EnvelopeEncoder(77, CHANGE)
+    source = {"department": "gongan", "system": "s", "connector": "c1", "position": "#1"}
+    with pytest.raises(EnvelopeValueError):
+        encoder.encode_rows({"op": "u", "source": source}, {"event_id": ["e" * 32]}, [b""])
+    with pytest.raises(EnvelopeValueError):
+        encoder.encode_rows(
+            {"op": "u", "source": source, "ts_ms": 1}, {"event_id": ["e", "f"]}, [b""]
+        )
