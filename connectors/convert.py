@@ -67,7 +67,8 @@ def _base_converter(ftype: FieldType, date_format: str | None) -> Converter:
     if avro == "string":
         return _text_or_null
     if avro in ("int", "long"):
-        return _or_null(to_int)
+        bits = 31 if avro == "int" else 63
+        return _or_null(_bounded(-(2**bits), 2**bits - 1, avro))
     if avro in ("float", "double"):
         return _or_null(to_float)
     if avro == "boolean":
@@ -135,6 +136,18 @@ def to_int(raw: Any) -> int:
     if number != number.to_integral_value():
         raise ConversionError(f"{raw!r} is not a whole number")
     return int(number)
+
+
+def _bounded(lo: int, hi: int, avro: str) -> Callable[[Any], int]:
+    """``to_int`` for a field of Avro type ``avro``, whose values lie from ``lo`` to ``hi``."""
+
+    def convert(raw: Any) -> int:
+        number = to_int(raw)
+        if not lo <= number <= hi:
+            raise ConversionError(f"{raw!r} is out of range for Avro {avro} ({lo} to {hi})")
+        return number
+
+    return convert
 
 
 def to_float(raw: Any) -> float:

@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -30,6 +31,7 @@ from connectors.records import Op, RowError, RowMapper
 from connectors.sources.base import Preview
 from exchange.catalog.keys import record_key
 from exchange.config import ConfigError, Problem, load_yaml
+from exchange.kafka.columns import ColumnValueError
 
 log = logging.getLogger(__name__)
 _OPS = {"c", "u", "d"}
@@ -187,6 +189,18 @@ class _Handler:
     async def _publish(self, items: list[Any], request_id: str) -> web.Response:
         checked = [self._check(item) for item in items]
         errors = [(i, errs) for i, (_op, _key, _rec, _ident, errs) in enumerate(checked) if errs]
+        encoded: list[tuple[bytes, str]] = []
+        if not errors:
+            ts_ms = int(time.time() * 1000)
+            for i, (op, key, record, identity, _errs) in enumerate(checked):
+                try:
+                    encoded.append(
+                        self.publisher.encoder.encode(
+                            op, key, record, f"http:{request_id}#{i}", identity, ts_ms
+                        )
+                    )
+                except ColumnValueError as exc:
+                    errors.append((i, [RowError(exc.field, "unencodable", exc.message)]))
         if errors:
             await self._dead_letters(
                 [
@@ -209,27 +223,21 @@ class _Handler:
             )
         loop = asyncio.get_running_loop()
         futures = []
-        event_ids = []
-        for i, (op, key, record, identity, _errs) in enumerate(checked):
+        for (op, key, _record, _identity, _errs), (value, _eid) in zip(
+            checked, encoded, strict=True
+        ):
             done = loop.create_future()
             self.publisher.metrics.rows_read.inc()
-            event_ids.append(
-                self.publisher.send(
-                    op,
-                    key,
-                    record,
-                    f"http:{request_id}#{i}",
-                    identity,
-                    on_done=_resolver(loop, done),
-                )
-            )
+            self.publisher.send_encoded(op, key, value, on_done=_resolver(loop, done))
             futures.append(done)
         self.publisher.poll(0)
         failures = await self._wait(futures)
         if failures:
             return _error(503, f"Kafka did not acknowledge the records ({failures[0]}); resend")
         self.publisher.metrics.last_poll.set_to_current_time()
-        return web.json_response({"accepted": len(items), "event_ids": event_ids}, status=202)
+        return web.json_response(
+            {"accepted": len(items), "event_ids": [eid for _value, eid in encoded]}, status=202
+        )
 
     def _check(self, item: Any) -> tuple[Op, str, dict[str, Any] | None, str, list[RowError]]:
         if not isinstance(item, dict):

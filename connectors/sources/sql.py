@@ -25,6 +25,7 @@ from connectors.publisher import Publisher
 from connectors.records import Op, RowError, RowMapper
 from connectors.sources.base import Preview
 from exchange.catalog.keys import record_key
+from exchange.kafka.columns import ColumnValueError
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,12 @@ class SqlPollingSource:
                 assert record is not None
                 publisher.metrics.rows_read.inc()
                 key = record_key(publisher.entry, record)
-                publisher.send(op, key, record, position, position, marker)
+                try:
+                    publisher.send(op, key, record, position, position, marker)
+                except ColumnValueError as exc:
+                    # A value its field's type cannot hold (nothing was sent): set it aside.
+                    problem = RowError(exc.field, "unencodable", exc.message)
+                    publisher.reject(_cells(row), [problem], position, marker)
             self.cursor = marker
             if stop.is_set():
                 return True

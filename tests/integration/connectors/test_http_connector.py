@@ -122,6 +122,20 @@ def test_bad_records_get_400_with_per_record_errors_and_nothing_is_published(
     assert len(env.dead_letters()) == 3
 
 
+def test_text_with_no_utf8_gets_400_and_a_dead_letter(env: ConnectorEnv, endpoint: str) -> None:
+    # JSON may escape a lone surrogate; Python reads it as text, but Avro strings are UTF-8.
+    body = "[" + json.dumps(person(0)) + "," + json.dumps({**person(1), "name": "x"}) + "]"
+    body = body.replace('"name": "x"', '"name": "\\ud800"')
+    status, answer = post(endpoint, body.encode())
+    assert status == 400 and answer["accepted"] == 0, answer
+    assert [(e["index"], e["field"], e["reason"]) for e in answer["errors"]] == [
+        (1, "name", "unencodable")
+    ]
+    assert env.changes() == []
+    (letter,) = env.dead_letters()
+    assert letter["reason"] == "unencodable" and letter["data"]["name"] == "\ud800"
+
+
 def test_tokens(env: ConnectorEnv, endpoint: str) -> None:
     assert post(endpoint, person(0), token="wrong")[0] == 401
     assert post(endpoint, person(0), token=None)[0] == 401

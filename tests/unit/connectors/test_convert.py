@@ -81,6 +81,15 @@ def test_numbers_with_thousands_separators() -> None:
         converter(field("int"))("2.5")
 
 
+def test_whole_numbers_must_fit_their_avro_type() -> None:
+    assert converter(field("int"))("2,147,483,647") == 2**31 - 1
+    assert converter(field("int"))(-(2**31)) == -(2**31)
+    assert converter(field("long"))(str(2**63 - 1)) == 2**63 - 1
+    for avro, value in (("int", "2147483648"), ("int", -(2**31) - 1), ("long", 2**63)):
+        with pytest.raises(ConversionError, match=f"out of range for Avro {avro}"):
+            converter(field(avro))(value)
+
+
 def test_decimals_keep_their_scale_and_precision() -> None:
     convert = converter(field("bytes", "decimal", precision=6, scale=2))
     assert convert("1,234.5") == Decimal("1234.50")
