@@ -59,7 +59,7 @@ def _hashable(value: Any) -> bool:
 def _base_converter(ftype: FieldType, date_format: str | None) -> Converter:
     logical, avro = ftype.logical_type, ftype.avro_type
     if logical == "date":
-        return _or_null(lambda v: to_date(v, date_format))
+        return _or_null(_memoized(lambda v: to_date(v, date_format)))
     if logical in ("timestamp-millis", "timestamp-micros"):
         return _or_null(lambda v: to_timestamp(v, date_format))
     if logical == "decimal":
@@ -74,6 +74,30 @@ def _base_converter(ftype: FieldType, date_format: str | None) -> Converter:
     if avro == "boolean":
         return _or_null(to_bool)
     raise ConversionError(f"fields of Avro type {avro} are not supported by connectors")
+
+
+#: Distinct texts a memoized converter remembers before it starts afresh.
+_MEMO_SIZE = 1 << 16
+
+
+def _memoized(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``convert`` remembering its results for text: an export repeats the same dates (birth
+    dates, reporting days) thousands of times. Only ``str`` inputs are remembered (1 and 1.0 are
+    one dict key but not one text), and only values that converted (errors are raised again)."""
+    memo: dict[str, Any] = {}
+
+    def remembered(raw: Any) -> Any:
+        if raw.__class__ is not str:
+            return convert(raw)
+        value = memo.get(raw)
+        if value is None:
+            value = convert(raw)
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[raw] = value
+        return value
+
+    return remembered
 
 
 def _or_null(convert: Callable[[Any], Any]) -> Converter:

@@ -11,6 +11,7 @@ Each function returns ``None`` for a valid number, else the reason in plain word
 from __future__ import annotations
 
 import datetime as dt
+import time
 from operator import mul
 
 _ID_WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))
@@ -28,6 +29,18 @@ _EARLIEST_BIRTH = dt.date(1800, 1, 1)
 CREDIT_CODE_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _CC_VALUE = {c: i for i, c in enumerate(CREDIT_CODE_ALPHABET)}
 _CC_WEIGHTS = tuple(pow(3, i, 31) for i in range(17))
+
+
+_TODAY: tuple[float, dt.date] = (0.0, dt.date.min)
+
+
+def _today() -> dt.date:
+    """``date.today()``, asked again at most once a second (it costs a fifth of a check)."""
+    global _TODAY
+    now = time.monotonic()
+    if now - _TODAY[0] >= 1.0:
+        _TODAY = (now, dt.date.today())
+    return _TODAY[1]
 
 
 def citizen_id_check_char(first17: str) -> str:
@@ -59,7 +72,7 @@ def citizen_id_problem(value: str, today: dt.date | None = None) -> str | None:
         birth = dt.date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
     except ValueError:
         return f"citizen ID birth date {value[6:14]} is not a date"
-    if not _EARLIEST_BIRTH <= birth <= (today or dt.date.today()):
+    if not _EARLIEST_BIRTH <= birth <= (today or _today()):
         return f"citizen ID birth date {birth.isoformat()} is out of range"
     expected = citizen_id_check_char(value[:17])
     if check != expected:

@@ -139,3 +139,19 @@ def test_the_quick_date_path_agrees_with_the_general_parser() -> None:
         elif general is not None:
             # What the quick path leaves is still read, by the general parser.
             assert DATE(text) == general[0], text
+
+
+def test_remembered_dates_are_the_same_and_errors_are_raised_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import connectors.convert as convert
+
+    monkeypatch.setattr(convert, "_MEMO_SIZE", 2)
+    read = converter(field("int", "date"))
+    for _ in range(3):
+        assert read("2021年7月27日") == dt.date(2021, 7, 27)
+        assert read("20210728") == dt.date(2021, 7, 28)
+        assert read("2021/7/29") == dt.date(2021, 7, 29)  # past the size: starts afresh
+        with pytest.raises(ConversionError, match="not a date"):
+            read("2021-02-30")
+    assert read(dt.datetime(2021, 7, 27, 8, 0)) == dt.date(2021, 7, 27)  # not text: not kept
