@@ -128,7 +128,10 @@ class AckGroup:
     def _settle(self, err: Any, msg: Any) -> None:
         if err is not None:
             error = f"{err.str()} ({err.name()})"
-            self._tracker.fail(f"{msg.topic()}: {error}")
+            if self._seq >= 0:
+                # It freezes the saved position; a record without one (HTTP) is answered through
+                # on_done instead, and its sender resends.
+                self._tracker.fail(f"{msg.topic()}: {error}")
             # A failed group never completes, so the position cannot move past it.
             if not self._failed:
                 self._failed = True

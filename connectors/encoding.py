@@ -98,7 +98,13 @@ class ChangeEncoder:
             afters = [None] * n
         else:
             afters = list(self.records.encode(records, n))
-        eids = event_ids(self.entry.id, op, keys, identities, afters)
+        try:
+            eids = event_ids(self.entry.id, op, keys, identities, afters)
+        except UnicodeEncodeError as exc:
+            # A key or a sender's id with text that has no UTF-8 (a lone surrogate in JSON).
+            raise ColumnValueError(
+                f"the key or id is not UTF-8 text: {exc}", code="BAD_VALUE"
+            ) from exc
         values = self.envelope.encode_rows(
             {"op": op, "source": self._source, "ts_ms": ts_ms},
             {"source.position": positions, "event_id": eids},

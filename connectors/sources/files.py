@@ -294,7 +294,10 @@ class FileDropSource:
             published = encoded.keys[len(encoded.keys) - len(encoded.values) :]
             # The batch's records and dead letters interleave in the source, but a position is
             # saved only once all of the batch is acknowledged, so their order does not matter.
-            publisher.send_batch(op, published, encoded.values, dead, last_row)
+            # A batch wholly before the resume point (published before) moves no position: saving
+            # its last row would put the saved position back before the resume point.
+            marker = last_row if last_row > resume else None
+            publisher.send_batch(op, published, encoded.values, dead, marker)
             metrics.rows_read.inc(encoded.fresh)
             since_checkpoint += encoded.rows
             if since_checkpoint >= _CHECKPOINT_EVERY:

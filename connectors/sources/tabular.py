@@ -107,6 +107,8 @@ def _check_header(path: Path, header: list[str], columns: list[str]) -> dict[str
 def _picker(index: dict[str, int], columns: list[str]) -> Callable[[list[str]], tuple[str, ...]]:
     """Picks the cells of ``columns`` out of a row, in that order, in one C call."""
     positions = [index[c] for c in columns]
+    if not positions:
+        return lambda cells: ()
     if len(positions) == 1:
         (only,) = positions
         return lambda cells: (cells[only],)

@@ -43,7 +43,7 @@ class ColumnValueError(ExchangeError):
         self.field = field
 
 
-_VALUE_ERRORS = (TypeError, ValueError, AttributeError, OverflowError, UnicodeError)
+_VALUE_ERRORS = (TypeError, ValueError, AttributeError, OverflowError, UnicodeError, struct.error)
 
 
 class RecordColumnsEncoder:

@@ -31,7 +31,7 @@ _CC_VALUE = {c: i for i, c in enumerate(CREDIT_CODE_ALPHABET)}
 _CC_WEIGHTS = tuple(pow(3, i, 31) for i in range(17))
 
 
-_TODAY: tuple[float, dt.date] = (0.0, dt.date.min)
+_TODAY: tuple[float, dt.date] = (float("-inf"), dt.date.min)
 
 
 def _today() -> dt.date:

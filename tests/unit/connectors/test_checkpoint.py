@@ -96,3 +96,13 @@ def test_a_group_without_a_position_only_reports_done() -> None:
     group.change(None, _Msg())
     group.change(None, _Msg())
     assert done == [None] and tracker.in_flight == 0 and tracker.position is None
+
+
+def test_a_failed_record_without_a_position_does_not_freeze_the_saved_one() -> None:
+    # An HTTP record: its sender got the error (503) and resends; the connector goes on.
+    tracker = AckTracker()
+    done: list[str | None] = []
+    AckGroup(tracker, None, 1, "u", [], done.append).change(_Err(), _Msg())
+    assert tracker.errors == [] and done == [
+        "Broker: Not enough in-sync replicas (NOT_ENOUGH_REPLICAS)"
+    ]

@@ -1,3 +1,5 @@
+import pytest
+
 from connectors.encoding import ChangeEncoder, EncoderSpec, FileBatch, encode_file_batch
 from connectors.records import FieldSource, Identity
 from exchange.catalog.avro import envelope_schema, load_schema
@@ -95,3 +97,18 @@ def test_a_row_whose_value_cannot_be_encoded_is_rejected_and_the_rest_published(
     assert encoded.keys == [other["身份证号"]]
     (value,) = encoded.values
     assert CODEC.decode(value)["source"]["position"] == "p.csv#3"
+
+
+def test_a_key_or_id_with_no_utf8_cannot_be_encoded() -> None:
+    from exchange.kafka.columns import ColumnValueError
+
+    with pytest.raises(ColumnValueError, match="not UTF-8"):
+        ENCODER.encode("d", "k\ud800", None, "http:r#0", "", 1)
+    with pytest.raises(ColumnValueError, match="not UTF-8"):
+        ENCODER.encode("d", "k", None, "http:r#0", "id:\ud800", 1)
+
+
+def test_a_batch_wholly_before_the_resume_point_is_keyed_only() -> None:
+    batch = FileBatch("p.csv", "d1g", "r", 10, [(2, ENCODER.mapper.cells(GOOD))])
+    encoded = encode_file_batch(ENCODER, batch)
+    assert (encoded.fresh, encoded.values, encoded.keys) == (0, [], [GOOD["身份证号"]])
