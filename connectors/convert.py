@@ -130,6 +130,12 @@ def to_text(raw: Any) -> str:
         return str(raw)
     if isinstance(raw, dt.datetime | dt.date):
         return raw.isoformat()
+    if isinstance(raw, bytes):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConversionError(f"bytes {raw[:32]!r} are not UTF-8 text") from None
+        raise ConversionError(f"a binary value {raw[:32]!r}, not text")
     raise ConversionError(f"cannot read {type(raw).__name__} {raw!r} as text")
 
 

@@ -40,6 +40,8 @@ class SqlPollingSource:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
         except (ValueError, SQLAlchemyError) as exc:
             raise SourceError(f"source.url: {exc}", code="BAD_URL") from exc
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _read_text_leniently)
         self._where = self.engine.url.render_as_string(hide_password=True)
         self._table: sa.Table | None = None
         #: Last (updated, id) handed to the producer; the saved position lags behind it.
@@ -232,6 +234,20 @@ class SqlPollingSource:
             return to_bool(value)
         except ConversionError:
             return False
+
+
+def _read_text_leniently(dbapi_connection: Any, _record: Any) -> None:
+    # SQLite does not check that TEXT is UTF-8 (a legacy system may write GBK bytes), and
+    # sqlite3's default decoding fails the whole fetch on one such value, so the poll would stop
+    # at that row for ever. Handing the bytes on makes it one rejected row instead.
+    dbapi_connection.text_factory = _text_or_bytes
+
+
+def _text_or_bytes(value: bytes) -> str | bytes:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value
 
 
 def _cells(row: sa.Row[Any]) -> dict[str, Any]:

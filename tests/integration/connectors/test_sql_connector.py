@@ -41,6 +41,25 @@ def make_table(engine: sa.Engine, name: str) -> sa.Table:
     return table
 
 
+INCREMENTING = {"type": "sql", "table": "people", "mode": "incrementing", "id_column": "id"}
+
+
+def insert_people(engine: sa.Engine, table: sa.Table, people: list[list[str]]) -> None:
+    rows = [
+        {
+            "sfzh": p[0],
+            "xm": p[1],
+            "xb": "1",
+            "csrq": dt.date(1990, 1, 1),
+            "xzqh": p[6],
+            "updated_at": dt.datetime(2026, 1, 1),
+        }
+        for p in people
+    ]
+    with engine.begin() as conn:
+        conn.execute(table.insert(), rows)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
@@ -129,29 +148,8 @@ def test_polling_picks_up_inserts_updates_and_soft_deletes(
 def test_incrementing_mode_and_a_missing_column(env: ConnectorEnv, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'dept.db'}"
     engine = sa.create_engine(url)
-    table = make_table(engine, "people")
-    with engine.begin() as conn:
-        conn.execute(
-            table.insert(),
-            [
-                {
-                    "sfzh": p[0],
-                    "xm": p[1],
-                    "xb": "1",
-                    "csrq": dt.date(1990, 1, 1),
-                    "xzqh": p[6],
-                    "updated_at": dt.datetime(2026, 1, 1),
-                }
-                for p in population_rows(4)
-            ],
-        )
-    source = {
-        "type": "sql",
-        "url": url,
-        "table": "people",
-        "mode": "incrementing",
-        "id_column": "id",
-    }
+    insert_people(engine, make_table(engine, "people"), list(population_rows(4)))
+    source = INCREMENTING | {"url": url}
     path = env.connector_file(source, FIELDS)
     Connector(env.settings, load_connector_config(path)).run(once=True)
     assert [c.value["op"] for c in env.changes() if c.value] == ["c"] * 4
@@ -161,3 +159,32 @@ def test_incrementing_mode_and_a_missing_column(env: ConnectorEnv, tmp_path: Pat
     bad = env.connector_file(source, {**FIELDS, "phone": "dh"}, name="bad.yaml")
     with pytest.raises(SourceError, match=r"no column.*dh"):
         Connector(env.settings, load_connector_config(bad))
+
+
+def test_a_value_sqlite_holds_as_bytes_is_one_rejected_row(
+    env: ConnectorEnv, tmp_path: Path
+) -> None:
+    # SQLite does not check that TEXT is UTF-8: a legacy system may have written GBK bytes.
+    url = f"sqlite:///{tmp_path / 'dept.db'}"
+    engine = sa.create_engine(url)
+    people = list(population_rows(4))
+    insert_people(engine, make_table(engine, "people"), people)
+    gbk = "张三".encode("gbk").hex()
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE people SET xm = CAST(X'{gbk}' AS TEXT) WHERE id = 2"))
+        conn.execute(sa.text("UPDATE people SET xm = X'616263' WHERE id = 3"))  # a BLOB
+    source = INCREMENTING | {"url": url}
+    path = env.connector_file(source, FIELDS)
+    Connector(env.settings, load_connector_config(path)).run(once=True)
+
+    published = [c.value["after"]["citizen_id"] for c in env.changes() if c.value]
+    assert published == [people[0][0], people[3][0]]
+    letters = sorted(env.dead_letters(), key=lambda d: d["position"])
+    assert [(d["position"], d["reason"]) for d in letters] == [
+        ("people:id=2", "unreadable"),
+        ("people:id=3", "unreadable"),
+    ]
+    (text_error,), (blob_error,) = letters[0]["errors"], letters[1]["errors"]
+    assert text_error["field"] == "name" and "not UTF-8 text" in text_error["message"]
+    assert blob_error["field"] == "name" and "a binary value" in blob_error["message"]
+    assert env.saved() == {"id": 4}

@@ -105,6 +105,14 @@ def test_text_from_number_cells_has_no_float_noise() -> None:
     assert converter(field("string"))("  张三 ") == "张三"
 
 
+def test_bytes_are_not_text_and_the_error_says_which_kind() -> None:
+    # A database hands over bytes for a BLOB, and (connectors.sources.sql) for TEXT not in UTF-8.
+    with pytest.raises(ConversionError, match=r"not UTF-8 text"):
+        converter(field("string"))("张三".encode("gbk"))
+    with pytest.raises(ConversionError, match=r"a binary value b'abc', not text"):
+        converter(field("string"))(b"abc")
+
+
 def test_value_maps_translate_codes_first() -> None:
     convert = converter(field("string"), values={"男": "1", "女": "2"})
     assert convert("男") == "1"
