@@ -13,7 +13,7 @@ from connectors.config import (
     HttpSourceConfig,
     SqlSourceConfig,
 )
-from connectors.errors import ConnectorError
+from connectors.errors import ConnectorError, SourceError
 from connectors.metrics import ConnectorMetrics
 from connectors.platform import PublishedEntry, published_entry, saved_position
 from connectors.publisher import Publisher
@@ -92,6 +92,11 @@ class Connector:
         self.metrics_port: int | None = None
         self.running = threading.Event()
 
+    def _finish(self) -> None:
+        self.publisher.flush()
+        self.publisher.checkpoint(force=True)
+        self.publisher.flush()
+
     def run(self, *, once: bool = False) -> None:
         server = None
         if self.config.metrics.port is not None:
@@ -108,10 +113,14 @@ class Connector:
                 f", resuming from {saved}" if saved else "",
             )
             self.running.set()
-            self.source.run(self.publisher, saved, self.stop, once)
-            self.publisher.flush()
-            self.publisher.checkpoint(force=True)
-            self.publisher.flush()
+            try:
+                self.source.run(self.publisher, saved, self.stop, once)
+            except SourceError:
+                # The source cannot go on (a row it cannot get past): what it handed over before
+                # stands, so deliver it and save its position before saying why it stopped.
+                self._finish()
+                raise
+            self._finish()
         finally:
             if server is not None:
                 server.close()

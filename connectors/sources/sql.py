@@ -204,6 +204,16 @@ class SqlPollingSource:
         if "_updated" in values:
             updated = values["_updated"]
             marker["updated"] = updated.isoformat() if isinstance(updated, dt.datetime) else updated
+        for name, value in marker.items():
+            if isinstance(value, bytes):
+                # A position must be saved and compared again; bytes that are not text can be
+                # neither, so this row cannot be passed over: the operator has to mend it.
+                column = self.source.id_column if name == "id" else self.source.updated_column
+                raise SourceError(
+                    f"table {self.source.table}: a row's {column} is {value[:32]!r}, not UTF-8 "
+                    f"text, so it cannot be a saved position (the rows before it were published)",
+                    code="BAD_POSITION",
+                )
         return marker
 
     def _position(self, row: sa.Row[Any]) -> str:

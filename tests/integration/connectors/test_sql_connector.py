@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.config import load_connector_config
+from connectors.errors import SourceError
 from connectors.runner import Connector
 from samples.generate import population_rows
 from tests.integration.connectors.conftest import ConnectorEnv
@@ -154,31 +155,42 @@ def test_incrementing_mode_and_a_missing_column(env: ConnectorEnv, tmp_path: Pat
     Connector(env.settings, load_connector_config(path)).run(once=True)
     assert [c.value["op"] for c in env.changes() if c.value] == ["c"] * 4
 
-    from connectors.errors import SourceError
-
     bad = env.connector_file(source, {**FIELDS, "phone": "dh"}, name="bad.yaml")
     with pytest.raises(SourceError, match=r"no column.*dh"):
         Connector(env.settings, load_connector_config(bad))
+
+
+def sqlite_people(tmp_path: Path, count: int, *updates: str) -> tuple[str, list[list[str]]]:
+    """A SQLite table of ``count`` people, then ``updates`` (SQL) run on it."""
+    url = f"sqlite:///{tmp_path / 'dept.db'}"
+    engine = sa.create_engine(url)
+    people = list(population_rows(count))
+    insert_people(engine, make_table(engine, "people"), people)
+    with engine.begin() as conn:
+        for update in updates:
+            conn.execute(sa.text(update))
+    return url, people
+
+
+def published_ids(env: ConnectorEnv) -> list[str]:
+    return [c.value["after"]["citizen_id"] for c in env.changes() if c.value]
 
 
 def test_a_value_sqlite_holds_as_bytes_is_one_rejected_row(
     env: ConnectorEnv, tmp_path: Path
 ) -> None:
     # SQLite does not check that TEXT is UTF-8: a legacy system may have written GBK bytes.
-    url = f"sqlite:///{tmp_path / 'dept.db'}"
-    engine = sa.create_engine(url)
-    people = list(population_rows(4))
-    insert_people(engine, make_table(engine, "people"), people)
     gbk = "张三".encode("gbk").hex()
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"UPDATE people SET xm = CAST(X'{gbk}' AS TEXT) WHERE id = 2"))
-        conn.execute(sa.text("UPDATE people SET xm = X'616263' WHERE id = 3"))  # a BLOB
-    source = INCREMENTING | {"url": url}
-    path = env.connector_file(source, FIELDS)
+    url, people = sqlite_people(
+        tmp_path,
+        4,
+        f"UPDATE people SET xm = CAST(X'{gbk}' AS TEXT) WHERE id = 2",
+        "UPDATE people SET xm = X'616263' WHERE id = 3",  # a BLOB
+    )
+    path = env.connector_file(INCREMENTING | {"url": url}, FIELDS)
     Connector(env.settings, load_connector_config(path)).run(once=True)
 
-    published = [c.value["after"]["citizen_id"] for c in env.changes() if c.value]
-    assert published == [people[0][0], people[3][0]]
+    assert published_ids(env) == [people[0][0], people[3][0]]
     letters = sorted(env.dead_letters(), key=lambda d: d["position"])
     assert [(d["position"], d["reason"]) for d in letters] == [
         ("people:id=2", "unreadable"),
@@ -188,3 +200,20 @@ def test_a_value_sqlite_holds_as_bytes_is_one_rejected_row(
     assert text_error["field"] == "name" and "not UTF-8 text" in text_error["message"]
     assert blob_error["field"] == "name" and "a binary value" in blob_error["message"]
     assert env.saved() == {"id": 4}
+
+
+def test_a_position_that_is_not_text_stops_the_connector_after_the_rows_before_it(
+    env: ConnectorEnv, tmp_path: Path
+) -> None:
+    # The bytes sort after every real time, so rows 1 and 3 come first.
+    url, people = sqlite_people(
+        tmp_path, 3, "UPDATE people SET updated_at = CAST(X'ff' AS TEXT) WHERE id = 2"
+    )
+    source = {"type": "sql", "url": url, "table": "people", "mode": "timestamp+incrementing"}
+    source |= {"id_column": "id", "updated_column": "updated_at"}
+    path = env.connector_file(source, FIELDS)
+
+    with pytest.raises(SourceError, match=r"table people: a row's updated_at is b'\\xff', not"):
+        Connector(env.settings, load_connector_config(path)).run(once=True)
+    assert published_ids(env) == [people[0][0], people[2][0]]
+    assert env.saved() == {"id": 3, "updated": "2026-01-01 00:00:00.000000"}
