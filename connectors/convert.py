@@ -28,6 +28,7 @@ _DATE_PATTERNS = (
 )
 _TIME = re.compile(r"(?:[ T](\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?")
 _NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+")
+_INF = float("inf")
 _TRUE = frozenset({"true", "t", "yes", "y", "1", "是", "真"})
 _FALSE = frozenset({"false", "f", "no", "n", "0", "否", "假"})
 
@@ -46,14 +47,15 @@ def converter(
     table = dict(values)
 
     def translated(raw: Any) -> Any:
-        key = raw.strip() if isinstance(raw, str) else raw
-        return base(table.get(key, raw) if _hashable(key) else raw)
+        # Codes are text in the config, but a database or spreadsheet may give the number 1.
+        key = raw.strip() if isinstance(raw, str) else to_text(raw) if _numeric(raw) else None
+        return base(table.get(key, raw) if key is not None else raw)
 
     return translated
 
 
-def _hashable(value: Any) -> bool:
-    return isinstance(value, str | int | float | bool) or value is None
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
 
 def _base_converter(ftype: FieldType, date_format: str | None) -> Converter:
@@ -122,7 +124,8 @@ def to_text(raw: Any) -> str:
     if isinstance(raw, str):
         return raw.strip()
     if isinstance(raw, bool):
-        return "true" if raw else "false"
+        # JSON's true is a type mismatch for a text field, not the text "true".
+        raise ConversionError(f"{raw!r} is a yes/no value, not text")
     if isinstance(raw, float) and raw.is_integer():
         # A spreadsheet stores 13800138000 as a number; the text is the digits, not 1.38e10.
         return str(int(raw))
@@ -154,6 +157,8 @@ def to_decimal(raw: Any) -> Decimal:
     if isinstance(raw, int):
         return Decimal(raw)
     if isinstance(raw, float):
+        if raw != raw or raw in (_INF, -_INF):  # JSON's NaN and Infinity read as floats
+            raise ConversionError(f"{raw!r} is not a finite number")
         return Decimal(repr(raw))  # the shortest text of the float, not its binary expansion
     try:
         return Decimal(_number_text(raw))
@@ -202,7 +207,10 @@ def _decimal_converter(ftype: FieldType) -> Callable[[Any], Decimal]:
 
     def convert(raw: Any) -> Decimal:
         number = to_decimal(raw)
-        exact = number.quantize(quantum)
+        try:
+            exact = number.quantize(quantum)
+        except InvalidOperation:  # more digits than the context holds (28)
+            raise ConversionError(f"{raw!r} has too many digits for a decimal") from None
         if exact != number:
             raise ConversionError(f"{raw!r} has more than {scale} decimal places")
         if precision is not None and len(exact.as_tuple().digits) > precision:

@@ -139,10 +139,11 @@ class RowMapper:
             name = plan.name
             if name not in self.entry.key:
                 continue
+            cell = cells[plan.column] if plan.column is not None else None
             try:
-                value = plan.convert(cells[plan.column] if plan.column is not None else None)
-            except ConversionError as exc:
-                errors.append(RowError(name, "unreadable", str(exc)))
+                value = plan.convert(cell)
+            except _READ_ERRORS as exc:
+                errors.append(unreadable(name, cell, exc))
                 continue
             problems = [p for _name, check in plan.rules if (p := check(value)) is not None]
             if value is None:
@@ -151,6 +152,20 @@ class RowMapper:
                 errors.append(RowError(name, "key", problems[0]))
             record[name] = value
         return (None, errors) if errors else (record, [])
+
+
+#: What a converter may raise for a value it cannot read. Converters raise ConversionError; the
+#: others are a safety net, so that a value nobody foresaw rejects its row instead of stopping
+#: the connector (it would stop again at the same row after every restart).
+_READ_ERRORS = (ValueError, ArithmeticError, TypeError)
+
+
+def unreadable(field: str, cell: Any, exc: Exception) -> RowError:
+    if isinstance(exc, ConversionError):
+        return RowError(field, "unreadable", str(exc))
+    shown = repr(cell)
+    shown = shown if len(shown) <= 80 else f"{shown[:77]}..."
+    return RowError(field, "unreadable", f"cannot read {shown}: {type(exc).__name__} {exc}")
 
 
 class _FieldPlan:
@@ -180,15 +195,15 @@ class _FieldPlan:
         try:
             values = list(map(self.convert, raw))
             failed: set[int] = set()
-        except ConversionError:
+        except _READ_ERRORS:
             values, failed = [], set()
             for i, cell in enumerate(raw):
                 try:
                     values.append(self.convert(cell))
-                except ConversionError as exc:
+                except _READ_ERRORS as exc:
                     values.append(None)
                     failed.add(i)
-                    errors.setdefault(i, []).append(RowError(name, "unreadable", str(exc)))
+                    errors.setdefault(i, []).append(unreadable(name, cell, exc))
         for rule_name, check in self.rules:
             problems = list(map(check, values))
             if problems.count(None) == len(problems):

@@ -31,7 +31,10 @@ def test_metrics_endpoint_counts_the_sample_file(env: ConnectorEnv) -> None:
     thread.start()
     try:
         assert connector.running.wait(30)
-        shutil.copy(ROOT / "samples/data/gongan/population.csv", env.inbox / "p.csv")
+        # Written under a hidden name, then renamed: with settle_s 0 a half-copied file would
+        # be read at once (the sample is GBK, so a cut character sends it to failed/).
+        shutil.copy(ROOT / "samples/data/gongan/population.csv", env.inbox / ".p.csv")
+        (env.inbox / ".p.csv").rename(env.inbox / "p.csv")
         deadline = time.monotonic() + 30
         while not (env.inbox / "done" / "p.csv").exists():
             assert time.monotonic() < deadline, "file not processed"

@@ -90,6 +90,18 @@ def test_whole_numbers_must_fit_their_avro_type() -> None:
             converter(field(avro))(value)
 
 
+def test_numbers_that_are_not_finite_or_too_long_are_refused() -> None:
+    # JSON's NaN and Infinity parse as floats; Decimal's context holds 28 digits.
+    for avro in ("int", "long", "double", "float"):
+        for value in (float("inf"), float("-inf"), float("nan")):
+            with pytest.raises(ConversionError, match="not a finite number"):
+                converter(field(avro))(value)
+    convert = converter(field("bytes", "decimal", precision=20, scale=2))
+    for value in ("1e30", "1" * 29, 1e30):
+        with pytest.raises(ConversionError, match=r"too many digits|not a number"):
+            convert(value)
+
+
 def test_decimals_keep_their_scale_and_precision() -> None:
     convert = converter(field("bytes", "decimal", precision=6, scale=2))
     assert convert("1,234.5") == Decimal("1234.50")
@@ -118,6 +130,20 @@ def test_value_maps_translate_codes_first() -> None:
     assert convert("男") == "1"
     assert convert(" 女 ") == "2"
     assert convert("9") == "9"  # unmapped values pass through to the rules
+
+
+def test_value_maps_find_numeric_cells_by_their_text() -> None:
+    # Codes are text in YAML; SQL and XLSX give numbers.
+    convert = converter(field("string"), values={"1": "参保缴费", "2": "暂停"})
+    assert convert(1) == convert(1.0) == convert(Decimal("1")) == convert("1") == "参保缴费"
+    assert convert(3) == "3"
+    with pytest.raises(ConversionError, match="a yes/no value, not text"):
+        convert(True)
+
+
+def test_a_yes_no_value_is_not_text() -> None:
+    with pytest.raises(ConversionError, match="True is a yes/no value, not text"):
+        converter(field("string"))(True)
 
 
 def test_booleans() -> None:

@@ -175,3 +175,20 @@ def test_the_event_id_is_sha256_over_its_parts() -> None:
         event_id("e", "d", "k1", "x", None),
         event_id("e", "d", "k2", "y", None),
     ]
+
+
+def test_a_converter_failing_in_a_way_nobody_foresaw_rejects_only_its_row() -> None:
+    mapper = RowMapper(ENTRY, SCHEMA, {f: FieldSource(c) for f, c in COLUMNS.items()})
+    (plan,) = [p for p in mapper._plan if p.name == "name"]
+
+    def fragile(raw: object) -> object:
+        if raw == "boom":
+            raise TypeError("unforeseen")
+        return raw
+
+    plan.convert = fragile
+    batch = mapper.map_batch([mapper.cells(GOOD), mapper.cells({**GOOD, "姓名": "boom"})])
+    assert list(batch.errors) == [1]
+    (error,) = batch.errors[1]
+    assert (error.field, error.code) == ("name", "unreadable")
+    assert error.message == "cannot read 'boom': TypeError unforeseen"
