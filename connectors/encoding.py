@@ -42,6 +42,18 @@ def map_row(mapper: RowMapper, row: Row) -> tuple[dict[str, Any] | None, list[Ro
     return (None, errors) if errors else (batch.record(0), [])
 
 
+#: ColumnValueError code of a change record larger than Kafka takes.
+TOO_LARGE = "TOO_LARGE"
+#: Bytes librdkafka adds to a record's key and value when it checks message.max.bytes (the
+#: record's framing: lengths, attributes, offsets; generously rounded up).
+_MESSAGE_OVERHEAD = 256
+
+
+def encoding_error(exc: ColumnValueError) -> RowError:
+    """Why a row whose record could not be encoded is rejected."""
+    return RowError(exc.field, "too_large" if exc.code == TOO_LARGE else "unencodable", exc.message)
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """Everything needed to map and encode rows; picklable, sent once to each worker."""
@@ -52,6 +64,8 @@ class EncoderSpec:
     schema_id: int
     schema: dict[str, Any]
     identity: Identity
+    #: The largest change record (key and value) Kafka takes from this connector's producer.
+    max_bytes: int = 1_000_000
 
 
 class ChangeEncoder:
@@ -110,6 +124,18 @@ class ChangeEncoder:
             {"source.position": positions, "event_id": eids},
             afters,
         )
+        limit = self.spec.max_bytes - _MESSAGE_OVERHEAD
+        # Keys are short: four bytes a character bounds their UTF-8 without encoding them.
+        if values and max(map(len, values)) + 4 * max(map(len, keys)) > limit:
+            for key, value in zip(keys, values, strict=True):
+                size = len(value) + len(key.encode("utf-8"))
+                if size > limit:
+                    raise ColumnValueError(
+                        f"the change record would be {size:,} bytes, more than the {limit:,} "
+                        f"Kafka takes here (publish.producer message.max.bytes "
+                        f"{self.spec.max_bytes:,})",
+                        code=TOO_LARGE,
+                    )
         return values, eids
 
     def map_row(self, row: Row) -> tuple[dict[str, Any] | None, list[RowError]]:
@@ -244,7 +270,7 @@ def _encode(
             )[0]
         except ColumnValueError as exc:
             out.append(b"")
-            failed[i] = RowError(exc.field, "unencodable", exc.message)
+            failed[i] = encoding_error(exc)
     return out, failed
 
 

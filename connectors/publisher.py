@@ -29,6 +29,8 @@ from exchange.dlq import DeadLetter
 from exchange.kafka.producing import POLL_EVERY, produce
 
 log = logging.getLogger(__name__)
+#: librdkafka's default message.max.bytes.
+_MESSAGE_MAX_BYTES = 1_000_000
 #: A rejected row for :meth:`Publisher.send_batch`: its cells, why, and where it was.
 Rejection = tuple[Mapping[str, Any] | bytes | None, Sequence[RowError], str]
 
@@ -46,6 +48,30 @@ class Publisher:
         self.target = target
         self.entry = target.entry
         self.metrics = metrics
+        self.tracker = AckTracker()
+        self._dlq = settings.topics.dlq
+        self._offsets = settings.topics.connector_offsets
+        self._compacted = target.entry.retention.compaction
+        publish = config.publish
+        self._delivery_timeout = publish.delivery_timeout_s
+        try:
+            self._producer = Producer(
+                settings.kafka.client_config(
+                    **{
+                        "enable.idempotence": True,
+                        "acks": "all",
+                        "compression.type": publish.compression,
+                        "linger.ms": publish.linger_ms,
+                        "delivery.timeout.ms": int(publish.delivery_timeout_s * 1000),
+                        "client.id": f"connector-{config.id}",
+                        **publish.producer,
+                    }
+                )
+            )
+        except KafkaException as exc:
+            # An unknown or invalid setting: librdkafka's message names it.
+            error = exc.args[0]
+            raise ConnectorError(f"publish.producer: {error.str()}", code=error.name()) from exc
         self.spec = EncoderSpec(
             target.entry,
             target.record_schema,
@@ -53,29 +79,12 @@ class Publisher:
             target.codec.schema_id,
             target.schema,
             Identity(config.department, config.system, config.id),
+            # librdkafka took the setting above, so it is a whole number.
+            int(publish.producer.get("message.max.bytes", _MESSAGE_MAX_BYTES)),
         )
         self.encoder = ChangeEncoder(self.spec)
         self.mapper = self.encoder.mapper
         self.identity = self.spec.identity
-        self.tracker = AckTracker()
-        self._dlq = settings.topics.dlq
-        self._offsets = settings.topics.connector_offsets
-        self._compacted = target.entry.retention.compaction
-        publish = config.publish
-        self._delivery_timeout = publish.delivery_timeout_s
-        self._producer = Producer(
-            settings.kafka.client_config(
-                **{
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "compression.type": publish.compression,
-                    "linger.ms": publish.linger_ms,
-                    "delivery.timeout.ms": int(publish.delivery_timeout_s * 1000),
-                    "client.id": f"connector-{config.id}",
-                    **publish.producer,
-                }
-            )
-        )
         self._unpolled = 0
         #: ``(op, seconds to acknowledgement)`` of change records acknowledged since the metrics
         #: last counted them: delivery callbacks only append, the metrics take them in bulk.

@@ -13,6 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The largest dead letter written whole (Kafka takes 1,000,000-byte messages by default).
+MAX_LETTER_BYTES = 256 * 1024
+#: Characters of a long text kept in a cut letter.
+_CUT_CHARS = 2000
 REASON_HEADER = "exchange.reason"
 ORIGIN_HEADER = "exchange.origin"
 
@@ -32,25 +36,46 @@ class DeadLetter:
     ts_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def encode(self) -> bytes:
+        """The letter as JSON. One larger than :data:`MAX_LETTER_BYTES` keeps its reasons and a
+        cut copy of the data (``"truncated": true``): it must still fit in a Kafka message, and
+        the data is often what made the record too large to publish in the first place."""
+        whole = self._json(self._data(None), self.errors, truncated=False)
+        if len(whole) <= MAX_LETTER_BYTES:
+            return whole
+        errors = [{k: _cut(v, _CUT_CHARS) for k, v in e.items()} for e in self.errors]
+        cut = self._json(self._data(_CUT_CHARS), errors, truncated=True)
+        if len(cut) <= MAX_LETTER_BYTES:
+            return cut
+        return self._json({"omitted": f"{len(whole):,} bytes of JSON"}, errors, truncated=True)
+
+    def _data(self, cut: int | None) -> Any:
         if isinstance(self.data, bytes):
-            data: Any = {"base64": base64.b64encode(self.data).decode("ascii")}
-        else:
-            data = {k: _text(v) for k, v in (self.data or {}).items()}
-        return json.dumps(
-            {
-                "origin": self.origin,
-                "reason": self.reason,
-                "errors": list(self.errors),
-                "entry": self.entry,
-                "department": self.department,
-                "position": self.position,
-                "data": data,
-                "ts_ms": self.ts_ms,
-                **self.extra,
-            },
-            ensure_ascii=False,
-            sort_keys=True,
-        ).encode("utf-8", "backslashreplace")  # a lone surrogate: as its JSON escape
+            kept = self.data if cut is None else self.data[: cut * 3]
+            data: dict[str, Any] = {"base64": base64.b64encode(kept).decode("ascii")}
+            if len(kept) < len(self.data):
+                data["size"] = len(self.data)
+            return data
+        cells = {k: _text(v) for k, v in (self.data or {}).items()}
+        return cells if cut is None else {k: _cut(v, cut) for k, v in cells.items()}
+
+    def _json(self, data: Any, errors: Sequence[Mapping[str, Any]], *, truncated: bool) -> bytes:
+        letter = {
+            "origin": self.origin,
+            "reason": self.reason,
+            "errors": list(errors),
+            "entry": self.entry,
+            "department": self.department,
+            "position": self.position,
+            "data": data,
+            "ts_ms": self.ts_ms,
+            **self.extra,
+        }
+        if truncated:
+            letter["truncated"] = True
+        # backslashreplace: a lone surrogate is written as its JSON escape.
+        return json.dumps(letter, ensure_ascii=False, sort_keys=True).encode(
+            "utf-8", "backslashreplace"
+        )
 
     def headers(self) -> list[tuple[str, str | bytes | None]]:
         return [(REASON_HEADER, self.reason.encode()), (ORIGIN_HEADER, self.origin.encode())]
@@ -60,3 +85,9 @@ def _text(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
+
+
+def _cut(value: Any, chars: int) -> Any:
+    if isinstance(value, str) and len(value) > chars:
+        return f"{value[:chars]}... [cut: {len(value):,} characters in all]"
+    return value

@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from connectors.config import ConnectorConfig, HttpSourceConfig
+from connectors.encoding import encoding_error
 from connectors.errors import SourceError
 from connectors.publisher import Publisher
 from connectors.records import Op, RowError, RowMapper
@@ -96,7 +97,10 @@ class HttpPushSource:
     def department_of(self, header: str | None, tokens: dict[str, str]) -> str | None:
         if not header or not header.startswith("Bearer "):
             return None
-        given = header[len("Bearer ") :].strip().encode()
+        try:
+            given = header[len("Bearer ") :].strip().encode()
+        except UnicodeEncodeError:  # bytes that are not UTF-8: no token has them
+            return None
         digest = hashlib.sha256(given).hexdigest()
         found = None
         for department, token in tokens.items():
@@ -200,7 +204,7 @@ class _Handler:
                         )
                     )
                 except ColumnValueError as exc:
-                    errors.append((i, [RowError(exc.field, "unencodable", exc.message)]))
+                    errors.append((i, [encoding_error(exc)]))
         if errors:
             await self._dead_letters(
                 [
@@ -245,7 +249,7 @@ class _Handler:
         op = item.get("_op", "u")
         sender_id = item.get("_id")
         errors: list[RowError] = []
-        if op not in _OPS:
+        if not _hashable(op) or op not in _OPS:
             errors.append(RowError("_op", "bad_op", f"_op must be c, u or d, not {op!r}"))
             op = "u"
         unknown = sorted(k for k in item if k not in self.fields and k not in ("_op", "_id"))
@@ -298,3 +302,8 @@ def _settle(future: asyncio.Future[str | None], error: str | None) -> None:
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _hashable(value: Any) -> bool:
+    # JSON gives lists and objects too, which cannot be looked up in a set.
+    return not isinstance(value, list | dict)

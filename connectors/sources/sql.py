@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.config import ConnectorConfig, SqlSourceConfig
 from connectors.convert import ConversionError, to_bool
+from connectors.encoding import encoding_error
 from connectors.errors import SourceError
 from connectors.publisher import Publisher
 from connectors.records import Op, RowError, RowMapper
@@ -109,8 +110,7 @@ class SqlPollingSource:
                     publisher.send(op, key, record, position, position, marker)
                 except ColumnValueError as exc:
                     # A value its field's type cannot hold (nothing was sent): set it aside.
-                    problem = RowError(exc.field, "unencodable", exc.message)
-                    publisher.reject(_cells(row), [problem], position, marker)
+                    publisher.reject(_cells(row), [encoding_error(exc)], position, marker)
             self.cursor = marker
             if stop.is_set():
                 return True

@@ -18,6 +18,9 @@ from typing import Any
 from connectors.errors import SourceError
 
 _CHUNK = 1 << 20
+#: The largest CSV cell read (the csv module's default is 128 KiB, and a cell over it failed the
+#: whole file). A row too large for Kafka is rejected on its own when it is encoded.
+_CSV_FIELD_LIMIT = 1 << 26
 
 
 class FileFormatError(SourceError):
@@ -118,6 +121,8 @@ def _picker(index: dict[str, int], columns: list[str]) -> Callable[[list[str]], 
 def _csv_rows(
     path: Path, encoding: str, columns: list[str], delimiter: str
 ) -> Iterator[tuple[int, tuple[Any, ...] | str]]:
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
     with path.open("r", encoding=encoding, newline="") as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:

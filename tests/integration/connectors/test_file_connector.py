@@ -14,6 +14,7 @@ from connectors.errors import ConnectorError
 from connectors.runner import Connector, check
 from samples.generate import (
     BAD_POPULATION_ROWS,
+    population_rows,
     write_legal_entities_xlsx,
     write_population_csv,
     write_population_rows,
@@ -207,3 +208,20 @@ def test_once_waits_for_a_file_still_settling(env: ConnectorEnv) -> None:
     run_once(env, settle_s=1)
     assert (env.inbox / "done" / "fresh.csv").exists()
     assert len(env.changes()) == 3
+
+
+def test_a_row_too_large_for_kafka_is_reported_and_the_rest_published(
+    env: ConnectorEnv,
+) -> None:
+    rows = list(population_rows(3))
+    rows[1][5] = "址" * 400_000  # 1.2 MB of UTF-8 in one address cell
+    write_population_rows(env.inbox / "big.csv", rows, "utf-8")
+    connector = run_once(env)
+    assert {c.key for c in env.changes()} == {rows[0][0], rows[2][0]}
+    (report,) = report_rows(env.inbox / "done" / "big.csv.report.csv")
+    assert (report["row"], report["reason"]) == ("3", "too_large")
+    assert "more than the" in report["message"]
+    (letter,) = env.dead_letters()
+    assert letter["reason"] == "too_large" and letter["truncated"] is True
+    assert letter["data"]["户籍地址"].endswith("[cut: 400,000 characters in all]")
+    assert connector.publisher.sent_changes == 2

@@ -136,9 +136,32 @@ def test_text_with_no_utf8_gets_400_and_a_dead_letter(env: ConnectorEnv, endpoin
     assert letter["reason"] == "unencodable" and letter["data"]["name"] == "\ud800"
 
 
+def test_a_record_too_large_for_kafka_or_of_the_wrong_shape_gets_400(
+    env: ConnectorEnv, endpoint: str
+) -> None:
+    big = {**person(1), "address": "址" * 400_000}  # 1.2 MB of UTF-8
+    batch = [person(0), big, {**person(2), "_op": ["u"]}, {**person(3), "name": True}]
+    status, answer = post(endpoint, batch)
+    assert status == 400 and answer["accepted"] == 0, answer
+    assert [(e["index"], e["field"], e["reason"]) for e in answer["errors"]] == [
+        (2, "_op", "bad_op"),
+        (3, "name", "unreadable"),
+    ]
+    status, answer = post(endpoint, [person(0), big])
+    assert status == 400, answer
+    ((index, reason, message),) = [
+        (e["index"], e["reason"], e["message"]) for e in answer["errors"]
+    ]
+    assert (index, reason) == (1, "too_large") and "more than the" in message
+    assert env.changes() == []
+    letters = {d["position"].rsplit("#", 1)[1]: d for d in env.dead_letters()}
+    assert letters["1"]["reason"] == "too_large" and letters["1"]["truncated"] is True
+
+
 def test_tokens(env: ConnectorEnv, endpoint: str) -> None:
     assert post(endpoint, person(0), token="wrong")[0] == 401
     assert post(endpoint, person(0), token=None)[0] == 401
+    assert post(endpoint, person(0), token="\xff\xfe")[0] == 401  # bytes that are not UTF-8
     status, body = post(endpoint, person(0), token="other-token")
     assert status == 403 and "other" in body["error"]
     assert env.changes() == []

@@ -1,6 +1,15 @@
+import dataclasses
+
 import pytest
 
-from connectors.encoding import ChangeEncoder, EncoderSpec, FileBatch, encode_file_batch
+from connectors.encoding import (
+    ChangeEncoder,
+    EncodedBatch,
+    EncoderSpec,
+    FileBatch,
+    Rejected,
+    encode_file_batch,
+)
 from connectors.records import FieldSource, Identity
 from exchange.catalog.avro import envelope_schema, load_schema
 from exchange.kafka.wire import AvroCodec
@@ -83,20 +92,39 @@ def test_a_delete_carries_no_record() -> None:
     assert eid == ENCODER.encode("d", "k", None, "p.csv#3", "d1g:3", 6)[1]
 
 
+OTHER = {**GOOD, "身份证号": "110105194912310038"}
+
+
+def _bad_then_good(encoder: ChangeEncoder, bad: dict[str, str]) -> tuple[Rejected, EncodedBatch]:
+    """A batch of ``bad`` (row 2) and a good row (3): ``bad`` must be the one rejected."""
+    cells = encoder.mapper.cells
+    batch = FileBatch("p.csv", "d1g", "r", 0, [(2, cells(bad)), (3, cells(OTHER))])
+    encoded = encode_file_batch(encoder, batch)
+    (rejected,) = encoded.rejected
+    assert rejected.number == 2 and rejected.key == GOOD["身份证号"]
+    return rejected, encoded
+
+
 def test_a_row_whose_value_cannot_be_encoded_is_rejected_and_the_rest_published() -> None:
     # A lone surrogate is text to Python but has no UTF-8 (an XLSX cell or JSON "\ud800").
     broken = {**GOOD, "姓名": "张\ud800"}
-    other = {**GOOD, "身份证号": "110105194912310038"}
-    cells = ENCODER.mapper.cells
-    batch = FileBatch("p.csv", "d1g", "r", 0, [(2, cells(broken)), (3, cells(other))])
-    encoded = encode_file_batch(ENCODER, batch)
-    (rejected,) = encoded.rejected
-    assert rejected.number == 2 and rejected.key == GOOD["身份证号"]
+    rejected, encoded = _bad_then_good(ENCODER, broken)
     assert [(e.field, e.code) for e in rejected.errors] == [("name", "unencodable")]
     assert rejected.cells == broken  # for its dead letter
-    assert encoded.keys == [other["身份证号"]]
+    assert encoded.keys == [OTHER["身份证号"]]
     (value,) = encoded.values
     assert CODEC.decode(value)["source"]["position"] == "p.csv#3"
+
+
+def test_a_row_too_large_for_kafka_is_rejected_and_the_rest_published() -> None:
+    spec = dataclasses.replace(ENCODER.spec, max_bytes=2000)
+    encoder = ChangeEncoder(spec)
+    big = {**GOOD, "姓名": "张" * 600}  # 1,800 bytes of UTF-8
+    rejected, encoded = _bad_then_good(encoder, big)
+    ((field, code, message),) = [(e.field, e.code, e.message) for e in rejected.errors]
+    assert (field, code) == (None, "too_large")
+    assert "more than the 1,744 Kafka takes here" in message and "2,000" in message
+    assert [CODEC.decode(v)["after"]["citizen_id"] for v in encoded.values] == [OTHER["身份证号"]]
 
 
 def test_a_key_or_id_with_no_utf8_cannot_be_encoded() -> None:
