@@ -66,6 +66,10 @@ class FileSourceConfig(_Model):
     mode: Literal["snapshot", "upsert"] = "upsert"
     #: Each file is a full export: keys of the previous export missing from it become deletes.
     delete_missing: bool = False
+    #: The largest share of the previous export's keys one export may delete. An export that
+    #: would delete more is taken as cut short or broken: its rows are published, its deletes
+    #: are not (the report says so), and the next export is compared with the earlier one.
+    delete_limit: float = Field(0.5, gt=0, le=1)
     poll_interval_s: float = Field(5.0, gt=0)
     #: A file changed within this many seconds may still be being written: wait for it.
     settle_s: float = Field(2.0, ge=0)

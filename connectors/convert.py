@@ -12,6 +12,7 @@ import datetime as dt
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -35,6 +36,17 @@ _FALSE = frozenset({"false", "f", "no", "n", "0", "否", "假"})
 
 class ConversionError(ValueError):
     """A source value that cannot be read as its field's type."""
+
+
+@dataclass(frozen=True)
+class CellError:
+    """A spreadsheet cell showing an error (``#REF!``, ``#N/A``...): a formula that failed, so
+    not a value, although the file stores it as that text."""
+
+    code: str
+
+    def __repr__(self) -> str:
+        return f"Excel error {self.code}"
 
 
 def converter(
@@ -123,6 +135,8 @@ def _text_or_null(raw: Any) -> str | None:
 def to_text(raw: Any) -> str:
     if isinstance(raw, str):
         return raw.strip()
+    if isinstance(raw, CellError):
+        raise ConversionError(f"the cell shows {raw!r} (a formula that failed), not a value")
     if isinstance(raw, bool):
         # JSON's true is a type mismatch for a text field, not the text "true".
         raise ConversionError(f"{raw!r} is a yes/no value, not text")

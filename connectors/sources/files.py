@@ -71,6 +71,10 @@ class Report:
     def rejected_rows(self) -> int:
         return len({row for row, _key, _err in self.rejected})
 
+    def rows_without_key(self) -> int:
+        """Rejected rows whose key could not be read (malformed, or a bad key field)."""
+        return len({row for row, key, _err in self.rejected if not key})
+
     def write(self, path: Path) -> None:
         # backslashreplace: a rejected key may hold text with no UTF-8 (a lone surrogate).
         with path.open("w", encoding="utf-8-sig", errors="backslashreplace", newline="") as f:
@@ -184,6 +188,7 @@ class FileDropSource:
     ) -> dict[str, Any] | None:
         """Publish one file; returns the new saved state (unchanged if stopped midway)."""
         report = Report(path.name)
+        before = _version(path)
         try:
             file_scan = scan(path, self.source.encoding)
         except FileFormatError as exc:
@@ -225,17 +230,27 @@ class FileDropSource:
             publisher.flush()
             self._finish(path, report, FAILED)
             return failed_state
+        if keys is not None and _version(path) != before:
+            # Still being written (a pause longer than settle_s): what was read stands, and the
+            # whole file is read again once it settles (it is a new version then).
+            log.warning("%s changed while it was read; it will be read again", path.name)
+            keys = None
         if keys is None:  # stopped
             publisher.flush()
             publisher.checkpoint(force=True)
             publisher.flush()
             return state
+        compared = False
         if self.source.delete_missing:
-            self._publish_deletes(path, digest, keys, last_row, previous, publisher, report, resume)
+            compared = self._publish_deletes(
+                path, digest, keys, last_row, previous, publisher, report, resume
+            )
         publisher.flush()
         destination = _free_name(self.folder / DONE, path.name)
         new_state = state_for(last_row + report.deletes, complete=True)
-        if self.source.delete_missing:
+        if self.source.delete_missing and (compared or previous is None):
+            # The next export is compared with this one, unless this one's deletes were held
+            # back (then with the export before it).
             new_state["last_export"] = {"file": f"{DONE}/{destination.name}", "sha256": digest}
         publisher.save_position(new_state)
         publisher.flush()
@@ -320,10 +335,16 @@ class FileDropSource:
             return
         pool = self._pool(publisher, workers)
         in_flight: deque[Future[EncodedBatch]] = deque()
-        for batch in batches:
-            in_flight.append(pool.submit(work, batch))
-            if len(in_flight) > 2 * workers:
+        try:
+            for batch in batches:
+                in_flight.append(pool.submit(work, batch))
+                if len(in_flight) > 2 * workers:
+                    yield in_flight.popleft().result()
+        except FileFormatError:
+            # Reading failed midway: the batches read before it are published first.
+            while in_flight:
                 yield in_flight.popleft().result()
+            raise
         while in_flight:
             yield in_flight.popleft().result()
 
@@ -353,24 +374,46 @@ class FileDropSource:
         publisher: Publisher,
         report: Report,
         resume: int,
-    ) -> None:
+    ) -> bool:
+        """Publish the keys of the previous export missing from this one as deletes; False when
+        they were held back (this export cannot be trusted to be complete)."""
         if previous is None:
             report.notes.append("first full export: no earlier export to detect deletes against")
-            return
+            return False
+        unknown = report.rows_without_key()
+        if unknown:
+            report.notes.append(
+                f"deletes held back: {unknown} row(s) could not be read far enough to know their "
+                f"key, so this export cannot show which keys are gone; mend them and drop the "
+                f"export again (the next export is compared with {previous['file']})"
+            )
+            return False
         try:
             before = self._export_keys(
                 self.folder / previous["file"], previous["sha256"], publisher
             )
         except (SourceError, OSError, KeyError) as exc:
             report.notes.append(f"delete detection skipped: previous export unusable: {exc}")
-            return
-        for offset, key in enumerate(sorted(before - keys), start=1):
+            return False
+        missing = before - keys
+        limit = self.source.delete_limit
+        if len(missing) > limit * len(before):
+            report.notes.append(
+                f"deletes held back: {len(missing)} of the {len(before)} keys of "
+                f"{previous['file']} are missing, more than delete_limit ({limit:.0%}) allows; "
+                f"an export cut short looks like this. If they are really gone, raise "
+                f"delete_limit and drop the export again"
+            )
+            log.warning("%s: %s", path.name, report.notes[-1])
+            return False
+        for offset, key in enumerate(sorted(missing), start=1):
             marker = last_row + offset
             report.deletes += 1
             if marker > resume:
                 publisher.send(
                     "d", key, None, f"{path.name}#delete", f"{digest}:delete:{key}", marker
                 )
+        return True
 
     def _export_keys(self, path: Path, digest: str, publisher: Publisher) -> set[str]:
         file_scan = scan(path, self.source.encoding)
@@ -400,13 +443,28 @@ class FileDropSource:
 
 def _chunks(rows: Iterator[tuple[int, Row]], size: int) -> Iterator[list[tuple[int, Row]]]:
     chunk: list[tuple[int, Row]] = []
-    for item in rows:
-        chunk.append(item)
-        if len(chunk) >= size:
+    try:
+        for item in rows:
+            chunk.append(item)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+    except FileFormatError:
+        # The rows read before the file turned unreadable are published first.
+        if chunk:
             yield chunk
-            chunk = []
+        raise
     if chunk:
         yield chunk
+
+
+def _version(path: Path) -> tuple[int, int] | None:
+    """What tells one version of a file from the next without reading it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _free_name(folder: Path, name: str) -> Path:

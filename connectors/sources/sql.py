@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +30,8 @@ from exchange.catalog.keys import record_key
 from exchange.kafka.columns import ColumnValueError
 
 log = logging.getLogger(__name__)
+#: Seconds between counts of the rows polling cannot reach.
+_LOOK_EVERY_S = 60.0
 
 
 class SqlPollingSource:
@@ -54,7 +57,32 @@ class SqlPollingSource:
         table = self.table()
         with self._connect() as conn:
             count = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-        return [f"table {table.name} at {self._where}: {count} row(s)"]
+        lines = [f"table {table.name} at {self._where}: {count} row(s)"]
+        unplaced = self.unplaced()
+        if unplaced:
+            lines.append(unplaced)
+        return lines
+
+    def unplaced(self) -> str | None:
+        """Rows that polling never reaches, said plainly: those with no id or update time
+        (they have no place in the order positions are taken from)."""
+        table = self.table()
+        mode = self.source.mode
+        columns = [
+            *([self.source.updated_column or ""] if "timestamp" in mode else []),
+            *([self.source.id_column or ""] if "incrementing" in mode else []),
+        ]
+        missing = sa.or_(*(table.c[c].is_(None) for c in columns))
+        with self._connect() as conn:
+            count = conn.execute(
+                sa.select(sa.func.count()).select_from(table).where(missing)
+            ).scalar_one()
+        if not count:
+            return None
+        return (
+            f"{count} row(s) of {table.name} have no {' or '.join(columns)} and are never "
+            f"published: give them one"
+        )
 
     def preview(self, mapper: RowMapper, limit: int) -> list[Preview]:
         rows = self._fetch({}, limit)
@@ -74,9 +102,16 @@ class SqlPollingSource:
     ) -> None:
         self.cursor = dict(saved or {})
         publisher.begin(lambda marker: dict(marker))
+        said, next_look = None, 0.0
         while not stop.is_set():
             try:
                 drained = self.poll(publisher, stop)
+                if drained and time.monotonic() >= next_look:
+                    # Counted at most once a minute, and logged when the count changes.
+                    unplaced, next_look = self.unplaced(), time.monotonic() + _LOOK_EVERY_S
+                    if unplaced and unplaced != said:
+                        log.warning("%s", unplaced)
+                    said = unplaced
             except SQLAlchemyError as exc:
                 # The database may come back: say so and retry at the next interval.
                 log.error("poll of %s failed: %s", self._where, _short(exc))
@@ -183,6 +218,9 @@ class SqlPollingSource:
             order.append(id_col)
             if mode == "incrementing" and last_id is not None:
                 condition = id_col > last_id
+            # A row without an id has no place in the order (see unplaced()).
+            has_id = id_col.is_not(None)
+            condition = has_id if condition is None else sa.and_(condition, has_id)
         if self.source.soft_delete:
             columns.append(table.c[self.source.soft_delete.column].label("_deleted"))
         query = sa.select(*columns).order_by(*order).limit(limit)

@@ -15,6 +15,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from connectors.convert import CellError
 from connectors.errors import SourceError
 
 _CHUNK = 1 << 20
@@ -124,24 +125,45 @@ def _csv_rows(
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
     with path.open("r", encoding=encoding, newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter)
+        # strict: a quote never closed is an error at the end of the file, not one silent cell
+        # holding every line after it; errors are per row, and reading goes on after them.
+        reader = csv.reader(f, delimiter=delimiter, strict=True)
         try:
             header = next(reader, None)
-            if header is None:
-                raise FileFormatError(f"{path.name}: the file is empty", code="EMPTY")
-            pick = _picker(_check_header(path, header, columns), columns)
-            width = len(header)
-            for number, cells in enumerate(reader, start=2):
-                if not cells or not any(c.strip() for c in cells):
-                    continue  # blank line
-                if len(cells) != width:
-                    yield number, f"has {len(cells)} cells, the header has {width}"
-                    continue
-                yield number, pick(cells)
         except csv.Error as exc:
             raise FileFormatError(
-                f"{path.name}: not valid CSV near row {reader.line_num}: {exc}", code="BAD_CSV"
+                f"{path.name}: the header row is not valid CSV: {exc}", code="BAD_CSV"
             ) from exc
+        if header is None:
+            raise FileFormatError(f"{path.name}: the file is empty", code="EMPTY")
+        pick = _picker(_check_header(path, header, columns), columns)
+        width = len(header)
+        number = 1
+        while True:
+            number += 1
+            first = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield number, _not_csv(exc, first, reader.line_num)
+                continue
+            if not cells or not any(c.strip() for c in cells):
+                continue  # blank line
+            if len(cells) != width:
+                yield number, f"has {len(cells)} cells, the header has {width}"
+                continue
+            yield number, pick(cells)
+
+
+def _not_csv(exc: csv.Error, first: int, last: int) -> str:
+    if "unexpected end of data" in str(exc):
+        return (
+            f"a quote opened on line {first} is never closed: the lines after it, to the end of "
+            f"the file (line {last}), could not be read as rows"
+        )
+    return f"not valid CSV (line {first}): {exc}"
 
 
 def _xlsx_rows(
@@ -169,10 +191,31 @@ def _xlsx_rows(
             raise FileFormatError(f"{path.name}: the sheet is empty", code="EMPTY")
         index = _check_header(path, list(header), columns)
         positions = [index[c] for c in columns]
-        for number, cells in enumerate(rows, start=2):
-            if all(c is None or (isinstance(c, str) and not c.strip()) for c in cells):
-                continue
-            # A short row: openpyxl leaves out trailing empty cells.
-            yield number, tuple(cells[i] if i < len(cells) else None for i in positions)
+        number = 1
+        try:
+            for number, cells in enumerate(rows, start=2):
+                if all(c is None or (isinstance(c, str) and not c.strip()) for c in cells):
+                    continue
+                # A short row: openpyxl leaves out trailing empty cells.
+                yield (
+                    number,
+                    tuple(_xlsx_cell(cells[i]) if i < len(cells) else None for i in positions),
+                )
+        except (SyntaxError, zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+            # The sheet's XML is cut short or broken (XML parse errors are SyntaxErrors, with
+            # lxml or without): the rows before it were read.
+            raise FileFormatError(
+                f"{path.name}: the sheet cannot be read after row {number}: {exc}", code="BAD_XLSX"
+            ) from exc
     finally:
         book.close()
+
+
+#: What Excel shows in a cell whose formula failed; openpyxl reads it as this text.
+_EXCEL_ERRORS = frozenset(("#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A"))
+
+
+def _xlsx_cell(value: Any) -> Any:
+    if value.__class__ is str and value in _EXCEL_ERRORS:
+        return CellError(value)
+    return value

@@ -14,6 +14,7 @@ from connectors.errors import ConnectorError
 from connectors.runner import Connector, check
 from samples.generate import (
     BAD_POPULATION_ROWS,
+    POPULATION_HEADER,
     population_rows,
     write_legal_entities_xlsx,
     write_population_csv,
@@ -225,3 +226,69 @@ def test_a_row_too_large_for_kafka_is_reported_and_the_rest_published(
     assert letter["reason"] == "too_large" and letter["truncated"] is True
     assert letter["data"]["户籍地址"].endswith("[cut: 400,000 characters in all]")
     assert connector.publisher.sent_changes == 2
+
+
+def deletes_of(env: ConnectorEnv) -> set[str]:
+    return {c.key for c in env.changes() if c.value and c.value["op"] == "d"}
+
+
+def test_deletes_are_held_back_when_an_export_has_rows_without_a_key(env: ConnectorEnv) -> None:
+    rows = write_population_csv(env.inbox / "day1.csv", 10)
+    run_once(env, mode="snapshot", delete_missing=True)
+    # Day 2 lacks rows 8 and 9, and one address has an unquoted comma: its key is unknown.
+    ragged = [*rows[:7]]
+    ragged[3] = [*ragged[3][:5], "朔州市,开发区", *ragged[3][5:]]
+    write_population_rows(env.inbox / "day2.csv", ragged, "gbk")
+    run_once(env, mode="snapshot", delete_missing=True)
+    assert deletes_of(env) == set()
+    report = report_rows(env.inbox / "done" / "day2.csv.report.csv")
+    assert [r["reason"] for r in report] == ["malformed", "note"]
+    assert "deletes held back: 1 row(s) could not be read" in report[1]["message"]
+    # Day 3 is whole again and is compared with day 1, the last export deletes were taken from.
+    write_population_rows(env.inbox / "day3.csv", rows[:7], "gbk")
+    run_once(env, mode="snapshot", delete_missing=True)
+    assert deletes_of(env) == {r[0] for r in rows[7:]}
+
+
+def test_an_export_that_would_delete_most_keys_is_taken_as_cut_short(env: ConnectorEnv) -> None:
+    rows = write_population_csv(env.inbox / "day1.csv", 10)
+    run_once(env, mode="snapshot", delete_missing=True)
+    write_population_rows(env.inbox / "day2.csv", [], "gbk")  # the header only
+    run_once(env, mode="snapshot", delete_missing=True)
+    assert deletes_of(env) == set()
+    (note,) = report_rows(env.inbox / "done" / "day2.csv.report.csv")
+    assert "10 of the 10 keys of done/day1.csv are missing" in note["message"]
+    assert "delete_limit (50%)" in note["message"]
+    write_population_rows(env.inbox / "day3.csv", rows[:4], "gbk")
+    run_once(env, mode="snapshot", delete_missing=True, delete_limit=0.6)
+    assert deletes_of(env) == {r[0] for r in rows[4:]}
+
+
+def test_a_file_unreadable_midway_publishes_the_rows_before_and_goes_to_failed(
+    env: ConnectorEnv, tmp_path: Path
+) -> None:
+    import zipfile
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(POPULATION_HEADER)
+    rows = list(population_rows(1500))
+    for row in rows:
+        book.active.append(row)
+    whole = tmp_path / "whole.xlsx"
+    book.save(whole)
+    # The sheet's XML cut in the middle: a transfer broken off, a disk full.
+    with zipfile.ZipFile(whole) as src, zipfile.ZipFile(env.inbox / "p.xlsx", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = data[: len(data) * 3 // 4]
+            dst.writestr(item, data)
+    run_once(env)
+    published = {c.key for c in env.changes()}
+    # Every row read before the break is published (not only whole batches of 1,000).
+    assert 1000 < len(published) < 1500
+    assert published == {r[0] for r in rows[: len(published)]}
+    (note,) = report_rows(env.inbox / "failed" / "p.xlsx.report.csv")
+    assert "stopped: p.xlsx: the sheet cannot be read after row" in note["message"]

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from connectors.config import load_connector_config
 from connectors.errors import SourceError
-from connectors.runner import Connector
+from connectors.runner import Connector, check
 from samples.generate import population_rows
 from tests.integration.connectors.conftest import ConnectorEnv
 
@@ -217,3 +217,34 @@ def test_a_position_that_is_not_text_stops_the_connector_after_the_rows_before_i
         Connector(env.settings, load_connector_config(path)).run(once=True)
     assert published_ids(env) == [people[0][0], people[2][0]]
     assert env.saved() == {"id": 3, "updated": "2026-01-01 00:00:00.000000"}
+
+
+def test_rows_without_an_id_are_left_out_and_named_by_check(
+    env: ConnectorEnv, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'dept.db'}"
+    engine = sa.create_engine(url)
+    people = list(population_rows(3))
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE people (id INTEGER, sfzh TEXT, xm TEXT, xb TEXT, "
+                "csrq TEXT, xzqh TEXT, updated_at TEXT)"
+            )
+        )
+        for i, p in zip((1, None, 2), people, strict=True):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO people VALUES (:id, :sfzh, :xm, '1', '1990-01-01', :xzqh, "
+                    "'2026-01-01')"
+                ),
+                {"id": i, "sfzh": p[0], "xm": p[1], "xzqh": p[6]},
+            )
+    path = env.connector_file(INCREMENTING | {"url": url, "batch_size": 1}, FIELDS)
+    config = load_connector_config(path)
+    result = check(env.settings, config)
+    assert "1 row(s) of people have no id and are never published" in "\n".join(result.facts)
+    # Before, the row without an id reset the cursor to the start: --once never ended.
+    Connector(env.settings, config).run(once=True)
+    assert published_ids(env) == [people[0][0], people[2][0]]
+    assert env.saved() == {"id": 2}

@@ -92,3 +92,62 @@ def test_a_broken_xlsx_fails_the_file(tmp_path: Path) -> None:
     path.write_bytes(b"not a zip")
     with pytest.raises(FileFormatError, match="not a readable XLSX"):
         rows_of(path, ["x"])
+
+
+def test_bad_csv_rejects_its_row_and_a_quote_never_closed_is_named(tmp_path: Path) -> None:
+    text = HEADER + '1,张三\n2,"李"四\n3,王五\n4,"赵六\n5,钱七\n'
+    rows = rows_of(write(tmp_path / "a.csv", text, "utf-8"), ["姓名"])
+    assert rows == [
+        (2, ("张三",)),
+        (3, "not valid CSV (line 3): ',' expected after '\"'"),
+        (4, ("王五",)),
+        (
+            5,
+            "a quote opened on line 5 is never closed: the lines after it, to the end of the "
+            "file (line 6), could not be read as rows",
+        ),
+    ]
+
+
+def test_a_cell_larger_than_the_csv_modules_default_limit_is_read(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.csv", HEADER + "1," + "址" * 200_000 + "\n", "utf-8")
+    assert rows_of(path, ["姓名"]) == [(2, ("址" * 200_000,))]
+
+
+def _xlsx(path: Path, rows: list[list[object]]) -> Path:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    for row in rows:
+        book.active.append(row)
+    book.save(path)
+    return path
+
+
+def test_excel_error_cells_are_not_values(tmp_path: Path) -> None:
+    from connectors.convert import CellError
+
+    path = _xlsx(tmp_path / "a.xlsx", [["身份证号", "姓名"], ["1", "#REF!"], ["#N/A", "李四"]])
+    # openpyxl writes such strings as text; Excel's own error cells read back the same way.
+    assert rows_of(path, ["身份证号", "姓名"]) == [
+        (2, ("1", CellError("#REF!"))),
+        (3, (CellError("#N/A"), "李四")),
+    ]
+
+
+def test_an_xlsx_sheet_cut_short_fails_after_the_rows_before_it(tmp_path: Path) -> None:
+    import zipfile
+
+    good = _xlsx(tmp_path / "good.xlsx", [["身份证号"], *([str(i)] for i in range(50))])
+    broken = tmp_path / "broken.xlsx"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(broken, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = data[: len(data) // 2]
+            dst.writestr(item, data)
+    read: list[object] = []
+    with pytest.raises(FileFormatError, match=r"broken.xlsx: the sheet cannot be read after row"):
+        for row in read_rows(broken, scan(broken, "auto"), ["身份证号"], delimiter=",", sheet=None):
+            read.append(row)
+    assert 0 < len(read) < 50
