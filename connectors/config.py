@@ -175,6 +175,8 @@ class ConnectorConfig(_Model):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     #: The connector file's folder: relative paths are resolved against it.
     base_dir: Path = Field(Path("."), exclude=True)
+    #: The connector file, for errors found after loading it (None when built in code).
+    file: Path | None = Field(None, exclude=True)
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -188,6 +190,10 @@ class ConnectorConfig(_Model):
         if not isinstance(self.source, HttpSourceConfig) and not self.fields:
             raise ValueError("fields: map the entry's fields to source columns")
         return self
+
+    def where(self, setting: str) -> str:
+        """``file: setting``, to start an error about that setting."""
+        return f"{self.file}: {setting}" if self.file else setting
 
     def resolve(self, path: Path) -> Path:
         path = path.expanduser()
@@ -207,6 +213,8 @@ def load_connector_config(file: Path) -> ConnectorConfig:
     if not isinstance(doc.data, dict):
         raise ConfigError([Problem(file, "(top level)", "must be a mapping", 1)])
     try:
-        return ConnectorConfig.model_validate({**doc.data, "base_dir": file.parent.resolve()})
+        return ConnectorConfig.model_validate(
+            {**doc.data, "base_dir": file.parent.resolve(), "file": file}
+        )
     except ValidationError as exc:
         raise ConfigError(problems_from_validation(exc, file, doc.lines, doc.data)) from exc

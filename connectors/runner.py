@@ -59,7 +59,7 @@ def mapper_for(config: ConnectorConfig, target: PublishedEntry) -> RowMapper:
     try:
         return RowMapper(target.entry, target.record_schema, sources)
     except ValueError as exc:
-        raise ConnectorError(f"fields: {exc}", code="BAD_MAPPING") from exc
+        raise ConnectorError(f"{config.where('fields')}: {exc}", code="BAD_MAPPING") from exc
 
 
 def check(settings: ExchangeSettings, config: ConnectorConfig, limit: int = 5) -> CheckResult:

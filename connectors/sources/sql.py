@@ -43,7 +43,14 @@ class SqlPollingSource:
             url = self.source.resolved_url(config.base_dir)
             self.engine = sa.create_engine(url, pool_pre_ping=True)
         except (ValueError, SQLAlchemyError) as exc:
-            raise SourceError(f"source.url: {exc}", code="BAD_URL") from exc
+            raise SourceError(f"{config.where('source.url')}: {exc}", code="BAD_URL") from exc
+        except ImportError as exc:
+            # A dialect SQLAlchemy knows whose driver is not installed (mysql://, oracle://).
+            raise SourceError(
+                f"{config.where('source.url')}: no driver for this database is installed "
+                f"({exc.name or exc}); connectors read SQLite and PostgreSQL (postgresql+psycopg)",
+                code="NO_DRIVER",
+            ) from exc
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _read_text_leniently)
         self._where = self.engine.url.render_as_string(hide_password=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +14,7 @@ from rich.markup import escape
 from connectors.config import load_connector_config
 from connectors.runner import Connector, check
 from exchange.cli import output
-from exchange.cli.context import state
+from exchange.cli.context import configure_logging, state
 from exchange.kafka.control import read_table
 from exchange.runtime import freeze_startup_objects
 
@@ -80,9 +79,7 @@ def run(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Publish the source's changes until stopped (Ctrl-C or SIGTERM finish cleanly)."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_level)
     settings = state(ctx).settings
     config = load_connector_config(file)
     connector = Connector(settings, config)

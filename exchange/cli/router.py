@@ -10,7 +10,7 @@ import faust
 import typer
 
 from exchange.cli import output
-from exchange.cli.context import state
+from exchange.cli.context import configure_logging, state
 from exchange.metrics import MetricsServer
 from exchange.routing.app import build_app, restart_process
 from exchange.routing.service import RouterError, RouterService
@@ -33,10 +33,7 @@ def router(
 ) -> None:
     """Route source records to authorised consumers, with audit; runs until stopped."""
     settings = state(ctx).settings
-    level = log_level.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise typer.BadParameter("use debug, info, warning or error", param_hint="--log-level")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = configure_logging(log_level)
     for noisy in ("httpx", "httpx2", "aiokafka", "faust", "mode"):
         # One line per HTTP call or fetch: only their warnings belong in the router's log.
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -28,3 +28,13 @@ def test_a_missing_connector_file(project: Project) -> None:
     )
     assert result.exit_code == 1
     assert "nope.yaml" in result.output
+
+
+def test_a_wrong_log_level_is_a_usage_error(project: Project) -> None:
+    file = project.root / "config/connectors/scjg-legal-entities.yaml"
+    result = runner.invoke(
+        app,
+        ["--config", str(project.exchange_yaml), "connector", "run", str(file), "--log-level", "x"],
+    )
+    assert result.exit_code == 2
+    assert "use debug, info, warning or error" in result.output

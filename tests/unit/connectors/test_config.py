@@ -89,3 +89,20 @@ def test_file_sources_need_a_mapping_http_does_not(tmp_path: Path) -> None:
         GOOD.split("source:")[0] + "source: {type: http, tokens_file: t.yaml}\n", encoding="utf-8"
     )
     assert isinstance(load_connector_config(file).source, HttpSourceConfig)
+
+
+def test_a_database_without_its_driver_is_named(tmp_path: Path) -> None:
+    from connectors.errors import SourceError
+    from connectors.sources.sql import SqlPollingSource
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        GOOD.replace(
+            "source: {type: file, folder: inbox}",
+            "source: {type: sql, url: 'mysql://u@db/x', table: t, mode: incrementing, "
+            "id_column: id}",
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(SourceError, match=r"c.yaml: source.url: no driver for this database"):
+        SqlPollingSource(load_connector_config(path))
