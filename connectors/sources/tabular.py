@@ -46,7 +46,7 @@ def scan(path: Path, encoding: str) -> FileScan:
     candidates = ["utf-8", "gb18030"] if encoding == "auto" else [encoding]
     decoders = {name: codecs.getincrementaldecoder(name)() for name in candidates} if is_csv else {}
     failures: dict[str, str] = {}
-    offset = 0
+    offset = lines = 0
     try:
         with path.open("rb") as f:
             while chunk := f.read(_CHUNK):
@@ -55,9 +55,15 @@ def scan(path: Path, encoding: str) -> FileScan:
                     try:
                         decoders[name].decode(chunk)
                     except UnicodeDecodeError as exc:
-                        failures[name] = f"byte {offset + exc.start} is not valid {name}"
+                        # The line, for a person to find it: a row pasted in from elsewhere.
+                        line = lines + chunk.count(b"\n", 0, exc.start) + 1
+                        failures[name] = (
+                            f"line {line} (byte {offset + exc.start}) is not valid {name}"
+                        )
                         del decoders[name]
                 offset += len(chunk)
+                if decoders:
+                    lines += chunk.count(b"\n")
     except OSError as exc:
         raise SourceError(f"{path}: cannot read: {exc.strerror}", code="UNREADABLE") from exc
     for name in list(decoders):

@@ -34,9 +34,13 @@ def test_gb18030_characters_outside_gbk_are_read(tmp_path: Path) -> None:
     assert rows == [(2, ("1", "王䶮𠀀"))]
 
 
-def test_a_file_that_is_not_in_the_configured_encoding_names_the_byte(tmp_path: Path) -> None:
-    path = write(tmp_path / "a.csv", HEADER + "1,张三\n", "gbk")
-    with pytest.raises(FileFormatError, match=r"byte \d+ is not valid utf-8"):
+def test_a_file_that_is_not_in_the_configured_encoding_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.csv", "id,name\n1,Li\n2,张三\n", "gbk")
+    with pytest.raises(FileFormatError, match=r"line 3 \(byte 15\) is not valid utf-8"):
+        scan(path, "utf-8")
+    # Past the first chunk read (1 MiB): lines are counted across chunks.
+    path = write(tmp_path / "b.csv", "id,name\n" + "1,Li\n" * 300_000 + "2,张三\n", "gbk")
+    with pytest.raises(FileFormatError, match=r"line 300002 \(byte 1500010\)"):
         scan(path, "utf-8")
 
 
