@@ -146,30 +146,29 @@ def _csv_rows(
         width = len(header)
         number = 1
         while True:
-            number += 1
-            first = reader.line_num + 1
+            # One for loop per run of good rows: no per-row cost for catching errors.
+            start = number + 1
             try:
-                cells = next(reader)
-            except StopIteration:
+                for number, cells in enumerate(reader, start=start):
+                    if not cells or not any(c.strip() for c in cells):
+                        continue  # blank line
+                    if len(cells) != width:
+                        yield number, f"has {len(cells)} cells, the header has {width}"
+                        continue
+                    yield number, pick(cells)
                 return
             except csv.Error as exc:
-                yield number, _not_csv(exc, first, reader.line_num)
-                continue
-            if not cells or not any(c.strip() for c in cells):
-                continue  # blank line
-            if len(cells) != width:
-                yield number, f"has {len(cells)} cells, the header has {width}"
-                continue
-            yield number, pick(cells)
+                number += 1
+                yield number, _not_csv(exc, reader.line_num)
 
 
-def _not_csv(exc: csv.Error, first: int, last: int) -> str:
+def _not_csv(exc: csv.Error, line: int) -> str:
     if "unexpected end of data" in str(exc):
         return (
-            f"a quote opened on line {first} is never closed: the lines after it, to the end of "
-            f"the file (line {last}), could not be read as rows"
+            f"a quote opened in this row is never closed: the lines after it, to the end of "
+            f"the file (line {line}), could not be read as rows"
         )
-    return f"not valid CSV (line {first}): {exc}"
+    return f"not valid CSV (line {line}): {exc}"
 
 
 def _xlsx_rows(

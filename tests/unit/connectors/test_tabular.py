@@ -107,7 +107,7 @@ def test_bad_csv_rejects_its_row_and_a_quote_never_closed_is_named(tmp_path: Pat
         (4, ("王五",)),
         (
             5,
-            "a quote opened on line 5 is never closed: the lines after it, to the end of the "
+            "a quote opened in this row is never closed: the lines after it, to the end of the "
             "file (line 6), could not be read as rows",
         ),
     ]
