@@ -42,6 +42,8 @@ def map_row(mapper: RowMapper, row: Row) -> tuple[dict[str, Any] | None, list[Ro
     return (None, errors) if errors else (batch.record(0), [])
 
 
+#: librdkafka's default message.max.bytes.
+MESSAGE_MAX_BYTES = 1_000_000
 #: ColumnValueError code of a change record larger than Kafka takes.
 TOO_LARGE = "TOO_LARGE"
 #: Bytes librdkafka adds to a record's key and value when it checks message.max.bytes (the
@@ -65,7 +67,7 @@ class EncoderSpec:
     schema: dict[str, Any]
     identity: Identity
     #: The largest change record (key and value) Kafka takes from this connector's producer.
-    max_bytes: int = 1_000_000
+    max_bytes: int = MESSAGE_MAX_BYTES
 
 
 class ChangeEncoder:

@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connectors.checkpoint import AckGroup, AckTracker, Done
 from connectors.config import ConnectorConfig
-from connectors.encoding import ChangeEncoder, EncoderSpec
+from connectors.encoding import MESSAGE_MAX_BYTES, ChangeEncoder, EncoderSpec
 from connectors.errors import ConnectorError
 from connectors.metrics import ConnectorMetrics
 from connectors.platform import PublishedEntry
@@ -29,8 +29,6 @@ from exchange.dlq import DeadLetter
 from exchange.kafka.producing import POLL_EVERY, produce
 
 log = logging.getLogger(__name__)
-#: librdkafka's default message.max.bytes.
-_MESSAGE_MAX_BYTES = 1_000_000
 #: A rejected row for :meth:`Publisher.send_batch`: its cells, why, and where it was.
 Rejection = tuple[Mapping[str, Any] | bytes | None, Sequence[RowError], str]
 
@@ -71,7 +69,9 @@ class Publisher:
         except KafkaException as exc:
             # An unknown or invalid setting: librdkafka's message names it.
             error = exc.args[0]
-            raise ConnectorError(f"publish.producer: {error.str()}", code=error.name()) from exc
+            raise ConnectorError(
+                f"{config.where('publish.producer')}: {error.str()}", code=error.name()
+            ) from exc
         self.spec = EncoderSpec(
             target.entry,
             target.record_schema,
@@ -80,7 +80,7 @@ class Publisher:
             target.schema,
             Identity(config.department, config.system, config.id),
             # librdkafka took the setting above, so it is a whole number.
-            int(publish.producer.get("message.max.bytes", _MESSAGE_MAX_BYTES)),
+            int(publish.producer.get("message.max.bytes", MESSAGE_MAX_BYTES)),
         )
         self.encoder = ChangeEncoder(self.spec)
         self.mapper = self.encoder.mapper
@@ -284,6 +284,13 @@ class Publisher:
             self._offsets, key=self.identity.connector.encode(), value=value, on_delivery=delivered
         )
         self._producer.poll(0)
+
+    def settle(self) -> None:
+        """Wait for everything sent, then save the position it reaches and wait for that: what
+        a source does when it stops, for whatever reason."""
+        self.flush()
+        self.checkpoint(force=True)
+        self.flush()
 
     def flush(self) -> None:
         """Wait until Kafka acknowledged everything sent; raise if anything failed."""

@@ -92,11 +92,6 @@ class Connector:
         self.metrics_port: int | None = None
         self.running = threading.Event()
 
-    def _finish(self) -> None:
-        self.publisher.flush()
-        self.publisher.checkpoint(force=True)
-        self.publisher.flush()
-
     def run(self, *, once: bool = False) -> None:
         server = None
         if self.config.metrics.port is not None:
@@ -118,9 +113,9 @@ class Connector:
             except SourceError:
                 # The source cannot go on (a row it cannot get past): what it handed over before
                 # stands, so deliver it and save its position before saying why it stopped.
-                self._finish()
+                self.publisher.settle()
                 raise
-            self._finish()
+            self.publisher.settle()
         finally:
             if server is not None:
                 server.close()

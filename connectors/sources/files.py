@@ -235,22 +235,18 @@ class FileDropSource:
             # whole file is read again once it settles (it is a new version then).
             log.warning("%s changed while it was read; it will be read again", path.name)
             keys = None
-        if keys is None:  # stopped
-            publisher.flush()
-            publisher.checkpoint(force=True)
-            publisher.flush()
+        if keys is None:  # stopped, or to be read again
+            publisher.settle()
             return state
-        compared = False
+        baseline = False
         if self.source.delete_missing:
-            compared = self._publish_deletes(
+            baseline = self._publish_deletes(
                 path, digest, keys, last_row, previous, publisher, report, resume
             )
         publisher.flush()
         destination = _free_name(self.folder / DONE, path.name)
         new_state = state_for(last_row + report.deletes, complete=True)
-        if self.source.delete_missing and (compared or previous is None):
-            # The next export is compared with this one, unless this one's deletes were held
-            # back (then with the export before it).
+        if baseline:  # the next export is compared with this one
             new_state["last_export"] = {"file": f"{DONE}/{destination.name}", "sha256": digest}
         publisher.save_position(new_state)
         publisher.flush()
@@ -375,11 +371,12 @@ class FileDropSource:
         report: Report,
         resume: int,
     ) -> bool:
-        """Publish the keys of the previous export missing from this one as deletes; False when
-        they were held back (this export cannot be trusted to be complete)."""
+        """Publish the keys of the previous export missing from this one as deletes. True when
+        the next export is to be compared with this one; False when this one cannot be trusted
+        to be complete (its deletes were held back), so the next is compared with the earlier."""
         if previous is None:
             report.notes.append("first full export: no earlier export to detect deletes against")
-            return False
+            return True
         unknown = report.rows_without_key()
         if unknown:
             report.notes.append(

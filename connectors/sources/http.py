@@ -35,7 +35,8 @@ from exchange.config import ConfigError, Problem, load_yaml
 from exchange.kafka.columns import ColumnValueError
 
 log = logging.getLogger(__name__)
-_OPS = {"c", "u", "d"}
+#: A tuple, not a set: JSON may give a list or an object, which a set cannot look up.
+_OPS = ("c", "u", "d")
 
 
 class HttpPushSource:
@@ -249,7 +250,7 @@ class _Handler:
         op = item.get("_op", "u")
         sender_id = item.get("_id")
         errors: list[RowError] = []
-        if not _hashable(op) or op not in _OPS:
+        if op not in _OPS:
             errors.append(RowError("_op", "bad_op", f"_op must be c, u or d, not {op!r}"))
             op = "u"
         unknown = sorted(k for k in item if k not in self.fields and k not in ("_op", "_id"))
@@ -302,8 +303,3 @@ def _settle(future: asyncio.Future[str | None], error: str | None) -> None:
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
-
-
-def _hashable(value: Any) -> bool:
-    # JSON gives lists and objects too, which cannot be looked up in a set.
-    return not isinstance(value, list | dict)

@@ -41,7 +41,7 @@ class _Publisher:
     def begin(self, state_for: Any) -> None:
         pass
 
-    def flush(self) -> None:
+    def settle(self) -> None:
         pass
 
 
