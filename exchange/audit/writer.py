@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaException
 from prometheus_client import Gauge
 
 from exchange.audit.events import GENESIS, AuditEvent, Chain, Happening
@@ -32,6 +32,7 @@ from exchange.files import write_private
 from exchange.kafka.control import Message, partitions, read_range, reader, watermarks
 from exchange.kafka.errors import KafkaOpError
 from exchange.kafka.registry import Registry
+from exchange.kafka.transactions import TransactionalProducer, TransactionError
 from exchange.kafka.wire import AvroCodec, SchemaLookup, WireFormatError
 
 AUDIT_SEQUENCE = Gauge(
@@ -123,22 +124,20 @@ class AuditWriter:
         self._codec = audit_codec(settings, registry)
         self._lookup = SchemaLookup(registry.schema_by_id)
         timeout = settings.kafka.request_timeout_s
-        self._producer = Producer(
-            settings.kafka.client_config(
-                **{
-                    "transactional.id": f"exchange-audit.{chain_id}",
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 5,
-                }
-            )
+        #: Kafka keeps the chain to one writer: the transactional id is the chain's.
+        self.txn = TransactionalProducer(
+            settings.kafka.client_config(**{"linger.ms": 5}),
+            f"exchange-audit.{chain_id}",
+            timeout,
         )
         try:
             # Fences any earlier writer of this chain and aborts its open transaction.
-            self._producer.init_transactions(timeout)
-        except KafkaException as exc:
-            raise KafkaOpError.wrap(f"cannot open audit chain {chain_id}", exc) from exc
-        numbers = partitions(self._producer, self.topic, timeout)
+            self.txn.open()
+        except TransactionError as exc:
+            raise KafkaOpError(
+                f"cannot open audit chain {chain_id}: {exc}", code=exc.code, retriable=exc.retriable
+            ) from exc
+        numbers = partitions(self.txn.client, self.topic, timeout)
         if not numbers:
             raise AuditError(
                 f"audit topic {self.topic} does not exist; run `exchange catalog apply`",
@@ -153,6 +152,8 @@ class AuditWriter:
             0 if last is None else last.sequence + 1,
             GENESIS if last is None else last.hash,
         )
+        #: The chain as last committed: where :meth:`given_up` goes back to.
+        self._settled = (self.chain.next_sequence, self.chain.last_hash)
 
     def write(
         self,
@@ -160,49 +161,62 @@ class AuditWriter:
         with_records: Sequence[OutRecord] = (),
     ) -> list[AuditEvent]:
         """Seal and write events, plus other records, in one transaction."""
-        start = (self.chain.next_sequence, self.chain.last_hash)
-        events = [self.chain.seal(h) for h in happenings]
-        timeout = self.settings.kafka.request_timeout_s
         try:
-            self._producer.begin_transaction()
+            self.txn.begin()
             for out in with_records:
-                self._producer.produce(
-                    out.topic, key=out.key, value=out.value, headers=list(out.headers)
-                )
-            for event in events:
-                self._producer.produce(
-                    self.topic,
-                    key=self.chain_id.encode("utf-8"),
-                    value=self._codec.encode(event.to_avro()),
-                    partition=self.partition,
-                )
-            self._producer.commit_transaction(timeout)
-            if events:
-                AUDIT_SEQUENCE.labels(self.chain_id).set(events[-1].sequence)
-        except KafkaException as exc:
-            self.chain.rewind(*start)
+                self.txn.produce(out.topic, out.key, out.value, out.headers)
+            events = self.stage(happenings)
+            self.txn.commit()
+        except TransactionError as exc:
+            self.given_up()
             self._abort()
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.code() in (
-                KafkaError._FENCED,
-                KafkaError.PRODUCER_FENCED,
-                KafkaError.INVALID_PRODUCER_EPOCH,
-            ):
-                raise AuditError(
-                    f"audit chain {self.chain_id} was taken over by another writer; "
-                    "this process may no longer write it",
-                    code="FENCED",
-                ) from exc
-            raise KafkaOpError.wrap(f"cannot write audit events of {self.chain_id}", exc) from exc
+            raise self._error(exc) from exc
+        self.committed()
         return events
 
+    # -- for a writer that keeps its transaction open (the router's checkpoints) --------------
+
+    def stage(self, happenings: Sequence[Happening]) -> list[AuditEvent]:
+        """Seal events and hand them to the open transaction; :meth:`committed` or
+        :meth:`given_up` once the transaction ended."""
+        events = [self.chain.seal(h) for h in happenings]
+        key = self.chain_id.encode("utf-8")
+        for event in events:
+            self.txn.produce(
+                self.topic, key, self._codec.encode(event.to_avro()), partition=self.partition
+            )
+        return events
+
+    def committed(self) -> None:
+        """The transaction with the staged events committed: they are the chain now."""
+        self._settled = (self.chain.next_sequence, self.chain.last_hash)
+        if self._settled[0] > 0:
+            AUDIT_SEQUENCE.labels(self.chain_id).set(self._settled[0] - 1)
+
+    def given_up(self) -> None:
+        """The transaction was aborted: events staged since the last commit never happened."""
+        self.chain.rewind(*self._settled)
+
+    def _error(self, exc: TransactionError) -> ExchangeError:
+        if exc.kind == "fenced":
+            return AuditError(
+                f"audit chain {self.chain_id} was taken over by another writer; "
+                "this process may no longer write it",
+                code="FENCED",
+            )
+        return KafkaOpError(
+            f"cannot write audit events of {self.chain_id}: {exc}",
+            code=exc.code,
+            retriable=exc.retriable,
+        )
+
     def close(self) -> None:
-        self._producer.flush(self.settings.kafka.request_timeout_s)
+        self.txn.close()
 
     def _abort(self) -> None:
         # Fatal or no transaction: the next write fails with the real reason.
-        with contextlib.suppress(KafkaException):
-            self._producer.abort_transaction(self.settings.kafka.request_timeout_s)
+        with contextlib.suppress(KafkaOpError):
+            self.txn.abort()
 
     def _find_last(self) -> AuditEvent | None:
         """The chain's last committed event: read its partition backwards in windows."""

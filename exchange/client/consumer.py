@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -109,9 +110,13 @@ class DeliveryConsumer(Generic[T]):
                 }
             )
         )
+        #: The group gave this consumer its partitions: only then does waiting count as idle
+        #: (a member that died holds its partitions until its session times out).
+        self.assigned = False
         self._consumer.subscribe(self.topics, on_assign=self._on_assign)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned = True
         committed = consumer.committed(partitions, timeout=self.settings.kafka.request_timeout_s)
         for tp in committed:
             self._filters[(tp.topic, tp.partition)] = RepeatFilter.from_metadata(tp.metadata)
@@ -125,8 +130,9 @@ class DeliveryConsumer(Generic[T]):
         batch_size: int = 500,
     ) -> ConsumerStats:
         """Call ``handler`` for each new change until stopped, ``max_changes`` were handled, or
-        nothing arrived for ``idle_timeout_s`` seconds (``None``: run until interrupted)."""
-        idle = 0.0
+        nothing arrived for ``idle_timeout_s`` seconds once the group assigned this consumer its
+        partitions (``None``: run until interrupted)."""
+        idle_since: float | None = None
         while max_changes is None or self.stats.handled < max_changes:
             limit = batch_size if max_changes is None else max_changes - self.stats.handled
             try:
@@ -134,11 +140,13 @@ class DeliveryConsumer(Generic[T]):
             except KafkaException as exc:
                 raise KafkaOpError.wrap("cannot read deliveries", exc) from exc
             if not messages:
-                idle += 1.0
-                if idle_timeout_s is not None and idle >= idle_timeout_s:
-                    break
+                if self.assigned:
+                    now = time.monotonic()
+                    idle_since = now if idle_since is None else idle_since
+                    if idle_timeout_s is not None and now - idle_since >= idle_timeout_s:
+                        break
                 continue
-            idle = 0.0
+            idle_since = None
             done: dict[tuple[str, int], int] = {}
             try:
                 for msg in messages:
@@ -148,10 +156,22 @@ class DeliveryConsumer(Generic[T]):
             except BaseException:
                 # Keep what was handled, but never let a failing commit hide the first error.
                 with contextlib.suppress(KafkaOpError):
-                    self._commit(done)
+                    self._commit({tp: o + 1 for tp, o in done.items()})
                 raise
-            self._commit(done)
+            self._commit(self._past(done))
         return self.stats
+
+    def _past(self, done: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """Where to commit after handling everything up to ``done``: the consumer's position,
+        which lies past the transaction markers the router's commits leave after its records
+        (committing ``offset + 1`` would leave a caught-up consumer a lag of one marker)."""
+        after = {tp: o + 1 for tp, o in done.items()}
+        positions = self._consumer.position([TopicPartition(t, p) for t, p in after])
+        for tp in positions:
+            key = (tp.topic, tp.partition)
+            if tp.error is None and tp.offset > after[key]:
+                after[key] = tp.offset
+        return after
 
     def _handle(self, msg: Message, handler: Callable[[Change[T]], object]) -> None:
         err = msg.error()
@@ -224,14 +244,14 @@ class DeliveryConsumer(Generic[T]):
                 raise WireFormatError(str(exc), code="UNKNOWN_SCHEMA") from exc
             raise ClientError(f"schema registry: {exc}", code=exc.code) from exc
 
-    def _commit(self, done: dict[tuple[str, int], int]) -> None:
-        if not done:
+    def _commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        if not next_offsets:
             return
         offsets = [
             TopicPartition(
-                t, p, o + 1, metadata=self._filters.setdefault((t, p), RepeatFilter()).metadata()
+                t, p, o, metadata=self._filters.setdefault((t, p), RepeatFilter()).metadata()
             )
-            for (t, p), o in done.items()
+            for (t, p), o in next_offsets.items()
         ]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)

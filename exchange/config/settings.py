@@ -181,9 +181,17 @@ class RouterSettings(_Section):
     group_id: str = "exchange-router"
     metrics_port: int = Field(9310, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
-    #: Records handled together: one delivery receipt per grant and source partition per batch.
+    #: Most source records read and routed together.
     batch_size: int = Field(500, ge=1)
-    batch_wait_s: float = Field(0.2, gt=0)
+    #: Longest wait for a batch to fill: under load batches fill at once, under light load a
+    #: record waits at most this long before it is routed.
+    batch_wait_s: float = Field(0.005, gt=0)
+    #: Checkpoints (one Kafka transaction each: deliveries, receipts, DLQ, progress, offsets)
+    #: come once the transaction is this old and nothing waits to be routed...
+    checkpoint_min_s: float = Field(0.01, ge=0)
+    #: ...or while records wait, once it is this old or holds this many deliveries.
+    checkpoint_max_s: float = Field(0.5, gt=0)
+    checkpoint_max_deliveries: int = Field(50_000, ge=1)
     #: How often grants are checked for expiry and changes, even when no record arrives.
     grant_check_interval_s: float = Field(1.0, gt=0)
     #: A worker silent this long leaves the group and its partitions go to the others; after

@@ -37,12 +37,13 @@ def families(snap: Snapshot | None) -> list[Metric]:
     )
     delivered = CounterMetricFamily(
         "exchange_delivery_records",
-        "Records written to a consumer's delivery topic (end offsets).",
+        "Records delivered to a consumer's delivery topic (the router's audit receipts).",
         labels=("consumer", "entry"),
     )
     consumer_lag = GaugeMetricFamily(
         "exchange_consumer_lag_records",
-        "Records on a delivery topic a consumer group has not committed yet.",
+        "Offsets on a delivery topic a consumer group has not committed yet: its records, and "
+        "the markers of the router's transactions among them (one per partition per checkpoint).",
         labels=("consumer", "entry", "group"),
     )
     grants = GaugeMetricFamily("exchange_grants", "Grants by status.", labels=("status",))

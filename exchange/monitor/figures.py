@@ -32,7 +32,7 @@ class DeliveryFigures:
     consumer: str
     entry: str
     topic: str
-    #: Records ever written to the delivery topic.
+    #: Records ever delivered to the topic (from the router's receipts on the audit trail).
     records: int
 
 

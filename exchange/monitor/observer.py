@@ -13,6 +13,7 @@ import json
 import logging
 from collections import Counter
 
+from exchange.audit.receipts import RECEIPT, receipt_rows
 from exchange.audit.trail import to_read
 from exchange.audit.verify import ChainWatch
 from exchange.audit.writer import load_key
@@ -54,6 +55,8 @@ class Observer:
         self._lookup = SchemaLookup(Registry(settings.registry).schema_by_id)
         self._chains = ChainWatch(load_key(settings))
         self._audit_kinds: Counter[str] = Counter()
+        #: Records delivered per delivery topic, summed from the receipts read so far.
+        self._delivered: Counter[str] = Counter()
         self._dead: Counter[tuple[str, str, str]] = Counter()
 
     def close(self) -> None:
@@ -107,7 +110,7 @@ class Observer:
                 for topic, e in sorted(sources.items())
             ],
             deliveries=[
-                DeliveryFigures(*delivery_owner(t, prefix, known), t, written(ends, t))
+                DeliveryFigures(*delivery_owner(t, prefix, known), t, self._delivered[t])
                 for t in deliveries
             ],
             lags=group_lags(groups, ends, prefix, known, starts),
@@ -140,6 +143,13 @@ class Observer:
         reads = [to_read(self._lookup, m) for m in self._audit.read_new(budget_s)]
         self._chains.add(reads)
         self._audit_kinds.update(r.event.kind for r in reads if r.event is not None)
+        # Delivered records from the router's receipts: a delivery topic's offsets also count
+        # the markers of the router's transactions (one per partition per checkpoint).
+        for r in reads:
+            if r.event is not None and r.event.kind == RECEIPT:
+                for row in receipt_rows(r.event):
+                    if row.delivery_topic is not None:
+                        self._delivered[row.delivery_topic] += row.count
 
 
 def _dead_letter_labels(msg: Message) -> tuple[str, str, str]:

@@ -213,5 +213,13 @@ class Handover:
                     stopped.append(backfill)
         return stopped
 
+    def committed(self) -> list[Progress]:
+        """The progress known to be safely in Kafka (what a new handover starts from)."""
+        return list(self._saved.values())
+
+    def partitions(self) -> set[TP]:
+        """Partitions with a backfill running."""
+        return {tp for tp, running in self._running.items() if running}
+
     def running(self) -> int:
         return len({id(b) for grants in self._running.values() for b in grants.values()})

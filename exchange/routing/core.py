@@ -8,7 +8,6 @@ in :mod:`exchange.routing.app` only moves records between Kafka and this class.
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,13 +254,3 @@ def _reason(code: str | None) -> str:
 
 def _millis(value: Any) -> int:
     return value if isinstance(value, int) else int(value.timestamp() * 1000)
-
-
-def receipt_digest(deliveries: Iterable[Delivery]) -> str:
-    """SHA-256 over the delivered records (key and value, length-prefixed, in order)."""
-    digest = hashlib.sha256()
-    for d in deliveries:
-        for part in (d.key or b"", d.value or b""):
-            digest.update(len(part).to_bytes(4, "big"))
-            digest.update(part)
-    return digest.hexdigest()

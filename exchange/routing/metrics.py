@@ -52,3 +52,25 @@ BATCH_RECORDS = Histogram(
     "Source records per live batch (router.batch_size at most).",
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
 )
+GRANTS_WAITING = Gauge(
+    "exchange_router_grants_waiting",
+    "Active grants the router cannot deliver under yet: their delivery topic or schema could not "
+    "be made (registry or broker away); retried every few seconds.",
+)
+CHECKPOINTS = Counter(
+    "exchange_router_checkpoints_total",
+    "Router checkpoints (Kafka transactions) by outcome: committed, retried (a retriable commit "
+    "failure), aborted (everything since the last commit is routed again), reloaded (the "
+    "producer was lost; state re-read from Kafka).",
+    ("outcome",),
+)
+CHECKPOINT_SECONDS = Histogram(
+    "exchange_router_checkpoint_seconds",
+    "Time to seal and commit one checkpoint.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CHECKPOINT_RECORDS = Histogram(
+    "exchange_router_checkpoint_records",
+    "Source records (live and backfill) committed by one checkpoint.",
+    buckets=(1, 10, 100, 500, 1000, 5000, 10000, 50000, 100000),
+)

@@ -23,7 +23,7 @@ from exchange.kafka.wire import SchemaLookup, WireFormatError
 from exchange.monitor.figures import lag
 from exchange.routing.core import GRANT_HEADER
 from exchange.routing.deliveries import delivery_topic
-from exchange.routing.service import read_progress
+from exchange.routing.worker import read_progress
 
 
 @dataclass

@@ -183,7 +183,7 @@ class RouterEnv:
     def deliveries(self, consumer: str) -> list[tuple[Message, dict[str, Any] | None]]:
         return [
             (m, None if m.value is None else self.lookup.decode(m.value))
-            for m in read_all(self.settings.kafka, self.delivery_topic(consumer))
+            for m in read_all(self.settings.kafka, self.delivery_topic(consumer), committed=True)
         ]
 
     def wait_for(self, what: str, check: Callable[[], bool], timeout: float = 60) -> None:

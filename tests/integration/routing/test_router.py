@@ -271,3 +271,28 @@ def _by_key(changes: list[dict[str, Any]]) -> dict[str, list[str]]:
     for change in changes:
         order.setdefault(change["key"], []).append(change["event_id"])
     return order
+
+
+def test_consume_counts_idle_time_only_once_its_group_assigned_it_partitions(
+    routed: RouterEnv,
+) -> None:
+    """Started right after a killed consumer of its group, ``exchange consume --idle`` waits
+    for the dead member's partitions instead of reporting nothing and exiting."""
+    mzj = routed.consumers["mzj"]
+    command = [
+        *(str(EXCHANGE), "--config", str(routed.project.exchange_yaml)),
+        *("consume", routed.project.entry_id, "--as", mzj, "--group", f"{mzj}.idle", "--json"),
+    ]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert first.stdout is not None
+    first.stdout.readline()  # it has its partitions and reads
+    time.sleep(3)  # ... and has committed what it handled
+    first.kill()
+    first.wait()
+    fresh = [person(500 + i, "140602") for i in range(5)]
+    routed.publish([routed.change(r, event=f"idle-{i}") for i, r in enumerate(fresh)])
+    result = subprocess.run(
+        [*command, "--idle", "3"], capture_output=True, text=True, timeout=180, check=True
+    )
+    changes = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert {c["event_id"] for c in changes} >= {f"idle-{i}" for i in range(len(fresh))}

@@ -17,8 +17,8 @@ from exchange.routing.core import (
     EntryRoute,
     Router,
     SourceRecord,
-    receipt_digest,
 )
+from exchange.routing.receipts import receipt_digest
 from exchange.routing.transform import DeliveryPlan, delivery_schema
 from tests.conftest import ROOT
 from tests.unit.grants.fixtures import SCHEMA, grant
@@ -173,4 +173,6 @@ def test_no_grant_no_delivery_and_digest_is_order_sensitive() -> None:
     r = router(approved("a"), approved("b", consumer="rsj"))
     ds = r.route(record(change())).deliveries
     assert len(ds) == 2
-    assert receipt_digest(ds) != receipt_digest(reversed(ds))
+    assert receipt_digest((d.key, d.value) for d in ds) != receipt_digest(
+        (d.key, d.value) for d in reversed(ds)
+    )

@@ -1,0 +1,182 @@
+"""A transactional confluent-kafka producer, with its errors sorted by what the caller must do.
+
+Kafka's transactions make a group of writes (and a consumer's source offsets) visible to
+``read_committed`` readers together or not at all. librdkafka tells three kinds of failure
+apart, and each asks for something different of the caller:
+
+- *retriable* (a commit or ``send_offsets`` timed out, the broker is away): call it again, the
+  transaction is intact;
+- *abortable* (a delivery failed, the transaction timed out, the consumer group moved on): abort,
+  then redo everything since the last commit;
+- *fatal* (another process opened the same ``transactional.id``, or the producer's epoch is
+  gone): this producer is done; a new one must be made, which fences whatever is left of the old.
+
+The client is made on :meth:`TransactionalProducer.open`, not in the constructor (no network in
+constructors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from exchange.kafka.errors import KafkaOpError
+
+__all__ = ["TransactionError", "TransactionalProducer", "failure_kind"]
+
+FailureKind = Literal["retriable", "abortable", "fatal", "fenced"]
+#: Errors that mean another process owns this ``transactional.id`` now.
+FENCED_CODES = frozenset(
+    {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+)
+
+
+class TransactionError(KafkaOpError):
+    """A transactional call failed; ``kind`` says what the caller must do (module docstring)."""
+
+    def __init__(self, message: str, *, code: str | None, kind: FailureKind) -> None:
+        super().__init__(message, code=code, retriable=kind == "retriable")
+        self.kind: FailureKind = kind
+
+
+def failure_kind(err: KafkaError) -> FailureKind:
+    """What a failed transactional call's error asks of the caller."""
+    if err.code() in FENCED_CODES:
+        return "fenced"
+    if err.fatal():
+        return "fatal"
+    if err.txn_requires_abort():
+        return "abortable"
+    if err.retriable() or err.code() == KafkaError._TIMED_OUT:
+        return "retriable"
+    # librdkafka puts the transaction in an abortable state for anything else it reports from a
+    # transactional call (its docs: "treat as abortable if not retriable and not fatal").
+    return "abortable"
+
+
+def _wrap(what: str, exc: KafkaException) -> TransactionError:
+    err = exc.args[0] if exc.args else None
+    if not isinstance(err, KafkaError):
+        return TransactionError(f"{what}: {exc}", code=None, kind="abortable")
+    return TransactionError(f"{what}: {err.str()}", code=err.name(), kind=failure_kind(err))
+
+
+class TransactionalProducer:
+    """One ``transactional.id``'s producer: begin, produce, send offsets, commit or abort."""
+
+    def __init__(self, config: dict[str, Any], transactional_id: str, timeout_s: float) -> None:
+        self.transactional_id = transactional_id
+        self._config = {
+            **config,
+            "transactional.id": transactional_id,
+            "enable.idempotence": True,
+            "acks": "all",
+        }
+        self._timeout = timeout_s
+        self._producer: Producer | None = None
+        #: A transaction is open (begun, not yet committed or aborted).
+        self.in_transaction = False
+
+    @property
+    def client(self) -> Producer:
+        if self._producer is None:
+            raise KafkaOpError(
+                f"producer {self.transactional_id} is not open", code="NOT_OPEN", retriable=False
+            )
+        return self._producer
+
+    def open(self) -> None:
+        """Make the client and register the id with the coordinator: any earlier producer of
+        the id is fenced and its open transaction aborted. Safe to call again after a fatal
+        error (the old client is dropped)."""
+        self.drop()
+        producer = Producer(self._config)
+        try:
+            producer.init_transactions(self._timeout)
+        except KafkaException as exc:
+            raise _wrap(f"cannot open transactional producer {self.transactional_id}", exc) from exc
+        self._producer = producer
+
+    def drop(self) -> None:
+        """Forget the client without waiting (after a fatal error, or before a new one)."""
+        self._producer = None
+        self.in_transaction = False
+
+    def begin(self) -> None:
+        if self.in_transaction:
+            return
+        try:
+            self.client.begin_transaction()
+        except KafkaException as exc:
+            raise _wrap("cannot begin a transaction", exc) from exc
+        self.in_transaction = True
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, str | bytes | None]] | None = None,
+        partition: int = -1,
+    ) -> None:
+        """Hand a record over; ``BufferError`` when the local queue is full (poll, then again)."""
+        try:
+            if headers:
+                self.client.produce(
+                    topic, value=value, key=key, headers=list(headers), partition=partition
+                )
+            else:
+                self.client.produce(topic, value=value, key=key, partition=partition)
+        except KafkaException as exc:
+            raise _wrap(f"cannot produce to {topic}", exc) from exc
+
+    def poll(self, timeout_s: float = 0) -> None:
+        self.client.poll(timeout_s)
+
+    def queued(self) -> int:
+        """Records handed over and not yet acknowledged."""
+        return len(self.client) if self._producer is not None else 0
+
+    def send_offsets(self, offsets: Sequence[TopicPartition], group_metadata: Any) -> None:
+        """Commit a consumer's offsets as part of the transaction (KIP-447: the group's
+        generation fences a worker that lost its partitions)."""
+        try:
+            self.client.send_offsets_to_transaction(list(offsets), group_metadata, self._timeout)
+        except KafkaException as exc:
+            raise _wrap("cannot add the source offsets to the transaction", exc) from exc
+
+    def commit(self) -> None:
+        """Flush and commit; a retriable failure leaves the transaction open to commit again."""
+        try:
+            self.client.commit_transaction(self._timeout)
+        except KafkaException as exc:
+            error = _wrap("cannot commit the transaction", exc)
+            if error.kind != "retriable":
+                self.in_transaction = error.kind == "abortable"
+            raise error from exc
+        self.in_transaction = False
+
+    def abort(self) -> None:
+        """Abort the open transaction (no-op without one); a fatal producer is dropped."""
+        if self._producer is None or not self.in_transaction:
+            return
+        try:
+            self._producer.abort_transaction(self._timeout)
+        except KafkaException as exc:
+            error = _wrap("cannot abort the transaction", exc)
+            if error.kind in ("fatal", "fenced"):
+                self.drop()
+            raise error from exc
+        self.in_transaction = False
+
+    def close(self) -> None:
+        """Abort what is open and let go of the client."""
+        if self._producer is not None and self.in_transaction:
+            with contextlib.suppress(KafkaOpError):
+                self.abort()
+        if self._producer is not None:
+            self._producer.flush(self._timeout)
+        self.drop()

@@ -1,0 +1,231 @@
+"""Checkpoints: the router's deliveries, audit, dead letters, progress and offsets as one commit.
+
+The worker keeps one Kafka transaction open. Routed batches (live and backfill) are staged into
+it as they come: deliveries and dead letters produced at once, receipts summed. A checkpoint
+seals the transaction: one ``delivery.receipt`` event per consumer, the rejections, backfill
+progress, and the source offsets (``send_offsets_to_transaction`` with the consumer group's
+metadata), then commits. So a ``read_committed`` reader of a delivery topic sees each delivery
+once: a crash or a failed checkpoint aborts everything since the last commit, and the worker
+routes it again from the committed offsets and progress.
+
+When: :func:`checkpoint_due`, adaptive. Under light load a checkpoint follows each batch once the
+transaction is ``min_interval_s`` old (latency stays low); while batches queue up it waits until
+the transaction is ``max_interval_s`` old or holds ``max_deliveries``, so a commit (a few ms of
+round trips to the broker) is shared by many records.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import TopicPartition
+
+from exchange.audit.events import Happening
+from exchange.audit.receipts import receipt_happenings
+from exchange.audit.writer import AuditWriter
+from exchange.routing import metrics
+from exchange.routing.backfill import Progress
+from exchange.routing.batch import Routed
+from exchange.routing.receipts import ReceiptBook
+
+__all__ = ["CheckpointPolicy", "Checkpointer", "Pending", "checkpoint_due"]
+
+TP = tuple[str, int]
+#: How long ``BufferError`` (librdkafka's local queue full) is waited out before giving up.
+QUEUE_FULL_WAIT_S = 30.0
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    min_interval_s: float = 0.01
+    max_interval_s: float = 0.5
+    max_deliveries: int = 50_000
+
+
+def checkpoint_due(policy: CheckpointPolicy, age_s: float, deliveries: int, backlog: bool) -> bool:
+    """Whether to commit a transaction ``age_s`` old holding ``deliveries``; ``backlog``: more
+    records are waiting to be routed."""
+    if age_s >= policy.max_interval_s or deliveries >= policy.max_deliveries:
+        return True
+    return not backlog and age_s >= policy.min_interval_s
+
+
+@dataclass
+class Pending:
+    """What the open transaction holds, and what it settles once committed."""
+
+    opened: float = field(default_factory=time.monotonic)
+    receipts: ReceiptBook = field(default_factory=ReceiptBook)
+    happenings: list[Happening] = field(default_factory=list)
+    offsets: dict[TP, int] = field(default_factory=dict)
+    progress: dict[bytes, Progress] = field(default_factory=dict)
+    records: int = 0
+    deliveries: int = 0
+    #: Counted as delivered once committed: ``(entry, consumer, grant)``.
+    delivered: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    #: Source change times of the deliveries, per entry, for the routing latency.
+    source_ms: dict[str, list[int]] = field(default_factory=dict)
+
+    def empty(self) -> bool:
+        return not (self.records or self.progress or self.happenings)
+
+
+class Checkpointer:
+    """Stages routed batches into the open transaction and commits them (see module doc).
+
+    Staging runs in the event loop; :meth:`seal` too (it only produces); :meth:`finish` blocks
+    on the broker and runs in an executor. The caller must not stage while a checkpoint is
+    between :meth:`seal` and the end of :meth:`finish` (the worker's gate).
+    """
+
+    def __init__(
+        self,
+        audit: AuditWriter,
+        actor: str,
+        group_metadata: Callable[[], Any],
+        progress_topic: str,
+        policy: CheckpointPolicy,
+    ) -> None:
+        self.audit = audit
+        self.actor = actor
+        self._group_metadata = group_metadata
+        self._progress_topic = progress_topic
+        self.policy = policy
+        self.pending = Pending()
+        #: Grant events: not data, so they survive an aborted checkpoint to the next one.
+        self.carried: list[Happening] = []
+        self._sealed = False
+        self._offsets_sent = False
+
+    @property
+    def txn(self) -> Any:
+        return self.audit.txn
+
+    def due(self, backlog: bool) -> bool:
+        p = self.pending
+        if p.empty() and not self.carried:
+            return False
+        return checkpoint_due(self.policy, time.monotonic() - p.opened, p.deliveries, backlog)
+
+    def stage(self, routed: Routed) -> None:
+        """Produce a routed batch's records into the open transaction and note the rest."""
+        if self._sealed:
+            raise RuntimeError("staging into a sealed checkpoint")
+        p = self.pending
+        if p.empty():
+            p.opened = time.monotonic()
+        self.txn.begin()
+        receipts = p.receipts
+        for record, entry, d in routed.deliveries:
+            self._produce(d.topic, d.key, d.value, d.headers)
+            receipts.receipt(
+                routed.backfill,
+                d.grant_id,
+                d.consumer,
+                entry,
+                record.topic,
+                record.partition,
+                record.offset,
+            ).add(record.offset, d.topic, d.key, d.value)
+            if d.value is not None:
+                p.delivered[entry, d.consumer, d.grant_id] += 1
+                p.source_ms.setdefault(entry, []).append(d.source_ts_ms)
+        for out in routed.dead:
+            self._produce(out.topic, out.key, out.value, out.headers)
+        p.happenings.extend(routed.happenings)
+        p.offsets.update(routed.offsets)
+        for progress in routed.progress:
+            p.progress[progress.key] = progress
+        p.records += routed.records
+        p.deliveries += len(routed.deliveries)
+        self.txn.poll(0)
+
+    def carry(self, happenings: list[Happening]) -> None:
+        self.carried.extend(happenings)
+
+    def seal(self) -> None:
+        """Stage the checkpoint's audit events and progress (once, however often finish is
+        retried)."""
+        if self._sealed:
+            return
+        p = self.pending
+        self.txn.begin()
+        now_ms = int(time.time() * 1000)
+        events = [*self.carried]
+        events += receipt_happenings(p.receipts.rows(False), self.actor, now_ms, backfill=False)
+        events += receipt_happenings(p.receipts.rows(True), self.actor, now_ms, backfill=True)
+        events += p.happenings
+        for progress in p.progress.values():
+            self._produce(self._progress_topic, progress.key, progress.encode(), None)
+        self.audit.stage(events)
+        self._sealed = True
+
+    def finish(self) -> Pending:
+        """Send the offsets and commit (blocking). Returns what was committed; on a
+        :class:`~exchange.kafka.transactions.TransactionError` the caller retries (retriable)
+        or calls :meth:`abort`."""
+        p = self.pending
+        if p.offsets and not self._offsets_sent:
+            self.txn.send_offsets(
+                [TopicPartition(t, n, o) for (t, n), o in sorted(p.offsets.items())],
+                self._group_metadata(),
+            )
+            self._offsets_sent = True
+        self.txn.commit()
+        self.audit.committed()
+        self.carried = []
+        self._reset()
+        _count(p)
+        return p
+
+    def abort(self) -> None:
+        """Give the open transaction up: nothing staged since the last commit happened (the
+        grant events are carried to the next checkpoint). Raises if the abort itself fails."""
+        self.audit.given_up()
+        self._reset()
+        self.txn.abort()
+
+    def forget(self) -> None:
+        """Drop what is staged without touching the producer (it is gone: fatal or fenced)."""
+        self.audit.given_up()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.pending = Pending()
+        self._sealed = False
+        self._offsets_sent = False
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any,
+    ) -> None:
+        deadline = None
+        while True:
+            try:
+                self.txn.produce(topic, key, value, headers)
+                return
+            except BufferError:
+                # The local queue is full: deliveries drain it, unless the broker is away.
+                now = time.monotonic()
+                deadline = deadline or now + QUEUE_FULL_WAIT_S
+                if now > deadline:
+                    raise
+                self.txn.poll(0.05)
+
+
+def _count(p: Pending) -> None:
+    """Deliveries count as delivered once their transaction committed."""
+    for labels, n in p.delivered.items():
+        metrics.DELIVERED.inc(labels, n)
+    committed_s = time.time()
+    for entry, times in p.source_ms.items():
+        metrics.ROUTING_LATENCY.observe(
+            (entry,), [max(0.0, committed_s - ms / 1000) for ms in times]
+        )

@@ -1,0 +1,100 @@
+"""Receipts of one checkpoint: what it delivered per grant and source partition, as it delivers.
+
+A checkpoint (one Kafka transaction) seals one ``delivery.receipt`` event per consumer with a row
+per grant and source partition (:mod:`exchange.audit.receipts`). The digest is kept running (a
+SHA-256 fed each delivery's key and value, length-prefixed), so a checkpoint holds no copy of
+what it delivered, however many records it spans.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from exchange.audit.receipts import ReceiptRow
+
+__all__ = ["Receipt", "ReceiptBook", "digest_update", "receipt_digest"]
+
+
+def digest_update(digest: Any, key: bytes | None, value: bytes | None) -> None:
+    """Feed one delivered record to a receipt's SHA-256 (the format `audit verify` checks)."""
+    for part in (key or b"", value or b""):
+        digest.update(len(part).to_bytes(4, "big"))
+        digest.update(part)
+
+
+def receipt_digest(records: Iterable[tuple[bytes | None, bytes | None]]) -> str:
+    """SHA-256 over delivered ``(key, value)`` records, length-prefixed, in order."""
+    digest = hashlib.sha256()
+    for key, value in records:
+        digest_update(digest, key, value)
+    return digest.hexdigest()
+
+
+@dataclass
+class Receipt:
+    """What one checkpoint delivered under one grant from one source partition."""
+
+    grant_id: str
+    consumer: str
+    entry: str
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    delivery_topic: str | None = None
+    count: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    def add(self, offset: int, delivery_topic: str, key: bytes | None, value: bytes | None) -> None:
+        self.last_offset = offset
+        self.delivery_topic = delivery_topic
+        self.count += 1
+        digest_update(self.digest, key, value)
+
+    def row(self) -> ReceiptRow:
+        return ReceiptRow(
+            grant_id=self.grant_id,
+            consumer=self.consumer,
+            entry=self.entry,
+            source_topic=self.topic,
+            partition=self.partition,
+            first_offset=self.first_offset,
+            last_offset=self.last_offset,
+            count=self.count,
+            delivery_topic=self.delivery_topic,
+            sha256=self.digest.hexdigest(),
+        )
+
+
+class ReceiptBook:
+    """The receipts of one checkpoint, live stream and backfills apart (their events say which)."""
+
+    def __init__(self) -> None:
+        self._receipts: dict[tuple[bool, str, str, int], Receipt] = {}
+
+    def receipt(
+        self,
+        backfill: bool,
+        grant_id: str,
+        consumer: str,
+        entry: str,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> Receipt:
+        key = (backfill, grant_id, topic, partition)
+        found = self._receipts.get(key)
+        if found is None:
+            found = self._receipts[key] = Receipt(
+                grant_id, consumer, entry, topic, partition, offset, offset
+            )
+        return found
+
+    def rows(self, backfill: bool) -> Iterator[ReceiptRow]:
+        return (r.row() for (b, *_), r in self._receipts.items() if b == backfill)
+
+    def __len__(self) -> int:
+        return len(self._receipts)

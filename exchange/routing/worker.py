@@ -1,0 +1,485 @@
+"""One router worker: source batches in, checkpointed deliveries out; a faust (mode) service.
+
+The parts, each a class of its own:
+
+- :class:`~exchange.kafka.source.SourceFeed` reads the source topics in a thread;
+- :class:`~exchange.routing.grants.GrantTable` follows grants and the catalog;
+- :func:`~exchange.routing.batch.route_live` routes a batch (no I/O);
+- :class:`~exchange.routing.checkpoint.Checkpointer` stages routed batches into the open Kafka
+  transaction and commits them with the source offsets;
+- :class:`~exchange.routing.backfills.BackfillRunner` runs backfills of new grants;
+
+and this class wires them: the live loop, when to checkpoint, what to do when a checkpoint
+fails, and the consumer group's partition moves.
+
+Faults are ridden out, not exited on. A checkpoint that fails retriably (the broker is away) is
+retried with a growing pause for as long as it takes; one that must be aborted (a delivery timed
+out, the transaction expired, the group moved on) is aborted, and everything since the last
+commit is routed again from the committed offsets and backfill progress kept in memory; a lost
+producer (fatal, fenced) is opened anew and the committed state re-read from Kafka. The worker
+exits only when that re-opening fails on something retrying cannot mend (an authorisation or
+configuration error), and says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaException, TopicPartition
+from mode import Service
+
+from exchange.audit.writer import AuditWriter
+from exchange.config import ExchangeSettings
+from exchange.errors import ExchangeError
+from exchange.kafka.control import read_table
+from exchange.kafka.errors import KafkaOpError
+from exchange.kafka.registry import Registry
+from exchange.kafka.source import SourceBatch, SourceFeed
+from exchange.kafka.transactions import TransactionError
+from exchange.kafka.wire import SchemaLookup
+from exchange.routing import metrics
+from exchange.routing.backfill import Handover, Progress, ProgressError
+from exchange.routing.backfills import BackfillRunner, source_record
+from exchange.routing.batch import Routed, route_live
+from exchange.routing.checkpoint import Checkpointer, CheckpointPolicy
+from exchange.routing.core import Router, SourceRecord
+from exchange.routing.grants import GrantTable
+from exchange.runtime import release_free_memory
+
+__all__ = ["RouterError", "RouterWorker", "read_progress"]
+
+log = logging.getLogger(__name__)
+TP = tuple[str, int]
+#: Longest pause between two tries of a failing checkpoint or re-opening.
+MAX_BACKOFF_S = 30.0
+#: How often the worker looks for catalog changes (new source topics), in seconds.
+CATALOG_CHECK_S = 10.0
+
+
+class RouterError(ExchangeError):
+    """The router cannot go on; the message says why."""
+
+
+class RouterWorker(Service):
+    """A router worker (see the module docstring)."""
+
+    def __init__(self, settings: ExchangeSettings, worker_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.worker_id = worker_id
+        self.actor = f"router.{worker_id}"
+        rs = settings.router
+        self.core = Router(SchemaLookup(Registry(settings.registry).schema_by_id))
+        self.grants = GrantTable(settings, self.core, self.actor)
+        self.feed = SourceFeed(
+            settings.kafka.client_config(
+                **{
+                    "group.id": rs.group_id,
+                    # A worker silent this long leaves the group; its partitions move on.
+                    "session.timeout.ms": int(rs.session_timeout_s * 1000),
+                    "heartbeat.interval.ms": int(rs.session_timeout_s * 1000 / 3),
+                }
+            ),
+            f"^{settings.topics.source_prefix.replace('.', '[.]')}.*",
+            self,
+            rs.batch_size,
+            rs.batch_wait_s,
+        )
+        self.handover = Handover()
+        self.backfills = BackfillRunner(
+            settings, self.core, self.actor, self._stage_backfill, self.refresh_grants
+        )
+        self.backfills.on_failure = self._backfill_failed
+        self.policy = CheckpointPolicy(
+            rs.checkpoint_min_s, rs.checkpoint_max_s, rs.checkpoint_max_deliveries
+        )
+        self._checkpoints: Checkpointer | None = None
+        #: Staging and committing exclude each other: a commit seals what was staged.
+        self._gate = asyncio.Lock()
+        self._grant_lock = asyncio.Lock()
+        self._commit: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failures = 0
+        self._crashing: asyncio.Future[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Blocking start-up before the event loop runs: grants, catalog, audit chain, and the
+        grants active now prepared (so the first batch routes at once)."""
+        self.grants.book.start(self.settings.kafka.request_timeout_s * 4)
+        self.grants.load_catalog()
+        self.handover = Handover(read_progress(self.settings))
+        self._checkpoints = self._new_checkpointer()
+        now = _now()
+        happenings = self.grants.apply(self.grants.prepare(now), now)
+        self.checkpoints.carry(happenings)
+
+    def _new_checkpointer(self) -> Checkpointer:
+        # The chain's transactional producer carries the deliveries too: one transaction.
+        return Checkpointer(
+            AuditWriter(self.settings, self.actor),
+            self.actor,
+            self.feed.group_metadata,
+            self.settings.topics.router_backfills,
+            self.policy,
+        )
+
+    @property
+    def checkpoints(self) -> Checkpointer:
+        if self._checkpoints is None:
+            raise RouterError("the router worker was not prepared", code="NOT_STARTED")
+        return self._checkpoints
+
+    def source_topics(self) -> list[str]:
+        return sorted(self.core.routes)
+
+    async def on_start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.feed.start(self._loop)
+
+    async def on_stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        await self.backfills.stop()
+        # Leaving the group revokes every partition: `revoked` checkpoints what was routed.
+        await loop.run_in_executor(None, self.feed.stop)
+        await self._await_commit()
+        if self._checkpoints is not None and not self.checkpoints.pending.empty():
+            await self._checkpoint()
+        await loop.run_in_executor(None, self._close)
+
+    def _close(self) -> None:
+        self.grants.book.stop()
+        if self._checkpoints is not None:
+            self.checkpoints.audit.close()
+
+    # -- the live stream ---------------------------------------------------------------------
+
+    @Service.task
+    async def _live(self) -> None:
+        try:
+            while not self.should_stop:
+                batch = await self._next_batch()
+                if batch is not None:
+                    await self._handle(batch)
+                elif self.checkpoints.due(backlog=False):
+                    self._start_checkpoint()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            log.critical("the router stops: %s", exc, exc_info=True)
+            await self.crash(exc)
+
+    async def _next_batch(self) -> SourceBatch | None:
+        try:
+            batch = await asyncio.wait_for(self.feed.batches.get(), timeout=0.05)
+        except TimeoutError:
+            return None
+        if batch.epoch == -1:
+            raise RouterError(
+                f"the source consumer failed: {self.feed.failure}", code="SOURCE_FAILED"
+            )
+        if batch.epoch != self.feed.epoch:
+            self.feed.done(batch)  # read before a rewind: read again
+            return None
+        return batch
+
+    async def _handle(self, batch: SourceBatch) -> None:
+        begun = time.perf_counter()
+        try:
+            # A new entry's topic, found by the pattern before the catalog check read it.
+            unknown = any(not self.grants.knows(m.topic()) for m in batch.messages)
+            if unknown and await self._run(self.grants.load_catalog):
+                self.feed.release(set(self.core.routes))
+            await self.refresh_grants()
+            records = self._routable(batch)
+            started = time.perf_counter()
+            self.backfills.start(self.handover, {(r.topic, r.partition) for r in records})
+            routed = route_live(
+                self.core, self.handover, records, self.actor, self.settings.topics.dlq
+            )
+            routed_at = time.perf_counter()
+        finally:
+            self.feed.done(batch)
+        await self._stage(routed, batch.epoch)
+        metrics.BATCH_RECORDS.observe(len(records))
+        metrics.BATCH_PHASE.labels("grants").observe(started - begun)
+        metrics.BATCH_PHASE.labels("route").observe(routed_at - started)
+        metrics.BATCH_PHASE.labels("stage").observe(time.perf_counter() - routed_at)
+        if self.checkpoints.due(backlog=not self.feed.batches.empty()):
+            self._start_checkpoint()
+
+    def _routable(self, batch: SourceBatch) -> list[SourceRecord]:
+        """The batch's records of partitions still ours; a topic the catalog does not name is
+        held back (not routed, not committed) until it does."""
+        assigned, held = self.feed.assignment, self.feed.held
+        records = []
+        unknown: dict[TP, int] = {}
+        for m in batch.messages:
+            tp = (m.topic(), m.partition())
+            if tp not in assigned or tp in held or tp in unknown:
+                continue
+            if not self.grants.knows(tp[0]):
+                unknown[tp] = m.offset()
+                continue
+            records.append(source_record(m))
+        if unknown:
+            log.warning(
+                "holding back %s: not in the catalog (yet)",
+                ", ".join(sorted({t for t, _ in unknown})),
+            )
+            self.feed.hold(unknown)
+        return records
+
+    async def _stage(self, routed: Routed, epoch: int) -> bool:
+        """Stage a live batch unless a rewind happened since it was read."""
+        async with self._gate:
+            if epoch != self.feed.epoch:
+                return False
+            self.checkpoints.stage(routed)
+            return True
+
+    async def _stage_backfill(
+        self, routed: Routed, handover: Handover, valid: Callable[[], bool]
+    ) -> bool:
+        async with self._gate:
+            if handover is not self.handover or not valid():
+                return False
+            self.checkpoints.stage(routed)
+        if self.checkpoints.due(backlog=not self.feed.batches.empty()):
+            self._start_checkpoint()
+        return True
+
+    # -- grants ------------------------------------------------------------------------------
+
+    async def refresh_grants(self) -> None:
+        async with self._grant_lock:
+            now = _now()
+            if not self.grants.due(now):
+                return
+            prepared = await self._run(self.grants.prepare, now)
+            happenings = self.grants.apply(prepared, now)
+            del prepared  # the grants it replaced go with it
+            self.checkpoints.carry(happenings)
+            self.backfills.start(self.handover, self.feed.assignment)
+            if any(h.kind == "delivery.started" for h in happenings):
+                # What preparing made and the replaced grants are garbage now.
+                await self._run(release_free_memory)
+
+    @Service.task
+    async def _grants_timer(self) -> None:
+        # Revocation and expiry take effect here even when no record arrives.
+        interval = self.settings.router.grant_check_interval_s
+        while not self.should_stop:
+            await self.sleep(interval)
+            try:
+                await self.refresh_grants()
+            except ExchangeError as exc:
+                log.error("cannot refresh grants (trying again in %.1f s): %s", interval, exc)
+
+    @Service.timer(CATALOG_CHECK_S)
+    async def _catalog_timer(self) -> None:
+        try:
+            if await self._run(self.grants.load_catalog):
+                log.info("the catalog changed: %d source topic(s)", len(self.core.routes))
+                self.feed.release(set(self.core.routes))
+        except ExchangeError as exc:
+            log.error("cannot read the catalog (trying again in %.0f s): %s", CATALOG_CHECK_S, exc)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _start_checkpoint(self) -> None:
+        if self._commit is None or self._commit.done():
+            self._commit = asyncio.ensure_future(self._checkpoint())
+
+    async def _await_commit(self) -> None:
+        if self._commit is not None:
+            await asyncio.shield(self._commit)
+
+    async def _checkpoint(self) -> None:
+        """Commit what is staged; on failure retry, abort and rewind, or re-open (module doc)."""
+        async with self._gate:
+            begun = time.perf_counter()
+            cp = self.checkpoints
+            try:
+                cp.seal()
+            except TransactionError as exc:
+                await self._recover(exc)
+                return
+            while True:
+                try:
+                    committed = await self._run(cp.finish)
+                    break
+                except TransactionError as exc:
+                    if exc.kind != "retriable":
+                        await self._recover(exc)
+                        return
+                    metrics.CHECKPOINTS.labels("retried").inc()
+                    await self._backoff(f"a checkpoint could not commit ({exc}); retrying")
+            self._failures = 0
+            self.feed.committed(committed.offsets)
+            for progress in committed.progress.values():
+                self.handover.saved(progress)
+            metrics.CHECKPOINTS.labels("committed").inc()
+            metrics.CHECKPOINT_SECONDS.observe(time.perf_counter() - begun)
+            metrics.CHECKPOINT_RECORDS.observe(committed.records)
+
+    async def _recover(self, exc: TransactionError) -> None:
+        """With the gate held: abort and rewind, or re-open after a lost producer."""
+        cp = self.checkpoints
+        log.warning(
+            "a checkpoint failed (%s: %s); routing again from the last commit", exc.kind, exc
+        )
+        if exc.kind == "abortable":
+            try:
+                await self._abort(cp)
+                metrics.CHECKPOINTS.labels("aborted").inc()
+                self._rewind(None, self.handover.committed())
+                return
+            except TransactionError as again:
+                exc = again  # the abort failed fatally: re-open below
+        cp.forget()
+        await self._reopen()
+
+    async def _abort(self, cp: Checkpointer) -> None:
+        while True:
+            try:
+                await self._run(cp.abort)
+                return
+            except TransactionError as exc:
+                if exc.kind != "retriable":
+                    raise
+                await self._backoff(f"aborting a checkpoint failed ({exc}); retrying")
+
+    async def _reopen(self) -> None:
+        """A new producer for the chain (fencing the old one's transaction), and the committed
+        offsets and backfill progress re-read from Kafka."""
+        while True:
+            try:
+                checkpointer = await self._run(self._new_checkpointer)
+                positions = await self._run(self._committed_positions)
+                progress = await self._run(read_progress, self.settings)
+                break
+            except KafkaOpError as exc:
+                if not exc.retriable and exc.code not in _TRANSIENT:
+                    raise RouterError(
+                        f"the router cannot open its transactional producer again: {exc}",
+                        code=exc.code,
+                    ) from exc
+                await self._backoff(f"re-opening the router's producer failed ({exc}); retrying")
+        carried = self.checkpoints.carried
+        self._checkpoints = checkpointer
+        checkpointer.carry(carried)
+        metrics.CHECKPOINTS.labels("reloaded").inc()
+        self._rewind(positions, progress)
+
+    def _committed_positions(self) -> dict[TP, int]:
+        """Blocking: the group's committed offsets of the assigned partitions."""
+        timeout = self.settings.kafka.request_timeout_s
+
+        def committed(consumer: Any) -> list[TopicPartition]:
+            tps = [TopicPartition(t, p) for t, p in sorted(self.feed.assignment)]
+            return consumer.committed(tps, timeout=timeout) if tps else []
+
+        try:
+            found = self.feed.call(committed).result(timeout * 2)
+        except KafkaException as exc:
+            raise KafkaOpError.wrap("cannot read the committed source offsets", exc) from exc
+        # No committed offset yet: from the start (the group's auto.offset.reset).
+        return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in found}
+
+    def _rewind(self, positions: dict[TP, int] | None, progress: list[Progress]) -> None:
+        """Forget everything since the last commit: read again from the committed offsets (or
+        ``positions``), backfills again from ``progress``."""
+        assigned = self.feed.assignment
+        self.feed.rewind(positions)
+        self.handover.release(list(self.handover.partitions()))
+        self.handover = Handover(progress)
+        self.backfills.start(self.handover, assigned)
+
+    async def _backoff(self, what: str) -> None:
+        self._failures += 1
+        pause = min(MAX_BACKOFF_S, 0.5 * 2 ** min(self._failures, 10))
+        log.warning("%s in %.1f s", what, pause)
+        await asyncio.sleep(pause)
+
+    # -- partition moves (called in the feed's thread) ---------------------------------------
+
+    def assigned(self, partitions: list[TP]) -> None:
+        log.info("assigned %d source partition(s)", len(partitions))
+        self._call(self._assigned(partitions))
+
+    def revoked(self, partitions: list[TP]) -> None:
+        log.info("giving up %d source partition(s)", len(partitions))
+        self._call(self._revoked(partitions))
+
+    def lost(self, partitions: list[TP]) -> None:
+        log.warning("lost %d source partition(s) (the group moved on without us)", len(partitions))
+        self._call(self._lost(partitions))
+
+    def _call(self, coro: Any) -> None:
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _assigned(self, partitions: list[TP]) -> None:
+        self.backfills.start(self.handover, partitions)
+
+    async def _revoked(self, partitions: list[TP]) -> None:
+        """Commit what was routed from them before they go (the next owner starts there)."""
+        self.handover.release(partitions)
+        await self._await_commit()
+        if not self.checkpoints.pending.empty():
+            await self._checkpoint()
+        # Batches read but not staged yet may hold records of the partitions given up; they
+        # are dropped, and the partitions kept are read again from what was just committed.
+        self.feed.rewind()
+
+    async def _lost(self, partitions: list[TP]) -> None:
+        """Their offsets can no longer be committed: abort and route the rest again."""
+        self.handover.release(partitions)
+        await self._await_commit()
+        async with self._gate:
+            await self._recover(TransactionError("partitions lost", code="_LOST", kind="abortable"))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    def _backfill_failed(self, what: str, exc: BaseException) -> None:
+        log.critical("%s failed: %s", what, exc, exc_info=exc)
+        self._crashing = asyncio.ensure_future(self.crash(exc))
+
+
+#: Codes of errors that go away by themselves (the broker or coordinator is back later).
+_TRANSIENT = frozenset(
+    {
+        "_TRANSPORT",
+        "_ALL_BROKERS_DOWN",
+        "_TIMED_OUT",
+        "COORDINATOR_NOT_AVAILABLE",
+        "NOT_COORDINATOR",
+    }
+)
+
+
+def read_progress(settings: ExchangeSettings) -> list[Progress]:
+    """Saved backfill progress (committed writes: it is written in the router's checkpoints)."""
+    topic = settings.topics.router_backfills
+    saved = []
+    for key, value in read_table(settings.kafka, topic, committed=True).items():
+        try:
+            saved.append(Progress.decode(value))
+        except ProgressError as exc:
+            # Without it the grant is backfilled again, from the start.
+            log.warning("ignoring backfill progress %r on %s: %s", key, topic, exc)
+    return saved
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
