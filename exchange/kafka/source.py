@@ -9,9 +9,10 @@ the event loop.
 - ``cooperative-sticky``: a rebalance moves only the partitions that change owner. The
   :class:`Rebalance` listener's calls run in this thread while librdkafka waits; the router's
   revoke finishes its checkpoint there before the partitions are given up.
-- Back-pressure: at most ``max_batches`` batches wait in the loop; while they do, the assigned
-  partitions are paused and the thread keeps polling (the group would otherwise take them away
-  after ``max.poll.interval.ms``).
+- Back-pressure: at most ``max_batches`` batches wait in the loop; the thread waits for room.
+  If it waits long (the loop is stuck retrying a checkpoint), the assigned partitions are paused
+  and the thread keeps polling (the group would otherwise take them away after
+  ``max.poll.interval.ms``).
 - :meth:`SourceFeed.rewind`: after a failed checkpoint, the partitions go back to the last
   committed offsets. Batches read before the rewind carry an older ``epoch`` and are dropped.
 
@@ -67,7 +68,7 @@ class SourceFeed:
         listener: Rebalance,
         batch_size: int,
         wait_s: float,
-        max_batches: int = 4,
+        max_batches: int = 8,
     ) -> None:
         self._config = {
             **config,
@@ -101,6 +102,11 @@ class SourceFeed:
         self._restart_at: dict[TP, int] = {}
         self.assignment: set[TP] = set()
         self._paused = False
+        #: Messages returned while paused, handed over with the next batch.
+        self._carry: list[Any] = []
+        #: How long the thread waits for room in the loop before pausing its partitions
+        #: (pausing drops librdkafka's prefetched records, which are then fetched again).
+        self._block_s = 5.0
         self._last_error: dict[str, float] = {}
         self._metadata: Any = None
         #: Partitions held back, with the offset to read them from again.
@@ -199,10 +205,11 @@ class SourceFeed:
         self._apply_holds(consumer)
         self._apply_rewind(consumer)
         self._serve_calls(consumer)
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.acquire(timeout=self._block_s):
+            # The loop is far behind (a checkpoint retrying while the broker is away): pause,
+            # and keep polling so the group keeps this member and rebalances are served.
             self._pause(consumer, True)
-            # Polling keeps the membership alive and serves rebalances while paused.
-            consumer.consume(1, timeout=0.1)
+            self._carry.extend(consumer.consume(1, timeout=0.1))
             return
         self._pause(consumer, False)
         try:
@@ -210,6 +217,9 @@ class SourceFeed:
         except BaseException:
             self._slots.release()
             raise
+        if self._carry:
+            # Read while pausing (fetched before the pause took effect): not to be lost.
+            messages, self._carry = [*self._carry, *messages], []
         # 30-80 µs; taken after every read so it follows the group's generation.
         self._metadata = consumer.consumer_group_metadata()
         good = [m for m in messages if not self._is_error(m)]
@@ -262,6 +272,7 @@ class SourceFeed:
                 return
             positions, self._rewind = self._rewind, {}
             epoch = self.epoch
+        self._carry = []
         for (topic, partition), offset in positions.items():
             if (topic, partition) not in self.assignment:
                 continue
