@@ -44,11 +44,13 @@ ERROR_LOG_EVERY_S = 30.0
 
 
 class Rebalance(Protocol):
-    """Told of partition moves, in the feed's thread (block until handled)."""
+    """Told of partition moves, in the feed's thread. Each returns a future; the feed waits for
+    it (librdkafka waits for the callback), serving :meth:`SourceFeed.call` meanwhile, since
+    handling a move may need the consumer (the committed offsets)."""
 
-    def assigned(self, partitions: list[TP]) -> None: ...
-    def revoked(self, partitions: list[TP]) -> None: ...
-    def lost(self, partitions: list[TP]) -> None: ...
+    def assigned(self, partitions: list[TP]) -> Future[None]: ...
+    def revoked(self, partitions: list[TP]) -> Future[None]: ...
+    def lost(self, partitions: list[TP]) -> Future[None]: ...
 
 
 @dataclass(frozen=True)
@@ -313,18 +315,26 @@ class SourceFeed:
         if self._paused and partitions:
             consumer.pause(partitions)
         self._metadata = consumer.consumer_group_metadata()
-        self._listener.assigned(tps)
+        self._wait(consumer, self._listener.assigned(tps))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
         self._metadata = consumer.consumer_group_metadata()
-        self._listener.revoked(tps)
+        self._wait(consumer, self._listener.revoked(tps))
         self._forget(tps)
 
-    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
-        self._listener.lost(tps)
+        self._wait(consumer, self._listener.lost(tps))
         self._forget(tps)
+
+    def _wait(self, consumer: Consumer, handled: Future[None]) -> None:
+        while True:
+            try:
+                handled.result(timeout=0.05)
+                return
+            except TimeoutError:
+                self._serve_calls(consumer)
 
     def _forget(self, tps: list[TP]) -> None:
         self.assignment.difference_update(tps)

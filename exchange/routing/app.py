@@ -16,7 +16,7 @@ from faust.app.base import BootStrategy
 
 from exchange.config import ExchangeSettings
 
-__all__ = ["build_app"]
+__all__ = ["RouterApp", "build_app"]
 
 
 class _WithoutKafka(BootStrategy):

@@ -27,7 +27,8 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
 from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
@@ -105,6 +106,9 @@ class RouterWorker(Service):
         self._commit: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failures = 0
+        #: A checkpoint's blocking calls each time out after the request timeout; one that has
+        #: not returned after both did, and then some, is stuck.
+        self._stall_s = settings.kafka.request_timeout_s * 2 + 10
         self._crashing: asyncio.Future[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -313,8 +317,21 @@ class RouterWorker(Service):
                 return
             while True:
                 try:
-                    committed = await self._run(cp.finish)
+                    committed = await asyncio.wait_for(self._run(cp.finish), self._stall_s)
                     break
+                except TimeoutError:
+                    # librdkafka can hang in send_offsets_to_transaction after the group
+                    # coordinator's broker came back (its issue #5511): a call that outlives
+                    # its own timeouts is taken as a lost producer. The new one fences the old
+                    # (its call then fails) and the committed state is re-read.
+                    await self._recover(
+                        TransactionError(
+                            f"a checkpoint did not return in {self._stall_s:.0f} s",
+                            code="_STALLED",
+                            kind="fatal",
+                        )
+                    )
+                    return
                 except TransactionError as exc:
                     if exc.kind != "retriable":
                         await self._recover(exc)
@@ -390,6 +407,10 @@ class RouterWorker(Service):
             found = self.feed.call(committed).result(timeout * 2)
         except KafkaException as exc:
             raise KafkaOpError.wrap("cannot read the committed source offsets", exc) from exc
+        except TimeoutError as exc:
+            raise KafkaOpError(
+                "timed out reading the committed source offsets", code="_TIMED_OUT", retriable=True
+            ) from exc
         # No committed offset yet: from the start (the group's auto.offset.reset).
         return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in found}
 
@@ -410,21 +431,21 @@ class RouterWorker(Service):
 
     # -- partition moves (called in the feed's thread) ---------------------------------------
 
-    def assigned(self, partitions: list[TP]) -> None:
+    def assigned(self, partitions: list[TP]) -> Future[None]:
         log.info("assigned %d source partition(s)", len(partitions))
-        self._call(self._assigned(partitions))
+        return self._call(self._assigned(partitions))
 
-    def revoked(self, partitions: list[TP]) -> None:
+    def revoked(self, partitions: list[TP]) -> Future[None]:
         log.info("giving up %d source partition(s)", len(partitions))
-        self._call(self._revoked(partitions))
+        return self._call(self._revoked(partitions))
 
-    def lost(self, partitions: list[TP]) -> None:
+    def lost(self, partitions: list[TP]) -> Future[None]:
         log.warning("lost %d source partition(s) (the group moved on without us)", len(partitions))
-        self._call(self._lost(partitions))
+        return self._call(self._lost(partitions))
 
-    def _call(self, coro: Any) -> None:
+    def _call(self, coro: Coroutine[Any, Any, None]) -> Future[None]:
         assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     async def _assigned(self, partitions: list[TP]) -> None:
         self.backfills.start(self.handover, partitions)

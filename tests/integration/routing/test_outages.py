@@ -112,7 +112,8 @@ def test_the_router_rides_out_a_broker_and_a_registry_outage(
         _kill(platform, "kafka")
         _alive_for(env, BROKER_DOWN_S)
         platform.up()
-        env.wait_for("routing again", lambda: _count(env, c["mzj"]) >= publisher.sent, 300)
+        sent = publisher.sent
+        env.wait_for("routing again", lambda: _count(env, c["mzj"]) >= sent, 300)
 
         # A grant that starts while the registry is away: its delivery schema cannot be
         # registered, so it waits; the others go on.
