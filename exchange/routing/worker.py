@@ -110,6 +110,8 @@ class RouterWorker(Service):
         #: not returned after both did, and then some, is stuck.
         self._stall_s = settings.kafka.request_timeout_s * 2 + 10
         self._crashing: asyncio.Future[None] | None = None
+        self._catalog_check: asyncio.Future[None] | None = None
+        self._catalog_checked = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -196,10 +198,6 @@ class RouterWorker(Service):
     async def _handle(self, batch: SourceBatch) -> None:
         begun = time.perf_counter()
         try:
-            # A new entry's topic, found by the pattern before the catalog check read it.
-            unknown = any(not self.grants.knows(m.topic()) for m in batch.messages)
-            if unknown and await self._run(self.grants.load_catalog):
-                self.feed.release(set(self.core.routes))
             await self.refresh_grants()
             records = self._routable(batch)
             started = time.perf_counter()
@@ -238,7 +236,27 @@ class RouterWorker(Service):
                 ", ".join(sorted({t for t, _ in unknown})),
             )
             self.feed.hold(unknown)
+            self._check_catalog_soon()
         return records
+
+    def _check_catalog_soon(self) -> None:
+        """A topic the pattern found may be a new entry the catalog check has not read yet: read
+        the catalog in the background (at most once a second), so the live path never waits
+        on it; the held partitions are released if it names them."""
+        if self._catalog_check is not None and not self._catalog_check.done():
+            return
+        if time.monotonic() - self._catalog_checked < 1.0:
+            return
+        self._catalog_check = asyncio.ensure_future(self._check_catalog())
+
+    async def _check_catalog(self) -> None:
+        self._catalog_checked = time.monotonic()
+        try:
+            if await self._run(self.grants.load_catalog):
+                log.info("the catalog changed: %d source topic(s)", len(self.core.routes))
+                self.feed.release(set(self.core.routes))
+        except ExchangeError as exc:
+            log.error("cannot read the catalog (trying again in %.0f s): %s", CATALOG_CHECK_S, exc)
 
     async def _stage(self, routed: Routed, epoch: int) -> bool:
         """Stage a live batch unless a rewind happened since it was read."""
@@ -288,12 +306,7 @@ class RouterWorker(Service):
 
     @Service.timer(CATALOG_CHECK_S)
     async def _catalog_timer(self) -> None:
-        try:
-            if await self._run(self.grants.load_catalog):
-                log.info("the catalog changed: %d source topic(s)", len(self.core.routes))
-                self.feed.release(set(self.core.routes))
-        except ExchangeError as exc:
-            log.error("cannot read the catalog (trying again in %.0f s): %s", CATALOG_CHECK_S, exc)
+        await self._check_catalog()
 
     # -- checkpoints -------------------------------------------------------------------------
 
