@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from exchange.catalog.apply import apply_catalog
 from exchange.catalog.load import load_catalog
@@ -211,6 +212,39 @@ def router_env(
     env = RouterEnv(IsolatedProject(Project(root)))
     yield env
     env.stop_router()
+
+
+def plain_committed(settings: ExchangeSettings, topic: str, timeout_s: float = 120) -> list[Any]:
+    """Every record of ``topic`` as a plain read_committed confluent-kafka consumer sees it, to
+    each partition's end (confluent ``Message`` objects); empty when the topic does not exist."""
+    consumer = Consumer(
+        settings.kafka.client_config(
+            **{
+                "group.id": f"plain-{time.monotonic_ns()}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if metadata is None or not metadata.partitions:
+            return []
+        consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
+        out = []
+        ends: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(ends) < len(metadata.partitions) and time.monotonic() < deadline:
+            for msg in consumer.consume(5000, timeout=1):
+                if msg.error() is not None:
+                    ends.add(msg.partition())
+                    continue
+                ends.discard(msg.partition())
+                out.append(msg)
+        return out
+    finally:
+        consumer.close()
 
 
 def person(i: int, region: str) -> dict[str, Any]:

@@ -12,12 +12,17 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from exchange.audit.receipts import RECEIPT, receipt_rows
 from exchange.audit.trail import read_trail
 from exchange.routing.receipts import receipt_digest
-from tests.integration.routing.conftest import RouterEnv, change_value, person, router_command
+from tests.integration.routing.conftest import (
+    RouterEnv,
+    change_value,
+    person,
+    plain_committed,
+    router_command,
+)
 
 pytestmark = pytest.mark.integration
 COUNT = 200_000
@@ -97,35 +102,15 @@ Seen = tuple[Counter[str], list[tuple[str, int, bytes | None, bytes | None]]]
 
 
 def _read_committed(env: RouterEnv, topic: str) -> Seen:
-    """Every record of ``topic`` as a plain read_committed consumer sees it: event ids counted,
-    and ``(source partition, source offset, key, value)`` of each."""
-    consumer = Consumer(
-        env.settings.kafka.client_config(
-            **{
-                "group.id": f"plain-{time.monotonic_ns()}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
-        )
-    )
-    metadata = consumer.list_topics(topic, timeout=30).topics[topic]
-    consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
+    """Event ids counted, and ``(source partition, source offset, key, value)`` of each record,
+    as a plain read_committed consumer of ``topic`` sees them."""
     counts: Counter[str] = Counter()
     records = []
-    ends: set[int] = set()
-    deadline = time.monotonic() + 120
-    while len(ends) < len(metadata.partitions) and time.monotonic() < deadline:
-        for msg in consumer.consume(5000, timeout=1):
-            if msg.error() is not None:
-                ends.add(msg.partition())
-                continue
-            ends.discard(msg.partition())
-            headers = dict(msg.headers() or [])
-            counts[headers["exchange.event_id"].decode()] += 1
-            _topic, partition, offset = headers["exchange.source"].decode().rsplit("/", 2)
-            records.append((partition, int(offset), msg.key(), msg.value()))
-    consumer.close()
+    for msg in plain_committed(env.settings, topic):
+        headers = dict(msg.headers() or [])
+        counts[headers["exchange.event_id"].decode()] += 1
+        _topic, partition, offset = headers["exchange.source"].decode().rsplit("/", 2)
+        records.append((partition, int(offset), msg.key(), msg.value()))
     return counts, records
 
 

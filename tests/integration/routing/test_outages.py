@@ -16,13 +16,19 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from exchange.devplatform import LocalPlatform
 from exchange.devplatform.processes import read_pid
 from tests.conftest import ROOT, Project
 from tests.integration.conftest import IsolatedProject
-from tests.integration.routing.conftest import CN, RouterEnv, change_value, person
+from tests.integration.routing.conftest import (
+    CN,
+    RouterEnv,
+    change_value,
+    person,
+    plain_committed,
+)
 
 pytestmark = pytest.mark.integration
 PORTS = {
@@ -159,37 +165,15 @@ def _alive_for(env: RouterEnv, seconds: float) -> None:
 
 
 def _read(env: RouterEnv, topic: str) -> list[tuple[dict[str, bytes], int]]:
-    """``(headers, partition)`` of every committed record of ``topic`` (plain consumer)."""
-    consumer = Consumer(
-        env.settings.kafka.client_config(
-            **{
-                "group.id": f"plain-{time.monotonic_ns()}",
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-                "enable.auto.commit": False,
-            }
-        )
-    )
+    """``(headers, partition)`` of every committed record of ``topic``; none while the broker
+    is away."""
     try:
-        metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
-        if metadata is None or not metadata.partitions:
-            return []
-        consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
-        out = []
-        ends: set[int] = set()
-        deadline = time.monotonic() + 60
-        while len(ends) < len(metadata.partitions) and time.monotonic() < deadline:
-            for msg in consumer.consume(5000, timeout=1):
-                if msg.error() is not None:
-                    ends.add(msg.partition())
-                    continue
-                ends.discard(msg.partition())
-                out.append((dict(msg.headers() or []), msg.partition()))
-        return out
-    except Exception:
+        return [
+            (dict(m.headers() or []), m.partition())
+            for m in plain_committed(env.settings, topic, 60)
+        ]
+    except KafkaException:
         return []
-    finally:
-        consumer.close()
 
 
 def _count(env: RouterEnv, consumer: str) -> int:
