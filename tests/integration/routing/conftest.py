@@ -182,9 +182,15 @@ class RouterEnv:
         return f"dlv.{consumer}.{self.project.entry_id}"
 
     def deliveries(self, consumer: str) -> list[tuple[Message, dict[str, Any] | None]]:
+        return self.deliveries_of(consumer, self.project.entry_id)
+
+    def deliveries_of(
+        self, consumer: str, entry_id: str
+    ) -> list[tuple[Message, dict[str, Any] | None]]:
+        topic = f"dlv.{consumer}.{entry_id}"
         return [
             (m, None if m.value is None else self.lookup.decode(m.value))
-            for m in read_all(self.settings.kafka, self.delivery_topic(consumer), committed=True)
+            for m in read_all(self.settings.kafka, topic, committed=True)
         ]
 
     def wait_for(self, what: str, check: Callable[[], bool], timeout: float = 60) -> None:
@@ -237,10 +243,11 @@ def plain_committed(settings: ExchangeSettings, topic: str, timeout_s: float = 1
         deadline = time.monotonic() + timeout_s
         while len(ends) < len(metadata.partitions) and time.monotonic() < deadline:
             for msg in consumer.consume(5000, timeout=1):
+                partition = int(msg.partition() or 0)
                 if msg.error() is not None:
-                    ends.add(msg.partition())
+                    ends.add(partition)
                     continue
-                ends.discard(msg.partition())
+                ends.discard(partition)
                 out.append(msg)
         return out
     finally:
