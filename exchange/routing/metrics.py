@@ -41,9 +41,8 @@ BACKFILLS = Gauge(
 BATCH_PHASE = Histogram(
     "exchange_router_batch_phase_seconds",
     "Time a live batch spent in each phase: grants (re-reading grants that changed, preparing "
-    "new ones), route (validate, transform, hand to the producer), flush (until Kafka "
-    "acknowledged every delivery, backfills' deliveries running meanwhile included), audit "
-    "(receipts and DLQ committed).",
+    "new ones), route (validate, transform, encode: no I/O), stage (waiting for a checkpoint "
+    "in progress, then handing the batch's records to the open transaction).",
     ("phase",),
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
