@@ -43,7 +43,6 @@ from confluent_kafka import Consumer, KafkaError, Producer
 
 from exchange.config import ExchangeSettings
 from exchange.kafka.admin import Admin, TopicSpec, plan_topics
-from exchange.routing.core import EVENT_HEADER
 from exchange.routing.report import router_backlog
 from tests.conftest import ROOT, Project
 from tests.integration.conftest import IsolatedProject
@@ -355,8 +354,8 @@ def latency(args: argparse.Namespace) -> None:
     print(f"  produce -> consume: {summary(base)}")
 
     def event_id(msg: Any) -> str | None:
-        value = dict(msg.headers() or []).get(EVENT_HEADER)
-        return value.decode() if value is not None else None
+        value = msg.value()
+        return None if value is None else str(env.lookup.decode(value)["event_id"])
 
     with running_router(env, 1):
         topic = env.delivery_topic(env.consumers["mzj"])

@@ -1,9 +1,10 @@
 """A department's delivery topic read with plain confluent-kafka, no Exchange code at all.
 
 Shown in docs/consuming.md and run by the integration tests. Every delivery is a Confluent-framed
-Avro record whose schema the registry holds under ``<topic>-value``; the headers carry the grant
-id, the event id and the source position. Unlike the SDK, this loop does not drop the repeats a
-router restart may deliver: compare ``event_id`` (or the ``exchange.source`` header) yourself.
+Avro record whose schema the registry holds under ``<topic>-value``; its fields carry the grant
+id, the event id and the source position (only tombstones carry them as headers). The router
+writes in Kafka transactions and this consumer reads committed records only (librdkafka's
+default), so it sees every change once.
 
     python -m samples.plain_consumer dlv.minzheng.gongan.resident_population
 """
@@ -47,11 +48,8 @@ def read_deliveries(
             if msg.value() is None:
                 continue  # a tombstone after a delete ("op": "d"), kept for compaction
             change = deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE))
-            headers = dict(msg.headers() or [])
             key = msg.key()
             change["key"] = key.decode() if isinstance(key, bytes) else None
-            grant = headers.get("exchange.grant")
-            change["grant"] = grant.decode() if isinstance(grant, bytes) else None
             changes.append(change)  # handle it, then commit
             consumer.commit(message=msg, asynchronous=False)
     finally:

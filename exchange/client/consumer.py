@@ -197,16 +197,16 @@ class DeliveryConsumer(Generic[T]):
         topic, partition = str(msg.topic()), int(msg.partition() or 0)
         headers = _headers(msg)
         marks = self._filters.setdefault((topic, partition), RepeatFilter())
-        grant_id, source = headers.get(GRANT_HEADER), headers.get(SOURCE_HEADER)
-        if marks.is_repeat(grant_id, source):
-            self.stats.repeats += 1
-            return
         try:
             change = self._decode(msg, headers)
         except (WireFormatError, ValidationError) as exc:
             where = f"{topic}/{partition}/{msg.offset()}"
             log.error("setting aside undecodable delivery at %s: %s", where, exc)
             self.stats.undecodable.append(f"{where}: {exc}")
+            return
+        grant_id, source = change.grant_id, change.source
+        if marks.is_repeat(grant_id, source):
+            self.stats.repeats += 1
             return
         handler(change)
         marks.handled(grant_id, source)
@@ -233,7 +233,9 @@ class DeliveryConsumer(Generic[T]):
             topic=str(msg.topic()),
             partition=int(msg.partition() or 0),
             offset=int(msg.offset() or 0),
-            source=headers.get(SOURCE_HEADER),
+            # In the value since the router writes headers only on tombstones; deliveries
+            # written before then carry it as a header.
+            source=record.get("source_position") or headers.get(SOURCE_HEADER),
         )
 
     def _record(self, raw: bytes) -> dict[str, Any]:

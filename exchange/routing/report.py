@@ -56,16 +56,19 @@ def _table(
     current: dict[bytes, Any] = {}
     bad: list[str] = []
     for msg in read_all(settings.kafka, topic):
-        if grant_id is not None and dict(msg.headers).get(GRANT_HEADER) != grant_id.encode():
-            continue
         key = msg.key or b""
         if msg.value is None:
-            current.pop(key, None)
+            # Only a tombstone names its grant in a header (a delivery's value says it).
+            tombstone_grant = dict(msg.headers).get(GRANT_HEADER)
+            if grant_id is None or tombstone_grant == grant_id.encode():
+                current.pop(key, None)
             continue
         try:
             change = lookup.decode(msg.value)
         except WireFormatError as exc:
             bad.append(f"{topic}/{msg.partition}/{msg.offset}: {exc}")
+            continue
+        if grant_id is not None and change.get("grant_id") != grant_id:
             continue
         if change.get("op") == "d" or change.get("after") is None:
             current.pop(key, None)

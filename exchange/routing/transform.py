@@ -133,6 +133,13 @@ def delivery_schema(
             },
             {"name": "event_id", "type": "string", "doc": "The source change's event id."},
             {"name": "grant_id", "type": "string", "doc": "The grant this delivery is made under."},
+            {
+                "name": "source_position",
+                "type": ["null", "string"],
+                "default": None,
+                "doc": "Where the router read the change: source topic/partition/offset. "
+                "Optional so that deliveries written before it existed stay readable.",
+            },
         ],
     }
 

@@ -107,9 +107,14 @@ def _read_committed(env: RouterEnv, topic: str) -> Seen:
     counts: Counter[str] = Counter()
     records = []
     for msg in plain_committed(env.settings, topic):
-        headers = dict(msg.headers() or [])
-        counts[headers["exchange.event_id"].decode()] += 1
-        _topic, partition, offset = headers["exchange.source"].decode().rsplit("/", 2)
+        if msg.value() is None:
+            headers = dict(msg.headers() or [])
+            event_id, position = headers["exchange.event_id"], headers["exchange.source"]
+        else:
+            value = env.lookup.decode(msg.value())
+            event_id, position = value["event_id"].encode(), value["source_position"].encode()
+        counts[event_id.decode()] += 1
+        _topic, partition, offset = position.decode().rsplit("/", 2)
         records.append((partition, int(offset), msg.key(), msg.value()))
     return counts, records
 

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -164,16 +165,23 @@ def _alive_for(env: RouterEnv, seconds: float) -> None:
         time.sleep(1)
 
 
-def _read(env: RouterEnv, topic: str) -> list[tuple[dict[str, bytes], int]]:
-    """``(headers, partition)`` of every committed record of ``topic``; none while the broker
-    is away."""
+def _read(env: RouterEnv, topic: str) -> list[tuple[str, int]]:
+    """``(source position, partition)`` of every committed record of ``topic``; none while the
+    broker is away."""
     try:
         return [
-            (dict(m.headers() or []), m.partition())
+            (_source_position(env, m), m.partition())
             for m in plain_committed(env.settings, topic, 60)
         ]
     except KafkaException:
         return []
+
+
+def _source_position(env: RouterEnv, msg: Any) -> str:
+    """A delivery's value says where it was read; a tombstone says it in a header."""
+    if msg.value() is None:
+        return str(dict(msg.headers() or [])["exchange.source"].decode())
+    return str(env.lookup.decode(msg.value())["source_position"])
 
 
 def _count(env: RouterEnv, consumer: str) -> int:
@@ -181,9 +189,7 @@ def _count(env: RouterEnv, consumer: str) -> int:
 
 
 def _positions(env: RouterEnv, consumer: str) -> Counter[str]:
-    return Counter(
-        h["exchange.source"].decode() for h, _p in _read(env, env.delivery_topic(consumer))
-    )
+    return Counter(position for position, _p in _read(env, env.delivery_topic(consumer)))
 
 
 def _source_offsets(env: RouterEnv) -> dict[str, set[str]]:

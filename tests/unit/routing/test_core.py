@@ -13,6 +13,7 @@ from exchange.kafka.wire import AvroCodec, SchemaLookup
 from exchange.routing.core import (
     EVENT_HEADER,
     GRANT_HEADER,
+    SOURCE_HEADER,
     ActiveGrant,
     EntryRoute,
     Router,
@@ -120,9 +121,8 @@ def test_each_grant_gets_its_projection() -> None:
     assert (
         value["event_id"] == "ev1" and value["grant_id"] == "g3" and value["provider"] == "gongan"
     )
-    headers = dict(d.headers)
-    assert headers[GRANT_HEADER] == b"g3" and headers[EVENT_HEADER] == b"ev1"
-    assert headers["exchange.source"] == f"{TOPIC}/1/5".encode()
+    assert value["source_position"] == f"{TOPIC}/1/5"
+    assert d.headers == ()  # headers only on tombstones
     assert d.key is not None and CID.encode() not in d.key
 
 
@@ -130,6 +130,12 @@ def test_deletes_become_a_delete_and_a_tombstone() -> None:
     out = router(approved("g")).route(record(change("d", None)))
     assert [d.value is None for d in out.deliveries] == [False, True]
     assert out.deliveries[0].key == out.deliveries[1].key
+    # The tombstone has no value to say what it is: its headers do.
+    assert dict(out.deliveries[1].headers) == {
+        GRANT_HEADER: b"g",
+        EVENT_HEADER: b"ev1",
+        SOURCE_HEADER: f"{TOPIC}/1/5".encode(),
+    }
 
 
 def test_source_tombstones_are_skipped() -> None:
