@@ -24,12 +24,21 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+# Rust's cargo builds the router's compiled kernel during `pip install` (setuptools-rust).
+[ -x "$HOME/.cargo/bin/cargo" ] && PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "missing: cargo, which builds the router's compiled kernel (install Rust: https://rustup.rs)" >&2
+  exit 1
+fi
+
 python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null 2>&1 || python=python3
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# The stamp covers the compiled kernel's sources too: a change there needs a rebuild.
+stamp=.venv/.installed-$(cat pyproject.toml kernel/Cargo.toml kernel/Cargo.lock kernel/src/*.rs \
+  | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[dev]'

@@ -104,6 +104,20 @@ class EnvelopeEncoder:
                 shapes[key] = parsed
         self._after = parsed
 
+    @property
+    def header(self) -> bytes:
+        """The Confluent framing every envelope starts with (magic byte and schema id)."""
+        return self._header
+
+    @property
+    def after_schema(self) -> Any:
+        """The ``after`` record's schema as fastavro parsed it."""
+        return self._after
+
+    def writers(self) -> list[tuple[str, FieldWriter | None]]:
+        """The envelope's fields in order with their writers (``None`` for ``after``)."""
+        return list(self._fields)
+
     def encode_after(self, record: Mapping[str, Any]) -> bytes:
         """The Avro bytes of an ``after`` record (its own schema, no framing)."""
         out = io.BytesIO()

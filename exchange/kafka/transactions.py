@@ -133,6 +133,30 @@ class TransactionalProducer:
         except KafkaException as exc:
             raise _wrap(f"cannot produce to {topic}", exc) from exc
 
+    def produce_many(
+        self, topic: str, items: Sequence[tuple[bytes | None, bytes | None, Any]], start: int = 0
+    ) -> int:
+        """Hand over ``items[start:]`` (``(key, value, headers)``, headers ``None`` or a list);
+        returns the index of the first one not handed over, ``len(items)`` when all were. It
+        stops early only when the local queue is full: poll, then call again from there.
+
+        One loop over the client's own ``produce``: a Python call less per record than
+        :meth:`produce`, which is a tenth of the router's cost per delivery."""
+        produce = self.client.produce
+        i = start
+        try:
+            for i in range(start, len(items)):
+                key, value, headers = items[i]
+                if headers is None:
+                    produce(topic, value, key)
+                else:
+                    produce(topic, value, key, headers=headers)
+        except BufferError:
+            return i
+        except KafkaException as exc:
+            raise _wrap(f"cannot produce to {topic}", exc) from exc
+        return len(items)
+
     def poll(self, timeout_s: float = 0) -> None:
         self.client.poll(timeout_s)
 

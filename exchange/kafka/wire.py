@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
 import fastavro
 
 from exchange.errors import ExchangeError
+from exchange.kafka.errors import RegistryError
 
 MAGIC = 0
+#: How long a schema id the registry did not have is not asked for again.
+MISSING_TTL_S = 60.0
 _HEADER = struct.Struct(">bI")
 
 
@@ -32,6 +36,11 @@ class AvroCodec:
         self._parsed = fastavro.parse_schema(schema)
         self._header = _HEADER.pack(MAGIC, schema_id)
 
+    @property
+    def parsed(self) -> Any:
+        """The schema as fastavro parsed it."""
+        return self._parsed
+
     def encode(self, record: dict[str, Any]) -> bytes:
         out = io.BytesIO()
         out.write(self._header)
@@ -45,14 +54,17 @@ class AvroCodec:
                 f"record written with schema id {schema_id}, expected {self.schema_id}",
                 code="SCHEMA_MISMATCH",
             )
+        body = io.BytesIO(data[_HEADER.size :])
         try:
-            record = fastavro.schemaless_reader(
-                io.BytesIO(data[_HEADER.size :]),
-                self._parsed,
-                self._parsed,
-            )
+            record = fastavro.schemaless_reader(body, self._parsed, self._parsed)
         except Exception as exc:  # fastavro raises several types on truncated or bad bytes
             raise WireFormatError(f"not a valid Avro record: {exc}", code="BAD_AVRO") from exc
+        extra = len(data) - _HEADER.size - body.tell()
+        if extra:
+            # fastavro stops at the record's end: bytes after it are not part of any record.
+            raise WireFormatError(
+                f"not a valid Avro record: {extra} byte(s) after the record's end", code="BAD_AVRO"
+            )
         if not isinstance(record, dict):
             raise WireFormatError("Avro value is not a record", code="BAD_AVRO")
         return record
@@ -80,13 +92,38 @@ class SchemaLookup:
     def __init__(self, fetch: Callable[[int], dict[str, Any]]) -> None:
         self._fetch = fetch
         self._codecs: dict[int, AvroCodec] = {}
+        #: Ids the registry did not have, with the error and when it was asked: records naming
+        #: an unknown id (bad bytes, or a hostile producer) must not cost a request each.
+        self._missing: dict[int, tuple[float, Exception]] = {}
 
     def codec(self, schema_id: int) -> AvroCodec:
         codec = self._codecs.get(schema_id)
-        if codec is None:
-            codec = AvroCodec(schema_id, self._fetch(schema_id))
-            self._codecs[schema_id] = codec
+        if codec is not None:
+            return codec
+        missing = self._missing.get(schema_id)
+        if missing is not None and time.monotonic() - missing[0] < MISSING_TTL_S:
+            raise missing[1]
+        try:
+            schema = self._fetch(schema_id)
+        except RegistryError as exc:
+            if exc.http_status == 404:
+                self._missing[schema_id] = (time.monotonic(), exc)
+            raise
+        try:
+            codec = AvroCodec(schema_id, schema)
+        except Exception as exc:  # fastavro raises several types for a schema it cannot parse
+            error = WireFormatError(
+                f"schema id {schema_id} cannot be parsed: {exc}", code="BAD_SCHEMA"
+            )
+            self._missing[schema_id] = (time.monotonic(), error)
+            raise error from exc
+        self._codecs[schema_id] = codec
+        self._missing.pop(schema_id, None)
         return codec
+
+    def cached(self, schema_id: int) -> AvroCodec | None:
+        """The codec if it was fetched already (no registry call)."""
+        return self._codecs.get(schema_id)
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
         return self.codec(schema_id_of(data)).decode(data or b"")

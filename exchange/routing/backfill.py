@@ -131,29 +131,40 @@ class Handover:
         return started
 
     def live(self, topic: str, partition: int, offset: int, grant_ids: Iterable[str]) -> set[str]:
-        """The grants the live stream delivers this record to; notes how far the stream got.
+        """The grants the live stream delivers this record to; notes how far the stream got."""
+        return set(self.live_span(topic, partition, offset, offset, grant_ids))
 
-        A backfill that has delivered everything the live stream skipped, and nothing from this
-        record on, is taken over here: under a steady stream the reader may never find the
-        live stream behind it at the end of the partition, but the live stream finds it.
+    def live_span(
+        self, topic: str, partition: int, first: int, last: int, grant_ids: Iterable[str]
+    ) -> dict[str, int]:
+        """For the live stream's records ``first`` to ``last`` of a partition: per grant, the
+        offset from which it delivers them to that grant (grants it delivers none of them to
+        are left out); notes how far the stream got.
+
+        A backfill that has delivered everything the live stream skipped, and nothing from its
+        ``next_offset`` on, is taken over here when that offset is in the span: under a steady
+        stream the reader may never find the live stream behind it at the end of the
+        partition, but the live stream finds it. The same as asking record by record.
         """
         tp = (topic, partition)
-        # Unknown after a (re)start: then only a backfill at exactly this offset is taken over,
-        # since records below it were skipped by the stream before the restart.
-        before = self._live_next.get(tp, offset)
-        if before < offset + 1:
-            self._live_next[tp] = offset + 1
+        # Unknown after a (re)start: then only a backfill within the span is taken over, since
+        # records below it were skipped by the stream before the restart.
+        before = self._live_next.get(tp, first)
+        if before < last + 1:
+            self._live_next[tp] = last + 1
         running = self._running.get(tp)
         if running:
             for backfill in set(running.values()):
-                if before <= backfill.next_offset <= offset:
+                if before <= backfill.next_offset <= last:
                     self._hand_over(backfill)
         live_from = self._live_from.get(tp)
         if not live_from:
-            return set()
+            return {}
         # A grant neither handed over nor known is skipped: `plan` starts its backfill, which
-        # covers this record too.
-        return {g for g in grant_ids if (start := live_from.get(g)) is not None and offset >= start}
+        # covers these records too.
+        return {
+            g: start for g in grant_ids if (start := live_from.get(g)) is not None and start <= last
+        }
 
     def keep(self, backfill: Backfill, active: Iterable[str]) -> None:
         """Only ``active`` grants stay in ``backfill``; it stops when none is left."""

@@ -26,19 +26,15 @@ from exchange.kafka.source import read_chunk
 from exchange.routing import metrics
 from exchange.routing.backfill import Backfill, Handover, Progress
 from exchange.routing.batch import Routed, route_backfill
-from exchange.routing.core import Router, SourceRecord
+from exchange.routing.core import Router
+from exchange.routing.kernel import Kernels
 
-__all__ = ["BackfillRunner", "source_record"]
+__all__ = ["BackfillRunner"]
 
 log = logging.getLogger(__name__)
 #: Stages a chunk unless its handover is gone or the check says the run was stopped meanwhile;
 #: ``False`` when it was not staged.
 Stage = Callable[[Routed, Handover, Callable[[], bool]], Awaitable[bool]]
-
-
-def source_record(msg: Any) -> SourceRecord:
-    """A confluent-kafka message as the core reads it."""
-    return SourceRecord(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
 
 
 class BackfillRunner:
@@ -48,15 +44,21 @@ class BackfillRunner:
         self,
         settings: ExchangeSettings,
         core: Router,
+        kernels: Kernels,
         actor: str,
         stage: Stage,
         refresh: Callable[[], Awaitable[None]],
+        resolve: Callable[[str, list[Any]], Awaitable[None]],
     ) -> None:
+        """``resolve``: fetches a chunk's writer schemas before it is routed (the worker's
+        ``resolve_schemas``); ``refresh``: brings the grants up to date."""
         self.settings = settings
         self.core = core
+        self.kernels = kernels
         self.actor = actor
         self._stage = stage
         self._refresh = refresh
+        self._resolve = resolve
         self._slots = asyncio.Semaphore(settings.router.backfill_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         #: Called with what failed when a run fails on an error it cannot get past.
@@ -118,8 +120,9 @@ class BackfillRunner:
                     return
                 # A grant may have been revoked or expired during the read.
                 await self._refresh()
-                records = [source_record(m) for m in chunk]
-                routed = self._route(handover, backfill, records, at_end)
+                if chunk:
+                    await self._resolve(backfill.topic, chunk)
+                routed = self._route(handover, backfill, chunk, at_end)
                 if routed is None:
                     continue
                 # Stopped while waiting to stage (its partition given up, a rewind): not ours.
@@ -139,7 +142,7 @@ class BackfillRunner:
             consumer.close()
 
     def _route(
-        self, handover: Handover, backfill: Backfill, chunk: list[SourceRecord], at_end: bool
+        self, handover: Handover, backfill: Backfill, chunk: list[Any], at_end: bool
     ) -> Routed | None:
         """The chunk's deliveries and the run's progress; ``None`` when there is nothing to save."""
         route = self.core.routes[backfill.topic]
@@ -147,8 +150,8 @@ class BackfillRunner:
         routed = Routed(backfill=True)
         # Stopped meanwhile (e.g. the live stream took over): the chunk is not ours.
         if not backfill.stopped and chunk:
-            routed = route_backfill(self.core, chunk, backfill.grants)
-            backfill.next_offset = chunk[-1].offset + 1
+            routed = route_backfill(self.core, self.kernels, backfill.topic, chunk, backfill.grants)
+            backfill.next_offset = chunk[-1].offset() + 1
         done = handover.finish(backfill, at_end)
         if not (chunk or done):
             return None

@@ -1,10 +1,17 @@
 """Routing a batch of source records: what to write for it, before anything is written.
 
-:func:`route_live` and :func:`route_backfill` run the pure core over a batch and return a
-:class:`Routed`: the deliveries, dead letters and audit happenings the batch produces, and (live)
-the source offsets it covers. Nothing is written here; the checkpointer stages a ``Routed`` into
-its open transaction. Keeping the two apart lets the worker route the next batch while the
-previous checkpoint commits, and lets a batch routed before a failed checkpoint be dropped whole.
+:func:`route_live` and :func:`route_backfill` route a batch and return a :class:`Routed`: the
+deliveries, dead letters and audit happenings the batch produces, and (live) the source offsets
+it covers. Nothing is written here, and nothing is fetched: the worker resolves the batch's
+schema ids first (:class:`~exchange.routing.kernel.Kernels`). The checkpointer stages a
+``Routed`` into its open transaction. Keeping the two apart lets the worker route the next batch
+while the previous checkpoint commits, and lets a batch routed before a failed checkpoint be
+dropped whole.
+
+Each entry's records go through the compiled kernel a batch at a time; the records it leaves to
+Python (every rejection, anything it is not sure of) go through the core one by one, which gives
+them their exact reasons. If such a record turns out to be deliverable, the whole entry's batch
+is routed by the core instead, so each delivery partition keeps the source order.
 """
 
 from __future__ import annotations
@@ -12,19 +19,40 @@ from __future__ import annotations
 import base64
 import time
 from collections import Counter
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from exchange.audit.events import Happening
 from exchange.audit.writer import OutRecord
 from exchange.dlq import DeadLetter
+from exchange.errors import ExchangeError
 from exchange.routing import metrics
 from exchange.routing.backfill import Handover, Progress
-from exchange.routing.core import Delivery, Rejection, Router, SourceRecord
+from exchange.routing.core import ActiveGrant, Delivery, Outcome, Rejection, Router, SourceRecord
+from exchange.routing.kernel import Kernels
+from exchange.rules.checksums import today_ordinal
 
-__all__ = ["Routed", "route_backfill", "route_live"]
+__all__ = ["Routed", "Run", "Stream", "route_backfill", "route_live", "source_record"]
 
 TP = tuple[str, int]
+#: ``(topic, partition, first offset, last offset, messages)``: a batch's records of one source
+#: partition (:func:`exchange.routing.kernel.partition_runs`).
+Run = tuple[str, int, int, int, list[Any]]
+
+
+@dataclass
+class Stream:
+    """What the kernel delivers to one grant from one entry's records in a batch."""
+
+    entry: str
+    topic: str
+    grant: ActiveGrant
+    #: ``(key, value, headers)`` in order; headers only on tombstones.
+    items: list[tuple[bytes | None, bytes | None, Any]]
+    #: Per source partition: ``(partition, first offset, last offset, deliveries, deliveries
+    #: with a value, digest feed, source ts_ms of those)``.
+    receipts: list[tuple[int, int, int, int, int, bytes, list[int]]]
 
 
 @dataclass
@@ -32,8 +60,10 @@ class Routed:
     """What one batch (live) or chunk (backfill) asks to be written."""
 
     backfill: bool
-    #: ``(record, entry, delivery)`` in the order they are produced.
+    #: Deliveries the core made: ``(record, entry, delivery)`` in the order they are produced.
     deliveries: list[tuple[SourceRecord, str, Delivery]] = field(default_factory=list)
+    #: Deliveries the kernel made, per entry and grant.
+    streams: list[Stream] = field(default_factory=list)
     dead: list[OutRecord] = field(default_factory=list)
     happenings: list[Happening] = field(default_factory=list)
     #: Live: the next offset per source partition once this batch is committed.
@@ -42,53 +72,163 @@ class Routed:
     progress: list[Progress] = field(default_factory=list)
     records: int = 0
 
+    def delivery_count(self) -> int:
+        return len(self.deliveries) + sum(len(s.items) for s in self.streams)
+
+
+def source_record(msg: Any) -> SourceRecord:
+    return SourceRecord(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
+
+
+class _Batch:
+    """One entry's records of a batch, with the grants each partition delivers to."""
+
+    def __init__(
+        self, kernels: Kernels, core: Router, topic: str, messages: list[Any], starts: Any
+    ) -> None:
+        self.core = core
+        self.route = core.routes[topic]
+        self.compiled = kernels.get(topic, self.route)
+        self.topic = topic
+        self.messages = messages
+        #: Per grant (kernel order): source partition -> first offset delivered to it.
+        self.starts: list[dict[int, int]] = starts
+
+    def live(self, record: SourceRecord) -> set[str]:
+        return {
+            g.plan.grant.id
+            for g, starts in zip(self.compiled.grants, self.starts, strict=True)
+            if (start := starts.get(record.partition)) is not None and record.offset >= start
+        }
+
 
 def route_live(
     core: Router,
+    kernels: Kernels,
     handover: Handover,
-    records: Sequence[SourceRecord],
+    runs: Sequence[Run],
     actor: str,
     dlq_topic: str,
 ) -> Routed:
-    """Validate and route a live batch: grants handed over to the live stream get deliveries,
-    rejected records a dead letter and a ``record.rejected`` happening."""
-    out = Routed(backfill=False, records=len(records))
+    """Validate and route a live batch (its schema ids resolved): grants handed over to the
+    live stream get deliveries, rejected records a dead letter and a ``record.rejected``
+    happening."""
+    out = Routed(backfill=False)
     now_ms = int(time.time() * 1000)
-    records_in: Counter[str] = Counter()
+    by_topic: dict[str, list[Run]] = {}
+    for run in runs:
+        by_topic.setdefault(run[0], []).append(run)
     denied: Counter[tuple[str, str, str, str]] = Counter()
-    for record in records:
-        out.offsets[record.topic, record.partition] = record.offset + 1
-        route = core.routes.get(record.topic)
-        live: Container[str] | None = None
-        if route is not None and route.grants:
-            live = handover.live(record.topic, record.partition, record.offset, route.grants)
-        outcome = core.route(record, live)
-        entry = outcome.entry or "(unknown)"
-        records_in[entry] += 1
-        if outcome.rejection is not None:
-            _reject(out, record, outcome.entry, outcome.rejection, actor, now_ms, dlq_topic)
-            continue
-        for grant_id, consumer in outcome.filtered:
-            denied[entry, consumer, grant_id, "row_filter"] += 1
-        out.deliveries.extend((record, entry, d) for d in outcome.deliveries)
-    for entry, count in records_in.items():
-        metrics.RECORDS_IN.inc((entry,), count)
+    for topic, topic_runs in by_topic.items():
+        route = core.routes[topic]
+        grants = kernels.get(topic, route).grants
+        starts: list[dict[int, int]] = [{} for _ in grants]
+        for _topic, partition, first, last, _messages in topic_runs:
+            spans = handover.live_span(topic, partition, first, last, route.grants)
+            for i, g in enumerate(grants):
+                start = spans.get(g.plan.grant.id)
+                if start is not None:
+                    starts[i][partition] = start
+        messages = [m for run in topic_runs for m in run[4]]
+        batch = _Batch(kernels, core, topic, messages, starts)
+        out.records += len(messages)
+        metrics.RECORDS_IN.inc((route.entry.id,), len(messages))
+        _route(batch, out, denied, actor, now_ms, dlq_topic)
     for labels, count in denied.items():
         metrics.DENIED.inc(labels, count)
     return out
 
 
-def route_backfill(core: Router, records: Iterable[SourceRecord], grants: Container[str]) -> Routed:
-    """Deliveries of a backfill chunk to the grants it backfills. Rejected records went to the
-    DLQ when the live stream read them, so here they are passed over."""
-    out = Routed(backfill=True)
-    for record in records:
-        out.records += 1
-        outcome = core.route(record, grants)
-        if outcome.rejection is None and outcome.entry is not None:
-            entry = outcome.entry
-            out.deliveries.extend((record, entry, d) for d in outcome.deliveries)
+def route_backfill(
+    core: Router, kernels: Kernels, topic: str, messages: list[Any], grants: Container[str]
+) -> Routed:
+    """Deliveries of a backfill chunk (one source partition) to the grants it backfills.
+    Rejected records went to the DLQ when the live stream read them, so here they are passed
+    over."""
+    out = Routed(backfill=True, records=len(messages))
+    compiled = kernels.get(topic, core.routes[topic])
+    partitions = {m.partition() for m in messages[:1]}
+    starts = [
+        dict.fromkeys(partitions, 0) if g.plan.grant.id in grants else {} for g in compiled.grants
+    ]
+    batch = _Batch(kernels, core, topic, messages, starts)
+    _route(batch, out, None, None, 0, None)
     return out
+
+
+def _route(
+    batch: _Batch,
+    out: Routed,
+    denied: Counter[tuple[str, str, str, str]] | None,
+    actor: str | None,
+    now_ms: int,
+    dlq_topic: str | None,
+) -> None:
+    """The kernel routes ``batch``; the core the records the kernel left to it. ``denied`` and
+    the rest are ``None`` for a backfill (rejections are the live stream's to report)."""
+    entry = batch.route.entry.id
+    kernel = batch.compiled.kernel
+    missing, fallback, grant_outs, offsets = kernel.route(
+        batch.topic, batch.messages, batch.starts, today_ordinal()
+    )
+    if missing:
+        raise ExchangeError(
+            f"schema ids {missing} of {batch.topic} were not resolved before routing "
+            "(a bug: Kernels.fetch and compile run first)",
+            code="UNRESOLVED_SCHEMA",
+        )
+    for partition, next_offset in offsets:
+        tp = (batch.topic, partition)
+        out.offsets[tp] = max(out.offsets.get(tp, 0), next_offset)
+    left: list[tuple[SourceRecord, Any]] = []
+    for i in fallback:
+        record = source_record(batch.messages[i])
+        outcome = _core(batch, record)
+        if outcome.deliveries:
+            # Valid after all (a value the kernel does not render): the core routes the
+            # entry's whole batch, so deliveries keep the source order.
+            _route_by_core(batch, out, denied, actor, now_ms, dlq_topic)
+            return
+        left.append((record, outcome))
+    for record, outcome in left:
+        if outcome.rejection is not None:
+            if actor is not None and dlq_topic is not None:
+                _reject(out, record, entry, outcome.rejection, actor, now_ms, dlq_topic)
+        elif denied is not None:
+            for grant_id, consumer in outcome.filtered:
+                denied[entry, consumer, grant_id, "row_filter"] += 1
+    for grant, (items, receipts, filtered) in zip(batch.compiled.grants, grant_outs, strict=True):
+        if filtered and denied is not None:
+            terms = grant.plan.grant
+            denied[entry, terms.consumer, terms.id, "row_filter"] += filtered
+        if items:
+            out.streams.append(Stream(entry, batch.topic, grant, items, receipts))
+
+
+def _core(batch: _Batch, record: SourceRecord) -> Outcome:
+    return batch.core.route(record, batch.live(record))
+
+
+def _route_by_core(
+    batch: _Batch,
+    out: Routed,
+    denied: Counter[tuple[str, str, str, str]] | None,
+    actor: str | None,
+    now_ms: int,
+    dlq_topic: str | None,
+) -> None:
+    entry = batch.route.entry.id
+    for m in batch.messages:
+        record = source_record(m)
+        outcome = _core(batch, record)
+        if outcome.rejection is not None:
+            if actor is not None and dlq_topic is not None:
+                _reject(out, record, entry, outcome.rejection, actor, now_ms, dlq_topic)
+            continue
+        if denied is not None:
+            for grant_id, consumer in outcome.filtered:
+                denied[entry, consumer, grant_id, "row_filter"] += 1
+        out.deliveries.extend((record, entry, d) for d in outcome.deliveries)
 
 
 def _reject(

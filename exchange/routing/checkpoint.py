@@ -27,9 +27,10 @@ from confluent_kafka import TopicPartition
 from exchange.audit.events import Happening
 from exchange.audit.receipts import receipt_happenings
 from exchange.audit.writer import AuditWriter
+from exchange.kafka.transactions import TransactionalProducer
 from exchange.routing import metrics
 from exchange.routing.backfill import Progress
-from exchange.routing.batch import Routed
+from exchange.routing.batch import Routed, Stream
 from exchange.routing.receipts import ReceiptBook
 
 __all__ = ["CheckpointPolicy", "Checkpointer", "Pending", "checkpoint_due"]
@@ -102,7 +103,7 @@ class Checkpointer:
         self._offsets_sent = False
 
     @property
-    def txn(self) -> Any:
+    def txn(self) -> TransactionalProducer:
         return self.audit.txn
 
     def due(self, backlog: bool) -> bool:
@@ -134,6 +135,8 @@ class Checkpointer:
             if d.value is not None:
                 p.delivered[entry, d.consumer, d.grant_id] += 1
                 p.source_ms.setdefault(entry, []).append(d.source_ts_ms)
+        for stream in routed.streams:
+            self._stage_stream(routed.backfill, stream)
         for out in routed.dead:
             self._produce(out.topic, out.key, out.value, out.headers)
         p.happenings.extend(routed.happenings)
@@ -141,8 +144,22 @@ class Checkpointer:
         for progress in routed.progress:
             p.progress[progress.key] = progress
         p.records += routed.records
-        p.deliveries += len(routed.deliveries)
+        p.deliveries += routed.delivery_count()
         self.txn.poll(0)
+
+    def _stage_stream(self, backfill: bool, stream: Stream) -> None:
+        p = self.pending
+        grant = stream.grant.plan.grant
+        topic = stream.grant.topic
+        self._produce_many(topic, stream.items)
+        for partition, first, last, count, delivered, feed, ts in stream.receipts:
+            receipt = p.receipts.receipt(
+                backfill, grant.id, grant.consumer, stream.entry, stream.topic, partition, first
+            )
+            receipt.extend(last, topic, count, feed)
+            if delivered:
+                p.delivered[stream.entry, grant.consumer, grant.id] += delivered
+                p.source_ms.setdefault(stream.entry, []).extend(ts)
 
     def carry(self, happenings: list[Happening]) -> None:
         self.carried.extend(happenings)
@@ -198,6 +215,21 @@ class Checkpointer:
         self.pending = Pending()
         self._sealed = False
         self._offsets_sent = False
+
+    def _produce_many(
+        self, topic: str, items: list[tuple[bytes | None, bytes | None, Any]]
+    ) -> None:
+        done, deadline = 0, None
+        while True:
+            done = self.txn.produce_many(topic, items, done)
+            if done == len(items):
+                return
+            # The local queue is full: deliveries drain it, unless the broker is away.
+            now = time.monotonic()
+            deadline = deadline or now + QUEUE_FULL_WAIT_S
+            if now > deadline:
+                raise BufferError(f"the producer's queue stayed full for {QUEUE_FULL_WAIT_S} s")
+            self.txn.poll(0.05)
 
     def _produce(
         self,

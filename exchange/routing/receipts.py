@@ -54,6 +54,14 @@ class Receipt:
         self.count += 1
         digest_update(self.digest, key, value)
 
+    def extend(self, last_offset: int, delivery_topic: str, count: int, feed: bytes) -> None:
+        """What the compiled kernel delivered: ``count`` deliveries up to ``last_offset``, their
+        digest input already laid out as :func:`digest_update` would feed it."""
+        self.last_offset = last_offset
+        self.delivery_topic = delivery_topic
+        self.count += count
+        self.digest.update(feed)
+
     def row(self) -> ReceiptRow:
         return ReceiptRow(
             grant_id=self.grant_id,

@@ -38,18 +38,19 @@ from exchange.audit.writer import AuditWriter
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
 from exchange.kafka.control import read_table
-from exchange.kafka.errors import KafkaOpError
+from exchange.kafka.errors import KafkaOpError, RegistryError
 from exchange.kafka.registry import Registry
 from exchange.kafka.source import SourceBatch, SourceFeed
 from exchange.kafka.transactions import TransactionError
 from exchange.kafka.wire import SchemaLookup
 from exchange.routing import metrics
 from exchange.routing.backfill import Handover, Progress, ProgressError
-from exchange.routing.backfills import BackfillRunner, source_record
-from exchange.routing.batch import Routed, route_live
+from exchange.routing.backfills import BackfillRunner
+from exchange.routing.batch import Routed, Run, route_live
 from exchange.routing.checkpoint import Checkpointer, CheckpointPolicy
-from exchange.routing.core import Router, SourceRecord
+from exchange.routing.core import Router
 from exchange.routing.grants import GrantTable
+from exchange.routing.kernel import Kernels, partition_runs
 from exchange.runtime import release_free_memory
 
 __all__ = ["RouterError", "RouterWorker", "read_progress"]
@@ -75,7 +76,9 @@ class RouterWorker(Service):
         self.worker_id = worker_id
         self.actor = f"router.{worker_id}"
         rs = settings.router
-        self.core = Router(SchemaLookup(Registry(settings.registry).schema_by_id))
+        lookup = SchemaLookup(Registry(settings.registry).schema_by_id)
+        self.core = Router(lookup)
+        self.kernels = Kernels(lookup)
         self.grants = GrantTable(settings, self.core, self.actor)
         self.feed = SourceFeed(
             settings.kafka.client_config(
@@ -93,7 +96,13 @@ class RouterWorker(Service):
         )
         self.handover = Handover()
         self.backfills = BackfillRunner(
-            settings, self.core, self.actor, self._stage_backfill, self.refresh_grants
+            settings,
+            self.core,
+            self.kernels,
+            self.actor,
+            self._stage_backfill,
+            self.refresh_grants,
+            self.resolve_schemas,
         )
         self.backfills.on_failure = self._backfill_failed
         self.policy = CheckpointPolicy(
@@ -199,37 +208,39 @@ class RouterWorker(Service):
         begun = time.perf_counter()
         try:
             await self.refresh_grants()
-            records = self._routable(batch)
+            runs = self._routable(batch)
+            for topic, messages in _by_topic(runs).items():
+                await self.resolve_schemas(topic, messages)
             started = time.perf_counter()
-            self.backfills.start(self.handover, {(r.topic, r.partition) for r in records})
+            self.backfills.start(self.handover, {(r[0], r[1]) for r in runs})
             routed = route_live(
-                self.core, self.handover, records, self.actor, self.settings.topics.dlq
+                self.core, self.kernels, self.handover, runs, self.actor, self.settings.topics.dlq
             )
             routed_at = time.perf_counter()
         finally:
             self.feed.done(batch)
         await self._stage(routed, batch.epoch)
-        metrics.BATCH_RECORDS.observe(len(records))
+        metrics.BATCH_RECORDS.observe(routed.records)
         metrics.BATCH_PHASE.labels("grants").observe(started - begun)
         metrics.BATCH_PHASE.labels("route").observe(routed_at - started)
         metrics.BATCH_PHASE.labels("stage").observe(time.perf_counter() - routed_at)
         if self.checkpoints.due(backlog=not self.feed.batches.empty()):
             self._start_checkpoint()
 
-    def _routable(self, batch: SourceBatch) -> list[SourceRecord]:
-        """The batch's records of partitions still ours; a topic the catalog does not name is
-        held back (not routed, not committed) until it does."""
+    def _routable(self, batch: SourceBatch) -> list[Run]:
+        """The batch's records of partitions still ours, by partition; a topic the catalog does
+        not name is held back (not routed, not committed) until it does."""
         assigned, held = self.feed.assignment, self.feed.held
-        records = []
+        runs = []
         unknown: dict[TP, int] = {}
-        for m in batch.messages:
-            tp = (m.topic(), m.partition())
-            if tp not in assigned or tp in held or tp in unknown:
+        for run in partition_runs(batch.messages):
+            tp = (run[0], run[1])
+            if tp not in assigned or tp in held:
                 continue
             if not self.grants.knows(tp[0]):
-                unknown[tp] = m.offset()
+                unknown[tp] = run[2]
                 continue
-            records.append(source_record(m))
+            runs.append(run)
         if unknown:
             log.warning(
                 "holding back %s: not in the catalog (yet)",
@@ -237,7 +248,32 @@ class RouterWorker(Service):
             )
             self.feed.hold(unknown)
             self._check_catalog_soon()
-        return records
+        return runs
+
+    async def resolve_schemas(self, topic: str, messages: list[Any]) -> None:
+        """Fetch the writer schemas of ``messages`` the kernel does not know yet (the I/O edge:
+        routing never waits on the registry). While the registry is down this waits and tries
+        again; routing goes on once it answers."""
+        route = self.core.routes[topic]
+        ids = self.kernels.missing(topic, route, messages)
+        attempt = 0
+        while ids:
+            try:
+                await self._run(self.kernels.fetch, ids)
+            except RegistryError as exc:
+                attempt += 1
+                pause = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempt, 10))
+                log.error(
+                    "cannot fetch schemas %s of %s (trying again in %.1f s): %s",
+                    ids,
+                    topic,
+                    pause,
+                    exc,
+                )
+                await asyncio.sleep(pause)
+                continue
+            self.kernels.compile(topic, route, ids)
+            return
 
     def _check_catalog_soon(self) -> None:
         """A topic the pattern found may be a new entry the catalog check has not read yet: read
@@ -500,6 +536,13 @@ _TRANSIENT = frozenset(
         "NOT_COORDINATOR",
     }
 )
+
+
+def _by_topic(runs: list[Run]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for run in runs:
+        out.setdefault(run[0], []).extend(run[4])
+    return out
 
 
 def read_progress(settings: ExchangeSettings) -> list[Progress]:

@@ -43,6 +43,11 @@ def _today() -> dt.date:
     return _TODAY[1]
 
 
+def today_ordinal() -> int:
+    """Today's ``date.toordinal()`` (the compiled kernel checks birth dates against it)."""
+    return _today().toordinal()
+
+
 def citizen_id_check_char(first17: str) -> str:
     """The GB 11643 check character for the first 17 digits."""
     if len(first17) != 17 or not first17.isascii() or not first17.isdigit():

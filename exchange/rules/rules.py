@@ -146,6 +146,9 @@ def _check_range(rule: RangeRule, value: Any) -> str | None:
             return "range applies to numbers, not dates"
         return "must be a number for rule range"
     number = Decimal(str(value))
+    if number.is_nan():
+        # NaN compares with nothing (Decimal raises on it): it is in no range.
+        return f"{value} is not a number"
     if rule.min is not None and number < rule.min:
         return f"{value} is below the minimum {rule.min}"
     if rule.max is not None and number > rule.max:

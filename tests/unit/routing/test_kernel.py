@@ -1,0 +1,458 @@
+"""The compiled kernel against the Python core: the same deliveries, byte for byte.
+
+Random records of every sample entry (every field type the sample schemas use), mostly valid
+(values drawn from the entry's own rules, so the kernel routes them) and some broken in every way
+the core rejects (bad bytes, trailing bytes, unknown schema ids, wrong keys, departments and
+values), are routed both ways under three grants per entry that use every mask, row filters and
+hashed keys. The kernel's deliveries, receipts and rejections must equal the core's.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import string
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exchange.catalog.avro import envelope_schema, load_schema
+from exchange.catalog.keys import record_key
+from exchange.catalog.model import CatalogEntry
+from exchange.grants.model import Actor
+from exchange.grants.rules import new_grant
+from exchange.kafka.envelope import EnvelopeEncoder
+from exchange.kafka.errors import RegistryError
+from exchange.kafka.wire import AvroCodec, SchemaLookup
+from exchange.routing.backfill import Handover
+from exchange.routing.batch import Routed, route_backfill, route_live
+from exchange.routing.core import ActiveGrant, EntryRoute, Router, SourceRecord
+from exchange.routing.kernel import Kernels, compile_reader, kernel_pattern
+from exchange.routing.receipts import receipt_digest
+from exchange.routing.transform import DeliveryPlan, delivery_schema
+from exchange.rules.checksums import CREDIT_CODE_ALPHABET, make_citizen_id, make_credit_code
+from exchange.rules.rules import (
+    CitizenIdRule,
+    CreditCodeRule,
+    PatternRule,
+    RangeRule,
+    RequiredRule,
+)
+from tests.conftest import ROOT
+from tests.unit.grants.fixtures import T0, request
+
+SCHEMA_ID = 7
+UNKNOWN_ID = 99
+REGIONS = ["140602", "140603", "110105"]
+
+
+@dataclass
+class Message:
+    """A confluent-kafka ``Message`` as the kernel reads it (methods, not attributes)."""
+
+    _topic: str
+    _partition: int
+    _offset: int
+    _key: bytes | None
+    _value: bytes | None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+
+@cache
+def catalog() -> dict[str, tuple[CatalogEntry, dict[str, Any]]]:
+    """Every sample catalog entry with its record schema."""
+    out = {}
+    for file in sorted((ROOT / "config/catalog").glob("*.yaml")):
+        for raw in yaml.safe_load(file.read_text(encoding="utf-8"))["entries"]:
+            entry = CatalogEntry.model_validate(raw)
+            out[entry.id] = (entry, load_schema(ROOT / "schemas/avro" / entry.schema_file))
+    return out
+
+
+@cache
+def setup(entry_id: str) -> Setup:
+    """One per entry for the whole run: building the grants costs more than routing."""
+    return Setup(entry_id)
+
+
+class Setup:
+    """One entry routed by a core and by the kernel, with three grants."""
+
+    def __init__(self, entry_id: str) -> None:
+        self.entry, self.schema = catalog()[entry_id]
+        self.topic = f"src.{entry_id}"
+        envelope = envelope_schema(
+            entry_id, self.schema, load_schema(ROOT / "schemas/avro/exchange/envelope.avsc")
+        )
+        self.source = AvroCodec(SCHEMA_ID, copy.deepcopy(envelope))
+
+        def fetch(schema_id: int) -> dict[str, Any]:
+            if schema_id != SCHEMA_ID:
+                raise RegistryError("no such schema", http_status=404, error_code=40403)
+            return copy.deepcopy(envelope)
+
+        self.lookup = SchemaLookup(fetch)
+        self.core = Router(self.lookup)
+        self.core.set_entry(self.topic, EntryRoute(self.entry, self.schema))
+        self.grants = [self._grant(i, terms) for i, terms in enumerate(grant_terms(self))]
+        self.core.set_grants(self.topic, self.grants)
+        self.kernels = Kernels(self.lookup)
+
+    def _grant(self, i: int, terms: dict[str, Any]) -> ActiveGrant:
+        consumer = ["mzj", "rsj", "dsj"][i]
+        g = new_grant(
+            f"g{i}",
+            request(consumer=consumer, entry=self.entry.id, **terms),
+            Actor(department=consumer, person="王"),
+            T0,
+        ).model_copy(update={"state": "approved"})
+        t = g.terms()
+        schema = delivery_schema(self.entry, self.schema, t)
+        return ActiveGrant(
+            DeliveryPlan.build(t, self.entry),
+            f"dlv.{consumer}.{self.entry.id}",
+            EnvelopeEncoder(100 + i, schema),
+        )
+
+    def kinds(self) -> dict[str, str]:
+        out = {}
+        for f in self.schema["fields"]:
+            ftype = f["type"]
+            inner = next(t for t in ftype if t != "null") if isinstance(ftype, list) else ftype
+            kind = inner.get("logicalType") or inner["type"] if isinstance(inner, dict) else inner
+            out[f["name"]] = kind
+        return out
+
+    def resolve(self, messages: list[Any]) -> None:
+        route = self.core.routes[self.topic]
+        ids = self.kernels.missing(self.topic, route, messages)
+        self.kernels.fetch(ids)
+        self.kernels.compile(self.topic, route, ids)
+
+
+def grant_terms(s: Setup) -> list[dict[str, Any]]:
+    """Three grants using every mask kind, row filters and a hashed key."""
+    kinds = s.kinds()
+    names = [f["name"] for f in s.schema["fields"]]
+    key = s.entry.key
+    text = [n for n in names if kinds[n] == "string" and n not in key]
+    dates = [n for n in names if kinds[n] == "date"]
+    masks: dict[str, Any] = {}
+    kinds_of_mask = [{"keep": {"first": 2, "last": 1}}, "hash", "redact", "none"]
+    for name, mask in zip(text, kinds_of_mask, strict=False):
+        masks[name] = mask
+    for name in dates[:1]:
+        masks[name] = {"keep": {"first": 4, "last": 0}}
+    filtered = [k for k in key]
+    row_filter: dict[str, Any] = {}
+    if "region_code" in names:
+        filtered.append("region_code")
+        row_filter["region_code"] = {"in": REGIONS[:2]}
+    numbers = [n for n in names if kinds[n] in ("int", "long", "double", "decimal")]
+    filtered += [n for n in names if n not in filtered][:3] + numbers[:1]
+    return [
+        {"fields": names, "masks": masks},
+        {"fields": list(dict.fromkeys(filtered)), "row_filter": row_filter},
+        {
+            "fields": names,
+            "masks": {key[0]: "hash", **({text[0]: "none"} if text else {})},
+            **(
+                {"row_filter": {"region_code": {"prefix": "1406"}}}
+                if "region_code" in names
+                else {}
+            ),
+        },
+    ]
+
+
+# -- random records ----------------------------------------------------------------------------
+
+
+def _value(s: Setup, name: str, field: dict[str, Any], valid: bool) -> st.SearchStrategy[Any]:
+    rules = s.entry.fields[name].rules if name in s.entry.fields else ()
+    ftype = field["type"]
+    nullable = isinstance(ftype, list)
+    inner = next(t for t in ftype if t != "null") if nullable else ftype
+    for rule in rules:
+        if isinstance(rule, CitizenIdRule):
+            base: st.SearchStrategy[Any] = st.builds(
+                make_citizen_id,
+                st.sampled_from(REGIONS),
+                st.dates(dt.date(1900, 1, 1), dt.date(2020, 12, 31)),
+                st.integers(0, 999),
+            )
+            break
+        if isinstance(rule, CreditCodeRule):
+            base = st.builds(
+                lambda a, b, c: make_credit_code(a + b + c),
+                st.text(CREDIT_CODE_ALPHABET, min_size=2, max_size=2),
+                st.text(string.digits, min_size=6, max_size=6),
+                st.text(CREDIT_CODE_ALPHABET, min_size=9, max_size=9),
+            )
+            break
+        if isinstance(rule, PatternRule):
+            base = st.from_regex(rule.regex, fullmatch=True)
+            if name == "region_code":
+                base = st.sampled_from(REGIONS) | base
+            break
+        if isinstance(rule, RangeRule):
+            base = _number(inner, rule, valid)
+            break
+    else:
+        base = _by_type(inner)
+    if valid and any(isinstance(rule, RequiredRule) for rule in rules):
+        return base.filter(lambda v: v != "")
+    return (st.none() | base) if nullable else base
+
+
+def _number(inner: Any, rule: RangeRule, valid: bool) -> st.SearchStrategy[Any]:
+    """Numbers around the range; with ``valid``, strictly inside it (a float equal to a bound is
+    left to the core by design)."""
+    lo = float(rule.min) if rule.min is not None else -1e6
+    hi = float(rule.max) if rule.max is not None else 1e6
+    if isinstance(inner, dict) and inner.get("logicalType") == "decimal":
+        scale = inner.get("scale", 0)
+        slack = 0 if valid else 5
+        return st.integers(int(lo * 10**scale) - slack, int(hi * 10**scale) + slack).map(
+            lambda n: Decimal(n).scaleb(-scale)
+        )
+    if valid:
+        return st.floats(lo, hi, exclude_min=True, exclude_max=True)
+    return st.floats(lo - 1, hi + 1) | st.sampled_from([lo, hi, 0.0, -0.0])
+
+
+def _by_type(inner: Any) -> st.SearchStrategy[Any]:
+    logical = inner.get("logicalType") if isinstance(inner, dict) else None
+    kind = inner.get("type") if isinstance(inner, dict) else inner
+    if logical == "date":
+        return st.dates()
+    if logical == "decimal":
+        scale, precision = inner.get("scale", 0), inner["precision"]
+        return st.integers(-(10**precision) + 1, 10**precision - 1).map(
+            lambda n: Decimal(n).scaleb(-scale)
+        )
+    return {
+        "string": st.text(max_size=12) | st.sampled_from(["", '"\\\n\t\x01', "张三", "𝌆"]),
+        "int": st.integers(-(2**31), 2**31 - 1),
+        "long": st.integers(-(2**63), 2**63 - 1),
+        "boolean": st.booleans(),
+        "double": st.floats(allow_nan=True),
+        "float": st.floats(width=32),
+    }[kind]
+
+
+Mutation = Callable[[dict[str, Any]], Any]
+
+
+@st.composite
+def messages(draw: Any, s: Setup, valid: bool = False) -> list[Message]:
+    """A batch of 1-12 source records of one partition, mostly valid (``valid``: all)."""
+    out = []
+    for offset in range(draw(st.integers(1, 12))):
+        row = {f["name"]: draw(_value(s, f["name"], f, valid)) for f in s.schema["fields"]}
+        key: bytes | None = record_key(s.entry, row).encode()
+        op = draw(st.sampled_from(["c", "u", "r", "u", "d"]))
+        department = s.entry.provider
+        broken = 0 if valid else draw(st.integers(0, 11))
+        if broken == 1:
+            key = draw(st.sampled_from([None, b"", b"x"]))
+        elif broken == 2:
+            department = "someone_else"
+        elif broken == 3:
+            name = draw(st.sampled_from(sorted(s.entry.fields)))
+            field = next(f for f in s.schema["fields"] if f["name"] == name)
+            row[name] = draw(_by_type(_inner(field["type"])))
+        change = {
+            "op": op,
+            "after": None if op == "d" else row,
+            "source": {"department": department, "system": "s", "connector": "c", "position": "p"},
+            "ts_ms": draw(st.integers(-(2**40), 2**42)),
+            "event_id": draw(st.text(max_size=20)),
+        }
+        value: bytes | None = s.source.encode(change)
+        assert value is not None
+        if broken == 4:
+            value = value + b"\x00"
+        elif broken == 5:
+            value = value[: draw(st.integers(0, len(value) - 1))]
+        elif broken == 6:
+            value = value[:1] + UNKNOWN_ID.to_bytes(4, "big") + value[5:]
+        elif broken == 7:
+            value = None  # a source tombstone
+        elif broken == 8:
+            at = draw(st.integers(5, len(value) - 1))
+            value = value[:at] + bytes([draw(st.integers(0, 255))]) + value[at + 1 :]
+        out.append(Message(s.topic, 0, offset, key, value))
+    return out
+
+
+def _inner(ftype: Any) -> Any:
+    return next(t for t in ftype if t != "null") if isinstance(ftype, list) else ftype
+
+
+# -- the comparison ----------------------------------------------------------------------------
+
+
+class AllLive(Handover):
+    """Every grant is live on every partition (no backfills)."""
+
+    def live_span(
+        self, topic: str, partition: int, first: int, last: int, grant_ids: Iterable[str]
+    ) -> dict[str, int]:
+        return dict.fromkeys(grant_ids, 0)
+
+
+Delivered = list[tuple[bytes | None, bytes | None, tuple[tuple[str, bytes], ...]]]
+
+
+def by_core(s: Setup, batch: list[Message]) -> tuple[dict[str, Delivered], list[tuple[int, str]]]:
+    out: dict[str, Delivered] = {g.plan.grant.id: [] for g in s.grants}
+    rejected = []
+    for m in batch:
+        record = SourceRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value())
+        outcome = s.core.route(record)
+        if outcome.rejection is not None:
+            rejected.append((m.offset(), outcome.rejection.reason))
+        for d in outcome.deliveries:
+            out[d.grant_id].append((d.key, d.value, tuple(d.headers)))
+    return out, rejected
+
+
+def by_kernel(routed: Routed) -> dict[str, Delivered]:
+    out: dict[str, Delivered] = {}
+    for stream in routed.streams:
+        items = out.setdefault(stream.grant.plan.grant.id, [])
+        items.extend(
+            (k, v, tuple(tuple(h) for h in headers or ())) for k, v, headers in stream.items
+        )
+        for _p, first, last, count, delivered, feed, ts in stream.receipts:
+            assert count == len(stream.items) and (first, last) <= (last, last)
+            assert delivered == sum(v is not None for _k, v, _h in stream.items) == len(ts)
+            expected = receipt_digest((k, v) for k, v, _h in stream.items)
+            assert hashlib.sha256(feed).hexdigest() == expected
+    for _record, _entry, d in routed.deliveries:
+        out.setdefault(d.grant_id, []).append((d.key, d.value, tuple(d.headers)))
+    return out
+
+
+def rejected(routed: Routed) -> list[tuple[int, str]]:
+    return [
+        (int(str(h.details["position"]).rsplit("/", 1)[1]), str(h.details["reason"]))
+        for h in routed.happenings
+    ]
+
+
+ENTRY_IDS = sorted(catalog())
+
+
+@pytest.mark.parametrize("entry_id", ENTRY_IDS)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_kernel_delivers_what_the_core_does(entry_id: str, data: Any) -> None:
+    s = setup(entry_id)
+    batch = data.draw(messages(s))
+    s.resolve(batch)
+    routed = route_live(
+        s.core, s.kernels, AllLive(), [(s.topic, 0, 0, len(batch), batch)], "t", "dlq"
+    )
+    want, want_rejected = by_core(s, batch)
+    got = by_kernel(routed)
+    for grant_id, items in want.items():
+        assert got.get(grant_id, []) == items, grant_id
+    assert sorted(rejected(routed)) == sorted(want_rejected)
+    assert routed.offsets == {(s.topic, 0): len(batch)}
+
+
+@pytest.mark.parametrize("entry_id", ENTRY_IDS)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_valid_records_of_every_sample_entry_are_routed_by_the_kernel(
+    entry_id: str, data: Any
+) -> None:
+    s = setup(entry_id)
+    batch = data.draw(messages(s, valid=True))
+    assert not by_core(s, batch)[1]  # the generator's valid records are valid
+    s.resolve(batch)
+    compiled = s.kernels.get(s.topic, s.core.routes[s.topic])
+    starts = [{0: 0} for _ in compiled.grants]
+    missing, fallback, _grants, _offsets = compiled.kernel.route(s.topic, batch, starts, 739_000)
+    assert not s.kernels.not_compiled
+    assert missing == [] and fallback == []
+
+
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_each_grant_gets_records_from_its_start_offset_only(data: Any) -> None:
+    s = setup("gongan.resident_population")
+    rows = data.draw(messages(s, valid=True))
+    batch = [Message(s.topic, p, o, m.key(), m.value()) for o, m in enumerate(rows) for p in (0, 1)]
+    s.resolve(batch)
+    compiled = s.kernels.get(s.topic, s.core.routes[s.topic])
+    starts = [{0: 0, 1: 0}, {}, {1: 3}]
+    _missing, _fallback, grants, offsets = compiled.kernel.route(s.topic, batch, starts, 739_000)
+    assert sorted(offsets) == [(0, len(rows)), (1, len(rows))]
+    assert sum(r[3] for r in grants[0][1]) >= len(batch)  # both partitions, every record
+    assert grants[1][0] == []
+    assert all(r[0] == 1 and r[1] >= 3 for r in grants[2][1])
+
+
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_a_backfill_routes_only_its_grants(data: Any) -> None:
+    s = setup("gongan.resident_population")
+    batch = data.draw(messages(s, valid=True))
+    s.resolve(batch)
+    routed = route_backfill(s.core, s.kernels, s.topic, batch, {"g1"})
+    assert {stream.grant.plan.grant.id for stream in routed.streams} <= {"g1"}
+    assert not routed.dead and not routed.happenings and not routed.deliveries
+
+
+def test_what_the_kernel_cannot_route_is_left_to_the_core() -> None:
+    s = setup("gongan.resident_population")
+    writer = copy.deepcopy(s.source.parsed)
+    after = next(f for f in writer["fields"] if f["name"] == "after")
+    record = next(t for t in after["type"] if t != "null")
+    record["fields"].append({"name": "extra", "type": {"type": "array", "items": "string"}})
+    with pytest.raises(Exception, match="do not match the entry"):
+        compile_reader(s.core.routes[s.topic], s.grants, writer)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "safe"),
+    [
+        (r"^\d{6}$", True),
+        (r"^(存续|在业|注销|吊销|迁出)$", True),
+        (r"^\d{12}[A-Z]{2}\d{5}[A-Z]\d{8}$", True),
+        (r"^[a-z]+\.(?:cn|com)$", True),
+        (r"^\w+$", False),  # Unicode word characters differ between re and regex
+        (r"^\s$", False),
+        (r"(?i)abc", False),
+        (r"[[:alpha:]]", False),
+        (r"[a&&b]", False),
+        (r"(a)\1", False),
+    ],
+)
+def test_only_patterns_both_engines_read_alike_go_to_the_kernel(pattern: str, safe: bool) -> None:
+    assert kernel_pattern(pattern) is safe
