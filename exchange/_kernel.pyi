@@ -17,7 +17,10 @@ class EntryKernel:
         list[int],
         list[
             tuple[
-                list[tuple[bytes | None, bytes | None, Any]],
+                list[bytes | None],
+                list[bytes | None],
+                list[int],
+                dict[int, Any],
                 list[tuple[int, int, int, int, int, bytes, list[int]]],
                 int,
             ]

@@ -18,7 +18,8 @@ constructors).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
@@ -74,6 +75,9 @@ class TransactionalProducer:
             "transactional.id": transactional_id,
             "enable.idempotence": True,
             "acks": "all",
+            # Nothing here waits on a record's own report (the commit does): reports only for
+            # failures spare the poll loop one callback per record.
+            "delivery.report.only.error": True,
         }
         self._timeout = timeout_s
         self._producer: Producer | None = None
@@ -99,6 +103,18 @@ class TransactionalProducer:
         except KafkaException as exc:
             raise _wrap(f"cannot open transactional producer {self.transactional_id}", exc) from exc
         self._producer = producer
+        threading.Thread(
+            target=self._serve, args=(producer,), name="producer-poll", daemon=True
+        ).start()
+
+    def _serve(self, producer: Producer) -> None:
+        """Serve the client's queue in a thread of its own while it is the current one.
+
+        librdkafka hands every acknowledged record back through this queue to be freed (about
+        0.7 µs a record, measured in the router); served here, with the GIL released while it
+        waits, that work leaves the thread that routes and produces."""
+        while self._producer is producer:
+            producer.poll(0.1)
 
     def drop(self) -> None:
         """Forget the client without waiting (after a fatal error, or before a new one)."""
@@ -134,28 +150,39 @@ class TransactionalProducer:
             raise _wrap(f"cannot produce to {topic}", exc) from exc
 
     def produce_many(
-        self, topic: str, items: Sequence[tuple[bytes | None, bytes | None, Any]], start: int = 0
+        self,
+        topic: str,
+        keys: Sequence[bytes | None],
+        values: Sequence[bytes | None],
+        partitions: Sequence[int],
+        headers: Mapping[int, Any],
+        start: int = 0,
     ) -> int:
-        """Hand over ``items[start:]`` (``(key, value, headers)``, headers ``None`` or a list);
-        returns the index of the first one not handed over, ``len(items)`` when all were. It
-        stops early only when the local queue is full: poll, then call again from there.
+        """Hand over records ``start`` on of these columns (``headers`` by index, for the few
+        that have them; partition -1 lets librdkafka choose); returns the index of the first
+        one not handed over, the length when all were. It stops early only when the local
+        queue is full: poll, then call again from there.
 
-        One loop over the client's own ``produce``: a Python call less per record than
-        :meth:`produce`, which is a tenth of the router's cost per delivery."""
+        One loop over the client's own ``produce``, positional arguments: about 0.7 µs per
+        record, where :meth:`produce` costs a Python call and keyword parsing more."""
         produce = self.client.produce
         i = start
         try:
-            for i in range(start, len(items)):
-                key, value, headers = items[i]
-                if headers is None:
-                    produce(topic, value, key)
-                else:
-                    produce(topic, value, key, headers=headers)
+            if not headers:
+                for i in range(start, len(keys)):
+                    produce(topic, values[i], keys[i], partitions[i])
+            else:
+                for i in range(start, len(keys)):
+                    h = headers.get(i)
+                    if h is None:
+                        produce(topic, values[i], keys[i], partitions[i])
+                    else:
+                        produce(topic, values[i], keys[i], partitions[i], headers=h)
         except BufferError:
             return i
         except KafkaException as exc:
             raise _wrap(f"cannot produce to {topic}", exc) from exc
-        return len(items)
+        return len(keys)
 
     def poll(self, timeout_s: float = 0) -> None:
         self.client.poll(timeout_s)

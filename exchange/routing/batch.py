@@ -43,13 +43,17 @@ Run = tuple[str, int, int, int, list[Any]]
 
 @dataclass
 class Stream:
-    """What the kernel delivers to one grant from one entry's records in a batch."""
+    """What the kernel delivers to one grant from one entry's records in a batch, as columns."""
 
     entry: str
     topic: str
     grant: ActiveGrant
-    #: ``(key, value, headers)`` in order; headers only on tombstones.
-    items: list[tuple[bytes | None, bytes | None, Any]]
+    keys: list[bytes | None]
+    values: list[bytes | None]
+    #: Each delivery's partition (-1: librdkafka picks it).
+    partitions: list[int]
+    #: Headers of the few deliveries that have them (tombstones), by index.
+    headers: dict[int, Any]
     #: Per source partition: ``(partition, first offset, last offset, deliveries, deliveries
     #: with a value, digest feed, source ts_ms of those)``.
     receipts: list[tuple[int, int, int, int, int, bytes, list[int]]]
@@ -73,7 +77,7 @@ class Routed:
     records: int = 0
 
     def delivery_count(self) -> int:
-        return len(self.deliveries) + sum(len(s.items) for s in self.streams)
+        return len(self.deliveries) + sum(len(s.keys) for s in self.streams)
 
 
 def source_record(msg: Any) -> SourceRecord:
@@ -197,12 +201,14 @@ def _route(
         elif denied is not None:
             for grant_id, consumer in outcome.filtered:
                 denied[entry, consumer, grant_id, "row_filter"] += 1
-    for grant, (items, receipts, filtered) in zip(batch.compiled.grants, grant_outs, strict=True):
+    for grant, columns in zip(batch.compiled.grants, grant_outs, strict=True):
+        keys, values, partitions, headers, receipts, filtered = columns
         if filtered and denied is not None:
             terms = grant.plan.grant
             denied[entry, terms.consumer, terms.id, "row_filter"] += filtered
-        if items:
-            out.streams.append(Stream(entry, batch.topic, grant, items, receipts))
+        if keys:
+            stream = Stream(entry, batch.topic, grant, keys, values, partitions, headers, receipts)
+            out.streams.append(stream)
 
 
 def _core(batch: _Batch, record: SourceRecord) -> Outcome:

@@ -31,7 +31,7 @@ from exchange.kafka.transactions import TransactionalProducer
 from exchange.routing import metrics
 from exchange.routing.backfill import Progress
 from exchange.routing.batch import Routed, Stream
-from exchange.routing.receipts import ReceiptBook
+from exchange.routing.receipts import Hasher, ReceiptBook
 
 __all__ = ["CheckpointPolicy", "Checkpointer", "Pending", "checkpoint_due"]
 
@@ -101,6 +101,7 @@ class Checkpointer:
         self.carried: list[Happening] = []
         self._sealed = False
         self._offsets_sent = False
+        self.hasher = Hasher()
 
     @property
     def txn(self) -> TransactionalProducer:
@@ -131,7 +132,7 @@ class Checkpointer:
                 record.topic,
                 record.partition,
                 record.offset,
-            ).add(record.offset, d.topic, d.key, d.value)
+            ).add(record.offset, d.topic, d.key, d.value, self.hasher)
             if d.value is not None:
                 p.delivered[entry, d.consumer, d.grant_id] += 1
                 p.source_ms.setdefault(entry, []).append(d.source_ts_ms)
@@ -145,18 +146,17 @@ class Checkpointer:
             p.progress[progress.key] = progress
         p.records += routed.records
         p.deliveries += routed.delivery_count()
-        self.txn.poll(0)
 
     def _stage_stream(self, backfill: bool, stream: Stream) -> None:
         p = self.pending
         grant = stream.grant.plan.grant
         topic = stream.grant.topic
-        self._produce_many(topic, stream.items)
+        self._produce_many(topic, stream)
         for partition, first, last, count, delivered, feed, ts in stream.receipts:
             receipt = p.receipts.receipt(
                 backfill, grant.id, grant.consumer, stream.entry, stream.topic, partition, first
             )
-            receipt.extend(last, topic, count, feed)
+            receipt.extend(last, topic, count, feed, self.hasher)
             if delivered:
                 p.delivered[stream.entry, grant.consumer, grant.id] += delivered
                 p.source_ms.setdefault(stream.entry, []).extend(ts)
@@ -172,6 +172,7 @@ class Checkpointer:
         p = self.pending
         self.txn.begin()
         now_ms = int(time.time() * 1000)
+        self.hasher.wait()
         events = [*self.carried]
         events += receipt_happenings(p.receipts.rows(False), self.actor, now_ms, backfill=False)
         events += receipt_happenings(p.receipts.rows(True), self.actor, now_ms, backfill=True)
@@ -211,18 +212,23 @@ class Checkpointer:
         self.audit.given_up()
         self._reset()
 
+    def close(self) -> None:
+        """Let go of the producer (aborting what is open) and the digest thread."""
+        self.audit.close()
+        self.hasher.close()
+
     def _reset(self) -> None:
         self.pending = Pending()
         self._sealed = False
         self._offsets_sent = False
 
-    def _produce_many(
-        self, topic: str, items: list[tuple[bytes | None, bytes | None, Any]]
-    ) -> None:
+    def _produce_many(self, topic: str, stream: Stream) -> None:
         done, deadline = 0, None
         while True:
-            done = self.txn.produce_many(topic, items, done)
-            if done == len(items):
+            done = self.txn.produce_many(
+                topic, stream.keys, stream.values, stream.partitions, stream.headers, done
+            )
+            if done == len(stream.keys):
                 return
             # The local queue is full: deliveries drain it, unless the broker is away.
             now = time.monotonic()

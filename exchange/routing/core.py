@@ -82,6 +82,9 @@ class ActiveGrant:
     #: delivery; grants with the same delivery schema share one. Only the parsed schema is
     #: kept (not the schema itself nor a decoder): a worker may hold 10,000 grants.
     envelope: EnvelopeEncoder
+    #: The delivery topic's partition count when the grant was prepared: the kernel picks each
+    #: delivery's partition as librdkafka would (0: librdkafka picks it).
+    partitions: int = 0
 
 
 class EntryRoute:

@@ -73,7 +73,7 @@ def prepare_deliveries(
         topic = delivery_topic(settings, grant.consumer, published.entry.id)
         schema = delivery_schema(published.entry, published.record_schema, grant)
         wanted.append(_Wanted(grant, published, topic, schema, canonical_json(schema)))
-    _create_topics(settings, admin, wanted)
+    partitions = _create_topics(settings, admin, wanted)
     ids = _register(registry, wanted)
     encoders: dict[str, EnvelopeEncoder] = {}
     shapes: dict[str, Any] = {}
@@ -85,12 +85,18 @@ def prepare_deliveries(
                 ids[value_subject(w.topic), w.schema_json], w.schema, shapes
             )
         out[w.grant.id] = ActiveGrant(
-            DeliveryPlan.build(w.grant, w.published.entry), w.topic, encoder
+            DeliveryPlan.build(w.grant, w.published.entry),
+            w.topic,
+            encoder,
+            partitions.get(w.topic, 0),
         )
     return out
 
 
-def _create_topics(settings: ExchangeSettings, admin: Admin, wanted: Iterable[_Wanted]) -> None:
+def _create_topics(
+    settings: ExchangeSettings, admin: Admin, wanted: Iterable[_Wanted]
+) -> dict[str, int]:
+    """Creates the delivery topics not there yet; every wanted topic's partition count."""
     existing = admin.partition_counts()
     specs = {
         w.topic: delivery_topic_spec(settings, w.topic, w.published)
@@ -101,6 +107,9 @@ def _create_topics(settings: ExchangeSettings, admin: Admin, wanted: Iterable[_W
     admin.apply(
         [TopicChange(t, "create", ("new topic",), spec=s) for t, s in specs.items()], exist_ok=True
     )
+    counts = {w.topic: existing.get(w.topic, 0) for w in wanted}
+    counts.update({t: spec.partitions for t, spec in specs.items()})
+    return counts
 
 
 def _register(registry: Registry, wanted: Iterable[_Wanted]) -> dict[tuple[str, str], int]:

@@ -243,7 +243,7 @@ def _grant(
         else:
             filters.append((src, "in", sorted({_text(v) for v in p.values})))
     template = _template(active.envelope, provider, plan.grant.id)
-    return (out, filters, plan.hashed_key, plan.salt, template, plan.grant.id)
+    return (out, filters, plan.hashed_key, plan.salt, template, plan.grant.id, active.partitions)
 
 
 def _template(encoder: EnvelopeEncoder, provider: str, grant_id: str) -> list[tuple[str, bytes]]:

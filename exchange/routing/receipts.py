@@ -9,20 +9,64 @@ what it delivered, however many records it spans.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from exchange.audit.receipts import ReceiptRow
 
-__all__ = ["Receipt", "ReceiptBook", "digest_update", "receipt_digest"]
+__all__ = ["Hasher", "Receipt", "ReceiptBook", "digest_update", "receipt_digest"]
+
+
+class Hasher:
+    """Feeds receipt digests in a thread of its own, in the order given.
+
+    A checkpoint's digests take about 0.6 µs per delivery of SHA-256 (1.3 kB of input each);
+    hashlib releases the GIL for inputs this large, so in this thread the hashing runs beside
+    the routing thread instead of inside it. :meth:`wait` before reading a digest."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Any, bytes]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def update(self, digest: Any, data: bytes) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="receipt-digests", daemon=True)
+            self._thread.start()
+        self._queue.put((digest, data))
+
+    def wait(self) -> None:
+        """Until every update given so far is done."""
+        self._queue.join()
+
+    def close(self) -> None:
+        """End the thread once it has done what it was given."""
+        if self._thread is not None:
+            self._queue.put((None, b""))
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            digest, data = self._queue.get()
+            try:
+                if digest is None:
+                    return
+                digest.update(data)
+            finally:
+                self._queue.task_done()
 
 
 def digest_update(digest: Any, key: bytes | None, value: bytes | None) -> None:
     """Feed one delivered record to a receipt's SHA-256 (the format `audit verify` checks)."""
     for part in (key or b"", value or b""):
-        digest.update(len(part).to_bytes(4, "big"))
+        digest.update(_length(part))
         digest.update(part)
+
+
+def _length(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big")
 
 
 def receipt_digest(records: Iterable[tuple[bytes | None, bytes | None]]) -> str:
@@ -48,19 +92,43 @@ class Receipt:
     count: int = 0
     digest: Any = field(default_factory=hashlib.sha256)
 
-    def add(self, offset: int, delivery_topic: str, key: bytes | None, value: bytes | None) -> None:
-        self.last_offset = offset
-        self.delivery_topic = delivery_topic
-        self.count += 1
-        digest_update(self.digest, key, value)
+    def add(
+        self,
+        offset: int,
+        delivery_topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        hasher: Hasher | None = None,
+    ) -> None:
+        if hasher is None:
+            self.last_offset = offset
+            self.delivery_topic = delivery_topic
+            self.count += 1
+            digest_update(self.digest, key, value)
+            return
+        # Through the hasher like the kernel's feeds, so the digest keeps the delivery order.
+        feed = b"".join(
+            part for data in (key or b"", value or b"") for part in (_length(data), data)
+        )
+        self.extend(offset, delivery_topic, 1, feed, hasher)
 
-    def extend(self, last_offset: int, delivery_topic: str, count: int, feed: bytes) -> None:
+    def extend(
+        self,
+        last_offset: int,
+        delivery_topic: str,
+        count: int,
+        feed: bytes,
+        hasher: Hasher | None = None,
+    ) -> None:
         """What the compiled kernel delivered: ``count`` deliveries up to ``last_offset``, their
         digest input already laid out as :func:`digest_update` would feed it."""
         self.last_offset = last_offset
         self.delivery_topic = delivery_topic
         self.count += count
-        self.digest.update(feed)
+        if hasher is None:
+            self.digest.update(feed)
+        else:
+            hasher.update(self.digest, feed)
 
     def row(self) -> ReceiptRow:
         return ReceiptRow(

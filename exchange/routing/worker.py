@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 TP = tuple[str, int]
 #: Longest pause between two tries of a failing checkpoint or re-opening.
 MAX_BACKOFF_S = 30.0
+#: Live batches routed ahead while a checkpoint commits (then the loop waits for it).
+ROUTED_AHEAD = 16
 #: How often the worker looks for catalog changes (new source topics), in seconds.
 CATALOG_CHECK_S = 10.0
 
@@ -113,6 +115,8 @@ class RouterWorker(Service):
         self._gate = asyncio.Lock()
         self._grant_lock = asyncio.Lock()
         self._commit: asyncio.Future[None] | None = None
+        #: Live batches routed while a checkpoint committed, with their feed epoch.
+        self._routed: list[tuple[Routed, int]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failures = 0
         #: A checkpoint's blocking calls each time out after the request timeout; one that has
@@ -164,14 +168,16 @@ class RouterWorker(Service):
         # Leaving the group revokes every partition: `revoked` checkpoints what was routed.
         await loop.run_in_executor(None, self.feed.stop)
         await self._await_commit()
-        if self._checkpoints is not None and not self.checkpoints.pending.empty():
-            await self._checkpoint()
+        if self._checkpoints is not None:
+            await self._stage_routed()
+            if not self.checkpoints.pending.empty():
+                await self._checkpoint()
         await loop.run_in_executor(None, self._close)
 
     def _close(self) -> None:
         self.grants.book.stop()
         if self._checkpoints is not None:
-            self.checkpoints.audit.close()
+            self.checkpoints.close()
 
     # -- the live stream ---------------------------------------------------------------------
 
@@ -182,7 +188,10 @@ class RouterWorker(Service):
                 batch = await self._next_batch()
                 if batch is not None:
                     await self._handle(batch)
-                elif self.checkpoints.due(backlog=False):
+                    continue
+                if self._routed:
+                    await self._stage_routed()
+                if self.checkpoints.due(backlog=False):
                     self._start_checkpoint()
         except asyncio.CancelledError:
             raise
@@ -191,8 +200,11 @@ class RouterWorker(Service):
             await self.crash(exc)
 
     async def _next_batch(self) -> SourceBatch | None:
+        # Something waits to be committed: look again as soon as a checkpoint may be due.
+        waiting = self._routed or not self.checkpoints.pending.empty()
+        timeout = self.policy.min_interval_s if waiting else 0.05
         try:
-            batch = await asyncio.wait_for(self.feed.batches.get(), timeout=0.05)
+            batch = await asyncio.wait_for(self.feed.batches.get(), timeout=max(timeout, 0.001))
         except TimeoutError:
             return None
         if batch.epoch == -1:
@@ -219,10 +231,16 @@ class RouterWorker(Service):
             routed_at = time.perf_counter()
         finally:
             self.feed.done(batch)
-        await self._stage(routed, batch.epoch)
         metrics.BATCH_RECORDS.observe(routed.records)
         metrics.BATCH_PHASE.labels("grants").observe(started - begun)
         metrics.BATCH_PHASE.labels("route").observe(routed_at - started)
+        self._routed.append((routed, batch.epoch))
+        if self._gate.locked() and len(self._routed) < ROUTED_AHEAD:
+            # A checkpoint is committing (staging waits for it): route on meanwhile, so its
+            # 10-30 ms are not lost; what was routed is staged in order once it is done.
+            return
+        routed_at = time.perf_counter()
+        await self._stage_routed()
         metrics.BATCH_PHASE.labels("stage").observe(time.perf_counter() - routed_at)
         if self.checkpoints.due(backlog=not self.feed.batches.empty()):
             self._start_checkpoint()
@@ -294,13 +312,16 @@ class RouterWorker(Service):
         except ExchangeError as exc:
             log.error("cannot read the catalog (trying again in %.0f s): %s", CATALOG_CHECK_S, exc)
 
-    async def _stage(self, routed: Routed, epoch: int) -> bool:
-        """Stage a live batch unless a rewind happened since it was read."""
+    async def _stage_routed(self) -> None:
+        """Stage the live batches routed so far, in order, but those read before a rewind."""
         async with self._gate:
-            if epoch != self.feed.epoch:
-                return False
-            self.checkpoints.stage(routed)
-            return True
+            self._stage_locked()
+
+    def _stage_locked(self) -> None:
+        routed, self._routed = self._routed, []
+        for batch, epoch in routed:
+            if epoch == self.feed.epoch:
+                self.checkpoints.stage(batch)
 
     async def _stage_backfill(
         self, routed: Routed, handover: Handover, valid: Callable[[], bool]
@@ -394,6 +415,9 @@ class RouterWorker(Service):
             metrics.CHECKPOINTS.labels("committed").inc()
             metrics.CHECKPOINT_SECONDS.observe(time.perf_counter() - begun)
             metrics.CHECKPOINT_RECORDS.observe(committed.records)
+            # What was routed meanwhile goes into the next transaction now, not when the next
+            # batch comes (under light load that may be a while).
+            self._stage_locked()
 
     async def _recover(self, exc: TransactionError) -> None:
         """With the gate held: abort and rewind, or re-open after a lost producer."""
@@ -439,6 +463,7 @@ class RouterWorker(Service):
                     ) from exc
                 await self._backoff(f"re-opening the router's producer failed ({exc}); retrying")
         carried = self.checkpoints.carried
+        self.checkpoints.hasher.close()  # its producer is gone already (fatal or fenced)
         self._checkpoints = checkpointer
         checkpointer.carry(carried)
         metrics.CHECKPOINTS.labels("reloaded").inc()
@@ -503,9 +528,10 @@ class RouterWorker(Service):
         """Commit what was routed from them before they go (the next owner starts there)."""
         self.handover.release(partitions)
         await self._await_commit()
+        await self._stage_routed()  # routed while they were still ours
         if not self.checkpoints.pending.empty():
             await self._checkpoint()
-        # Batches read but not staged yet may hold records of the partitions given up; they
+        # Batches read but not routed yet may hold records of the partitions given up; they
         # are dropped, and the partitions kept are read again from what was just committed.
         self.feed.rewind()
 

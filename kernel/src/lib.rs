@@ -15,7 +15,7 @@ use hmac::{Hmac, Mac};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use regex::Regex;
 use sha2::Sha256;
 
@@ -462,15 +462,30 @@ struct Grant {
     mac: HmacSha256,
     template: Vec<Part>,
     grant_id: Py<PyBytes>,
+    /// The delivery topic's partition count (0: leave the choice to librdkafka).
+    partitions: u32,
 }
 
-fn hex_hmac(mac: &HmacSha256, data: &[u8]) -> String {
+/// librdkafka's ``consistent_random``: CRC-32 of a non-empty key modulo the partition count;
+/// -1 (librdkafka picks one at random) for an empty key or an unknown count.
+fn partition_of(key: &[u8], partitions: u32) -> i32 {
+    if key.is_empty() || partitions == 0 {
+        return -1;
+    }
+    (crc32fast::hash(key) % partitions) as i32
+}
+
+/// The HMAC's hex digest (ASCII bytes).
+fn hex_hmac(mac: &HmacSha256, data: &[u8]) -> [u8; 64] {
     let mut m = mac.clone();
     m.update(data);
     let digest = m.finalize().into_bytes();
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        let _ = write!(out, "{b:02x}");
+    // A table, not `write!("{:02x}")`: formatting cost more than the HMAC itself.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, b) in digest.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0x0F)];
     }
     out
 }
@@ -656,7 +671,7 @@ impl Reader {
             buf.clear();
             text(val, self.fields[i].0, buf);
             match field.mask {
-                Mask::Hash => put_bytes(out, hex_hmac(&grant.mac, buf.as_bytes()).as_bytes()),
+                Mask::Hash => put_bytes(out, &hex_hmac(&grant.mac, buf.as_bytes())),
                 Mask::Keep(first, last) => put_bytes(out, keep(buf, first, last).as_bytes()),
                 _ => put_bytes(out, buf.as_bytes()),
             }
@@ -705,6 +720,7 @@ type GrantSpec = (
     Vec<u8>,
     Vec<(String, Vec<u8>)>,
     String,
+    u32,
 );
 
 fn index(i: i64) -> Option<usize> {
@@ -746,7 +762,7 @@ fn check(spec: CheckSpec) -> PyResult<(Option<usize>, Check)> {
 }
 
 fn grant(py: Python<'_>, spec: GrantSpec) -> PyResult<Grant> {
-    let (out, filters, hashed_key, salt, template, grant_id) = spec;
+    let (out, filters, hashed_key, salt, template, grant_id, partitions) = spec;
     let out = out
         .into_iter()
         .map(|(src, mask, first, last)| {
@@ -798,13 +814,18 @@ fn grant(py: Python<'_>, spec: GrantSpec) -> PyResult<Grant> {
         mac,
         template,
         grant_id: PyBytes::new(py, grant_id.as_bytes()).unbind(),
+        partitions,
     })
 }
 
 /// What one grant got from a batch: deliveries, and per source partition a receipt.
 #[derive(Default)]
 struct GrantOut {
-    items: Vec<PyObject>,
+    keys: Vec<PyObject>,
+    values: Vec<PyObject>,
+    partitions: Vec<i32>,
+    /// Headers of the tombstones, by their index.
+    headers: Vec<(usize, PyObject)>,
     receipts: Vec<ReceiptPart>,
     filtered: u64,
 }
@@ -830,8 +851,9 @@ impl GrantOut {
                     last: offset,
                     count: 0,
                     delivered: 0,
-                    feed: Vec::new(),
-                    ts: Vec::new(),
+                    // About 1.3 kB of digest input per delivery: grown once, not by doubling.
+                    feed: Vec::with_capacity(64 * 1024),
+                    ts: Vec::with_capacity(512),
                 });
                 self.receipts.len() - 1
             }
@@ -968,11 +990,18 @@ impl EntryKernel {
         let today = today - ORDINAL_1970;
         let mut missing: Vec<u32> = Vec::new();
         let mut fallback: Vec<usize> = Vec::new();
-        let mut outs: Vec<GrantOut> = (0..self.grants).map(|_| GrantOut::default()).collect();
+        let n = messages.len();
+        let mut outs: Vec<GrantOut> = (0..self.grants)
+            .map(|_| GrantOut {
+                keys: Vec::with_capacity(n),
+                values: Vec::with_capacity(n),
+                partitions: Vec::with_capacity(n),
+                ..GrantOut::default()
+            })
+            .collect();
         let mut offsets: Vec<(i32, i64)> = Vec::new();
         let mut buf = String::new();
         let mut value_buf: Vec<u8> = Vec::with_capacity(256);
-        let mut after_buf: Vec<u8> = Vec::with_capacity(256);
         let mut position = String::new();
         for (i, msg) in messages.iter().enumerate() {
             let partition: i32 = msg.call_method0(n_partition)?.extract()?;
@@ -1038,9 +1067,7 @@ impl EntryKernel {
                 }
                 let key_out: Option<Bound<'py, PyBytes>> = match key_bytes {
                     None => None,
-                    Some(k) if grant.hashed_key => {
-                        Some(PyBytes::new(py, hex_hmac(&grant.mac, k).as_bytes()))
-                    }
+                    Some(k) if grant.hashed_key => Some(PyBytes::new(py, &hex_hmac(&grant.mac, k))),
                     Some(_) => Some(key_obj.clone().downcast_into::<PyBytes>()?),
                 };
                 value_buf.clear();
@@ -1052,9 +1079,7 @@ impl EntryKernel {
                             None => value_buf.push(0),
                             Some(after) => {
                                 value_buf.push(2);
-                                after_buf.clear();
-                                reader.project(grant, after, &mut after_buf, &mut buf);
-                                value_buf.extend_from_slice(&after_buf);
+                                reader.project(grant, after, &mut value_buf, &mut buf);
                             }
                         },
                         Part::Ts => put_long(&mut value_buf, change.ts),
@@ -1066,69 +1091,43 @@ impl EntryKernel {
                     }
                 }
                 let key_slice: &[u8] = key_out.as_ref().map_or(&[], |k| k.as_bytes());
-                let receipt = out.receipt(partition, offset);
-                receipt.last = offset;
-                receipt.count += 1;
-                receipt.delivered += 1;
-                receipt.ts.push(change.ts);
-                feed(&mut receipt.feed, key_slice, &value_buf);
-                let value_obj = PyBytes::new(py, &value_buf);
+                let target = partition_of(key_slice, grant.partitions);
+                let tombstone = change.op == OP_DELETE && key_out.is_some();
+                {
+                    let receipt = out.receipt(partition, offset);
+                    receipt.last = offset;
+                    receipt.count += 1;
+                    receipt.delivered += 1;
+                    receipt.ts.push(change.ts);
+                    feed(&mut receipt.feed, key_slice, &value_buf);
+                    if tombstone {
+                        receipt.count += 1;
+                        feed(&mut receipt.feed, key_slice, &[]);
+                    }
+                }
                 let key_py: PyObject = key_out
                     .as_ref()
                     .map_or_else(|| py.None(), |k| k.clone().into_any().unbind());
-                if change.op == OP_DELETE && key_out.is_some() {
+                out.keys.push(key_py.clone_ref(py));
+                out.values.push(PyBytes::new(py, &value_buf).into_any().unbind());
+                out.partitions.push(target);
+                if tombstone {
                     // Delivery topics are compacted: the tombstone lets compaction drop the key.
-                    receipt.count += 1;
-                    feed(&mut receipt.feed, key_slice, &[]);
-                    out.items.push(
-                        PyTuple::new(
-                            py,
-                            [
-                                key_py.clone_ref(py),
-                                value_obj.into_any().unbind(),
-                                py.None(),
-                            ],
-                        )?
-                        .into_any()
-                        .unbind(),
-                    );
                     let headers = PyList::new(
                         py,
                         [
-                            PyTuple::new(
-                                py,
-                                [
-                                    intern!(py, "exchange.grant").clone().into_any(),
-                                    grant.grant_id.bind(py).clone().into_any(),
-                                ],
-                            )?,
-                            PyTuple::new(
-                                py,
-                                [
-                                    intern!(py, "exchange.event_id").clone().into_any(),
-                                    PyBytes::new(py, change.event_id.as_bytes()).into_any(),
-                                ],
-                            )?,
-                            PyTuple::new(
-                                py,
-                                [
-                                    intern!(py, "exchange.source").clone().into_any(),
-                                    PyBytes::new(py, position.as_bytes()).into_any(),
-                                ],
-                            )?,
+                            (intern!(py, "exchange.grant"), grant.grant_id.bind(py).clone()),
+                            (
+                                intern!(py, "exchange.event_id"),
+                                PyBytes::new(py, change.event_id.as_bytes()),
+                            ),
+                            (intern!(py, "exchange.source"), PyBytes::new(py, position.as_bytes())),
                         ],
                     )?;
-                    out.items.push(
-                        PyTuple::new(py, [key_py, py.None(), headers.into_any().unbind()])?
-                            .into_any()
-                            .unbind(),
-                    );
-                } else {
-                    out.items.push(
-                        PyTuple::new(py, [key_py, value_obj.into_any().unbind(), py.None()])?
-                            .into_any()
-                            .unbind(),
-                    );
+                    out.headers.push((out.keys.len(), headers.into_any().unbind()));
+                    out.keys.push(key_py);
+                    out.values.push(py.None());
+                    out.partitions.push(target);
                 }
             }
         }
@@ -1157,7 +1156,18 @@ impl EntryKernel {
                     PyList::new(py, r.ts)?,
                 ))?;
             }
-            grants.append((PyList::new(py, out.items)?, receipts, out.filtered))?;
+            let headers = PyDict::new(py);
+            for (i, h) in out.headers {
+                headers.set_item(i, h)?;
+            }
+            grants.append((
+                PyList::new(py, out.keys)?,
+                PyList::new(py, out.values)?,
+                PyList::new(py, out.partitions)?,
+                headers,
+                receipts,
+                out.filtered,
+            ))?;
         }
         PyTuple::new(
             py,
