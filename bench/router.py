@@ -223,7 +223,8 @@ def ceiling(env: RouterEnv, deliveries: Deliveries, n: int) -> float:
     copied, first_at, opened = 0, None, time.monotonic()
     producer.begin_transaction()
     while copied < n:
-        for msg in consumer.consume(500, timeout=1.0):
+        # Batches as large as the router's.
+        for msg in consumer.consume(settings.router.batch_size, timeout=1.0):
             if msg.error() is not None:
                 raise SystemExit(f"ceiling read failed: {msg.error()}")
             if first_at is None:

@@ -169,8 +169,12 @@ class TransactionalProducer:
         i = start
         try:
             if not headers:
-                for i in range(start, len(keys)):
-                    produce(topic, values[i], keys[i], partitions[i])
+                # zip over slices: no indexing per record (zip reuses its tuple).
+                for value, key, partition in zip(
+                    values[start:], keys[start:], partitions[start:], strict=True
+                ):
+                    produce(topic, value, key, partition)
+                    i += 1
             else:
                 for i in range(start, len(keys)):
                     h = headers.get(i)

@@ -33,9 +33,21 @@ from exchange.routing.core import ActiveGrant, Delivery, Outcome, Rejection, Rou
 from exchange.routing.kernel import Kernels
 from exchange.rules.checksums import today_ordinal
 
-__all__ = ["Routed", "Run", "Stream", "route_backfill", "route_live", "source_record"]
+__all__ = [
+    "Routed",
+    "Run",
+    "Stream",
+    "finish_live",
+    "plan_live",
+    "route_backfill",
+    "route_live",
+    "run_kernels",
+    "source_record",
+]
 
 TP = tuple[str, int]
+#: What the kernel returns for one entry's records (see ``exchange/_kernel.pyi``).
+KernelResult = tuple[list[int], list[int], list[Any], list[tuple[int, int]]]
 #: ``(topic, partition, first offset, last offset, messages)``: a batch's records of one source
 #: partition (:func:`exchange.routing.kernel.partition_runs`).
 Run = tuple[str, int, int, int, list[Any]]
@@ -116,13 +128,21 @@ def route_live(
 ) -> Routed:
     """Validate and route a live batch (its schema ids resolved): grants handed over to the
     live stream get deliveries, rejected records a dead letter and a ``record.rejected``
-    happening."""
-    out = Routed(backfill=False)
-    now_ms = int(time.time() * 1000)
+    happening. :func:`plan_live`, :func:`run_kernels` and :func:`finish_live` in one; the
+    worker runs the middle one in a thread of its own."""
+    plan = plan_live(core, kernels, handover, runs)
+    return finish_live(plan, run_kernels(plan), actor, dlq_topic)
+
+
+def plan_live(
+    core: Router, kernels: Kernels, handover: Handover, runs: Sequence[Run]
+) -> list[_Batch]:
+    """A live batch by entry, with the grants each partition delivers to (the handover notes
+    how far the live stream got, so this runs in the event loop)."""
     by_topic: dict[str, list[Run]] = {}
     for run in runs:
         by_topic.setdefault(run[0], []).append(run)
-    denied: Counter[tuple[str, str, str, str]] = Counter()
+    out = []
     for topic, topic_runs in by_topic.items():
         route = core.routes[topic]
         grants = kernels.get(topic, route).grants
@@ -134,10 +154,27 @@ def route_live(
                 if start is not None:
                     starts[i][partition] = start
         messages = [m for run in topic_runs for m in run[4]]
-        batch = _Batch(kernels, core, topic, messages, starts)
-        out.records += len(messages)
-        metrics.RECORDS_IN.inc((route.entry.id,), len(messages))
-        _route(batch, out, denied, actor, now_ms, dlq_topic)
+        out.append(_Batch(kernels, core, topic, messages, starts))
+    return out
+
+
+def run_kernels(plan: Sequence[_Batch]) -> list[KernelResult]:
+    """The compiled kernel over each entry's records: any thread (it works without the GIL)."""
+    today = today_ordinal()
+    return [b.compiled.kernel.route(b.topic, b.messages, b.starts, today) for b in plan]
+
+
+def finish_live(
+    plan: Sequence[_Batch], results: Sequence[KernelResult], actor: str, dlq_topic: str
+) -> Routed:
+    """The kernel's results as a :class:`Routed`, with the core routing what it left."""
+    out = Routed(backfill=False)
+    now_ms = int(time.time() * 1000)
+    denied: Counter[tuple[str, str, str, str]] = Counter()
+    for batch, result in zip(plan, results, strict=True):
+        out.records += len(batch.messages)
+        metrics.RECORDS_IN.inc((batch.route.entry.id,), len(batch.messages))
+        _route(batch, result, out, denied, actor, now_ms, dlq_topic)
     for labels, count in denied.items():
         metrics.DENIED.inc(labels, count)
     return out
@@ -156,25 +193,24 @@ def route_backfill(
         dict.fromkeys(partitions, 0) if g.plan.grant.id in grants else {} for g in compiled.grants
     ]
     batch = _Batch(kernels, core, topic, messages, starts)
-    _route(batch, out, None, None, 0, None)
+    (result,) = run_kernels([batch])
+    _route(batch, result, out, None, None, 0, None)
     return out
 
 
 def _route(
     batch: _Batch,
+    result: KernelResult,
     out: Routed,
     denied: Counter[tuple[str, str, str, str]] | None,
     actor: str | None,
     now_ms: int,
     dlq_topic: str | None,
 ) -> None:
-    """The kernel routes ``batch``; the core the records the kernel left to it. ``denied`` and
+    """What the kernel routed of ``batch``, and the core the records it left. ``denied`` and
     the rest are ``None`` for a backfill (rejections are the live stream's to report)."""
     entry = batch.route.entry.id
-    kernel = batch.compiled.kernel
-    missing, fallback, grant_outs, offsets = kernel.route(
-        batch.topic, batch.messages, batch.starts, today_ordinal()
-    )
+    missing, fallback, grant_outs, offsets = result
     if missing:
         raise ExchangeError(
             f"schema ids {missing} of {batch.topic} were not resolved before routing "

@@ -28,7 +28,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
@@ -46,7 +46,7 @@ from exchange.kafka.wire import SchemaLookup
 from exchange.routing import metrics
 from exchange.routing.backfill import Handover, Progress, ProgressError
 from exchange.routing.backfills import BackfillRunner
-from exchange.routing.batch import Routed, Run, route_live
+from exchange.routing.batch import Routed, Run, finish_live, plan_live, run_kernels
 from exchange.routing.checkpoint import Checkpointer, CheckpointPolicy
 from exchange.routing.core import Router
 from exchange.routing.grants import GrantTable
@@ -59,8 +59,8 @@ log = logging.getLogger(__name__)
 TP = tuple[str, int]
 #: Longest pause between two tries of a failing checkpoint or re-opening.
 MAX_BACKOFF_S = 30.0
-#: Live batches routed ahead while a checkpoint commits (then the loop waits for it).
-ROUTED_AHEAD = 16
+#: Live batches routed and not staged yet, at most (then the loop stages before routing on).
+ROUTED_AHEAD = 8
 #: How often the worker looks for catalog changes (new source topics), in seconds.
 CATALOG_CHECK_S = 10.0
 
@@ -115,8 +115,10 @@ class RouterWorker(Service):
         self._gate = asyncio.Lock()
         self._grant_lock = asyncio.Lock()
         self._commit: asyncio.Future[None] | None = None
-        #: Live batches routed while a checkpoint committed, with their feed epoch.
+        #: Live batches routed and not staged yet, with their feed epoch.
         self._routed: list[tuple[Routed, int]] = []
+        #: The compiled kernel's own thread (it releases the GIL while it routes).
+        self._kernel_thread = ThreadPoolExecutor(1, thread_name_prefix="kernel")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failures = 0
         #: A checkpoint's blocking calls each time out after the request timeout; one that has
@@ -173,6 +175,7 @@ class RouterWorker(Service):
             if not self.checkpoints.pending.empty():
                 await self._checkpoint()
         await loop.run_in_executor(None, self._close)
+        self._kernel_thread.shutdown(wait=False)
 
     def _close(self) -> None:
         self.grants.book.stop()
@@ -225,9 +228,19 @@ class RouterWorker(Service):
                 await self.resolve_schemas(topic, messages)
             started = time.perf_counter()
             self.backfills.start(self.handover, {(r[0], r[1]) for r in runs})
-            routed = route_live(
-                self.core, self.kernels, self.handover, runs, self.actor, self.settings.topics.dlq
+            plan = plan_live(self.core, self.kernels, self.handover, runs)
+            # The kernel works without the GIL in its own thread; meanwhile this thread stages
+            # what was routed before (produce calls), so the two overlap.
+            results = asyncio.get_running_loop().run_in_executor(
+                self._kernel_thread, run_kernels, plan
             )
+            if self._routed and not self._gate.locked():
+                staging = time.perf_counter()
+                await self._stage_routed()
+                metrics.BATCH_PHASE.labels("stage").observe(time.perf_counter() - staging)
+                if self.checkpoints.due(backlog=True):
+                    self._start_checkpoint()
+            routed = finish_live(plan, await results, self.actor, self.settings.topics.dlq)
             routed_at = time.perf_counter()
         finally:
             self.feed.done(batch)
@@ -235,9 +248,11 @@ class RouterWorker(Service):
         metrics.BATCH_PHASE.labels("grants").observe(started - begun)
         metrics.BATCH_PHASE.labels("route").observe(routed_at - started)
         self._routed.append((routed, batch.epoch))
-        if self._gate.locked() and len(self._routed) < ROUTED_AHEAD:
-            # A checkpoint is committing (staging waits for it): route on meanwhile, so its
-            # 10-30 ms are not lost; what was routed is staged in order once it is done.
+        if len(self._routed) < ROUTED_AHEAD and (
+            self._gate.locked() or not self.feed.batches.empty()
+        ):
+            # Staged with the next batch (while the kernel routes that one), or after the
+            # checkpoint that is committing: either way this thread goes on routing.
             return
         routed_at = time.perf_counter()
         await self._stage_routed()

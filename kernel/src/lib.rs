@@ -10,12 +10,13 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use regex::Regex;
 use sha2::Sha256;
 
@@ -818,14 +819,31 @@ fn grant(py: Python<'_>, spec: GrantSpec) -> PyResult<Grant> {
     })
 }
 
+/// One delivery of a batch, before it becomes Python objects.
+struct Delivered {
+    /// The record it comes from (index into the batch).
+    record: u32,
+    key: KeyOut,
+    /// Its value's bytes in the grant's buffer; `None` for a tombstone.
+    value: Option<(u32, u32)>,
+    partition: i32,
+}
+
+enum KeyOut {
+    None,
+    /// The source record's own key (its Python object is reused).
+    Source,
+    Hashed([u8; 64]),
+}
+
 /// What one grant got from a batch: deliveries, and per source partition a receipt.
 #[derive(Default)]
 struct GrantOut {
-    keys: Vec<PyObject>,
-    values: Vec<PyObject>,
-    partitions: Vec<i32>,
-    /// Headers of the tombstones, by their index.
-    headers: Vec<(usize, PyObject)>,
+    delivered: Vec<Delivered>,
+    /// The deliveries' values, one after another.
+    buffer: Vec<u8>,
+    /// Event ids of the tombstones (their headers say it), by record index.
+    tombstones: Vec<(u32, String)>,
     receipts: Vec<ReceiptPart>,
     filtered: u64,
 }
@@ -840,26 +858,25 @@ struct ReceiptPart {
     ts: Vec<i64>,
 }
 
-impl GrantOut {
-    fn receipt(&mut self, partition: i32, offset: i64) -> &mut ReceiptPart {
-        let at = match self.receipts.iter().position(|r| r.partition == partition) {
-            Some(at) => at,
-            None => {
-                self.receipts.push(ReceiptPart {
-                    partition,
-                    first: offset,
-                    last: offset,
-                    count: 0,
-                    delivered: 0,
-                    // About 1.3 kB of digest input per delivery: grown once, not by doubling.
-                    feed: Vec::with_capacity(64 * 1024),
-                    ts: Vec::with_capacity(512),
-                });
-                self.receipts.len() - 1
-            }
-        };
-        &mut self.receipts[at]
-    }
+/// The receipt part of ``partition``, made on its first delivery.
+fn receipt_in(receipts: &mut Vec<ReceiptPart>, partition: i32, offset: i64) -> &mut ReceiptPart {
+    let at = match receipts.iter().position(|r| r.partition == partition) {
+        Some(at) => at,
+        None => {
+            receipts.push(ReceiptPart {
+                partition,
+                first: offset,
+                last: offset,
+                count: 0,
+                delivered: 0,
+                // About 1.3 kB of digest input per delivery: grown once, not by doubling.
+                feed: Vec::with_capacity(64 * 1024),
+                ts: Vec::with_capacity(512),
+            });
+            receipts.len() - 1
+        }
+    };
+    &mut receipts[at]
 }
 
 fn feed(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
@@ -869,11 +886,182 @@ fn feed(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     }
 }
 
+/// A batch's record as read with the GIL: borrowed bytes, read without it.
+struct Input<'a> {
+    partition: i32,
+    offset: i64,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+}
+
+/// What routing a batch made, before any Python object is.
+struct Computed {
+    fallback: Vec<usize>,
+    offsets: Vec<(i32, i64)>,
+    grants: Vec<GrantOut>,
+}
+
+type Readers = HashMap<u32, Option<Arc<Reader>>>;
+
 /// The compiled routes of one catalog entry and its grants, by writer schema id.
-#[pyclass(module = "exchange._kernel")]
+///
+/// Frozen (no borrow tracking) and safe to share between threads: `route` works on the bytes
+/// without the GIL, so the worker runs it in a thread of its own while the event loop stages
+/// the previous batch; the readers are behind a mutex taken only for moments, never while
+/// waiting for the GIL.
+#[pyclass(module = "exchange._kernel", frozen)]
 struct EntryKernel {
     grants: usize,
-    readers: HashMap<u32, Option<Reader>>,
+    readers: Mutex<Readers>,
+}
+
+impl EntryKernel {
+    fn readers(&self) -> std::sync::MutexGuard<'_, Readers> {
+        self.readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Phase two: everything but Python objects, without the GIL.
+    fn compute(
+        &self,
+        readers: &Readers,
+        topic: &str,
+        inputs: &[Input<'_>],
+        starts: &[HashMap<i32, i64>],
+        today: i64,
+    ) -> Computed {
+        let n = inputs.len();
+        let mut out = Computed {
+            fallback: Vec::new(),
+            offsets: Vec::new(),
+            grants: (0..self.grants)
+                .map(|_| GrantOut {
+                    delivered: Vec::with_capacity(n),
+                    buffer: Vec::with_capacity(n * 256),
+                    ..GrantOut::default()
+                })
+                .collect(),
+        };
+        let mut buf = String::new();
+        let mut position = String::new();
+        for (i, input) in inputs.iter().enumerate() {
+            let (partition, offset) = (input.partition, input.offset);
+            match out.offsets.iter_mut().find(|(p, _)| *p == partition) {
+                Some(entry) => entry.1 = entry.1.max(offset + 1),
+                None => out.offsets.push((partition, offset + 1)),
+            }
+            let Some(data) = input.value else {
+                continue; // a source tombstone: its `d` record was delivered
+            };
+            let reader = match schema_id(data).and_then(|id| readers.get(&id)) {
+                Some(Some(reader)) => reader,
+                _ => {
+                    out.fallback.push(i);
+                    continue;
+                }
+            };
+            let Some(change) = reader.decode(data) else {
+                out.fallback.push(i);
+                continue;
+            };
+            if !reader.valid(&change, input.key, today, &mut buf) {
+                out.fallback.push(i);
+                continue;
+            }
+            position.clear();
+            let _ = write!(position, "{topic}/{partition}/{offset}");
+            for (g, grant) in reader.grants.iter().enumerate() {
+                match starts[g].get(&partition) {
+                    Some(start) if offset >= *start => {}
+                    _ => continue,
+                }
+                let go = &mut out.grants[g];
+                if let Some(after) = &change.after {
+                    if !reader.accepts(grant, after, &mut buf) {
+                        go.filtered += 1;
+                        continue;
+                    }
+                }
+                let (key, key_bytes): (KeyOut, Option<[u8; 64]>) = match input.key {
+                    None => (KeyOut::None, None),
+                    Some(k) if grant.hashed_key => {
+                        let h = hex_hmac(&grant.mac, k);
+                        (KeyOut::Hashed(h), Some(h))
+                    }
+                    Some(_) => (KeyOut::Source, None),
+                };
+                let key_slice: &[u8] = match (&key_bytes, input.key) {
+                    (Some(h), _) => h,
+                    (None, Some(k)) => k,
+                    (None, None) => &[],
+                };
+                let start = go.buffer.len();
+                for part in &grant.template {
+                    match part {
+                        Part::Const(bytes) => go.buffer.extend_from_slice(bytes),
+                        Part::Op(map) => go.buffer.push(map[change.op as usize]),
+                        Part::After => match &change.after {
+                            None => go.buffer.push(0),
+                            Some(after) => {
+                                go.buffer.push(2);
+                                reader.project(grant, after, &mut go.buffer, &mut buf);
+                            }
+                        },
+                        Part::Ts => put_long(&mut go.buffer, change.ts),
+                        Part::EventId => put_bytes(&mut go.buffer, change.event_id.as_bytes()),
+                        Part::Position => {
+                            go.buffer.push(2);
+                            put_bytes(&mut go.buffer, position.as_bytes());
+                        }
+                    }
+                }
+                let end = go.buffer.len();
+                let target = partition_of(key_slice, grant.partitions);
+                let tombstone = change.op == OP_DELETE && input.key.is_some();
+                let GrantOut {
+                    buffer, receipts, ..
+                } = &mut *go;
+                let value = &buffer[start..end];
+                // The receipt's digest input and counts, as `Receipt.add` would make them.
+                let receipt = receipt_in(receipts, partition, offset);
+                receipt.last = offset;
+                receipt.count += 1 + u64::from(tombstone);
+                receipt.delivered += 1;
+                receipt.ts.push(change.ts);
+                feed(&mut receipt.feed, key_slice, value);
+                if tombstone {
+                    feed(&mut receipt.feed, key_slice, &[]);
+                }
+                go.delivered.push(Delivered {
+                    record: i as u32,
+                    key,
+                    value: Some((start as u32, end as u32)),
+                    partition: target,
+                });
+                if tombstone {
+                    // Delivery topics are compacted: the tombstone lets compaction drop the key.
+                    let key = match key_bytes {
+                        Some(h) => KeyOut::Hashed(h),
+                        None => KeyOut::Source,
+                    };
+                    go.tombstones.push((i as u32, change.event_id.to_owned()));
+                    go.delivered.push(Delivered {
+                        record: i as u32,
+                        key,
+                        value: None,
+                        partition: target,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+fn schema_id(data: &[u8]) -> Option<u32> {
+    (data.len() >= 5 && data[0] == 0)
+        .then(|| u32::from_be_bytes([data[1], data[2], data[3], data[4]]))
 }
 
 #[pymethods]
@@ -882,21 +1070,16 @@ impl EntryKernel {
     fn new(grants: usize) -> Self {
         EntryKernel {
             grants,
-            readers: HashMap::new(),
+            readers: Mutex::new(HashMap::new()),
         }
     }
 
     /// Records written with ``schema_id`` are routed by ``spec``; with ``None`` they all go
     /// back to Python (a schema the kernel cannot read, or the registry does not know).
     #[pyo3(signature = (schema_id, spec=None))]
-    fn add_reader(
-        &mut self,
-        py: Python<'_>,
-        schema_id: u32,
-        spec: Option<ReaderSpec>,
-    ) -> PyResult<()> {
+    fn add_reader(&self, py: Python<'_>, schema_id: u32, spec: Option<ReaderSpec>) -> PyResult<()> {
         let Some((envelope, fields, checks, key, provider, grants)) = spec else {
-            self.readers.insert(schema_id, None);
+            self.readers().insert(schema_id, None);
             return Ok(());
         };
         if grants.len() != self.grants {
@@ -937,23 +1120,22 @@ impl EntryKernel {
                 .map(|g| grant(py, g))
                 .collect::<PyResult<_>>()?,
         };
-        self.readers.insert(schema_id, Some(reader));
+        self.readers().insert(schema_id, Some(Arc::new(reader)));
         Ok(())
     }
 
     /// The schema ids of ``messages`` the kernel has no reader for yet (the I/O edge fetches
     /// them and calls :meth:`add_reader` before routing).
     fn missing(&self, py: Python<'_>, messages: &Bound<'_, PyList>) -> PyResult<Vec<u32>> {
+        let readers = self.readers().clone();
         let mut out: Vec<u32> = Vec::new();
         for msg in messages.iter() {
             let value = msg.call_method0(intern!(py, "value"))?;
             let Ok(value) = value.downcast::<PyBytes>() else {
                 continue;
             };
-            let data = value.as_bytes();
-            if data.len() >= 5 && data[0] == 0 {
-                let id = u32::from_be_bytes([data[1], data[2], data[3], data[4]]);
-                if !self.readers.contains_key(&id) && !out.contains(&id) {
+            if let Some(id) = schema_id(value.as_bytes()) {
+                if !readers.contains_key(&id) && !out.contains(&id) {
                     out.push(id);
                 }
             }
@@ -969,7 +1151,8 @@ impl EntryKernel {
     ///
     /// Returns ``(missing, fallback, grants, offsets)``: schema ids to resolve first (then
     /// nothing else is filled in; call again); indices of the records the Python core must
-    /// route; per grant ``(items, receipts, filtered)``; per partition the next offset.
+    /// route; per grant ``(keys, values, partitions, headers, receipts, filtered)``; per
+    /// partition the next offset. The routing itself runs without the GIL.
     fn route<'py>(
         &self,
         py: Python<'py>,
@@ -981,153 +1164,41 @@ impl EntryKernel {
         if starts.len() != self.grants {
             return Err(PyValueError::new_err("one start map per grant"));
         }
+        // Phase one, with the GIL: read the messages.
         let (n_partition, n_offset, n_key, n_value) = (
             intern!(py, "partition"),
             intern!(py, "offset"),
             intern!(py, "key"),
             intern!(py, "value"),
         );
-        let today = today - ORDINAL_1970;
-        let mut missing: Vec<u32> = Vec::new();
-        let mut fallback: Vec<usize> = Vec::new();
         let n = messages.len();
-        let mut outs: Vec<GrantOut> = (0..self.grants)
-            .map(|_| GrantOut {
-                keys: Vec::with_capacity(n),
-                values: Vec::with_capacity(n),
-                partitions: Vec::with_capacity(n),
-                ..GrantOut::default()
-            })
-            .collect();
-        let mut offsets: Vec<(i32, i64)> = Vec::new();
-        let mut buf = String::new();
-        let mut value_buf: Vec<u8> = Vec::with_capacity(256);
-        let mut position = String::new();
-        for (i, msg) in messages.iter().enumerate() {
-            let partition: i32 = msg.call_method0(n_partition)?.extract()?;
-            let offset: i64 = msg.call_method0(n_offset)?.extract()?;
-            match offsets.iter_mut().find(|(p, _)| *p == partition) {
-                Some(entry) => entry.1 = entry.1.max(offset + 1),
-                None => offsets.push((partition, offset + 1)),
-            }
-            let value = msg.call_method0(n_value)?;
-            if value.is_none() {
-                continue; // a source tombstone: its `d` record was delivered
-            }
-            let value = value.downcast_into::<PyBytes>()?;
-            let data = value.as_bytes();
-            if data.len() < 5 || data[0] != 0 {
-                fallback.push(i);
-                continue;
-            }
-            let schema_id = u32::from_be_bytes([data[1], data[2], data[3], data[4]]);
-            let reader = match self.readers.get(&schema_id) {
-                None => {
-                    if !missing.contains(&schema_id) {
-                        missing.push(schema_id);
-                    }
-                    continue;
-                }
-                Some(None) => {
-                    fallback.push(i);
-                    continue;
-                }
-                Some(Some(reader)) => reader,
-            };
-            if !missing.is_empty() {
-                continue;
-            }
-            let key_obj = msg.call_method0(n_key)?;
-            let key_bytes = if key_obj.is_none() {
+        let mut keys: Vec<Option<Bound<'py, PyBytes>>> = Vec::with_capacity(n);
+        let mut values: Vec<Option<Bound<'py, PyBytes>>> = Vec::with_capacity(n);
+        let mut places: Vec<(i32, i64)> = Vec::with_capacity(n);
+        for msg in messages.iter() {
+            places.push((
+                msg.call_method0(n_partition)?.extract()?,
+                msg.call_method0(n_offset)?.extract()?,
+            ));
+            let key = msg.call_method0(n_key)?;
+            keys.push(if key.is_none() {
                 None
             } else {
-                Some(key_obj.downcast::<PyBytes>()?.as_bytes())
-            };
-            let Some(change) = reader.decode(data) else {
-                fallback.push(i);
-                continue;
-            };
-            if !reader.valid(&change, key_bytes, today, &mut buf) {
-                fallback.push(i);
-                continue;
-            }
-            position.clear();
-            let _ = write!(position, "{topic}/{partition}/{offset}");
-            for (g, grant) in reader.grants.iter().enumerate() {
-                match starts[g].get(&partition) {
-                    Some(start) if offset >= *start => {}
-                    _ => continue,
-                }
-                let out = &mut outs[g];
-                if let Some(after) = &change.after {
-                    if !reader.accepts(grant, after, &mut buf) {
-                        out.filtered += 1;
-                        continue;
-                    }
-                }
-                let key_out: Option<Bound<'py, PyBytes>> = match key_bytes {
-                    None => None,
-                    Some(k) if grant.hashed_key => Some(PyBytes::new(py, &hex_hmac(&grant.mac, k))),
-                    Some(_) => Some(key_obj.clone().downcast_into::<PyBytes>()?),
-                };
-                value_buf.clear();
-                for part in &grant.template {
-                    match part {
-                        Part::Const(bytes) => value_buf.extend_from_slice(bytes),
-                        Part::Op(map) => value_buf.push(map[change.op as usize]),
-                        Part::After => match &change.after {
-                            None => value_buf.push(0),
-                            Some(after) => {
-                                value_buf.push(2);
-                                reader.project(grant, after, &mut value_buf, &mut buf);
-                            }
-                        },
-                        Part::Ts => put_long(&mut value_buf, change.ts),
-                        Part::EventId => put_bytes(&mut value_buf, change.event_id.as_bytes()),
-                        Part::Position => {
-                            value_buf.push(2);
-                            put_bytes(&mut value_buf, position.as_bytes());
-                        }
-                    }
-                }
-                let key_slice: &[u8] = key_out.as_ref().map_or(&[], |k| k.as_bytes());
-                let target = partition_of(key_slice, grant.partitions);
-                let tombstone = change.op == OP_DELETE && key_out.is_some();
-                {
-                    let receipt = out.receipt(partition, offset);
-                    receipt.last = offset;
-                    receipt.count += 1;
-                    receipt.delivered += 1;
-                    receipt.ts.push(change.ts);
-                    feed(&mut receipt.feed, key_slice, &value_buf);
-                    if tombstone {
-                        receipt.count += 1;
-                        feed(&mut receipt.feed, key_slice, &[]);
-                    }
-                }
-                let key_py: PyObject = key_out
-                    .as_ref()
-                    .map_or_else(|| py.None(), |k| k.clone().into_any().unbind());
-                out.keys.push(key_py.clone_ref(py));
-                out.values.push(PyBytes::new(py, &value_buf).into_any().unbind());
-                out.partitions.push(target);
-                if tombstone {
-                    // Delivery topics are compacted: the tombstone lets compaction drop the key.
-                    let headers = PyList::new(
-                        py,
-                        [
-                            (intern!(py, "exchange.grant"), grant.grant_id.bind(py).clone()),
-                            (
-                                intern!(py, "exchange.event_id"),
-                                PyBytes::new(py, change.event_id.as_bytes()),
-                            ),
-                            (intern!(py, "exchange.source"), PyBytes::new(py, position.as_bytes())),
-                        ],
-                    )?;
-                    out.headers.push((out.keys.len(), headers.into_any().unbind()));
-                    out.keys.push(key_py);
-                    out.values.push(py.None());
-                    out.partitions.push(target);
+                Some(key.downcast_into::<PyBytes>()?)
+            });
+            let value = msg.call_method0(n_value)?;
+            values.push(if value.is_none() {
+                None
+            } else {
+                Some(value.downcast_into::<PyBytes>()?)
+            });
+        }
+        let readers = self.readers().clone();
+        let mut missing: Vec<u32> = Vec::new();
+        for value in values.iter().flatten() {
+            if let Some(id) = schema_id(value.as_bytes()) {
+                if !readers.contains_key(&id) && !missing.contains(&id) {
+                    missing.push(id);
                 }
             }
         }
@@ -1142,8 +1213,90 @@ impl EntryKernel {
                 ],
             );
         }
+        // The bytes objects stay referenced by `keys` and `values` (and are immutable), so
+        // their buffers may be read without the GIL.
+        let inputs: Vec<Input<'_>> = places
+            .iter()
+            .zip(keys.iter().zip(values.iter()))
+            .map(|(&(partition, offset), (key, value))| Input {
+                partition,
+                offset,
+                key: key.as_ref().map(|k| k.as_bytes()),
+                value: value.as_ref().map(|v| v.as_bytes()),
+            })
+            .collect();
+        // Phase two, without it.
+        let computed = py.allow_threads(|| {
+            self.compute(&readers, topic, &inputs, &starts, today - ORDINAL_1970)
+        });
+        drop(inputs);
+        // Phase three, with it again: the Python objects.
         let grants = PyList::empty(py);
-        for out in outs {
+        let reader_grants: Vec<Py<PyBytes>> = readers
+            .values()
+            .flatten()
+            .next()
+            .map(|r| r.grants.iter().map(|g| g.grant_id.clone_ref(py)).collect())
+            .unwrap_or_default();
+        for (g, out) in computed.grants.into_iter().enumerate() {
+            let n = out.delivered.len();
+            let mut key_objs: Vec<PyObject> = Vec::with_capacity(n);
+            let mut value_objs: Vec<PyObject> = Vec::with_capacity(n);
+            let mut partition_objs: Vec<i32> = Vec::with_capacity(n);
+            let headers = PyDict::new(py);
+            let mut tombstones = out.tombstones.iter();
+            for (j, d) in out.delivered.iter().enumerate() {
+                let r = d.record as usize;
+                key_objs.push(match &d.key {
+                    KeyOut::None => py.None(),
+                    KeyOut::Source => keys[r]
+                        .as_ref()
+                        .map_or_else(|| py.None(), |k| k.clone().into_any().unbind()),
+                    KeyOut::Hashed(h) => PyBytes::new(py, h).into_any().unbind(),
+                });
+                partition_objs.push(d.partition);
+                let Some((a, b)) = d.value else {
+                    value_objs.push(py.None());
+                    let (_, event_id) = tombstones.next().expect("a tombstone per None value");
+                    let (partition, offset) = places[r];
+                    let grant_id = reader_grants.get(g).map(|id| id.bind(py).clone());
+                    headers.set_item(
+                        j,
+                        PyList::new(
+                            py,
+                            [
+                                (
+                                    intern!(py, "exchange.grant").clone(),
+                                    grant_id
+                                        .map(Bound::into_any)
+                                        .unwrap_or_else(|| py.None().into_bound(py)),
+                                ),
+                                (
+                                    intern!(py, "exchange.event_id").clone(),
+                                    PyBytes::new(py, event_id.as_bytes()).into_any(),
+                                ),
+                                (
+                                    intern!(py, "exchange.source").clone(),
+                                    PyBytes::new(
+                                        py,
+                                        format!("{topic}/{partition}/{offset}").as_bytes(),
+                                    )
+                                    .into_any(),
+                                ),
+                            ],
+                        )?,
+                    )?;
+                    continue;
+                };
+                value_objs.push(
+                    PyBytes::new(py, &out.buffer[a as usize..b as usize])
+                        .into_any()
+                        .unbind(),
+                );
+            }
+            let key_objs = PyList::new(py, key_objs)?;
+            let value_objs = PyList::new(py, value_objs)?;
+            let partition_objs = PyList::new(py, partition_objs)?;
             let receipts = PyList::empty(py);
             for r in out.receipts {
                 receipts.append((
@@ -1156,14 +1309,10 @@ impl EntryKernel {
                     PyList::new(py, r.ts)?,
                 ))?;
             }
-            let headers = PyDict::new(py);
-            for (i, h) in out.headers {
-                headers.set_item(i, h)?;
-            }
             grants.append((
-                PyList::new(py, out.keys)?,
-                PyList::new(py, out.values)?,
-                PyList::new(py, out.partitions)?,
+                key_objs,
+                value_objs,
+                partition_objs,
                 headers,
                 receipts,
                 out.filtered,
@@ -1173,9 +1322,9 @@ impl EntryKernel {
             py,
             [
                 PyList::empty(py).into_any(),
-                PyList::new(py, fallback)?.into_any(),
+                PyList::new(py, computed.fallback)?.into_any(),
                 grants.into_any(),
-                PyList::new(py, offsets)?.into_any(),
+                PyList::new(py, computed.offsets)?.into_any(),
             ],
         )
     }
@@ -1196,17 +1345,33 @@ fn partition_runs<'py>(
         intern!(py, "partition"),
         intern!(py, "offset"),
     );
-    let mut at: HashMap<(String, i32), usize> = HashMap::new();
+    // Runs are few and records of one partition come together: the last run is checked first,
+    // then the others; no allocation per record.
+    let mut names: Vec<String> = Vec::new();
     let mut runs: Vec<PartitionRun<'py>> = Vec::new();
+    let mut last = usize::MAX;
     for msg in messages.iter() {
-        let topic = msg.call_method0(n_topic)?;
+        let topic = msg.call_method0(n_topic)?.downcast_into::<PyString>()?;
         let partition: i32 = msg.call_method0(n_partition)?.extract()?;
         let offset: i64 = msg.call_method0(n_offset)?.extract()?;
-        let name: String = topic.extract()?;
-        let i = *at.entry((name, partition)).or_insert_with(|| {
-            runs.push((topic, partition, offset, offset, PyList::empty(py)));
+        let name = topic.to_str()?;
+        let same = |i: usize| runs[i].1 == partition && names[i] == name;
+        let i = if last != usize::MAX && same(last) {
+            last
+        } else if let Some(i) = (0..runs.len()).find(|&i| same(i)) {
+            i
+        } else {
+            names.push(name.to_owned());
+            runs.push((
+                topic.into_any(),
+                partition,
+                offset,
+                offset,
+                PyList::empty(py),
+            ));
             runs.len() - 1
-        });
+        };
+        last = i;
         let run = &mut runs[i];
         run.2 = run.2.min(offset);
         run.3 = run.3.max(offset);
