@@ -468,6 +468,8 @@ def latency(args: argparse.Namespace) -> None:
         sent = send_steadily(env.settings, env.project.source_topic, routed, args.rate)
         ours = latencies(sent, arrivals, skip)
         arrivals.close()
+        for line in phase_report(env, n):
+            print(f"  {line}", flush=True)
     print(f"  publish -> router -> consumer: {summary(ours)}")
     shutil.rmtree(work, ignore_errors=True)
     print()
