@@ -1,10 +1,25 @@
 # The exchange CLI and services (router, connectors) for deployments.
-FROM python:3.11-slim
-WORKDIR /app
+#
+# Two stages: the router's compiled kernel (kernel/, Rust with PyO3) is built into a wheel in
+# the first, with Rust from rustup; the image itself carries neither a compiler nor cargo.
+FROM python:3.11-slim AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates curl gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+RUN curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+ENV PATH="/root/.cargo/bin:${PATH}"
+WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY kernel ./kernel
 COPY exchange ./exchange
 COPY connectors ./connectors
-RUN pip install --no-cache-dir .
+# The package and every dependency as wheels, for the second stage to install offline.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+WORKDIR /app
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels exchange && rm -rf /wheels
 COPY config ./config
 COPY schemas ./schemas
 ENTRYPOINT ["exchange"]

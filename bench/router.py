@@ -1,7 +1,7 @@
 """Router throughput as a ratio to a raw confluent-kafka passthrough; one and two workers;
 end-to-end latency at a steady rate against a raw produce-to-consume.
 
-    .venv/bin/python -m bench.router throughput [--records 50000] [--rounds 2]
+    .venv/bin/python -m bench.router throughput [--records 50000] [--rounds 3]
     .venv/bin/python -m bench.router workers [--records 50000]
     .venv/bin/python -m bench.router latency [--rate 2000] [--seconds 30] [--batch-wait S]
 
@@ -575,7 +575,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     t = sub.add_parser("throughput", help="router against a raw passthrough")
     t.add_argument("--records", type=int, default=50_000)
-    t.add_argument("--rounds", type=int, default=2)
+    t.add_argument("--rounds", type=int, default=3)
     w = sub.add_parser("workers", help="two router workers against one")
     w.add_argument("--records", type=int, default=50_000)
     lat = sub.add_parser("latency", help="end-to-end latency against raw produce-to-consume")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import socket
 from typing import Annotated
@@ -57,11 +56,6 @@ def router(
         f"router {worker_name}: {len(worker.source_topics())} source topic(s), "
         f"/metrics on port {server.port}"
     )
-    # What start-up made (modules, faust, the prepared grants) lives as long as the process:
-    # out of the collector's sight, a full collection no longer walks it (tens of ms, seen as
-    # latency spikes).
-    gc.collect()
-    gc.freeze()
     datadir = settings.resolve(settings.router.data_dir) / worker_name
     datadir.mkdir(parents=True, exist_ok=True)
     app = build_app(settings, datadir)

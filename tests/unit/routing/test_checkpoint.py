@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from exchange.routing.backfill import Progress
 from exchange.routing.batch import Routed
 from exchange.routing.checkpoint import Checkpointer, CheckpointPolicy, checkpoint_due
 from exchange.routing.core import Delivery, SourceRecord
-from exchange.routing.receipts import receipt_digest
+from exchange.routing.receipts import Hasher, receipt_digest
 
 POLICY = CheckpointPolicy(min_interval_s=0.01, max_interval_s=0.5, max_deliveries=100)
 
@@ -167,3 +168,15 @@ def test_failures_are_sorted_by_what_the_caller_must_do() -> None:
         "abortable"
     )
     assert failure_kind(KafkaError(KafkaError.INVALID_TXN_STATE)) == "abortable"
+
+
+def test_the_hasher_feeds_digests_in_order() -> None:
+    hasher = Hasher()
+    digest, expected = hashlib.sha256(), hashlib.sha256()
+    parts = [bytes([i]) * (3000 + i) for i in range(50)]
+    for part in parts:
+        hasher.update(digest, part)
+        expected.update(part)
+    hasher.wait()
+    assert digest.hexdigest() == expected.hexdigest()
+    hasher.close()

@@ -1,0 +1,70 @@
+"""The transactional producer's hot loop against a fake client: columns handed over in order,
+headers only where given, and a full local queue resumed from where it stopped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from exchange.kafka.transactions import TransactionalProducer, TransactionError
+
+
+class FakeClient:
+    """Accepts ``room`` records, then raises BufferError once (librdkafka's queue is full)."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.records: list[tuple[Any, ...]] = []
+
+    def produce(self, *args: Any, headers: Any = None) -> None:
+        if len(self.records) == self.room:
+            self.room = 10**9
+            raise BufferError("queue full")
+        self.records.append((*args, headers))
+
+
+def producer(client: Any) -> TransactionalProducer:
+    p = TransactionalProducer({}, "t", 1.0)
+    p._producer = client  # the fake stands in for the confluent client
+    return p
+
+
+def test_columns_are_produced_in_order_and_resumed_after_a_full_queue() -> None:
+    client = FakeClient(room=2)
+    p = producer(client)
+    keys, values, partitions = (
+        [b"k0", b"k1", b"k2", b"k3"],
+        [b"v0", b"v1", b"v2", None],
+        [0, 1, -1, 2],
+    )
+    headers = {3: [("exchange.grant", b"g")]}
+    stopped = p.produce_many("dlv", keys, values, partitions, headers)
+    assert stopped == 2
+    assert p.produce_many("dlv", keys, values, partitions, headers, stopped) == 4
+    assert client.records == [
+        ("dlv", b"v0", b"k0", 0, None),
+        ("dlv", b"v1", b"k1", 1, None),
+        ("dlv", b"v2", b"k2", -1, None),
+        ("dlv", None, b"k3", 2, [("exchange.grant", b"g")]),
+    ]
+
+
+def test_without_headers_the_fast_loop_resumes_too() -> None:
+    client = FakeClient(room=1)
+    p = producer(client)
+    keys, values, partitions = [b"a", b"b", b"c"], [b"1", b"2", b"3"], [0, 0, 0]
+    assert p.produce_many("dlv", keys, values, partitions, {}) == 1
+    assert p.produce_many("dlv", keys, values, partitions, {}, 1) == 3
+    assert [r[2] for r in client.records] == [b"a", b"b", b"c"]
+
+
+def test_a_client_error_is_sorted_into_a_transaction_error() -> None:
+    class Failing:
+        def produce(self, *args: Any, **kwargs: Any) -> None:
+            raise KafkaException(KafkaError(KafkaError._FENCED))
+
+    with pytest.raises(TransactionError) as caught:
+        producer(Failing()).produce_many("dlv", [b"k"], [b"v"], [0], {})
+    assert caught.value.kind == "fenced"
