@@ -869,9 +869,10 @@ fn receipt_in(receipts: &mut Vec<ReceiptPart>, partition: i32, offset: i64) -> &
                 last: offset,
                 count: 0,
                 delivered: 0,
-                // About 1.3 kB of digest input per delivery: grown once, not by doubling.
-                feed: Vec::with_capacity(64 * 1024),
-                ts: Vec::with_capacity(512),
+                // Grown as needed: a batch spread over thousands of partitions and grants has
+                // thousands of parts of a delivery or two each (64 kB each up front was 640 MB).
+                feed: Vec::new(),
+                ts: Vec::new(),
             });
             receipts.len() - 1
         }
@@ -938,7 +939,6 @@ impl EntryKernel {
             grants: (0..self.grants)
                 .map(|_| GrantOut {
                     delivered: Vec::with_capacity(n),
-                    buffer: Vec::with_capacity(n * 256),
                     ..GrantOut::default()
                 })
                 .collect(),
