@@ -53,8 +53,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
+from exchange._kernel import Deliveries
 from exchange.config import ExchangeSettings
 from exchange.kafka.admin import Admin, TopicSpec, plan_topics
+from exchange.kafka.transactions import TransactionalProducer
 from exchange.routing.report import router_backlog
 from tests.conftest import ROOT, Project
 from tests.integration.conftest import IsolatedProject
@@ -186,13 +188,13 @@ def make_topics(env: RouterEnv, topics: list[str]) -> None:
     )
 
 
-Deliveries = dict[tuple[int, int], list[tuple[str, bytes | None, bytes | None, Any, int]]]
+ByPosition = dict[tuple[int, int], list[tuple[str, bytes | None, bytes | None, Any, int]]]
 
 
-def router_deliveries(env: RouterEnv, copies: dict[str, str]) -> Deliveries:
+def router_deliveries(env: RouterEnv, copies: dict[str, str]) -> ByPosition:
     """What the router delivered, by source ``(partition, offset)``, each delivery aimed at its
     topic's copy in ``copies``."""
-    out: Deliveries = {}
+    out: ByPosition = {}
     for topic, copy in copies.items():
         for msg in plain_committed(env.settings, topic):
             value = msg.value()
@@ -206,9 +208,11 @@ def router_deliveries(env: RouterEnv, copies: dict[str, str]) -> Deliveries:
     return out
 
 
-def ceiling(env: RouterEnv, deliveries: Deliveries, n: int) -> float:
+def ceiling(env: RouterEnv, deliveries: ByPosition, n: int) -> float:
     """The router's deliveries produced with no routing: consume the source, produce each
-    record's deliveries in transactions that commit the source offsets every 0.5 s."""
+    batch's deliveries the way the router does (per topic, handed to librdkafka directly when
+    the router would be, ``kafka.native_produce``), in transactions that commit the source
+    offsets every 0.5 s."""
     settings = env.settings
     make_topics(env, sorted({d[0] for ds in deliveries.values() for d in ds}))
     group = f"bench-ceiling-{time.monotonic_ns()}"
@@ -217,41 +221,53 @@ def ceiling(env: RouterEnv, deliveries: Deliveries, n: int) -> float:
             **{"group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest"}
         )
     )
-    producer = Producer(settings.kafka.client_config(**PRODUCER, **{"transactional.id": group}))
-    producer.init_transactions(30)
+    txn = TransactionalProducer(
+        settings.kafka.client_config(**PRODUCER),
+        group,
+        settings.kafka.request_timeout_s,
+        native=settings.kafka.native_produce,
+    )
+    txn.open()
     consumer.subscribe([env.project.source_topic])
     copied, first_at, opened = 0, None, time.monotonic()
-    producer.begin_transaction()
+    txn.begin()
     while copied < n:
         # Batches as large as the router's.
-        for msg in consumer.consume(settings.router.batch_size, timeout=1.0):
+        batch = consumer.consume(settings.router.batch_size, timeout=1.0)
+        if batch and first_at is None:
+            first_at = time.perf_counter()
+        columns: dict[str, tuple[list[Any], list[Any], list[int], dict[int, Any]]] = {}
+        for msg in batch:
             if msg.error() is not None:
                 raise SystemExit(f"ceiling read failed: {msg.error()}")
-            if first_at is None:
-                first_at = time.perf_counter()
             position = (int(msg.partition() or 0), int(msg.offset() or 0))
             for topic, key, value, headers, partition in deliveries.get(position, []):
-                while True:
-                    try:
-                        if headers:
-                            producer.produce(topic, value, key, partition, headers=headers)
-                        else:
-                            producer.produce(topic, value, key, partition)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                keys, values, partitions, by_index = columns.setdefault(topic, ([], [], [], {}))
+                if headers:
+                    by_index[len(keys)] = headers
+                keys.append(key)
+                values.append(value)
+                partitions.append(partition)
             copied += 1
-        producer.poll(0)
+        for topic, (keys, values, partitions, by_index) in columns.items():
+            produce_all_of(txn, topic, Deliveries.from_columns(keys, values, partitions, by_index))
         if time.monotonic() - opened >= 0.5 or copied >= n:
             positions = consumer.position(consumer.assignment())
-            producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata())
-            producer.commit_transaction()
+            txn.send_offsets(positions, consumer.consumer_group_metadata())
+            txn.commit()
             opened = time.monotonic()
             if copied < n:
-                producer.begin_transaction()
+                txn.begin()
     consumer.close()
+    txn.close()
     assert first_at is not None
     return n / (time.perf_counter() - first_at)
+
+
+def produce_all_of(txn: TransactionalProducer, topic: str, deliveries: Deliveries) -> None:
+    done = 0
+    while (done := txn.produce_many(topic, deliveries, done)) < len(deliveries):
+        txn.poll(0.05)
 
 
 @contextlib.contextmanager
@@ -262,11 +278,7 @@ def running_router(env: RouterEnv, workers: int) -> Iterator[list[subprocess.Pop
     stream and all workers joined the group, so what follows measures the live path.
     """
     topics = [env.delivery_topic(env.consumers[c]) for c, _t in GRANTS]
-    processes: list[subprocess.Popen[bytes]] = []
-    for w in range(workers):
-        env.start_router(f"bench{time.monotonic_ns()}-{w}")
-        assert env.process is not None
-        processes.append(env.process)
+    processes = start_workers(env, workers)
     try:
         admin = Admin(env.settings.kafka)
 
@@ -283,11 +295,24 @@ def running_router(env: RouterEnv, workers: int) -> Iterator[list[subprocess.Pop
         env.wait_for("the router workers to be ready", ready, 180)
         yield processes
     finally:
-        for p in processes:
-            p.terminate()
-        for p in processes:
-            p.wait(timeout=60)
-        env.process = None
+        stop_workers(env, processes)
+
+
+def start_workers(env: RouterEnv, workers: int) -> list[subprocess.Popen[bytes]]:
+    processes = []
+    for w in range(workers):
+        env.start_router(f"bench{time.monotonic_ns()}-{w}")
+        assert env.process is not None
+        processes.append(env.process)
+    return processes
+
+
+def stop_workers(env: RouterEnv, processes: list[subprocess.Popen[bytes]]) -> None:
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        p.wait(timeout=60)
+    env.process = None
 
 
 def route(env: RouterEnv, records: list[tuple[str, bytes]], workers: int) -> float:
@@ -301,11 +326,7 @@ def route(env: RouterEnv, records: list[tuple[str, bytes]], workers: int) -> flo
     ends = admin.end_offsets(source)
     delivered = [(env.delivery_topic(env.consumers[c]), p) for c, _t in GRANTS for p in range(4)]
     before = sum(admin.end_offsets(delivered).values())
-    processes = []
-    for w in range(workers):
-        env.start_router(f"bench{time.monotonic_ns()}-{w}")
-        assert env.process is not None
-        processes.append(env.process)
+    processes = start_workers(env, workers)
     try:
         first_at = None
         last_report = time.monotonic()
@@ -334,11 +355,7 @@ def route(env: RouterEnv, records: list[tuple[str, bytes]], workers: int) -> flo
             if not all(p.poll() is None for p in processes):
                 raise SystemExit("a router worker exited early")
     finally:
-        for p in processes:
-            p.terminate()
-        for p in processes:
-            p.wait(timeout=60)
-        env.process = None
+        stop_workers(env, processes)
 
 
 # -- latency ---------------------------------------------------------------------------------

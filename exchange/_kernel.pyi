@@ -1,6 +1,33 @@
-"""Types of the compiled routing kernel (``kernel/src/lib.rs``, built by ``pip install``)."""
+"""Types of the compiled routing kernel (``kernel/src/``, built by ``pip install``)."""
 
 from typing import Any
+
+class ProduceError(Exception):
+    """librdkafka refused a delivery: ``args`` are ``(code, name, text, fatal, retriable,
+    txn_requires_abort)``."""
+
+class NativeProducer:
+    """A confluent-kafka producer's librdkafka handle (``exchange.kafka.native.attach``)."""
+
+    def __init__(self, producer: Any, library: str, name_prefix: str) -> None: ...
+    def library_version(self) -> int: ...
+
+class Deliveries:
+    """One topic's deliveries of a batch, in order, held in Rust until produced."""
+
+    @staticmethod
+    def from_columns(
+        keys: list[bytes | None],
+        values: list[bytes | None],
+        partitions: list[int],
+        headers: dict[int, list[tuple[str, bytes | None]]],
+    ) -> Deliveries: ...
+    def __len__(self) -> int: ...
+    def keys(self) -> list[bytes | None]: ...
+    def values(self) -> list[bytes | None]: ...
+    def partitions(self) -> list[int]: ...
+    def headers(self) -> dict[int, list[tuple[str, bytes | None]]]: ...
+    def produce(self, producer: NativeProducer, topic: str, start: int) -> int: ...
 
 class EntryKernel:
     def __init__(self, grants: int) -> None: ...
@@ -15,16 +42,7 @@ class EntryKernel:
     ) -> tuple[
         list[int],
         list[int],
-        list[
-            tuple[
-                list[bytes | None],
-                list[bytes | None],
-                list[int],
-                dict[int, Any],
-                list[tuple[int, int, int, int, int, bytes, list[int]]],
-                int,
-            ]
-        ],
+        list[tuple[Deliveries, list[tuple[int, int, int, int, int, bytes, list[int]]], int]],
         list[tuple[int, int]],
     ]: ...
 

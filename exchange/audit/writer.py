@@ -129,6 +129,7 @@ class AuditWriter:
             settings.kafka.client_config(**{"linger.ms": 5}),
             f"exchange-audit.{chain_id}",
             timeout,
+            native=settings.kafka.native_produce,
         )
         try:
             # Fences any earlier writer of this chain and aborts its open transaction.

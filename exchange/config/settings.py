@@ -72,6 +72,10 @@ class KafkaSettings(_Section):
     client: dict[str, str | int | float | bool] = Field(default_factory=dict)
     #: How long admin and metadata calls may take before they fail, in seconds.
     request_timeout_s: float = Field(15.0, gt=0)
+    #: The router hands its deliveries to librdkafka directly (the library confluent-kafka
+    #: loaded, on the same producer: 0.26 µs a delivery instead of 0.7, without the GIL).
+    #: ``false`` produces them through confluent-kafka's ``produce`` only.
+    native_produce: bool = True
 
     def client_config(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka configuration for one client."""

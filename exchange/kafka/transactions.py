@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from exchange._kernel import Deliveries, NativeProducer, ProduceError
 from exchange.kafka.errors import KafkaOpError
+from exchange.kafka.native import attach
 
 __all__ = ["TransactionError", "TransactionalProducer", "failure_kind"]
 
@@ -58,6 +60,13 @@ def failure_kind(err: KafkaError) -> FailureKind:
     return "abortable"
 
 
+def _refused(exc: ProduceError) -> TransactionError:
+    """The kernel's refusal of a delivery, sorted like confluent-kafka's."""
+    code, _name, text, fatal, retriable, abortable = exc.args
+    err = KafkaError(code, text, fatal=fatal, retriable=retriable, txn_requires_abort=abortable)
+    return TransactionError(text, code=err.name(), kind=failure_kind(err))
+
+
 def _wrap(what: str, exc: KafkaException) -> TransactionError:
     err = exc.args[0] if exc.args else None
     if not isinstance(err, KafkaError):
@@ -68,8 +77,18 @@ def _wrap(what: str, exc: KafkaException) -> TransactionError:
 class TransactionalProducer:
     """One ``transactional.id``'s producer: begin, produce, send offsets, commit or abort."""
 
-    def __init__(self, config: dict[str, Any], transactional_id: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        transactional_id: str,
+        timeout_s: float,
+        *,
+        native: bool = False,
+    ) -> None:
+        """``native``: hand :class:`Deliveries` to librdkafka directly (:mod:`.native`)."""
         self.transactional_id = transactional_id
+        self._native_wanted = native
+        self._native: NativeProducer | None = None
         self._config = {
             **config,
             "transactional.id": transactional_id,
@@ -103,6 +122,8 @@ class TransactionalProducer:
         except KafkaException as exc:
             raise _wrap(f"cannot open transactional producer {self.transactional_id}", exc) from exc
         self._producer = producer
+        if self._native_wanted:
+            self._native = attach(producer, str(self._config.get("client.id", "rdkafka")))
         threading.Thread(
             target=self._serve, args=(producer,), name="producer-poll", daemon=True
         ).start()
@@ -119,6 +140,7 @@ class TransactionalProducer:
     def drop(self) -> None:
         """Forget the client without waiting (after a fatal error, or before a new one)."""
         self._producer = None
+        self._native = None
         self.in_transaction = False
 
     def begin(self) -> None:
@@ -149,39 +171,33 @@ class TransactionalProducer:
         except KafkaException as exc:
             raise _wrap(f"cannot produce to {topic}", exc) from exc
 
-    def produce_many(
-        self,
-        topic: str,
-        keys: Sequence[bytes | None],
-        values: Sequence[bytes | None],
-        partitions: Sequence[int],
-        headers: Mapping[int, Any],
-        start: int = 0,
-    ) -> int:
-        """Hand over records ``start`` on of these columns (``headers`` by index, for the few
-        that have them; partition -1 lets librdkafka choose); returns the index of the first
-        one not handed over, the length when all were. It stops early only when the local
-        queue is full: poll, then call again from there.
+    def produce_many(self, topic: str, deliveries: Deliveries, start: int = 0) -> int:
+        """Hand over ``deliveries`` from ``start`` on; returns the index of the first one not
+        handed over, their number when all were. It stops early only when the local queue is
+        full: poll, then call again from there.
 
-        One loop over the client's own ``produce``, positional arguments: about 0.7 µs per
-        record, where :meth:`produce` costs a Python call and keyword parsing more."""
+        Natively (about 0.26 µs a delivery, without the GIL) when the producer could be
+        attached; otherwise a loop over confluent-kafka's ``produce`` (about 0.7 µs a
+        delivery, with the GIL)."""
+        if self._native is not None:
+            try:
+                return deliveries.produce(self._native, topic, start)
+            except ProduceError as exc:
+                raise _refused(exc) from exc
+        return self._produce_columns(topic, deliveries, start)
+
+    def _produce_columns(self, topic: str, deliveries: Deliveries, start: int) -> int:
         produce = self.client.produce
+        keys, values, partitions = deliveries.keys(), deliveries.values(), deliveries.partitions()
+        headers = deliveries.headers()
         i = start
         try:
-            if not headers:
-                # zip over slices: no indexing per record (zip reuses its tuple).
-                for value, key, partition in zip(
-                    values[start:], keys[start:], partitions[start:], strict=True
-                ):
-                    produce(topic, value, key, partition)
-                    i += 1
-            else:
-                for i in range(start, len(keys)):
-                    h = headers.get(i)
-                    if h is None:
-                        produce(topic, values[i], keys[i], partitions[i])
-                    else:
-                        produce(topic, values[i], keys[i], partitions[i], headers=h)
+            for i in range(start, len(keys)):
+                h = headers.get(i)
+                if h is None:
+                    produce(topic, values[i], keys[i], partitions[i])
+                else:
+                    produce(topic, values[i], keys[i], partitions[i], headers=list(h))
         except BufferError:
             return i
         except KafkaException as exc:

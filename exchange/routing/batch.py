@@ -30,7 +30,7 @@ from exchange.errors import ExchangeError
 from exchange.routing import metrics
 from exchange.routing.backfill import Handover, Progress
 from exchange.routing.core import ActiveGrant, Delivery, Outcome, Rejection, Router, SourceRecord
-from exchange.routing.kernel import Kernels
+from exchange.routing.kernel import Deliveries, Kernels
 from exchange.rules.checksums import today_ordinal
 
 __all__ = [
@@ -60,12 +60,9 @@ class Stream:
     entry: str
     topic: str
     grant: ActiveGrant
-    keys: list[bytes | None]
-    values: list[bytes | None]
-    #: Each delivery's partition (-1: librdkafka picks it).
-    partitions: list[int]
-    #: Headers of the few deliveries that have them (tombstones), by index.
-    headers: dict[int, Any]
+    #: Keys, values, partitions (-1: librdkafka picks it) and the headers of the few that have
+    #: them (tombstones), held by the kernel until they are produced.
+    deliveries: Deliveries
     #: Per source partition: ``(partition, first offset, last offset, deliveries, deliveries
     #: with a value, digest feed, source ts_ms of those)``.
     receipts: list[tuple[int, int, int, int, int, bytes, list[int]]]
@@ -89,7 +86,7 @@ class Routed:
     records: int = 0
 
     def delivery_count(self) -> int:
-        return len(self.deliveries) + sum(len(s.keys) for s in self.streams)
+        return len(self.deliveries) + sum(len(s.deliveries) for s in self.streams)
 
 
 def source_record(msg: Any) -> SourceRecord:
@@ -238,13 +235,12 @@ def _route(
             for grant_id, consumer in outcome.filtered:
                 denied[entry, consumer, grant_id, "row_filter"] += 1
     for grant, columns in zip(batch.compiled.grants, grant_outs, strict=True):
-        keys, values, partitions, headers, receipts, filtered = columns
+        deliveries, receipts, filtered = columns
         if filtered and denied is not None:
             terms = grant.plan.grant
             denied[entry, terms.consumer, terms.id, "row_filter"] += filtered
-        if keys:
-            stream = Stream(entry, batch.topic, grant, keys, values, partitions, headers, receipts)
-            out.streams.append(stream)
+        if len(deliveries):
+            out.streams.append(Stream(entry, batch.topic, grant, deliveries, receipts))
 
 
 def _core(batch: _Batch, record: SourceRecord) -> Outcome:

@@ -225,10 +225,8 @@ class Checkpointer:
     def _produce_many(self, topic: str, stream: Stream) -> None:
         done, deadline = 0, None
         while True:
-            done = self.txn.produce_many(
-                topic, stream.keys, stream.values, stream.partitions, stream.headers, done
-            )
-            if done == len(stream.keys):
+            done = self.txn.produce_many(topic, stream.deliveries, done)
+            if done == len(stream.deliveries):
                 return
             # The local queue is full: deliveries drain it, unless the broker is away.
             now = time.monotonic()

@@ -39,6 +39,7 @@ from exchange.rules.rules import (
 )
 
 __all__ = [
+    "Deliveries",
     "EntryKernel",
     "Kernels",
     "NotCompiledError",
@@ -50,6 +51,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EntryKernel = _kernel.EntryKernel
+Deliveries = _kernel.Deliveries
 partition_runs = _kernel.partition_runs
 OPS = ("c", "u", "d", "r")
 #: Field kinds whose text (``_text``, ``key_text``) the kernel renders as Python does.

@@ -8,6 +8,8 @@
 //! (a rejection, an odd encoding, a value it cannot render as Python would) it hands back as a
 //! *fallback* index, and the Python core routes that record with its exact reasons.
 
+mod deliveries;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -16,9 +18,11 @@ use hmac::{Hmac, Mac};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use regex::Regex;
 use sha2::Sha256;
+
+use deliveries::{tombstone_headers, Deliveries, NativeProducer};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -462,7 +466,8 @@ struct Grant {
     hashed_key: bool,
     mac: HmacSha256,
     template: Vec<Part>,
-    grant_id: Py<PyBytes>,
+    /// For the headers of tombstones (`exchange.grant`).
+    grant_id: Vec<u8>,
     /// The delivery topic's partition count (0: leave the choice to librdkafka).
     partitions: u32,
 }
@@ -762,7 +767,7 @@ fn check(spec: CheckSpec) -> PyResult<(Option<usize>, Check)> {
     Ok((index(field), check))
 }
 
-fn grant(py: Python<'_>, spec: GrantSpec) -> PyResult<Grant> {
+fn grant(spec: GrantSpec) -> PyResult<Grant> {
     let (out, filters, hashed_key, salt, template, grant_id, partitions) = spec;
     let out = out
         .into_iter()
@@ -814,36 +819,15 @@ fn grant(py: Python<'_>, spec: GrantSpec) -> PyResult<Grant> {
         hashed_key,
         mac,
         template,
-        grant_id: PyBytes::new(py, grant_id.as_bytes()).unbind(),
+        grant_id: grant_id.into_bytes(),
         partitions,
     })
-}
-
-/// One delivery of a batch, before it becomes Python objects.
-struct Delivered {
-    /// The record it comes from (index into the batch).
-    record: u32,
-    key: KeyOut,
-    /// Its value's bytes in the grant's buffer; `None` for a tombstone.
-    value: Option<(u32, u32)>,
-    partition: i32,
-}
-
-enum KeyOut {
-    None,
-    /// The source record's own key (its Python object is reused).
-    Source,
-    Hashed([u8; 64]),
 }
 
 /// What one grant got from a batch: deliveries, and per source partition a receipt.
 #[derive(Default)]
 struct GrantOut {
-    delivered: Vec<Delivered>,
-    /// The deliveries' values, one after another.
-    buffer: Vec<u8>,
-    /// Event ids of the tombstones (their headers say it), by record index.
-    tombstones: Vec<(u32, String)>,
+    deliveries: Deliveries,
     receipts: Vec<ReceiptPart>,
     filtered: u64,
 }
@@ -938,7 +922,7 @@ impl EntryKernel {
             offsets: Vec::new(),
             grants: (0..self.grants)
                 .map(|_| GrantOut {
-                    delivered: Vec::with_capacity(n),
+                    deliveries: Deliveries::with_capacity(n, 0),
                     ..GrantOut::default()
                 })
                 .collect(),
@@ -983,46 +967,44 @@ impl EntryKernel {
                         continue;
                     }
                 }
-                let (key, key_bytes): (KeyOut, Option<[u8; 64]>) = match input.key {
-                    None => (KeyOut::None, None),
-                    Some(k) if grant.hashed_key => {
-                        let h = hex_hmac(&grant.mac, k);
-                        (KeyOut::Hashed(h), Some(h))
-                    }
-                    Some(_) => (KeyOut::Source, None),
+                let hashed: Option<[u8; 64]> = match input.key {
+                    Some(k) if grant.hashed_key => Some(hex_hmac(&grant.mac, k)),
+                    _ => None,
                 };
-                let key_slice: &[u8] = match (&key_bytes, input.key) {
-                    (Some(h), _) => h,
-                    (None, Some(k)) => k,
-                    (None, None) => &[],
+                let key: Option<&[u8]> = match (&hashed, input.key) {
+                    (Some(h), _) => Some(h),
+                    (None, k) => k,
                 };
-                let start = go.buffer.len();
+                let key_slice = key.unwrap_or(&[]);
+                let GrantOut {
+                    deliveries,
+                    receipts,
+                    ..
+                } = &mut *go;
+                let buffer = deliveries.buffer();
+                let start = buffer.len();
                 for part in &grant.template {
                     match part {
-                        Part::Const(bytes) => go.buffer.extend_from_slice(bytes),
-                        Part::Op(map) => go.buffer.push(map[change.op as usize]),
+                        Part::Const(bytes) => buffer.extend_from_slice(bytes),
+                        Part::Op(map) => buffer.push(map[change.op as usize]),
                         Part::After => match &change.after {
-                            None => go.buffer.push(0),
+                            None => buffer.push(0),
                             Some(after) => {
-                                go.buffer.push(2);
-                                reader.project(grant, after, &mut go.buffer, &mut buf);
+                                buffer.push(2);
+                                reader.project(grant, after, buffer, &mut buf);
                             }
                         },
-                        Part::Ts => put_long(&mut go.buffer, change.ts),
-                        Part::EventId => put_bytes(&mut go.buffer, change.event_id.as_bytes()),
+                        Part::Ts => put_long(buffer, change.ts),
+                        Part::EventId => put_bytes(buffer, change.event_id.as_bytes()),
                         Part::Position => {
-                            go.buffer.push(2);
-                            put_bytes(&mut go.buffer, position.as_bytes());
+                            buffer.push(2);
+                            put_bytes(buffer, position.as_bytes());
                         }
                     }
                 }
-                let end = go.buffer.len();
                 let target = partition_of(key_slice, grant.partitions);
                 let tombstone = change.op == OP_DELETE && input.key.is_some();
-                let GrantOut {
-                    buffer, receipts, ..
-                } = &mut *go;
-                let value = &buffer[start..end];
+                let value = &buffer[start..];
                 // The receipt's digest input and counts, as `Receipt.add` would make them.
                 let receipt = receipt_in(receipts, partition, offset);
                 receipt.last = offset;
@@ -1033,25 +1015,15 @@ impl EntryKernel {
                 if tombstone {
                     feed(&mut receipt.feed, key_slice, &[]);
                 }
-                go.delivered.push(Delivered {
-                    record: i as u32,
-                    key,
-                    value: Some((start as u32, end as u32)),
-                    partition: target,
-                });
+                deliveries.push_tail(key, start, target);
                 if tombstone {
                     // Delivery topics are compacted: the tombstone lets compaction drop the key.
-                    let key = match key_bytes {
-                        Some(h) => KeyOut::Hashed(h),
-                        None => KeyOut::Source,
-                    };
-                    go.tombstones.push((i as u32, change.event_id.to_owned()));
-                    go.delivered.push(Delivered {
-                        record: i as u32,
-                        key,
-                        value: None,
-                        partition: target,
-                    });
+                    let headers = tombstone_headers(
+                        &grant.grant_id,
+                        change.event_id.as_bytes(),
+                        position.as_bytes(),
+                    );
+                    deliveries.push(key, None, target, Some(headers));
                 }
             }
         }
@@ -1077,7 +1049,7 @@ impl EntryKernel {
     /// Records written with ``schema_id`` are routed by ``spec``; with ``None`` they all go
     /// back to Python (a schema the kernel cannot read, or the registry does not know).
     #[pyo3(signature = (schema_id, spec=None))]
-    fn add_reader(&self, py: Python<'_>, schema_id: u32, spec: Option<ReaderSpec>) -> PyResult<()> {
+    fn add_reader(&self, schema_id: u32, spec: Option<ReaderSpec>) -> PyResult<()> {
         let Some((envelope, fields, checks, key, provider, grants)) = spec else {
             self.readers().insert(schema_id, None);
             return Ok(());
@@ -1115,10 +1087,7 @@ impl EntryKernel {
             composite_key: key.len() > 1,
             key: key.into_iter().map(index).collect(),
             provider,
-            grants: grants
-                .into_iter()
-                .map(|g| grant(py, g))
-                .collect::<PyResult<_>>()?,
+            grants: grants.into_iter().map(grant).collect::<PyResult<_>>()?,
         };
         self.readers().insert(schema_id, Some(Arc::new(reader)));
         Ok(())
@@ -1151,7 +1120,7 @@ impl EntryKernel {
     ///
     /// Returns ``(missing, fallback, grants, offsets)``: schema ids to resolve first (then
     /// nothing else is filled in; call again); indices of the records the Python core must
-    /// route; per grant ``(keys, values, partitions, headers, receipts, filtered)``; per
+    /// route; per grant ``(deliveries, receipts, filtered)``; per
     /// partition the next offset. The routing itself runs without the GIL.
     fn route<'py>(
         &self,
@@ -1230,73 +1199,9 @@ impl EntryKernel {
             self.compute(&readers, topic, &inputs, &starts, today - ORDINAL_1970)
         });
         drop(inputs);
-        // Phase three, with it again: the Python objects.
+        // Phase three, with it again: the Python objects (a few per grant and partition).
         let grants = PyList::empty(py);
-        let reader_grants: Vec<Py<PyBytes>> = readers
-            .values()
-            .flatten()
-            .next()
-            .map(|r| r.grants.iter().map(|g| g.grant_id.clone_ref(py)).collect())
-            .unwrap_or_default();
-        for (g, out) in computed.grants.into_iter().enumerate() {
-            let n = out.delivered.len();
-            let mut key_objs: Vec<PyObject> = Vec::with_capacity(n);
-            let mut value_objs: Vec<PyObject> = Vec::with_capacity(n);
-            let mut partition_objs: Vec<i32> = Vec::with_capacity(n);
-            let headers = PyDict::new(py);
-            let mut tombstones = out.tombstones.iter();
-            for (j, d) in out.delivered.iter().enumerate() {
-                let r = d.record as usize;
-                key_objs.push(match &d.key {
-                    KeyOut::None => py.None(),
-                    KeyOut::Source => keys[r]
-                        .as_ref()
-                        .map_or_else(|| py.None(), |k| k.clone().into_any().unbind()),
-                    KeyOut::Hashed(h) => PyBytes::new(py, h).into_any().unbind(),
-                });
-                partition_objs.push(d.partition);
-                let Some((a, b)) = d.value else {
-                    value_objs.push(py.None());
-                    let (_, event_id) = tombstones.next().expect("a tombstone per None value");
-                    let (partition, offset) = places[r];
-                    let grant_id = reader_grants.get(g).map(|id| id.bind(py).clone());
-                    headers.set_item(
-                        j,
-                        PyList::new(
-                            py,
-                            [
-                                (
-                                    intern!(py, "exchange.grant").clone(),
-                                    grant_id
-                                        .map(Bound::into_any)
-                                        .unwrap_or_else(|| py.None().into_bound(py)),
-                                ),
-                                (
-                                    intern!(py, "exchange.event_id").clone(),
-                                    PyBytes::new(py, event_id.as_bytes()).into_any(),
-                                ),
-                                (
-                                    intern!(py, "exchange.source").clone(),
-                                    PyBytes::new(
-                                        py,
-                                        format!("{topic}/{partition}/{offset}").as_bytes(),
-                                    )
-                                    .into_any(),
-                                ),
-                            ],
-                        )?,
-                    )?;
-                    continue;
-                };
-                value_objs.push(
-                    PyBytes::new(py, &out.buffer[a as usize..b as usize])
-                        .into_any()
-                        .unbind(),
-                );
-            }
-            let key_objs = PyList::new(py, key_objs)?;
-            let value_objs = PyList::new(py, value_objs)?;
-            let partition_objs = PyList::new(py, partition_objs)?;
+        for out in computed.grants {
             let receipts = PyList::empty(py);
             for r in out.receipts {
                 receipts.append((
@@ -1309,14 +1214,7 @@ impl EntryKernel {
                     PyList::new(py, r.ts)?,
                 ))?;
             }
-            grants.append((
-                key_objs,
-                value_objs,
-                partition_objs,
-                headers,
-                receipts,
-                out.filtered,
-            ))?;
+            grants.append((Bound::new(py, out.deliveries)?, receipts, out.filtered))?;
         }
         PyTuple::new(
             py,
@@ -1387,6 +1285,12 @@ fn partition_runs<'py>(
 #[pymodule]
 fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<EntryKernel>()?;
+    m.add_class::<Deliveries>()?;
+    m.add_class::<NativeProducer>()?;
+    m.add(
+        "ProduceError",
+        m.py().get_type::<deliveries::ProduceError>(),
+    )?;
     m.add_function(wrap_pyfunction!(partition_runs, m)?)?;
     Ok(())
 }

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from exchange._kernel import Deliveries
 from exchange.kafka.transactions import TransactionalProducer, TransactionError
 
 
@@ -40,9 +41,10 @@ def test_columns_are_produced_in_order_and_resumed_after_a_full_queue() -> None:
         [0, 1, -1, 2],
     )
     headers = {3: [("exchange.grant", b"g")]}
-    stopped = p.produce_many("dlv", keys, values, partitions, headers)
+    deliveries = Deliveries.from_columns(keys, values, partitions, headers)
+    stopped = p.produce_many("dlv", deliveries)
     assert stopped == 2
-    assert p.produce_many("dlv", keys, values, partitions, headers, stopped) == 4
+    assert p.produce_many("dlv", deliveries, stopped) == 4
     assert client.records == [
         ("dlv", b"v0", b"k0", 0, None),
         ("dlv", b"v1", b"k1", 1, None),
@@ -55,8 +57,9 @@ def test_without_headers_the_fast_loop_resumes_too() -> None:
     client = FakeClient(room=1)
     p = producer(client)
     keys, values, partitions = [b"a", b"b", b"c"], [b"1", b"2", b"3"], [0, 0, 0]
-    assert p.produce_many("dlv", keys, values, partitions, {}) == 1
-    assert p.produce_many("dlv", keys, values, partitions, {}, 1) == 3
+    deliveries = Deliveries.from_columns(keys, values, partitions, {})
+    assert p.produce_many("dlv", deliveries) == 1
+    assert p.produce_many("dlv", deliveries, 1) == 3
     assert [r[2] for r in client.records] == [b"a", b"b", b"c"]
 
 
@@ -66,5 +69,5 @@ def test_a_client_error_is_sorted_into_a_transaction_error() -> None:
             raise KafkaException(KafkaError(KafkaError._FENCED))
 
     with pytest.raises(TransactionError) as caught:
-        producer(Failing()).produce_many("dlv", [b"k"], [b"v"], [0], {})
+        producer(Failing()).produce_many("dlv", Deliveries.from_columns([b"k"], [b"v"], [0], {}))
     assert caught.value.kind == "fenced"

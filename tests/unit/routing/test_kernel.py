@@ -346,17 +346,17 @@ def by_kernel(routed: Routed) -> dict[str, Delivered]:
     out: dict[str, Delivered] = {}
     for stream in routed.streams:
         items = out.setdefault(stream.grant.plan.grant.id, [])
-        headers = [
-            tuple(tuple(h) for h in stream.headers.get(i, ())) for i in range(len(stream.keys))
-        ]
-        items.extend(zip(stream.keys, stream.values, headers, strict=True))
-        for key, partition in zip(stream.keys, stream.partitions, strict=True):
+        d = stream.deliveries
+        keys, values, by_index = d.keys(), d.values(), d.headers()
+        headers = [tuple(tuple(h) for h in by_index.get(i, ())) for i in range(len(keys))]
+        items.extend(zip(keys, values, headers, strict=True))
+        for key, partition in zip(keys, d.partitions(), strict=True):
             # As librdkafka's consistent_random partitioner places it.
             assert partition == (zlib.crc32(key) % stream.grant.partitions if key else -1)
         for _p, first, last, count, delivered, feed, ts in stream.receipts:
-            assert count == len(stream.keys) and first <= last
-            assert delivered == sum(v is not None for v in stream.values) == len(ts)
-            expected = receipt_digest(zip(stream.keys, stream.values, strict=True))
+            assert count == len(keys) and first <= last
+            assert delivered == sum(v is not None for v in values) == len(ts)
+            expected = receipt_digest(zip(keys, values, strict=True))
             assert hashlib.sha256(feed).hexdigest() == expected
     for _record, _entry, d in routed.deliveries:
         out.setdefault(d.grant_id, []).append((d.key, d.value, tuple(d.headers)))
@@ -419,9 +419,9 @@ def test_each_grant_gets_records_from_its_start_offset_only(data: Any) -> None:
     starts = [{0: 0, 1: 0}, {}, {1: 3}]
     _missing, _fallback, grants, offsets = compiled.kernel.route(s.topic, batch, starts, 739_000)
     assert sorted(offsets) == [(0, len(rows)), (1, len(rows))]
-    assert sum(r[3] for r in grants[0][4]) >= len(batch)  # both partitions, every record
-    assert grants[1][0] == []  # keys
-    assert all(r[0] == 1 and r[1] >= 3 for r in grants[2][4])
+    assert sum(r[3] for r in grants[0][1]) >= len(batch)  # both partitions, every record
+    assert len(grants[1][0]) == 0  # no deliveries
+    assert all(r[0] == 1 and r[1] >= 3 for r in grants[2][1])
 
 
 @settings(max_examples=10, deadline=None)
