@@ -166,13 +166,12 @@ def finish_live(
 ) -> Routed:
     """The kernel's results as a :class:`Routed`, with the core routing what it left."""
     out = Routed(backfill=False)
-    now_ms = int(time.time() * 1000)
-    denied: Counter[tuple[str, str, str, str]] = Counter()
+    report = _Live(out, actor, int(time.time() * 1000), dlq_topic)
     for batch, result in zip(plan, results, strict=True):
         out.records += len(batch.messages)
         metrics.RECORDS_IN.inc((batch.route.entry.id,), len(batch.messages))
-        _route(batch, result, out, denied, actor, now_ms, dlq_topic)
-    for labels, count in denied.items():
+        _route(batch, result, out, report)
+    for labels, count in report.denied.items():
         metrics.DENIED.inc(labels, count)
     return out
 
@@ -191,21 +190,74 @@ def route_backfill(
     ]
     batch = _Batch(kernels, core, topic, messages, starts)
     (result,) = run_kernels([batch])
-    _route(batch, result, out, None, None, 0, None)
+    _route(batch, result, out, _Backfill())
     return out
 
 
-def _route(
-    batch: _Batch,
-    result: KernelResult,
-    out: Routed,
-    denied: Counter[tuple[str, str, str, str]] | None,
-    actor: str | None,
-    now_ms: int,
-    dlq_topic: str | None,
-) -> None:
-    """What the kernel routed of ``batch``, and the core the records it left. ``denied`` and
-    the rest are ``None`` for a backfill (rejections are the live stream's to report)."""
+class _Backfill:
+    """What a backfill does with records it does not deliver: nothing (rejections and row
+    filters are the live stream's to report)."""
+
+    def rejected(self, record: SourceRecord, entry: str, rejection: Rejection) -> None:
+        pass
+
+    def filtered(self, entry: str, consumer: str, grant_id: str, count: int = 1) -> None:
+        pass
+
+
+class _Live(_Backfill):
+    """The live stream reports them: a dead letter and a happening per rejected record, row
+    filters counted for the denial metric."""
+
+    def __init__(self, out: Routed, actor: str, now_ms: int, dlq_topic: str) -> None:
+        self.out, self.actor, self.now_ms, self.dlq_topic = out, actor, now_ms, dlq_topic
+        self.denied: Counter[tuple[str, str, str, str]] = Counter()
+
+    def rejected(self, record: SourceRecord, entry: str, rejection: Rejection) -> None:
+        metrics.REJECTED.labels(entry or "(unknown)", rejection.reason).inc()
+        letter = DeadLetter(
+            origin="router",
+            reason=rejection.reason,
+            errors=rejection.errors,
+            entry=entry,
+            department=rejection.department,
+            position=record.position,
+            data=record.value,
+            extra={"key_base64": _b64(record.key)},
+        )
+        self.out.dead.append(
+            OutRecord(self.dlq_topic, record.key, letter.encode(), letter.headers())
+        )
+        self.out.happenings.append(
+            Happening(
+                kind="record.rejected",
+                actor=self.actor,
+                ts_ms=self.now_ms,
+                entry=entry,
+                details={
+                    "reason": rejection.reason,
+                    "errors": list(rejection.errors),
+                    "position": record.position,
+                    "department": rejection.department,
+                },
+            )
+        )
+
+    def filtered(self, entry: str, consumer: str, grant_id: str, count: int = 1) -> None:
+        self.denied[entry, consumer, grant_id, "row_filter"] += count
+
+
+def _left_over(report: _Backfill, entry: str, record: SourceRecord, outcome: Outcome) -> None:
+    """A record the core routed: reported if it was rejected or filtered out."""
+    if outcome.rejection is not None:
+        report.rejected(record, entry, outcome.rejection)
+        return
+    for grant_id, consumer in outcome.filtered:
+        report.filtered(entry, consumer, grant_id)
+
+
+def _route(batch: _Batch, result: KernelResult, out: Routed, report: _Backfill) -> None:
+    """What the kernel routed of ``batch``, and the core the records it left."""
     entry = batch.route.entry.id
     missing, fallback, grant_outs, offsets = result
     if missing:
@@ -217,28 +269,24 @@ def _route(
     for partition, next_offset in offsets:
         tp = (batch.topic, partition)
         out.offsets[tp] = max(out.offsets.get(tp, 0), next_offset)
-    left: list[tuple[SourceRecord, Any]] = []
+    left: list[tuple[SourceRecord, Outcome]] = []
     for i in fallback:
         record = source_record(batch.messages[i])
         outcome = _core(batch, record)
         if outcome.deliveries:
             # Valid after all (a value the kernel does not render): the core routes the
             # entry's whole batch, so deliveries keep the source order.
-            _route_by_core(batch, out, denied, actor, now_ms, dlq_topic)
+            _route_by_core(batch, out, report)
             return
         left.append((record, outcome))
     for record, outcome in left:
-        if outcome.rejection is not None:
-            if actor is not None and dlq_topic is not None:
-                _reject(out, record, entry, outcome.rejection, actor, now_ms, dlq_topic)
-        elif denied is not None:
-            for grant_id, consumer in outcome.filtered:
-                denied[entry, consumer, grant_id, "row_filter"] += 1
-    for grant, columns in zip(batch.compiled.grants, grant_outs, strict=True):
-        deliveries, receipts, filtered = columns
-        if filtered and denied is not None:
+        _left_over(report, entry, record, outcome)
+    for grant, (deliveries, receipts, filtered) in zip(
+        batch.compiled.grants, grant_outs, strict=True
+    ):
+        if filtered:
             terms = grant.plan.grant
-            denied[entry, terms.consumer, terms.id, "row_filter"] += filtered
+            report.filtered(entry, terms.consumer, terms.id, filtered)
         if len(deliveries):
             out.streams.append(Stream(entry, batch.topic, grant, deliveries, receipts))
 
@@ -247,63 +295,13 @@ def _core(batch: _Batch, record: SourceRecord) -> Outcome:
     return batch.core.route(record, batch.live(record))
 
 
-def _route_by_core(
-    batch: _Batch,
-    out: Routed,
-    denied: Counter[tuple[str, str, str, str]] | None,
-    actor: str | None,
-    now_ms: int,
-    dlq_topic: str | None,
-) -> None:
+def _route_by_core(batch: _Batch, out: Routed, report: _Backfill) -> None:
     entry = batch.route.entry.id
     for m in batch.messages:
         record = source_record(m)
         outcome = _core(batch, record)
-        if outcome.rejection is not None:
-            if actor is not None and dlq_topic is not None:
-                _reject(out, record, entry, outcome.rejection, actor, now_ms, dlq_topic)
-            continue
-        if denied is not None:
-            for grant_id, consumer in outcome.filtered:
-                denied[entry, consumer, grant_id, "row_filter"] += 1
+        _left_over(report, entry, record, outcome)
         out.deliveries.extend((record, entry, d) for d in outcome.deliveries)
-
-
-def _reject(
-    out: Routed,
-    record: SourceRecord,
-    entry: str | None,
-    rejected: Rejection,
-    actor: str,
-    now_ms: int,
-    dlq_topic: str,
-) -> None:
-    metrics.REJECTED.labels(entry or "(unknown)", rejected.reason).inc()
-    letter = DeadLetter(
-        origin="router",
-        reason=rejected.reason,
-        errors=rejected.errors,
-        entry=entry,
-        department=rejected.department,
-        position=record.position,
-        data=record.value,
-        extra={"key_base64": _b64(record.key)},
-    )
-    out.dead.append(OutRecord(dlq_topic, record.key, letter.encode(), letter.headers()))
-    out.happenings.append(
-        Happening(
-            kind="record.rejected",
-            actor=actor,
-            ts_ms=now_ms,
-            entry=entry,
-            details={
-                "reason": rejected.reason,
-                "errors": list(rejected.errors),
-                "position": record.position,
-                "department": rejected.department,
-            },
-        )
-    )
 
 
 def _b64(data: bytes | None) -> str | None:

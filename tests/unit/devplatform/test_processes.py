@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from exchange.devplatform import processes
@@ -52,3 +53,21 @@ def test_java_major_parses_both_styles(tmp_path: Path) -> None:
 def test_kafka_cluster_id_format() -> None:
     cid = _kafka_uuid("6f1c5b0e-8a0e-4c35-9f0e-2b7f5d9c1a11")
     assert len(cid) == 22 and "=" not in cid
+
+
+def test_started_processes_may_open_as_many_files_as_allowed(tmp_path: Path) -> None:
+    import resource
+
+    out = tmp_path / "limit"
+    code = (
+        "import resource, sys; "
+        "open(sys.argv[1], 'w').write(str(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))"
+    )
+    pid = processes.start(
+        [sys.executable, "-c", code, str(out)], tmp_path / "log", tmp_path / "limit.pid"
+    )
+    while processes.alive(pid):
+        time.sleep(0.01)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # At least the hard limit (more when run as root, who may raise it).
+    assert int(out.read_text()) >= hard
