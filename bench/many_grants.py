@@ -309,6 +309,8 @@ def measure(side: Side, rows: list[dict[str, Any]]) -> tuple[float, float, float
     total = len(rows) * len(side.consumers)
     source = side.source_records(rows)
     with side.router() as process:
+        ready_rss, _peak = memory_mb(process.pid)
+        print(f"  router RSS when ready: {ready_rss:.0f} MB", flush=True)
         produce_all(side.settings, source)
         first_at = None
         first_written = 0
@@ -322,7 +324,8 @@ def measure(side: Side, rows: list[dict[str, Any]]) -> tuple[float, float, float
             if written >= total:
                 break
             if now - last_report > 5:
-                print(f"  ... {written:,} of {total:,} deliveries", flush=True)
+                rss_now, _peak = memory_mb(process.pid)
+                print(f"  ... {written:,} of {total:,}; RSS {rss_now:.0f} MB", flush=True)
                 last_report = now
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"router stopped or timed out:\n{side.log.read_text()[-3000:]}")
@@ -340,6 +343,9 @@ def main() -> None:
     parser.add_argument("--consumers", type=int, default=10)
     parser.add_argument("--records", type=int, default=30_000)
     parser.add_argument("--keep", action="store_true", help="keep the work folders (router logs)")
+    parser.add_argument(
+        "--only", choices=("baseline", "many"), help="measure one side (no ratio), e.g. its memory"
+    )
     args = parser.parse_args()
     results = {}
     rows = spread_rows(args.records, args.entries)
@@ -347,6 +353,8 @@ def main() -> None:
         ("baseline", 1, args.entries),
         ("many", args.entries, 1),
     ):
+        if args.only not in (None, name):
+            continue
         work = Path(tempfile.mkdtemp(prefix=f"exchange-bench-{name}-"))
         print(
             f"{name}: {entries:,} entries of {partitions:,} partition(s) x {args.consumers} "
@@ -358,7 +366,7 @@ def main() -> None:
             results[name] = measure(side, rows)
         finally:
             side.delete_topics()
-        if name == "baseline":
+        if name == "baseline" and args.only is None:
             # The broker closes a deleted topic's files only when it removes them, 60 s later
             # (file.delete.delay.ms); both sides' partitions at once would pass the open-file
             # limit.
@@ -370,6 +378,8 @@ def main() -> None:
             print(f"  kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    if args.only is not None:
+        return
     (b, b_rss, _bp), (m, m_rss, m_peak) = results["baseline"], results["many"]
     grants = args.entries * args.consumers
     print()

@@ -12,7 +12,7 @@ mod deliveries;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use hmac::{Hmac, Mac};
 use pyo3::exceptions::PyValueError;
@@ -318,7 +318,7 @@ enum Check {
     Required,
     CitizenId,
     CreditCode,
-    Pattern(Regex),
+    Pattern(Arc<Regex>),
     /// An integer (or a decimal's unscaled value) within inclusive bounds.
     Range(i128, i128),
     /// A float within bounds; a value equal to a bound is left to Python (Decimal compares the
@@ -747,18 +747,32 @@ fn kind(name: &str, precision: u32, scale: u32) -> PyResult<Kind> {
     })
 }
 
+/// Compiled patterns by text, shared by every reader that checks the same one: a compiled
+/// pattern takes tens of kB, and a catalog repeats a few (citizen ID, phone, region codes)
+/// across its entries and their schema versions (1,000 entries held 100 MB of copies).
+fn shared_regex(pattern: &str) -> PyResult<Arc<Regex>> {
+    static SHARED: OnceLock<Mutex<HashMap<String, Arc<Regex>>>> = OnceLock::new();
+    let mut shared = SHARED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(re) = shared.get(pattern) {
+        return Ok(Arc::clone(re));
+    }
+    let re = Regex::new(&format!(r"\A(?:{pattern})\z"))
+        .map_err(|e| PyValueError::new_err(format!("pattern {pattern:?}: {e}")))?;
+    let re = Arc::new(re);
+    shared.insert(pattern.to_owned(), Arc::clone(&re));
+    Ok(re)
+}
+
 fn check(spec: CheckSpec) -> PyResult<(Option<usize>, Check)> {
     let (field, name, pattern, lo, hi, flo, fhi) = spec;
     let check = match name.as_str() {
         "required" => Check::Required,
         "citizen_id" => Check::CitizenId,
         "credit_code" => Check::CreditCode,
-        "pattern" => {
-            let pattern = pattern.unwrap_or_default();
-            let re = Regex::new(&format!(r"\A(?:{pattern})\z"))
-                .map_err(|e| PyValueError::new_err(format!("pattern {pattern:?}: {e}")))?;
-            Check::Pattern(re)
-        }
+        "pattern" => Check::Pattern(shared_regex(&pattern.unwrap_or_default())?),
         "range" => Check::Range(lo.unwrap_or(i128::MIN), hi.unwrap_or(i128::MAX)),
         "float_range" => Check::FloatRange(flo, fhi),
         "absent" => Check::Absent,
