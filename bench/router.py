@@ -302,6 +302,20 @@ def running_router(env: RouterEnv, workers: int) -> Iterator[list[subprocess.Pop
         stop_workers(env, processes)
 
 
+def cpu_times() -> tuple[int, int]:
+    """``(busy, total)`` jiffies of the whole machine so far (``/proc/stat``)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_busy(since: tuple[int, int]) -> tuple[float, int]:
+    """The share of the machine's CPU time busy since ``since`` (all processes: the broker,
+    the router, this benchmark), and the number of cores."""
+    busy, total = cpu_times()
+    return (busy - since[0]) / max(total - since[1], 1), os.cpu_count() or 1
+
+
 def start_workers(env: RouterEnv, workers: int) -> list[subprocess.Popen[bytes]]:
     processes = []
     for w in range(workers):
@@ -337,6 +351,7 @@ def route(env: RouterEnv, records: list[tuple[str, bytes]], workers: int) -> flo
         while first_at is None:
             if sum(admin.end_offsets(delivered).values()) > before:
                 first_at = time.perf_counter()
+                cpu_at = cpu_times()
             elif not all(p.poll() is None for p in processes):
                 raise SystemExit("a router worker exited early")
             time.sleep(0.005)
@@ -350,6 +365,8 @@ def route(env: RouterEnv, records: list[tuple[str, bytes]], workers: int) -> flo
             done = sum(min(committed.get(tp, 0), ends[tp]) for tp in source)
             if done >= len(records):
                 rate = len(records) / (now - first_at)
+                busy, cores = cpu_busy(cpu_at)
+                print(f"  machine CPU busy while routing: {busy:.0%} of {cores} cores", flush=True)
                 for line in phase_report(env, len(records)):
                     print(f"  {line}", flush=True)
                 return rate
