@@ -9,8 +9,7 @@ class ProduceError(Exception):
 class NativeProducer:
     """A confluent-kafka producer's librdkafka handle (``exchange.kafka.native.attach``)."""
 
-    def __init__(self, producer: Any, library: str, name_prefix: str) -> None: ...
-    def library_version(self) -> int: ...
+    def __init__(self, producer: Any, library: str, name_prefix: str, version: int) -> None: ...
 
 class Deliveries:
     """One topic's deliveries of a batch, in order, held in Rust until produced."""

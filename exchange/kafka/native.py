@@ -17,6 +17,7 @@ check fails the caller produces through confluent-kafka as before, and says why 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +33,29 @@ log = logging.getLogger(__name__)
 #: against its source, ``src/confluent_kafka/src/confluent_kafka.h``, for 2.x).
 KNOWN_MAJORS = frozenset({"2"})
 _MAPS = Path("/proc/self/maps")
+#: librdkafka's C library as wheels (auditwheel: a hash in the name) and systems name it; not
+#: librdkafka++.
+LIBRARY = re.compile(r"librdkafka(-[0-9a-f]+)?\.so[.0-9]*")
 
 
 def librdkafka_path(maps: Path = _MAPS) -> str | None:
-    """The file of the librdkafka loaded into this process (confluent-kafka's), if one is."""
+    """The file of the librdkafka confluent-kafka loaded into this process, if one is: the one
+    in confluent-kafka's own folder (its wheels bundle it), else the only one loaded (a build
+    against the system's); ``None`` when it cannot tell."""
     try:
         lines = maps.read_text().splitlines()
     except OSError:
         return None
+    found = set()
     for line in lines:
         parts = line.split(maxsplit=5)
-        if len(parts) == 6 and Path(parts[5]).name.startswith("librdkafka"):
-            return parts[5]
-    return None
+        if len(parts) == 6 and LIBRARY.fullmatch(Path(parts[5]).name):
+            found.add(parts[5])
+    package = str(Path(confluent_kafka.__file__).parent.parent)
+    bundled = sorted(f for f in found if f.startswith(package))
+    if len(bundled) == 1:
+        return bundled[0]
+    return found.pop() if len(found) == 1 else None
 
 
 def attach(producer: Any, client_id: str) -> NativeProducer | None:
@@ -54,17 +65,13 @@ def attach(producer: Any, client_id: str) -> NativeProducer | None:
     if reason is None:
         path = librdkafka_path()
         if path is None:
-            reason = "no librdkafka found in this process's memory map"
+            reason = "no single librdkafka of confluent-kafka's in this process's memory map"
         else:
+            version = confluent_kafka.libversion()[1]
             try:
-                native = NativeProducer(producer, path, f"{client_id}#producer-")
+                return NativeProducer(producer, path, f"{client_id}#producer-", version)
             except ValueError as exc:
                 reason = str(exc)
-            else:
-                expected = confluent_kafka.libversion()[1]
-                if native.library_version() == expected:
-                    return native
-                reason = f"{path} is not the librdkafka confluent-kafka uses"
     log.warning("deliveries go through confluent-kafka's produce (slower): %s", reason)
     return None
 

@@ -49,7 +49,8 @@ def failure_kind(err: KafkaError) -> FailureKind:
     """What a failed transactional call's error asks of the caller."""
     if err.code() in FENCED_CODES:
         return "fenced"
-    if err.fatal():
+    # confluent-kafka's produce reports a fatal producer as _FATAL without the fatal flag.
+    if err.fatal() or err.code() == KafkaError._FATAL:
         return "fatal"
     if err.txn_requires_abort():
         return "abortable"
@@ -179,30 +180,32 @@ class TransactionalProducer:
         Natively (about 0.26 µs a delivery, without the GIL) when the producer could be
         attached; otherwise a loop over confluent-kafka's ``produce`` (about 0.7 µs a
         delivery, with the GIL)."""
-        if self._native is not None:
+        native = self._native  # one read: another thread may drop the producer meanwhile
+        if native is not None:
             try:
-                return deliveries.produce(self._native, topic, start)
+                return deliveries.produce(native, topic, start)
             except ProduceError as exc:
                 raise _refused(exc) from exc
         return self._produce_columns(topic, deliveries, start)
 
     def _produce_columns(self, topic: str, deliveries: Deliveries, start: int) -> int:
         produce = self.client.produce
-        keys, values, partitions = deliveries.keys(), deliveries.values(), deliveries.partitions()
-        headers = deliveries.headers()
+        keys, values = deliveries.keys()[start:], deliveries.values()[start:]
+        partitions, headers = deliveries.partitions()[start:], deliveries.headers()
         i = start
         try:
-            for i in range(start, len(keys)):
+            for key, value, partition in zip(keys, values, partitions, strict=True):
                 h = headers.get(i)
                 if h is None:
-                    produce(topic, values[i], keys[i], partitions[i])
+                    produce(topic, value, key, partition)
                 else:
-                    produce(topic, values[i], keys[i], partitions[i], headers=list(h))
+                    produce(topic, value, key, partition, headers=list(h))
+                i += 1
         except BufferError:
             return i
         except KafkaException as exc:
             raise _wrap(f"cannot produce to {topic}", exc) from exc
-        return len(keys)
+        return i
 
     def poll(self, timeout_s: float = 0) -> None:
         self.client.poll(timeout_s)

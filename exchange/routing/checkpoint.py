@@ -225,11 +225,15 @@ class Checkpointer:
     def _produce_many(self, topic: str, stream: Stream) -> None:
         done, deadline = 0, None
         while True:
+            before = done
             done = self.txn.produce_many(topic, stream.deliveries, done)
             if done == len(stream.deliveries):
                 return
-            # The local queue is full: deliveries drain it, unless the broker is away.
+            # The local queue is full: deliveries drain it, unless the broker is away (the
+            # wait counts from the last delivery handed over).
             now = time.monotonic()
+            if done > before:
+                deadline = None
             deadline = deadline or now + QUEUE_FULL_WAIT_S
             if now > deadline:
                 raise BufferError(f"the producer's queue stayed full for {QUEUE_FULL_WAIT_S} s")

@@ -33,6 +33,8 @@ create_exception!(
 const RD_KAFKA_PRODUCER: c_int = 0;
 const RD_KAFKA_MSG_F_COPY: c_int = 0x2;
 const ERR_QUEUE_FULL: c_int = -184;
+const ERR_STATE: c_int = -172;
+const ERR_INVALID_ARG: c_int = -186;
 const VTYPE_RKT: c_int = 2;
 const VTYPE_PARTITION: c_int = 3;
 const VTYPE_VALUE: c_int = 4;
@@ -74,6 +76,9 @@ struct Vu {
     u: VuValue,
 }
 
+// The layout rdkafka.h gives `rd_kafka_vu_t` on 64-bit platforms.
+const _: () = assert!(std::mem::size_of::<Vu>() == 72 && std::mem::align_of::<Vu>() == 8);
+
 impl Vu {
     fn new(vtype: c_int, u: VuValue) -> Self {
         Vu { vtype, u }
@@ -112,6 +117,11 @@ struct Api {
     _library: Library,
 }
 
+/// `RTLD_NOLOAD` (glibc and musl: 4).
+const fn libc_rtld_noload() -> c_int {
+    4
+}
+
 fn symbol<T: Copy>(library: &Library, name: &str) -> PyResult<T> {
     // SAFETY: each name is a librdkafka function with the signature its field declares
     // (rdkafka.h, stable since librdkafka 1.6).
@@ -122,10 +132,16 @@ fn symbol<T: Copy>(library: &Library, name: &str) -> PyResult<T> {
 
 impl Api {
     fn load(path: &str) -> PyResult<Self> {
-        // SAFETY: opening librdkafka runs no initialisers of ours; it is normally loaded
-        // already (by confluent-kafka), and then this only takes another reference to it.
-        let library = unsafe { Library::new(path) }
-            .map_err(|e| PyValueError::new_err(format!("cannot open {path}: {e}")))?;
+        // SAFETY: RTLD_NOLOAD: only a library already loaded (by confluent-kafka) is opened,
+        // which takes another reference to it and runs nothing.
+        let library = unsafe {
+            libloading::os::unix::Library::open(
+                Some(path),
+                libloading::os::unix::RTLD_NOW | libc_rtld_noload(),
+            )
+        }
+        .map(Library::from)
+        .map_err(|e| PyValueError::new_err(format!("{path} is not loaded: {e}")))?;
         Ok(Api {
             topic_new: symbol(&library, "rd_kafka_topic_new")?,
             topic_destroy: symbol(&library, "rd_kafka_topic_destroy")?,
@@ -178,8 +194,12 @@ impl Refusal {
 
 /// A confluent-kafka producer's `rd_kafka_t`, to produce deliveries with.
 ///
-/// Holds a reference to the Python producer, so the handle outlives this object; the topic
-/// handles taken here are released before that reference is.
+/// Holds a reference to the Python producer; the topic handles taken here are released before
+/// that reference is. confluent-kafka's `Producer.close()` (2.13 on) destroys the handle and
+/// sets it to NULL while the object lives on, so the handle is read again from the object
+/// before each use, and nothing is done with it once it changed. An attached producer must
+/// not be closed while a produce runs in another thread (`TransactionalProducer` never
+/// closes it; it drops it).
 #[pyclass(module = "exchange._kernel", frozen)]
 pub struct NativeProducer {
     api: Api,
@@ -189,9 +209,42 @@ pub struct NativeProducer {
     _owner: Py<PyAny>,
 }
 
+/// confluent-kafka's `Handle` (src/confluent_kafka/src/confluent_kafka.h): the object header,
+/// then `rd_kafka_t *rk`; the same layout since confluent-kafka 0.9.
+///
+/// # Safety
+/// `producer` must be a `confluent_kafka.Producer` (checked by the caller).
+unsafe fn handle_of(producer: *mut pyo3::ffi::PyObject) -> Rk {
+    *producer
+        .cast::<u8>()
+        .add(std::mem::size_of::<pyo3::ffi::PyObject>())
+        .cast::<Rk>()
+}
+
 impl NativeProducer {
     fn rk(&self) -> Rk {
         self.rk as Rk
+    }
+
+    /// Whether the producer still has the handle attached to (not closed).
+    fn open(&self) -> bool {
+        // SAFETY: `_owner` is the `confluent_kafka.Producer` checked in `new`, alive while
+        // this object holds it.
+        unsafe { handle_of(self._owner.as_ptr()) == self.rk() }
+    }
+
+    fn check_open(&self) -> PyResult<()> {
+        if self.open() {
+            return Ok(());
+        }
+        Err(ProduceError::new_err((
+            ERR_STATE,
+            "_STATE".to_owned(),
+            "the producer was closed".to_owned(),
+            true,
+            false,
+            false,
+        )))
     }
 
     fn topic(&self, name: &str) -> PyResult<Rkt> {
@@ -207,8 +260,13 @@ impl NativeProducer {
         // SAFETY: rk is a live producer handle (checked in `new`, kept alive by `_owner`).
         let rkt = unsafe { (self.api.topic_new)(self.rk(), cname.as_ptr(), std::ptr::null_mut()) };
         if rkt.is_null() {
-            return Err(PyValueError::new_err(format!(
-                "librdkafka refused the topic name {name:?}"
+            return Err(ProduceError::new_err((
+                ERR_INVALID_ARG,
+                "_INVALID_ARG".to_owned(),
+                format!("librdkafka refused the topic name {name:?}"),
+                false,
+                false,
+                false,
             )));
         }
         topics.insert(name.to_owned(), rkt as usize);
@@ -223,8 +281,9 @@ impl NativeProducer {
         value: Option<&[u8]>,
         partition: i32,
         headers: &[(CString, Option<Vec<u8>>)],
+        vus: &mut Vec<Vu>,
     ) -> Result<bool, Refusal> {
-        let mut vus: Vec<Vu> = Vec::with_capacity(5 + headers.len());
+        vus.clear();
         vus.push(Vu::new(
             VTYPE_RKT,
             VuValue {
@@ -284,6 +343,9 @@ impl NativeProducer {
 
 impl Drop for NativeProducer {
     fn drop(&mut self) {
+        if !self.open() {
+            return; // closed: its topics went with it
+        }
         let topics = self
             .topics
             .get_mut()
@@ -299,25 +361,37 @@ impl Drop for NativeProducer {
 #[pymethods]
 impl NativeProducer {
     /// Attach to ``producer`` (a ``confluent_kafka.Producer``) through ``library``, the path of
-    /// the librdkafka it loaded. ``name_prefix`` is what ``rd_kafka_name`` must start with
-    /// (the producer's ``client.id`` and ``#producer-``): a check that the handle read from
-    /// the Python object is that producer's.
+    /// the librdkafka it loaded, which must be loaded already and be ``version``
+    /// (``confluent_kafka.libversion()[1]``). ``name_prefix`` is what ``rd_kafka_name`` must
+    /// start with (the producer's ``client.id`` and ``#producer-``): a check that the handle
+    /// read from the Python object is that producer's.
     #[new]
-    fn new(producer: Bound<'_, PyAny>, library: &str, name_prefix: &str) -> PyResult<Self> {
+    fn new(
+        producer: Bound<'_, PyAny>,
+        library: &str,
+        name_prefix: &str,
+        version: i32,
+    ) -> PyResult<Self> {
+        let class = producer
+            .py()
+            .import("confluent_kafka")?
+            .getattr("Producer")?;
+        if !producer.is_instance(&class)? {
+            return Err(PyValueError::new_err("not a confluent_kafka.Producer"));
+        }
         let api = Api::load(library)?;
-        // confluent-kafka's `Handle` (src/confluent_kafka/src/confluent_kafka.h): the object
-        // header, then `rd_kafka_t *rk`; the same layout since confluent-kafka 0.9.
-        // SAFETY: `producer` is a live object at least a header and a pointer long (the
-        // Python side checks its type); the read is of that pointer only.
-        let rk = unsafe {
-            let base = producer.as_ptr().cast::<u8>();
-            *base
-                .add(std::mem::size_of::<pyo3::ffi::PyObject>())
-                .cast::<Rk>()
-        };
+        // SAFETY: a function without arguments.
+        let found = unsafe { (api.version)() };
+        if found != version {
+            return Err(PyValueError::new_err(format!(
+                "{library} is librdkafka {found:#x}, confluent-kafka uses {version:#x}"
+            )));
+        }
+        // SAFETY: `producer` is a confluent_kafka.Producer (checked above).
+        let rk = unsafe { handle_of(producer.as_ptr()) };
         if rk.is_null() {
             return Err(PyValueError::new_err(
-                "the producer has no librdkafka handle",
+                "the producer has no librdkafka handle (closed)",
             ));
         }
         // SAFETY: rk is confluent-kafka's producer handle (layout above), alive while
@@ -334,12 +408,6 @@ impl NativeProducer {
             topics: Mutex::new(HashMap::new()),
             _owner: producer.unbind(),
         })
-    }
-
-    /// `rd_kafka_version()` of the library opened (to compare with confluent-kafka's).
-    fn library_version(&self) -> i32 {
-        // SAFETY: a function without arguments.
-        unsafe { (self.api.version)() }
     }
 }
 
@@ -534,9 +602,11 @@ impl Deliveries {
         topic: &str,
         start: usize,
     ) -> PyResult<usize> {
+        producer.check_open()?;
         let rkt = producer.topic(topic)? as usize;
         let none: Headers = Vec::new();
         py.allow_threads(|| {
+            let mut vus: Vec<Vu> = Vec::with_capacity(8);
             for (i, item) in self.items.iter().enumerate().skip(start) {
                 let headers = item.headers.map_or(&none, |h| &self.headers[h].1);
                 match producer.produce_one(
@@ -545,6 +615,7 @@ impl Deliveries {
                     self.span(item.value),
                     item.partition,
                     headers,
+                    &mut vus,
                 ) {
                     Ok(true) => {}
                     Ok(false) => return Ok(i),

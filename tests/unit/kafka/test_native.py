@@ -4,14 +4,16 @@ a closed port; nothing is sent (librdkafka queues locally)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import confluent_kafka
 import pytest
 from confluent_kafka import Producer
 
-from exchange._kernel import Deliveries
+from exchange._kernel import Deliveries, NativeProducer, ProduceError
 from exchange.kafka.native import attach, librdkafka_path
 from exchange.kafka.transactions import TransactionalProducer, TransactionError
 
@@ -27,7 +29,8 @@ def make_producer() -> Iterator[Any]:
 
     yield make
     for p in made:
-        p.purge()
+        with contextlib.suppress(RuntimeError):  # closed by the test
+            p.purge()
 
 
 def columns(n: int) -> Deliveries:
@@ -47,6 +50,17 @@ def test_the_loaded_librdkafka_is_found_in_the_memory_map(tmp_path: Path) -> Non
     maps.write_text("7f00-7f01 r-xp 00000000 08:01 1 /usr/lib/libc.so.6\n")
     assert librdkafka_path(maps) is None
     assert librdkafka_path(tmp_path / "absent") is None
+    # The bundled copy wins over another one loaded; librdkafka++ is not the C library.
+    bundled = str(Path(path).parent / "librdkafka-0123abcd.so.1")
+    maps.write_text(
+        "".join(
+            f"7f00-7f01 r-xp 00000000 08:01 1 {p}\n"
+            for p in ("/usr/lib/librdkafka.so.1", bundled, "/usr/lib/librdkafka++.so.1")
+        )
+    )
+    assert librdkafka_path(maps) == bundled
+    maps.write_text("7f00-7f01 r-xp 00000000 08:01 1 /usr/lib/librdkafka++.so.1\n")
+    assert librdkafka_path(maps) is None
 
 
 def test_deliveries_keep_their_columns() -> None:
@@ -65,6 +79,28 @@ def test_attach_checks_the_handle_against_the_client_id(make_producer: Any) -> N
     assert attach(producer, "unit") is not None
     assert attach(producer, "someone-else") is None  # the name does not match: not used
     assert attach(object(), "unit") is None
+
+
+def test_only_a_confluent_producer_of_the_loaded_library_is_attached(make_producer: Any) -> None:
+    path = librdkafka_path()
+    assert path is not None
+    version = confluent_kafka.libversion()[1]
+    with pytest.raises(ValueError, match=r"not a confluent_kafka\.Producer"):
+        NativeProducer(b"x" * 100, path, "unit#producer-", version)
+    with pytest.raises(ValueError, match="confluent-kafka uses"):
+        NativeProducer(make_producer(), path, "unit#producer-", version + 1)
+    with pytest.raises(ValueError, match="not loaded"):
+        NativeProducer(make_producer(), "/nonexistent/librdkafka.so.1", "unit#producer-", version)
+
+
+def test_a_closed_producer_is_refused_not_used(make_producer: Any) -> None:
+    producer = make_producer()
+    native = attach(producer, "unit")
+    assert native is not None
+    producer.close()  # confluent-kafka destroys the handle; the object lives on
+    with pytest.raises(ProduceError, match="closed"):
+        columns(2).produce(native, "dlv", 0)
+    del native  # its topic handles went with the producer: nothing is released twice
 
 
 def test_a_full_queue_stops_the_produce_and_it_resumes_from_there(make_producer: Any) -> None:

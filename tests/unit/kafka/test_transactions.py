@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from exchange._kernel import Deliveries
-from exchange.kafka.transactions import TransactionalProducer, TransactionError
+from exchange.kafka.transactions import TransactionalProducer, TransactionError, failure_kind
 
 
 class FakeClient:
@@ -71,3 +71,8 @@ def test_a_client_error_is_sorted_into_a_transaction_error() -> None:
     with pytest.raises(TransactionError) as caught:
         producer(Failing()).produce_many("dlv", Deliveries.from_columns([b"k"], [b"v"], [0], {}))
     assert caught.value.kind == "fenced"
+
+
+def test_a_fatal_producer_is_fatal_even_without_the_flag() -> None:
+    # confluent-kafka's produce reports a fatal producer as _FATAL with fatal() False.
+    assert failure_kind(KafkaError(KafkaError._FATAL)) == "fatal"
