@@ -478,7 +478,10 @@ class RouterWorker(Service):
                     ) from exc
                 await self._backoff(f"re-opening the router's producer failed ({exc}); retrying")
         carried = self.checkpoints.carried
-        self.checkpoints.hasher.close()  # its producer is gone already (fatal or fenced)
+        self.checkpoints.hasher.close()
+        # Its producer is lost (fatal or fenced): let go of it, so its poll thread ends and the
+        # client is destroyed there (each re-open kept one before).
+        self.checkpoints.txn.drop()
         self._checkpoints = checkpointer
         checkpointer.carry(carried)
         metrics.CHECKPOINTS.labels("reloaded").inc()
