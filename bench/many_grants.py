@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -75,7 +77,10 @@ class Side:
     """One isolated catalog of ``entries`` entries of ``partitions`` partitions each, every
     entry granted to every consumer."""
 
-    def __init__(self, work: Path, entries: int, consumers: int, partitions: int) -> None:
+    def __init__(
+        self, work: Path, entries: int, consumers: int, partitions: int, heaptrack: bool = False
+    ) -> None:
+        self.work, self.heaptrack = work, heaptrack
         shutil.copytree(ROOT / "config", work / "config")
         shutil.copytree(ROOT / "schemas", work / "schemas")
         project = IsolatedProject(Project(work))
@@ -215,8 +220,16 @@ class Side:
         """One router worker, ready to route live: every delivery topic exists, it joined its
         group and every grant's backfill (of its empty partition) has handed over."""
         started = time.perf_counter()
+        command = router_command(self.project.exchange_yaml, f"{self.uid}-bench")
+        if self.heaptrack:
+            # A native heap profile of the worker (``heaptrack_print`` reads it); the RSS
+            # figures are then those of heaptrack's own process.
+            command = ["heaptrack", "-o", str(self.work / "router.heaptrack"), *command]
         process = subprocess.Popen(
-            router_command(self.project.exchange_yaml, f"{self.uid}-bench"),
+            command,
+            # Its own process group: under heaptrack the worker is heaptrack's child, and the
+            # group is what gets stopped.
+            start_new_session=True,
             cwd=self.project.root,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
@@ -236,7 +249,7 @@ class Side:
             print(f"  router ready in {time.perf_counter() - started:.1f} s", flush=True)
             yield process
         finally:
-            process.terminate()
+            os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=120)
 
     def wait_for(
@@ -346,6 +359,11 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=("baseline", "many"), help="measure one side (no ratio), e.g. its memory"
     )
+    parser.add_argument(
+        "--heaptrack",
+        action="store_true",
+        help="run the router under heaptrack (a native heap profile, kept with --keep)",
+    )
     args = parser.parse_args()
     results = {}
     rows = spread_rows(args.records, args.entries)
@@ -361,7 +379,7 @@ def main() -> None:
             "consumers",
             flush=True,
         )
-        side = Side(work, entries, args.consumers, partitions)
+        side = Side(work, entries, args.consumers, partitions, args.heaptrack)
         try:
             results[name] = measure(side, rows)
         finally:
