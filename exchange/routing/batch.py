@@ -30,7 +30,7 @@ from exchange.errors import ExchangeError
 from exchange.routing import metrics
 from exchange.routing.backfill import Handover, Progress
 from exchange.routing.core import ActiveGrant, Delivery, Outcome, Rejection, Router, SourceRecord
-from exchange.routing.kernel import Deliveries, Kernels
+from exchange.routing.kernel import Deliveries, Feed, Kernels
 from exchange.rules.checksums import today_ordinal
 
 __all__ = [
@@ -64,8 +64,9 @@ class Stream:
     #: them (tombstones), held by the kernel until they are produced.
     deliveries: Deliveries
     #: Per source partition: ``(partition, first offset, last offset, deliveries, deliveries
-    #: with a value, digest feed, source ts_ms of those)``.
-    receipts: list[tuple[int, int, int, int, int, bytes, list[int]]]
+    #: with a value, digest feed (those deliveries, named in ``deliveries``), source ts_ms of
+    #: those with a value)``.
+    receipts: list[tuple[int, int, int, int, int, Feed, list[int]]]
 
 
 @dataclass

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 EntryKernel = _kernel.EntryKernel
 Deliveries = _kernel.Deliveries
+Feed = _kernel.Feed
 partition_runs = _kernel.partition_runs
 OPS = ("c", "u", "d", "r")
 #: Field kinds whose text (``_text``, ``key_text``) the kernel renders as Python does.

@@ -3,7 +3,9 @@
 A checkpoint (one Kafka transaction) seals one ``delivery.receipt`` event per consumer with a row
 per grant and source partition (:mod:`exchange.audit.receipts`). The digest is kept running (a
 SHA-256 fed each delivery's key and value, length-prefixed), so a checkpoint holds no copy of
-what it delivered, however many records it spans.
+what it delivered, however many records it spans. The running digest is the kernel's
+``ReceiptDigest``: it hashes what the kernel delivered straight from the kernel's buffers (a
+``Feed``), so no copy of a batch's deliveries is made for it either.
 """
 
 from __future__ import annotations
@@ -15,23 +17,24 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from exchange._kernel import Feed, ReceiptDigest
 from exchange.audit.receipts import ReceiptRow
 
-__all__ = ["Hasher", "Receipt", "ReceiptBook", "digest_update", "receipt_digest"]
+__all__ = ["Hasher", "Receipt", "ReceiptBook", "ReceiptDigest", "digest_update", "receipt_digest"]
 
 
 class Hasher:
     """Feeds receipt digests in a thread of its own, in the order given.
 
     A checkpoint's digests take about 0.6 µs per delivery of SHA-256 (1.3 kB of input each);
-    hashlib releases the GIL for inputs this large, so in this thread the hashing runs beside
-    the routing thread instead of inside it. :meth:`wait` before reading a digest."""
+    ``ReceiptDigest`` releases the GIL while it hashes a feed, so in this thread the hashing runs
+    beside the routing thread instead of inside it. :meth:`wait` before reading a digest."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[Any, bytes]] = queue.Queue()
+        self._queue: queue.Queue[tuple[ReceiptDigest | None, bytes | Feed]] = queue.Queue()
         self._thread: threading.Thread | None = None
 
-    def update(self, digest: Any, data: bytes) -> None:
+    def update(self, digest: ReceiptDigest, data: bytes | Feed) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="receipt-digests", daemon=True)
             self._thread.start()
@@ -90,7 +93,7 @@ class Receipt:
     last_offset: int
     delivery_topic: str | None = None
     count: int = 0
-    digest: Any = field(default_factory=hashlib.sha256)
+    digest: ReceiptDigest = field(default_factory=ReceiptDigest)
 
     def add(
         self,
@@ -117,11 +120,12 @@ class Receipt:
         last_offset: int,
         delivery_topic: str,
         count: int,
-        feed: bytes,
+        feed: bytes | Feed,
         hasher: Hasher | None = None,
     ) -> None:
-        """What the compiled kernel delivered: ``count`` deliveries up to ``last_offset``, their
-        digest input already laid out as :func:`digest_update` would feed it."""
+        """What the compiled kernel delivered: ``count`` deliveries up to ``last_offset``, fed to
+        the digest as :func:`digest_update` would feed them (``feed``: the kernel's deliveries,
+        or their digest input laid out as bytes)."""
         self.last_offset = last_offset
         self.delivery_topic = delivery_topic
         self.count += count

@@ -482,6 +482,17 @@ impl Deliveries {
         });
     }
 
+    /// Delivery ``i``'s key and value.
+    pub fn item_bytes(&self, i: usize) -> (Option<&[u8]>, Option<&[u8]>) {
+        let item = &self.items[i];
+        (self.span(item.key), self.span(item.value))
+    }
+
+    /// How many deliveries it holds.
+    pub fn count(&self) -> usize {
+        self.items.len()
+    }
+
     /// The buffer the next value is written into (then `push_tail`).
     pub fn buffer(&mut self) -> &mut Vec<u8> {
         &mut self.data

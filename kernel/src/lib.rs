@@ -9,6 +9,7 @@
 //! *fallback* index, and the Python core routes that record with its exact reasons.
 
 mod deliveries;
+mod digests;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -23,6 +24,7 @@ use regex::Regex;
 use sha2::Sha256;
 
 use deliveries::{tombstone_headers, Deliveries, NativeProducer};
+use digests::{Feed, ReceiptDigest};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -852,7 +854,8 @@ struct ReceiptPart {
     last: i64,
     count: u64,
     delivered: u64,
-    feed: Vec<u8>,
+    /// The grant's deliveries from this partition (indices into its buffer): the digest's feed.
+    items: Vec<u32>,
     ts: Vec<i64>,
 }
 
@@ -868,21 +871,14 @@ fn receipt_in(receipts: &mut Vec<ReceiptPart>, partition: i32, offset: i64) -> &
                 count: 0,
                 delivered: 0,
                 // Grown as needed: a batch spread over thousands of partitions and grants has
-                // thousands of parts of a delivery or two each (64 kB each up front was 640 MB).
-                feed: Vec::new(),
+                // thousands of parts of a delivery or two each.
+                items: Vec::new(),
                 ts: Vec::new(),
             });
             receipts.len() - 1
         }
     };
     &mut receipts[at]
-}
-
-fn feed(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
-    for part in [key, value] {
-        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        out.extend_from_slice(part);
-    }
 }
 
 /// A batch's record as read with the GIL: borrowed bytes, read without it.
@@ -1018,16 +1014,16 @@ impl EntryKernel {
                 }
                 let target = partition_of(key_slice, grant.partitions);
                 let tombstone = change.op == OP_DELETE && input.key.is_some();
-                let value = &buffer[start..];
-                // The receipt's digest input and counts, as `Receipt.add` would make them.
+                // The receipt's counts and digest feed, as `Receipt.add` would make them.
                 let receipt = receipt_in(receipts, partition, offset);
                 receipt.last = offset;
                 receipt.count += 1 + u64::from(tombstone);
                 receipt.delivered += 1;
                 receipt.ts.push(change.ts);
-                feed(&mut receipt.feed, key_slice, value);
+                let item = deliveries.count() as u32;
+                receipt.items.push(item);
                 if tombstone {
-                    feed(&mut receipt.feed, key_slice, &[]);
+                    receipt.items.push(item + 1);
                 }
                 deliveries.push_tail(key, start, target);
                 if tombstone {
@@ -1216,6 +1212,7 @@ impl EntryKernel {
         // Phase three, with it again: the Python objects (a few per grant and partition).
         let grants = PyList::empty(py);
         for out in computed.grants {
+            let deliveries = Py::new(py, out.deliveries)?;
             let receipts = PyList::empty(py);
             for r in out.receipts {
                 receipts.append((
@@ -1224,11 +1221,11 @@ impl EntryKernel {
                     r.last,
                     r.count,
                     r.delivered,
-                    PyBytes::new(py, &r.feed),
+                    Feed::new(deliveries.clone_ref(py), r.items),
                     PyList::new(py, r.ts)?,
                 ))?;
             }
-            grants.append((Bound::new(py, out.deliveries)?, receipts, out.filtered))?;
+            grants.append((deliveries, receipts, out.filtered))?;
         }
         PyTuple::new(
             py,
@@ -1301,6 +1298,8 @@ fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<EntryKernel>()?;
     m.add_class::<Deliveries>()?;
     m.add_class::<NativeProducer>()?;
+    m.add_class::<Feed>()?;
+    m.add_class::<ReceiptDigest>()?;
     m.add(
         "ProduceError",
         m.py().get_type::<deliveries::ProduceError>(),

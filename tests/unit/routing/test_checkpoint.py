@@ -15,7 +15,7 @@ from exchange.routing.backfill import Progress
 from exchange.routing.batch import Routed
 from exchange.routing.checkpoint import Checkpointer, CheckpointPolicy, checkpoint_due
 from exchange.routing.core import Delivery, SourceRecord
-from exchange.routing.receipts import Hasher, receipt_digest
+from exchange.routing.receipts import Hasher, ReceiptDigest, receipt_digest
 
 POLICY = CheckpointPolicy(min_interval_s=0.01, max_interval_s=0.5, max_deliveries=100)
 
@@ -172,11 +172,26 @@ def test_failures_are_sorted_by_what_the_caller_must_do() -> None:
 
 def test_the_hasher_feeds_digests_in_order() -> None:
     hasher = Hasher()
-    digest, expected = hashlib.sha256(), hashlib.sha256()
-    parts = [bytes([i]) * (3000 + i) for i in range(50)]
+    digest, expected = ReceiptDigest(), hashlib.sha256()
+    parts = [bytes([i]) * (3000 + i * 50) for i in range(50)]
     for part in parts:
         hasher.update(digest, part)
         expected.update(part)
     hasher.wait()
     assert digest.hexdigest() == expected.hexdigest()
     hasher.close()
+
+
+def test_a_receipt_digest_is_hashlib_sha256_running_on() -> None:
+    digest, expected = ReceiptDigest(), hashlib.sha256()
+    assert digest.hexdigest() == expected.hexdigest()
+    # Below and above the size hashed without the GIL.
+    for part in (b"", b"k", bytes(range(256)) * 20, b"v" * 100_000):
+        digest.update(part)
+        expected.update(part)
+        assert digest.hexdigest() == expected.hexdigest()  # reading it does not end it
+
+
+def test_a_receipt_digest_takes_bytes_or_a_feed_only() -> None:
+    with pytest.raises(TypeError):
+        ReceiptDigest().update("text")  # type: ignore[arg-type]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import hashlib
 import string
 import zlib
 from collections.abc import Callable, Iterable
@@ -37,7 +36,7 @@ from exchange.routing.backfill import Handover
 from exchange.routing.batch import Routed, route_backfill, route_live
 from exchange.routing.core import ActiveGrant, EntryRoute, Router, SourceRecord
 from exchange.routing.kernel import Kernels, compile_reader, kernel_pattern
-from exchange.routing.receipts import receipt_digest
+from exchange.routing.receipts import ReceiptDigest, receipt_digest
 from exchange.routing.transform import DeliveryPlan, delivery_schema
 from exchange.rules.checksums import CREDIT_CODE_ALPHABET, make_citizen_id, make_credit_code
 from exchange.rules.rules import (
@@ -357,7 +356,10 @@ def by_kernel(routed: Routed) -> dict[str, Delivered]:
             assert count == len(keys) and first <= last
             assert delivered == sum(v is not None for v in values) == len(ts)
             expected = receipt_digest(zip(keys, values, strict=True))
-            assert hashlib.sha256(feed).hexdigest() == expected
+            assert len(feed) == count
+            digest = ReceiptDigest()
+            digest.update(feed)
+            assert digest.hexdigest() == expected
     for _record, _entry, d in routed.deliveries:
         out.setdefault(d.grant_id, []).append((d.key, d.value, tuple(d.headers)))
     return out
