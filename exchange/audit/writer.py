@@ -116,7 +116,9 @@ def chain_partition(chain_id: str, partitions: int) -> int:
 class AuditWriter:
     """The single writer of one audit chain."""
 
-    def __init__(self, settings: ExchangeSettings, chain_id: str) -> None:
+    def __init__(self, settings: ExchangeSettings, chain_id: str, native: bool = False) -> None:
+        """``native``: the writer's producer also produces a router's ``Deliveries`` through
+        librdkafka directly (:mod:`exchange.kafka.native`); only the router asks for it."""
         self.settings = settings
         self.topic = settings.topics.audit
         self.chain_id = chain_id
@@ -129,7 +131,7 @@ class AuditWriter:
             settings.kafka.client_config(**{"linger.ms": 5}),
             f"exchange-audit.{chain_id}",
             timeout,
-            native=settings.kafka.native_produce,
+            native=native,
         )
         try:
             # Fences any earlier writer of this chain and aborts its open transaction.

@@ -144,7 +144,7 @@ class RouterWorker(Service):
     def _new_checkpointer(self) -> Checkpointer:
         # The chain's transactional producer carries the deliveries too: one transaction.
         return Checkpointer(
-            AuditWriter(self.settings, self.actor),
+            AuditWriter(self.settings, self.actor, native=self.settings.kafka.native_produce),
             self.actor,
             self.feed.group_metadata,
             self.settings.topics.router_backfills,
