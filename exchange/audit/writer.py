@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,9 +116,16 @@ def chain_partition(chain_id: str, partitions: int) -> int:
 class AuditWriter:
     """The single writer of one audit chain."""
 
-    def __init__(self, settings: ExchangeSettings, chain_id: str, native: bool = False) -> None:
+    def __init__(
+        self,
+        settings: ExchangeSettings,
+        chain_id: str,
+        native: bool = False,
+        producer: Mapping[str, Any] | None = None,
+    ) -> None:
         """``native``: the writer's producer also produces a router's ``Deliveries`` through
-        librdkafka directly (:mod:`exchange.kafka.native`); only the router asks for it."""
+        librdkafka directly (:mod:`exchange.kafka.native`); only the router asks for it.
+        ``producer``: librdkafka settings of the writer's producer on top of the defaults."""
         self.settings = settings
         self.topic = settings.topics.audit
         self.chain_id = chain_id
@@ -128,7 +135,7 @@ class AuditWriter:
         timeout = settings.kafka.request_timeout_s
         #: Kafka keeps the chain to one writer: the transactional id is the chain's.
         self.txn = TransactionalProducer(
-            settings.kafka.client_config(**{"linger.ms": 5}),
+            settings.kafka.client_config(**{"linger.ms": 5, **(producer or {})}),
             f"exchange-audit.{chain_id}",
             timeout,
             native=native,
@@ -185,7 +192,8 @@ class AuditWriter:
         events = [self.chain.seal(h) for h in happenings]
         key = self.chain_id.encode("utf-8")
         for event in events:
-            self.txn.produce(
+            # Waits while the router's deliveries fill the producer's queue.
+            self.txn.produce_waiting(
                 self.topic, key, self._codec.encode(event.to_avro()), partition=self.partition
             )
         return events

@@ -198,6 +198,12 @@ class RouterSettings(_Section):
     #: ...or while records wait, once it is this old or holds this many deliveries.
     checkpoint_max_s: float = Field(0.5, gt=0)
     checkpoint_max_deliveries: int = Field(50_000, ge=1)
+    #: Deliveries held in memory at most twice this: routed and not yet handed to the producer,
+    #: and in the producer's queue (its ``queue.buffering.max.messages``). Routing ahead of a
+    #: broker that is slower than the router only costs memory: with 10,000 grants 8 batches
+    #: routed ahead were 160,000 deliveries (73 MB of the worker's heap peak) and the
+    #: producer's default queue of 100,000 another 41 MB (heaptrack, 2026-12-06).
+    in_flight_deliveries: int = Field(50_000, ge=1000)
     #: How often grants are checked for expiry and changes, even when no record arrives.
     grant_check_interval_s: float = Field(1.0, gt=0)
     #: A worker silent this long leaves the group and its partitions go to the others; after

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -32,6 +33,8 @@ __all__ = ["TransactionError", "TransactionalProducer", "failure_kind"]
 
 FailureKind = Literal["retriable", "abortable", "fatal", "fenced"]
 #: Errors that mean another process owns this ``transactional.id`` now.
+#: How long ``BufferError`` (librdkafka's local queue full) is waited out before giving up.
+QUEUE_FULL_WAIT_S = 30.0
 FENCED_CODES = frozenset(
     {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 )
@@ -171,6 +174,29 @@ class TransactionalProducer:
                 self.client.produce(topic, value=value, key=key, partition=partition)
         except KafkaException as exc:
             raise _wrap(f"cannot produce to {topic}", exc) from exc
+
+    def produce_waiting(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, str | bytes | None]] | None = None,
+        partition: int = -1,
+        wait_s: float = QUEUE_FULL_WAIT_S,
+    ) -> None:
+        """:meth:`produce`, waiting while the local queue is full (acknowledgements drain it);
+        ``BufferError`` once it stayed full for ``wait_s`` (the broker is away)."""
+        deadline = None
+        while True:
+            try:
+                self.produce(topic, key, value, headers, partition)
+                return
+            except BufferError:
+                now = time.monotonic()
+                deadline = deadline or now + wait_s
+                if now > deadline:
+                    raise BufferError(f"the producer's queue stayed full for {wait_s} s") from None
+                self.poll(0.05)
 
     def produce_many(self, topic: str, deliveries: Deliveries, start: int = 0) -> int:
         """Hand over ``deliveries`` from ``start`` on; returns the index of the first one not

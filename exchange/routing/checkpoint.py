@@ -27,7 +27,7 @@ from confluent_kafka import TopicPartition
 from exchange.audit.events import Happening
 from exchange.audit.receipts import receipt_happenings
 from exchange.audit.writer import AuditWriter
-from exchange.kafka.transactions import TransactionalProducer
+from exchange.kafka.transactions import QUEUE_FULL_WAIT_S, TransactionalProducer
 from exchange.routing import metrics
 from exchange.routing.backfill import Progress
 from exchange.routing.batch import Routed, Stream
@@ -36,8 +36,6 @@ from exchange.routing.receipts import Hasher, ReceiptBook
 __all__ = ["CheckpointPolicy", "Checkpointer", "Pending", "checkpoint_due"]
 
 TP = tuple[str, int]
-#: How long ``BufferError`` (librdkafka's local queue full) is waited out before giving up.
-QUEUE_FULL_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -246,18 +244,7 @@ class Checkpointer:
         value: bytes | None,
         headers: Any,
     ) -> None:
-        deadline = None
-        while True:
-            try:
-                self.txn.produce(topic, key, value, headers)
-                return
-            except BufferError:
-                # The local queue is full: deliveries drain it, unless the broker is away.
-                now = time.monotonic()
-                deadline = deadline or now + QUEUE_FULL_WAIT_S
-                if now > deadline:
-                    raise
-                self.txn.poll(0.05)
+        self.txn.produce_waiting(topic, key, value, headers)
 
 
 def _count(p: Pending) -> None:

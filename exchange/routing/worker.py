@@ -61,6 +61,11 @@ TP = tuple[str, int]
 MAX_BACKOFF_S = 30.0
 #: Live batches routed and not staged yet, at most (then the loop stages before routing on).
 ROUTED_AHEAD = 8
+#: Refusals of a transaction call while the coordinator completes the previous commit: tried
+#: again after BUSY_PAUSE_S, 2 x BUSY_PAUSE_S, ... (BUSY_RETRIES times), then backed off.
+COORDINATOR_BUSY = frozenset({"CONCURRENT_TRANSACTIONS", "COORDINATOR_LOAD_IN_PROGRESS"})
+BUSY_PAUSE_S = 0.01
+BUSY_RETRIES = 10
 #: How often the worker looks for catalog changes (new source topics), in seconds.
 CATALOG_CHECK_S = 10.0
 
@@ -144,7 +149,14 @@ class RouterWorker(Service):
     def _new_checkpointer(self) -> Checkpointer:
         # The chain's transactional producer carries the deliveries too: one transaction.
         return Checkpointer(
-            AuditWriter(self.settings, self.actor, native=self.settings.kafka.native_produce),
+            AuditWriter(
+                self.settings,
+                self.actor,
+                native=self.settings.kafka.native_produce,
+                producer={
+                    "queue.buffering.max.messages": self.settings.router.in_flight_deliveries
+                },
+            ),
             self.actor,
             self.feed.group_metadata,
             self.settings.topics.router_backfills,
@@ -248,9 +260,7 @@ class RouterWorker(Service):
         metrics.BATCH_PHASE.labels("grants").observe(started - begun)
         metrics.BATCH_PHASE.labels("route").observe(routed_at - started)
         self._routed.append((routed, batch.epoch))
-        if len(self._routed) < ROUTED_AHEAD and (
-            self._gate.locked() or not self.feed.batches.empty()
-        ):
+        if self._may_route_ahead() and (self._gate.locked() or not self.feed.batches.empty()):
             # Staged with the next batch (while the kernel routes that one), or after the
             # checkpoint that is committing: either way this thread goes on routing.
             return
@@ -327,6 +337,14 @@ class RouterWorker(Service):
         except ExchangeError as exc:
             log.error("cannot read the catalog (trying again in %.0f s): %s", CATALOG_CHECK_S, exc)
 
+    def _may_route_ahead(self) -> bool:
+        """Whether routing may go on before what was routed is staged: a few batches, and not
+        more deliveries than ``router.in_flight_deliveries`` (they wait in memory)."""
+        if len(self._routed) >= ROUTED_AHEAD:
+            return False
+        held = sum(routed.delivery_count() for routed, _ in self._routed)
+        return held < self.settings.router.in_flight_deliveries
+
     async def _stage_routed(self) -> None:
         """Stage the live batches routed so far, in order, but those read before a rewind."""
         async with self._gate:
@@ -400,6 +418,7 @@ class RouterWorker(Service):
             except TransactionError as exc:
                 await self._recover(exc)
                 return
+            busy = 0
             while True:
                 try:
                     committed = await asyncio.wait_for(self._run(cp.finish), self._stall_s)
@@ -422,6 +441,12 @@ class RouterWorker(Service):
                         await self._recover(exc)
                         return
                     metrics.CHECKPOINTS.labels("retried").inc()
+                    if exc.code in COORDINATOR_BUSY and busy < BUSY_RETRIES:
+                        # The coordinator still writes the last commit's markers: it is a
+                        # matter of milliseconds (the backoff below held records 1-2 s).
+                        busy += 1
+                        await asyncio.sleep(BUSY_PAUSE_S * busy)
+                        continue
                     await self._backoff(f"a checkpoint could not commit ({exc}); retrying")
             self._failures = 0
             self.feed.committed(committed.offsets)

@@ -76,3 +76,36 @@ def test_a_client_error_is_sorted_into_a_transaction_error() -> None:
 def test_a_fatal_producer_is_fatal_even_without_the_flag() -> None:
     # confluent-kafka's produce reports a fatal producer as _FATAL with fatal() False.
     assert failure_kind(KafkaError(KafkaError._FATAL)) == "fatal"
+
+
+class FullFor:
+    """Raises BufferError (queue full) on the first ``times`` produce calls; counts polls."""
+
+    def __init__(self, times: int) -> None:
+        self.times = times
+        self.polls = 0
+        self.records: list[dict[str, Any]] = []
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        if self.times > 0:
+            self.times -= 1
+            raise BufferError("queue full")
+        self.records.append({"topic": topic, **kwargs})
+
+    def poll(self, _timeout: float) -> int:
+        self.polls += 1
+        return 0
+
+
+def test_produce_waiting_polls_until_the_queue_has_room() -> None:
+    client = FullFor(times=3)
+    producer(client).produce_waiting("audit", b"k", b"v", partition=2)
+    assert client.polls == 3
+    assert client.records == [{"topic": "audit", "value": b"v", "key": b"k", "partition": 2}]
+
+
+def test_produce_waiting_gives_up_when_the_queue_stays_full() -> None:
+    client = FullFor(times=10**9)
+    with pytest.raises(BufferError, match=r"stayed full for 0\.1 s"):
+        producer(client).produce_waiting("audit", b"k", b"v", wait_s=0.1)
+    assert client.records == []

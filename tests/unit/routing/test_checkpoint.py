@@ -53,6 +53,8 @@ class FakeTxn:
     def produce(self, topic: str, key: Any, value: Any, headers: Any = None, **_: Any) -> None:
         self.produced.append((topic, key, value))
 
+    produce_waiting = produce
+
     def poll(self, _timeout: float = 0) -> None:
         pass
 
