@@ -77,29 +77,29 @@ class EnvelopeEncoder:
         schema: Mapping[str, Any],
         shapes: dict[str, Any] | None = None,
     ) -> None:
-        """``shapes``: parsed ``after`` schemas by :func:`record_shape`, shared by the encoders
-        that pass the same dict (a router holds one encoder per grant, thousands of them)."""
+        """``shapes``: parsed ``after`` schemas by :func:`record_shape`, and the other fields'
+        writers, shared by the encoders that pass the same dict (a router holds one encoder per
+        grant, thousands of them)."""
         self._header = _HEADER.pack(0, schema_id)
-        self._fields: list[tuple[str, FieldWriter | None]] = []
+        fields = schema.get("fields", [])
+        # The writers of the other fields are the same for every grant's envelope: shared too
+        # (about 1.3 kB of closures and lists per encoder, 13 MB for 10,000 grants).
+        envelope_key = "envelope:" + _fields_shape(fields)
+        found = None if shapes is None else shapes.get(envelope_key)
+        if found is None:
+            found = _layout_of(fields)
+            if shapes is not None:
+                shapes[envelope_key] = found
+        self._fields: list[tuple[str, FieldWriter | None]] = found[0]
         #: The fields again with the parts of each record field, for :meth:`encode_rows`.
-        self._layout: list[_Part] = []
-        after_schema: Mapping[str, Any] | None = None
-        for field in schema.get("fields", []):
-            name = field["name"]
-            if name == "after":
-                after_schema = _after_record(field["type"])
-                self._fields.append((name, None))
-                self._layout.append(_Part(name, None, None))
-            else:
-                writer = _writer(name, field["type"])
-                self._fields.append((name, writer))
-                self._layout.append(_Part(name, writer, _parts(name, field["type"])))
-        if after_schema is None:
+        self._layout: list[_Part] = found[1]
+        after = [_after_record(f["type"]) for f in fields if f["name"] == "after"]
+        if not after:
             raise EnvelopeShapeError("the envelope has no 'after' field", code="ENVELOPE_SHAPE")
-        key = record_shape(after_schema)
+        key = record_shape(after[0])
         parsed = None if shapes is None else shapes.get(key)
         if parsed is None:
-            parsed = fastavro.parse_schema(dict(after_schema))
+            parsed = fastavro.parse_schema(dict(after[0]))
             if shapes is not None:
                 shapes[key] = parsed
         self._after = parsed
@@ -227,6 +227,37 @@ def record_shape(record: Mapping[str, Any]) -> str:
         "fields": [{k: v for k, v in f.items() if k != "doc"} for f in record.get("fields", [])],
     }
     return json.dumps(shape, sort_keys=True, ensure_ascii=False)
+
+
+def _fields_shape(fields: Sequence[Mapping[str, Any]]) -> str:
+    """What the writers of an envelope's fields (all but ``after``'s record) depend on."""
+    return json.dumps(
+        [
+            {k: v for k, v in f.items() if k != "doc"} if f["name"] != "after" else "after"
+            for f in fields
+        ],
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+
+
+def _layout_of(
+    fields: Sequence[Mapping[str, Any]],
+) -> tuple[list[tuple[str, FieldWriter | None]], list[_Part]]:
+    """The envelope's fields with their writers (``None`` for ``after``), and again with the
+    parts of each record field."""
+    writers: list[tuple[str, FieldWriter | None]] = []
+    layout: list[_Part] = []
+    for field in fields:
+        name = field["name"]
+        if name == "after":
+            writers.append((name, None))
+            layout.append(_Part(name, None, None))
+        else:
+            writer = _writer(name, field["type"])
+            writers.append((name, writer))
+            layout.append(_Part(name, writer, _parts(name, field["type"])))
+    return writers, layout
 
 
 def _after_record(ftype: Any) -> Mapping[str, Any]:
