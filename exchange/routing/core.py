@@ -92,7 +92,6 @@ class EntryRoute:
 
     def __init__(self, entry: CatalogEntry, record_schema: Mapping[str, Any]) -> None:
         self.entry = entry
-        self.record_schema = record_schema
         self.fields: dict[str, FieldType] = record_fields(dict(record_schema))
         self.required = frozenset(n for n, f in self.fields.items() if not f.nullable)
         self.checks: list[tuple[str, str, Checker]] = [
