@@ -150,7 +150,7 @@ class Side:
         print(f"  grants: {total:,}", flush=True)
         now = dt.datetime.now(dt.UTC)
         operator = Actor(department=self.uid, person="测试")
-        writer = AuditWriter(self.settings, f"grants.{self.uid}")
+        writer = AuditWriter.connect(self.settings, f"grants.{self.uid}")
         pending: list[tuple[Happening, OutRecord]] = []
         for n, entry in enumerate(self.entries):
             loaded = self.catalog.entries[entry].entry

@@ -114,56 +114,76 @@ def chain_partition(chain_id: str, partitions: int) -> int:
 
 
 class AuditWriter:
-    """The single writer of one audit chain."""
+    """The single writer of one audit chain; :meth:`connect` opens one."""
 
     def __init__(
         self,
         settings: ExchangeSettings,
         chain_id: str,
-        native: bool = False,
-        producer: Mapping[str, Any] | None = None,
+        txn: TransactionalProducer,
+        codec: AvroCodec,
+        partition: int,
+        chain: Chain,
     ) -> None:
-        """``native``: the writer's producer also produces a router's ``Deliveries`` through
-        librdkafka directly (:mod:`exchange.kafka.native`); only the router asks for it.
-        ``producer``: librdkafka settings of the writer's producer on top of the defaults."""
+        """A writer of an opened chain (no I/O here: :meth:`connect` does it)."""
         self.settings = settings
         self.topic = settings.topics.audit
         self.chain_id = chain_id
+        self.txn = txn
+        self._codec = codec
+        self.partition = partition
+        self.chain = chain
+        #: The chain as last committed: where :meth:`given_up` goes back to.
+        self._settled = (chain.next_sequence, chain.last_hash)
+
+    @classmethod
+    def connect(
+        cls,
+        settings: ExchangeSettings,
+        chain_id: str,
+        native: bool = False,
+        producer: Mapping[str, Any] | None = None,
+    ) -> AuditWriter:
+        """Register the audit schema, open the chain's transactional producer (fencing any
+        earlier writer of the chain and aborting its open transaction) and find the chain's
+        last committed event.
+
+        ``native``: the writer's producer also produces a router's ``Deliveries`` through
+        librdkafka directly (:mod:`exchange.kafka.native`); only the router asks for it.
+        ``producer``: librdkafka settings of the writer's producer on top of the defaults."""
         registry = Registry(settings.registry)
-        self._codec = audit_codec(settings, registry)
-        self._lookup = SchemaLookup(registry.schema_by_id)
+        codec = audit_codec(settings, registry)
         timeout = settings.kafka.request_timeout_s
         #: Kafka keeps the chain to one writer: the transactional id is the chain's.
-        self.txn = TransactionalProducer(
+        txn = TransactionalProducer(
             settings.kafka.client_config(**{"linger.ms": 5, **(producer or {})}),
             f"exchange-audit.{chain_id}",
             timeout,
             native=native,
         )
         try:
-            # Fences any earlier writer of this chain and aborts its open transaction.
-            self.txn.open()
+            txn.open()
         except TransactionError as exc:
             raise KafkaOpError(
                 f"cannot open audit chain {chain_id}: {exc}", code=exc.code, retriable=exc.retriable
             ) from exc
-        numbers = partitions(self.txn.client, self.topic, timeout)
+        topic = settings.topics.audit
+        numbers = partitions(txn.client, topic, timeout)
         if not numbers:
             raise AuditError(
-                f"audit topic {self.topic} does not exist; run `exchange catalog apply`",
+                f"audit topic {topic} does not exist; run `exchange catalog apply`",
                 code="NO_AUDIT_TOPIC",
             )
-        self.partition = chain_partition(chain_id, len(numbers))
-        last = self._find_last()
-        self.chain = Chain(
+        partition = chain_partition(chain_id, len(numbers))
+        last = _find_last(settings, SchemaLookup(registry.schema_by_id), chain_id, partition)
+        chain = Chain(
             chain_id,
             settings.audit.algorithm,
             load_key(settings),
             0 if last is None else last.sequence + 1,
             GENESIS if last is None else last.hash,
         )
-        #: The chain as last committed: where :meth:`given_up` goes back to.
-        self._settled = (self.chain.next_sequence, self.chain.last_hash)
+        return cls(settings, chain_id, txn, codec, partition, chain)
 
     def write(
         self,
@@ -229,42 +249,47 @@ class AuditWriter:
         with contextlib.suppress(KafkaOpError):
             self.txn.abort()
 
-    def _find_last(self) -> AuditEvent | None:
-        """The chain's last committed event: read its partition backwards in windows."""
-        timeout = self.settings.kafka.request_timeout_s
-        consumer = reader(self.settings.kafka, committed=True)
-        probe = reader(self.settings.kafka)
-        try:
-            # The high watermark, not the last stable offset: another chain's transaction in
-            # this partition may still be committing, and our last event may lie beyond it.
-            low, high = watermarks(probe, self.topic, self.partition, timeout)
-            end = high
-            while end > low:
-                start = max(low, end - TAIL_WINDOW)
-                window = read_range(consumer, self.topic, self.partition, start, end, timeout)
-                for msg in reversed(window):
-                    if msg.key == self.chain_id.encode("utf-8"):
-                        return self._decode(msg)
-                end = start
-            return None
-        except KafkaException as exc:
-            raise KafkaOpError.wrap(f"cannot read audit chain {self.chain_id}", exc) from exc
-        except KafkaOpError as exc:  # already wrapped (watermarks, read_range): add the chain
-            raise KafkaOpError(
-                f"cannot read audit chain {self.chain_id}: {exc}",
-                code=exc.code,
-                retriable=exc.retriable,
-            ) from exc
-        finally:
-            consumer.close()
-            probe.close()
 
-    def _decode(self, msg: Message) -> AuditEvent:
-        try:
-            return decode_event(self._lookup, msg.value)
-        except WireFormatError as exc:
-            raise AuditError(
-                f"the last event of audit chain {self.chain_id} (partition {msg.partition} "
-                f"offset {msg.offset}) cannot be read: {exc}; run `exchange audit verify`",
-                code="CHAIN_UNREADABLE",
-            ) from exc
+def _find_last(
+    settings: ExchangeSettings, lookup: SchemaLookup, chain_id: str, partition: int
+) -> AuditEvent | None:
+    """The chain's last committed event: read its partition backwards in windows."""
+    timeout = settings.kafka.request_timeout_s
+    topic = settings.topics.audit
+    consumer = reader(settings.kafka, committed=True)
+    probe = reader(settings.kafka)
+    try:
+        # The high watermark, not the last stable offset: another chain's transaction in
+        # this partition may still be committing, and our last event may lie beyond it.
+        low, high = watermarks(probe, topic, partition, timeout)
+        end = high
+        while end > low:
+            start = max(low, end - TAIL_WINDOW)
+            window = read_range(consumer, topic, partition, start, end, timeout)
+            for msg in reversed(window):
+                if msg.key == chain_id.encode("utf-8"):
+                    return _decode_last(lookup, chain_id, msg)
+            end = start
+        return None
+    except KafkaException as exc:
+        raise KafkaOpError.wrap(f"cannot read audit chain {chain_id}", exc) from exc
+    except KafkaOpError as exc:  # already wrapped (watermarks, read_range): add the chain
+        raise KafkaOpError(
+            f"cannot read audit chain {chain_id}: {exc}",
+            code=exc.code,
+            retriable=exc.retriable,
+        ) from exc
+    finally:
+        consumer.close()
+        probe.close()
+
+
+def _decode_last(lookup: SchemaLookup, chain_id: str, msg: Message) -> AuditEvent:
+    try:
+        return decode_event(lookup, msg.value)
+    except WireFormatError as exc:
+        raise AuditError(
+            f"the last event of audit chain {chain_id} (partition {msg.partition} "
+            f"offset {msg.offset}) cannot be read: {exc}; run `exchange audit verify`",
+            code="CHAIN_UNREADABLE",
+        ) from exc

@@ -54,7 +54,7 @@ def credentials(
     settings = state(ctx).settings
     _require_secure(settings)
     departments = set(load_catalog(settings).require_valid().departments)
-    audit = AuditWriter(settings, CLI_CHAIN)
+    audit = AuditWriter.connect(settings, CLI_CHAIN)
     try:
         issued = issue(settings, department, role, audit, departments, out_dir)
     finally:
@@ -105,13 +105,13 @@ def sync(
         _show(sync_once(settings, None), dry_run=True)
         return
     if not watch:
-        audit = AuditWriter(settings, CLI_CHAIN)
+        audit = AuditWriter.connect(settings, CLI_CHAIN)
         try:
             _show(sync_once(settings, audit), dry_run=False)
         finally:
             audit.close()
         return
-    audit = AuditWriter(settings, WATCH_CHAIN)
+    audit = AuditWriter.connect(settings, WATCH_CHAIN)
     watcher = AclWatch(settings, audit, on_change=lambda p: _show(p, dry_run=False))
 
     def stop(_sig: int, _frame: FrameType | None) -> None:
@@ -152,7 +152,7 @@ def sync_after_grant_change(settings: ExchangeSettings) -> None:
     if settings.kafka.security.protocol == "PLAINTEXT":
         return
     try:
-        audit = AuditWriter(settings, CLI_CHAIN)
+        audit = AuditWriter.connect(settings, CLI_CHAIN)
         try:
             change = sync_once(settings, audit)
         finally:

@@ -174,7 +174,7 @@ def apply_steps(
         if key not in stores:
             chain = actor.department
             if chain not in writers:
-                writers[chain] = AuditWriter(settings, f"grants.{chain}")
+                writers[chain] = AuditWriter.connect(settings, f"grants.{chain}")
             stores[key] = GrantStore(settings, catalog, actor, writer=writers[chain])
         return stores[key]
 

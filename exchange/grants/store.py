@@ -214,7 +214,7 @@ class GrantStore:
 
     def _save(self, grant: Grant, kind: str, note: str = "") -> None:
         if self._writer is None:
-            self._writer = AuditWriter(self.settings, f"grants.{self.actor.department}")
+            self._writer = AuditWriter.connect(self.settings, f"grants.{self.actor.department}")
         decided = grant.revocation if kind == "grant.revoked" else grant.decision
         details = grant_summary(grant)
         if note or (decided is not None and decided.note):

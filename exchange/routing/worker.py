@@ -149,7 +149,7 @@ class RouterWorker(Service):
     def _new_checkpointer(self) -> Checkpointer:
         # The chain's transactional producer carries the deliveries too: one transaction.
         return Checkpointer(
-            AuditWriter(
+            AuditWriter.connect(
                 self.settings,
                 self.actor,
                 native=self.settings.kafka.native_produce,

@@ -74,7 +74,7 @@ class SecureExchange:
         for consumer in (self.reader, self.other):
             self.grant(consumer)
         self.creds = root / "credentials"
-        self.audit = AuditWriter(self.operator, "security.cli")
+        self.audit = AuditWriter.connect(self.operator, "security.cli")
         departments = set(self.catalog.departments)
         for dept, role in (
             (self.provider, "connector"),
