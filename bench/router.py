@@ -225,8 +225,10 @@ def ceiling(env: RouterEnv, deliveries: ByPosition, n: int) -> float:
             **{"group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest"}
         )
     )
+    # The router's producer holds at most router.in_flight_deliveries in its queue: so does this.
+    queue = {"queue.buffering.max.messages": settings.router.in_flight_deliveries}
     txn = TransactionalProducer(
-        settings.kafka.client_config(**PRODUCER),
+        settings.kafka.client_config(**PRODUCER, **queue),
         group,
         settings.kafka.request_timeout_s,
         native=settings.kafka.native_produce,
