@@ -167,6 +167,22 @@ class AuditWriter:
             raise KafkaOpError(
                 f"cannot open audit chain {chain_id}: {exc}", code=exc.code, retriable=exc.retriable
             ) from exc
+        try:
+            return cls._opened(settings, chain_id, txn, codec, registry)
+        except BaseException:
+            txn.close()  # its poll thread would run on
+            raise
+
+    @classmethod
+    def _opened(
+        cls,
+        settings: ExchangeSettings,
+        chain_id: str,
+        txn: TransactionalProducer,
+        codec: AvroCodec,
+        registry: Registry,
+    ) -> AuditWriter:
+        timeout = settings.kafka.request_timeout_s
         topic = settings.topics.audit
         numbers = partitions(txn.client, topic, timeout)
         if not numbers:
@@ -209,13 +225,19 @@ class AuditWriter:
     def stage(self, happenings: Sequence[Happening]) -> list[AuditEvent]:
         """Seal events and hand them to the open transaction; :meth:`committed` or
         :meth:`given_up` once the transaction ended."""
+        before = (self.chain.next_sequence, self.chain.last_hash)
         events = [self.chain.seal(h) for h in happenings]
         key = self.chain_id.encode("utf-8")
-        for event in events:
-            # Waits while the router's deliveries fill the producer's queue.
-            self.txn.produce_waiting(
-                self.topic, key, self._codec.encode(event.to_avro()), partition=self.partition
-            )
+        try:
+            for event in events:
+                # Waits while the router's deliveries fill the producer's queue.
+                self.txn.produce_waiting(
+                    self.topic, key, self._codec.encode(event.to_avro()), partition=self.partition
+                )
+        except BaseException:
+            # Not staged (or only some): sealed again, they must follow the chain as it was.
+            self.chain.rewind(*before)
+            raise
         return events
 
     def committed(self) -> None:

@@ -29,12 +29,12 @@ from exchange._kernel import Deliveries, NativeProducer, ProduceError
 from exchange.kafka.errors import KafkaOpError
 from exchange.kafka.native import attach
 
-__all__ = ["TransactionError", "TransactionalProducer", "failure_kind"]
+__all__ = ["QUEUE_FULL_WAIT_S", "TransactionError", "TransactionalProducer", "failure_kind"]
 
 FailureKind = Literal["retriable", "abortable", "fatal", "fenced"]
-#: Errors that mean another process owns this ``transactional.id`` now.
 #: How long ``BufferError`` (librdkafka's local queue full) is waited out before giving up.
 QUEUE_FULL_WAIT_S = 30.0
+#: Errors that mean another process owns this ``transactional.id`` now.
 FENCED_CODES = frozenset(
     {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 )

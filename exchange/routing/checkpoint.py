@@ -27,7 +27,7 @@ from confluent_kafka import TopicPartition
 from exchange.audit.events import Happening
 from exchange.audit.receipts import receipt_happenings
 from exchange.audit.writer import AuditWriter
-from exchange.kafka.transactions import QUEUE_FULL_WAIT_S, TransactionalProducer
+from exchange.kafka.transactions import QUEUE_FULL_WAIT_S, TransactionalProducer, TransactionError
 from exchange.routing import metrics
 from exchange.routing.backfill import Progress
 from exchange.routing.batch import Routed, Stream
@@ -175,9 +175,16 @@ class Checkpointer:
         events += receipt_happenings(p.receipts.rows(False), self.actor, now_ms, backfill=False)
         events += receipt_happenings(p.receipts.rows(True), self.actor, now_ms, backfill=True)
         events += p.happenings
-        for progress in p.progress.values():
-            self._produce(self._progress_topic, progress.key, progress.encode(), None)
-        self.audit.stage(events)
+        try:
+            for progress in p.progress.values():
+                self._produce(self._progress_topic, progress.key, progress.encode(), None)
+            self.audit.stage(events)
+        except BufferError as exc:
+            # The broker took nothing for QUEUE_FULL_WAIT_S: give this transaction up (the
+            # worker aborts and reads its records again) rather than commit half a seal.
+            raise TransactionError(
+                f"cannot seal a checkpoint: {exc}", code="_QUEUE_FULL", kind="abortable"
+            ) from exc
         self._sealed = True
 
     def finish(self) -> Pending:

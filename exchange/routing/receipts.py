@@ -33,6 +33,8 @@ class Hasher:
     def __init__(self) -> None:
         self._queue: queue.Queue[tuple[ReceiptDigest | None, bytes | Feed]] = queue.Queue()
         self._thread: threading.Thread | None = None
+        #: The first update that failed: every digest after it is unreliable.
+        self._failure: BaseException | None = None
 
     def update(self, digest: ReceiptDigest, data: bytes | Feed) -> None:
         if self._thread is None:
@@ -41,8 +43,10 @@ class Hasher:
         self._queue.put((digest, data))
 
     def wait(self) -> None:
-        """Until every update given so far is done."""
+        """Until every update given so far is done; raises what made an update fail."""
         self._queue.join()
+        if self._failure is not None:
+            raise RuntimeError(f"a receipt digest could not be fed: {self._failure!r}")
 
     def close(self) -> None:
         """End the thread once it has done what it was given."""
@@ -56,8 +60,13 @@ class Hasher:
             try:
                 if digest is None:
                     return
-                digest.update(data)
+                if self._failure is None:
+                    digest.update(data)
+            except BaseException as exc:  # kept for wait(); the thread goes on
+                self._failure = exc
             finally:
+                # Not kept while waiting for the next: a feed holds its batch's whole buffer.
+                del digest, data
                 self._queue.task_done()
 
 

@@ -66,6 +66,8 @@ ROUTED_AHEAD = 8
 COORDINATOR_BUSY = frozenset({"CONCURRENT_TRANSACTIONS", "COORDINATOR_LOAD_IN_PROGRESS"})
 BUSY_PAUSE_S = 0.01
 BUSY_RETRIES = 10
+#: How often the worker gives memory freed while routing back to the system, in seconds.
+TRIM_INTERVAL_S = 5.0
 #: How often the worker looks for catalog changes (new source topics), in seconds.
 CATALOG_CHECK_S = 10.0
 
@@ -111,7 +113,7 @@ class RouterWorker(Service):
             self.refresh_grants,
             self.resolve_schemas,
         )
-        self.backfills.on_failure = self._backfill_failed
+        self.backfills.on_failure = self._cannot_go_on
         self.policy = CheckpointPolicy(
             rs.checkpoint_min_s, rs.checkpoint_max_s, rs.checkpoint_max_deliveries
         )
@@ -398,11 +400,24 @@ class RouterWorker(Service):
     async def _catalog_timer(self) -> None:
         await self._check_catalog()
 
+    @Service.timer(TRIM_INTERVAL_S)
+    async def _trim_timer(self) -> None:
+        # Routing frees what it made (delivery buffers, queued copies, batches) in other
+        # threads' heaps; glibc keeps those pages until told. A trim costs a few ms.
+        await self._run(release_free_memory)
+
     # -- checkpoints -------------------------------------------------------------------------
 
     def _start_checkpoint(self) -> None:
         if self._commit is None or self._commit.done():
             self._commit = asyncio.ensure_future(self._checkpoint())
+            self._commit.add_done_callback(self._checkpoint_ended)
+
+    def _checkpoint_ended(self, commit: asyncio.Future[None]) -> None:
+        # A failure _checkpoint does not handle would otherwise wait unread until a revoke.
+        exc = None if commit.cancelled() else commit.exception()
+        if exc is not None:
+            self._cannot_go_on("a checkpoint", exc)
 
     async def _await_commit(self) -> None:
         if self._commit is not None:
@@ -590,7 +605,9 @@ class RouterWorker(Service):
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
-    def _backfill_failed(self, what: str, exc: BaseException) -> None:
+    def _cannot_go_on(self, what: str, exc: BaseException) -> None:
+        """The worker cannot go on: say why and stop (a backfill or a checkpoint failed in a
+        way retrying cannot mend)."""
         log.critical("%s failed: %s", what, exc, exc_info=exc)
         self._crashing = asyncio.ensure_future(self.crash(exc))
 

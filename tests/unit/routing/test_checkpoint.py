@@ -197,3 +197,28 @@ def test_a_receipt_digest_is_hashlib_sha256_running_on() -> None:
 def test_a_receipt_digest_takes_bytes_or_a_feed_only() -> None:
     with pytest.raises(TypeError):
         ReceiptDigest().update("text")  # type: ignore[arg-type]
+
+
+def test_the_hasher_reports_a_failed_update_on_wait() -> None:
+    class Broken:
+        def update(self, data: Any) -> None:
+            raise ValueError("not hashable")
+
+    hasher = Hasher()
+    hasher.update(Broken(), b"x")  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="could not be fed"):
+        hasher.wait()
+    hasher.close()
+
+
+def test_a_seal_the_queue_cannot_take_is_an_abortable_failure() -> None:
+    cp, audit = _checkpointer()
+    cp.stage(_routed(range(0, 2)))
+
+    def full(happenings: Sequence[Happening]) -> list[Any]:
+        raise BufferError("the producer's queue stayed full for 30.0 s")
+
+    audit.stage = full  # type: ignore[method-assign]
+    with pytest.raises(TransactionError) as caught:
+        cp.seal()
+    assert caught.value.kind == "abortable" and caught.value.code == "_QUEUE_FULL"
