@@ -66,6 +66,8 @@ ROUTED_AHEAD = 8
 COORDINATOR_BUSY = frozenset({"CONCURRENT_TRANSACTIONS", "COORDINATOR_LOAD_IN_PROGRESS"})
 BUSY_PAUSE_S = 0.01
 BUSY_RETRIES = 10
+#: Longest wait for the backfill progress to be readable at start-up, in seconds.
+PROGRESS_WAIT_S = 120.0
 #: How often the worker gives memory freed while routing back to the system, in seconds.
 TRIM_INTERVAL_S = 5.0
 #: How often the worker looks for catalog changes (new source topics), in seconds.
@@ -142,8 +144,10 @@ class RouterWorker(Service):
         grants active now prepared (so the first batch routes at once)."""
         self.grants.book.start(self.settings.kafka.request_timeout_s * 4)
         self.grants.load_catalog()
-        self.handover = Handover(read_progress(self.settings))
+        # The checkpointer first: opening it fences this worker's previous self, whose
+        # transaction (open when it was killed) holds back committed reads of the progress.
         self._checkpoints = self._new_checkpointer()
+        self.handover = Handover(read_progress_patiently(self.settings))
         now = _now()
         happenings = self.grants.apply(self.grants.prepare(now), now)
         self.checkpoints.carry(happenings)
@@ -629,6 +633,24 @@ def _by_topic(runs: list[Run]) -> dict[str, list[Any]]:
     for run in runs:
         out.setdefault(run[0], []).extend(run[4])
     return out
+
+
+def read_progress_patiently(settings: ExchangeSettings) -> list[Progress]:
+    """:func:`read_progress`, waiting while a transaction of a worker that stopped holds the
+    topic's committed end back (the broker aborts it after the producer's
+    ``transaction.timeout.ms``, 60 s by default)."""
+    deadline = time.monotonic() + PROGRESS_WAIT_S
+    while True:
+        try:
+            return read_progress(settings)
+        except KafkaOpError as exc:
+            if exc.code != "_TIMED_OUT" or time.monotonic() > deadline:
+                raise
+            log.warning(
+                "backfill progress not readable to its end yet (%s): an open transaction of a "
+                "stopped worker, aborted by the broker within a minute; reading again",
+                exc,
+            )
 
 
 def read_progress(settings: ExchangeSettings) -> list[Progress]:
