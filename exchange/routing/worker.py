@@ -53,7 +53,7 @@ from exchange.routing.grants import GrantTable
 from exchange.routing.kernel import Kernels, partition_runs
 from exchange.runtime import release_free_memory
 
-__all__ = ["RouterError", "RouterWorker", "read_progress"]
+__all__ = ["RouterError", "RouterWorker", "read_progress", "read_progress_patiently"]
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
