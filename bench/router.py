@@ -256,7 +256,7 @@ def ceiling(env: RouterEnv, deliveries: ByPosition, n: int) -> float:
                 partitions.append(partition)
             copied += 1
         for topic, (keys, values, partitions, by_index) in columns.items():
-            produce_all_of(txn, topic, Deliveries.from_columns(keys, values, partitions, by_index))
+            txn.produce_all(topic, Deliveries.from_columns(keys, values, partitions, by_index))
         if time.monotonic() - opened >= 0.5 or copied >= n:
             positions = consumer.position(consumer.assignment())
             txn.send_offsets(positions, consumer.consumer_group_metadata())
@@ -268,12 +268,6 @@ def ceiling(env: RouterEnv, deliveries: ByPosition, n: int) -> float:
     txn.close()
     assert first_at is not None
     return n / (time.perf_counter() - first_at)
-
-
-def produce_all_of(txn: TransactionalProducer, topic: str, deliveries: Deliveries) -> None:
-    done = 0
-    while (done := txn.produce_many(topic, deliveries, done)) < len(deliveries):
-        txn.poll(0.05)
 
 
 @contextlib.contextmanager

@@ -192,11 +192,32 @@ class TransactionalProducer:
                 self.produce(topic, key, value, headers, partition)
                 return
             except BufferError:
-                now = time.monotonic()
-                deadline = deadline or now + wait_s
-                if now > deadline:
-                    raise BufferError(f"the producer's queue stayed full for {wait_s} s") from None
-                self.poll(0.05)
+                deadline = self._wait_for_room(deadline, wait_s)
+
+    def produce_all(
+        self, topic: str, deliveries: Deliveries, wait_s: float = QUEUE_FULL_WAIT_S
+    ) -> None:
+        """:meth:`produce_many` of all ``deliveries``, waiting while the local queue is full;
+        ``BufferError`` once it took none of them for ``wait_s``."""
+        done, deadline = 0, None
+        while True:
+            before = done
+            done = self.produce_many(topic, deliveries, done)
+            if done == len(deliveries):
+                return
+            if done > before:
+                deadline = None  # the wait counts from the last delivery handed over
+            deadline = self._wait_for_room(deadline, wait_s)
+
+    def _wait_for_room(self, deadline: float | None, wait_s: float) -> float:
+        """One wait on a full local queue (acknowledgements drain it); the deadline it counts
+        to, ``BufferError`` past it (the broker is away)."""
+        now = time.monotonic()
+        deadline = deadline or now + wait_s
+        if now > deadline:
+            raise BufferError(f"the producer's queue stayed full for {wait_s} s")
+        self.poll(0.05)
+        return deadline
 
     def produce_many(self, topic: str, deliveries: Deliveries, start: int = 0) -> int:
         """Hand over ``deliveries`` from ``start`` on; returns the index of the first one not

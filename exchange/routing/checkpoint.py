@@ -27,7 +27,7 @@ from confluent_kafka import TopicPartition
 from exchange.audit.events import Happening
 from exchange.audit.receipts import receipt_happenings
 from exchange.audit.writer import AuditWriter
-from exchange.kafka.transactions import QUEUE_FULL_WAIT_S, TransactionalProducer, TransactionError
+from exchange.kafka.transactions import TransactionalProducer, TransactionError
 from exchange.routing import metrics
 from exchange.routing.backfill import Progress
 from exchange.routing.batch import Routed, Stream
@@ -121,7 +121,7 @@ class Checkpointer:
         self.txn.begin()
         receipts = p.receipts
         for record, entry, d in routed.deliveries:
-            self._produce(d.topic, d.key, d.value, d.headers)
+            self.txn.produce_waiting(d.topic, d.key, d.value, d.headers)
             receipts.receipt(
                 routed.backfill,
                 d.grant_id,
@@ -137,7 +137,7 @@ class Checkpointer:
         for stream in routed.streams:
             self._stage_stream(routed.backfill, stream)
         for out in routed.dead:
-            self._produce(out.topic, out.key, out.value, out.headers)
+            self.txn.produce_waiting(out.topic, out.key, out.value, out.headers)
         p.happenings.extend(routed.happenings)
         p.offsets.update(routed.offsets)
         for progress in routed.progress:
@@ -149,7 +149,7 @@ class Checkpointer:
         p = self.pending
         grant = stream.grant.plan.grant
         topic = stream.grant.topic
-        self._produce_many(topic, stream)
+        self.txn.produce_all(topic, stream.deliveries)
         for partition, first, last, count, delivered, feed, ts in stream.receipts:
             receipt = p.receipts.receipt(
                 backfill, grant.id, grant.consumer, stream.entry, stream.topic, partition, first
@@ -177,10 +177,12 @@ class Checkpointer:
         events += p.happenings
         try:
             for progress in p.progress.values():
-                self._produce(self._progress_topic, progress.key, progress.encode(), None)
+                self.txn.produce_waiting(
+                    self._progress_topic, progress.key, progress.encode(), None
+                )
             self.audit.stage(events)
         except BufferError as exc:
-            # The broker took nothing for QUEUE_FULL_WAIT_S: give this transaction up (the
+            # The broker took nothing for the queue-full wait: give this transaction up (the
             # worker aborts and reads its records again) rather than commit half a seal.
             raise TransactionError(
                 f"cannot seal a checkpoint: {exc}", code="_QUEUE_FULL", kind="abortable"
@@ -226,32 +228,6 @@ class Checkpointer:
         self.pending = Pending()
         self._sealed = False
         self._offsets_sent = False
-
-    def _produce_many(self, topic: str, stream: Stream) -> None:
-        done, deadline = 0, None
-        while True:
-            before = done
-            done = self.txn.produce_many(topic, stream.deliveries, done)
-            if done == len(stream.deliveries):
-                return
-            # The local queue is full: deliveries drain it, unless the broker is away (the
-            # wait counts from the last delivery handed over).
-            now = time.monotonic()
-            if done > before:
-                deadline = None
-            deadline = deadline or now + QUEUE_FULL_WAIT_S
-            if now > deadline:
-                raise BufferError(f"the producer's queue stayed full for {QUEUE_FULL_WAIT_S} s")
-            self.txn.poll(0.05)
-
-    def _produce(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Any,
-    ) -> None:
-        self.txn.produce_waiting(topic, key, value, headers)
 
 
 def _count(p: Pending) -> None:

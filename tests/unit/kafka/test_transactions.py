@@ -109,3 +109,11 @@ def test_produce_waiting_gives_up_when_the_queue_stays_full() -> None:
     with pytest.raises(BufferError, match=r"stayed full for 0\.1 s"):
         producer(client).produce_waiting("audit", b"k", b"v", wait_s=0.1)
     assert client.records == []
+
+
+def test_produce_all_hands_over_every_delivery_through_a_full_queue() -> None:
+    client = FakeClient(room=2)
+    client.poll = lambda _timeout: 0  # type: ignore[attr-defined]
+    deliveries = Deliveries.from_columns([b"a", b"b", b"c"], [b"1", b"2", b"3"], [0, 0, 0], {})
+    producer(client).produce_all("dlv", deliveries)
+    assert [r[2] for r in client.records] == [b"a", b"b", b"c"]

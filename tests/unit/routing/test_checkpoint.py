@@ -55,6 +55,10 @@ class FakeTxn:
 
     produce_waiting = produce
 
+    def produce_all(self, topic: str, deliveries: Any) -> None:
+        for key, value in zip(deliveries.keys(), deliveries.values(), strict=True):
+            self.produced.append((topic, key, value))
+
     def poll(self, _timeout: float = 0) -> None:
         pass
 
