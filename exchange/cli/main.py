@@ -2,28 +2,70 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from exchange import __version__
-from exchange.cli import audit, catalog, connector, dev, grant, grants, output
-from exchange.cli.consume import consume
+from exchange.cli import output
 from exchange.cli.context import CliState
-from exchange.cli.deliveries import deliveries
-from exchange.cli.monitor import monitor, status
-from exchange.cli.router import router
-from exchange.cli.security import acl_app, dept_app
 from exchange.config import ConfigError
 from exchange.errors import ExchangeError
 
+#: Each command: the module and name of its Typer app (a group) or function (one command).
+#: Imported only when that command runs (or ``--help`` lists them): a router worker does not
+#: carry the connector's, the dev platform's (cryptography) and the other commands' modules,
+#: 11 MB of its resident memory.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "dev": ("exchange.cli.dev", "app"),
+    "catalog": ("exchange.cli.catalog", "app"),
+    "connector": ("exchange.cli.connector", "app"),
+    "grant": ("exchange.cli.grant", "app"),
+    "grants": ("exchange.cli.grants", "app"),
+    "audit": ("exchange.cli.audit", "app"),
+    "dept": ("exchange.cli.security", "dept_app"),
+    "acl": ("exchange.cli.security", "acl_app"),
+    "router": ("exchange.cli.router", "router"),
+    "consume": ("exchange.cli.consume", "consume"),
+    "deliveries": ("exchange.cli.deliveries", "deliveries"),
+    "monitor": ("exchange.cli.monitor", "monitor"),
+    "status": ("exchange.cli.monitor", "status"),
+}
+
+
+def load_command(name: str) -> TyperCommand | TyperGroup:
+    """The command ``name`` of :data:`COMMANDS`, its module imported now."""
+    module, attr = COMMANDS[name]
+    target = getattr(importlib.import_module(module), attr)
+    if isinstance(target, typer.Typer):
+        # A group even with one subcommand (``grants apply``), as add_typer made it.
+        group = typer.main.get_group(target)
+        group.name = name
+        return group
+    single = typer.Typer(add_completion=False)
+    single.command(name)(target)
+    command = typer.main.get_group(single).commands[name]
+    assert isinstance(command, TyperCommand)
+    return command
+
 
 class _Commands(TyperGroup):
-    """Turns our errors into a clear message and exit 1, for every command and in tests."""
+    """Turns our errors into a clear message and exit 1, for every command and in tests; and
+    imports a command's module only when it is asked for (:data:`COMMANDS`)."""
+
+    # ``ctx`` is typer's vendored click context, a private type: hence Any.
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *COMMANDS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in COMMANDS:
+            return load_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -43,19 +85,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(dev.app, name="dev")
-app.add_typer(catalog.app, name="catalog")
-app.add_typer(connector.app, name="connector")
-app.add_typer(grant.app, name="grant")
-app.add_typer(grants.app, name="grants")
-app.add_typer(audit.app, name="audit")
-app.add_typer(dept_app, name="dept")
-app.add_typer(acl_app, name="acl")
-app.command("router")(router)
-app.command("consume")(consume)
-app.command("deliveries")(deliveries)
-app.command("monitor")(monitor)
-app.command("status")(status)
 
 
 def _version(value: bool) -> None:

@@ -106,31 +106,38 @@ class KafkaSettings(_Section):
 class RegistrySettings(_Section):
     #: Confluent-compatible API root (Apicurio: ``/apis/ccompat/v7``).
     url: str = "http://localhost:8081/apis/ccompat/v7"
+    #: Seconds to connect, and to wait for each answer.
     timeout_s: float = Field(10.0, gt=0)
+    #: Tries again after a refused connection, a timeout, or 408/429/5xx, waiting 1, 2, 4 ...
+    #: seconds (jittered, at most 20): a restarting registry costs a pause, not an error.
+    retries: int = Field(3, ge=0, le=10)
     #: HTTP basic credentials: only the platform's registering principal needs them (reading
     #: schemas is open, registering is not; see docs/security.md).
     username: str | None = None
     password_file: Path | None = None
     #: The CA that signed the registry's certificate (PEM), for an ``https://`` URL.
     ca_file: Path | None = None
-    #: Extra schema-registry client settings; they win over the ones above.
-    client: dict[str, str] = Field(default_factory=dict)
+    #: A client certificate and its key (PEM), for a registry that asks for one (mutual TLS).
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
-    @field_validator("username", "password_file", "ca_file", mode="before")
+    @field_validator("username", "password_file", "ca_file", "cert_file", "key_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # An empty EXCHANGE_REGISTRY__USERNAME= clears a login inherited from the environment.
         return None if value == "" else value
 
-    def client_config(self) -> dict[str, Any]:
-        conf: dict[str, Any] = {"url": self.url, "timeout": self.timeout_s}
-        if self.username is not None and self.password_file is not None:
-            password = read_secret(self.password_file, "registry.password_file")
-            conf["basic.auth.user.info"] = f"{self.username}:{password}"
-        if self.ca_file is not None:
-            conf["ssl.ca.location"] = str(self.ca_file)
-        conf.update(self.client)
-        return conf
+    @model_validator(mode="after")
+    def _pairs(self) -> RegistrySettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        return self
+
+    def basic_auth(self) -> str | None:
+        """``user:password`` for HTTP basic authentication, or ``None`` without a login."""
+        if self.username is None or self.password_file is None:
+            return None
+        return f"{self.username}:{read_secret(self.password_file, 'registry.password_file')}"
 
     @field_validator("url")
     @classmethod
@@ -279,6 +286,8 @@ class ExchangeSettings(BaseSettings):
             update={
                 "password_file": self._abs(self.registry.password_file),
                 "ca_file": self._abs(self.registry.ca_file),
+                "cert_file": self._abs(self.registry.cert_file),
+                "key_file": self._abs(self.registry.key_file),
             }
         )
         object.__setattr__(self, "kafka", self.kafka.model_copy(update={"security": kafka_sec}))

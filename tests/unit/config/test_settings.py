@@ -97,9 +97,8 @@ def test_secure_kafka_and_registry_settings(tmp_path: Path) -> None:
     assert (conf["sasl.username"], conf["sasl.password"]) == ("router", "s3cret")
     # Relative to the config file, not to the working directory.
     assert conf["ssl.ca.location"] == str((tmp_path / "conf" / "ca.pem").resolve())
-    reg = s.registry.client_config()
-    assert reg["basic.auth.user.info"] == "router:s3cret"
-    assert reg["ssl.ca.location"] == conf["ssl.ca.location"]
+    assert s.registry.basic_auth() == "router:s3cret"
+    assert str(s.registry.ca_file) == conf["ssl.ca.location"]
 
 
 def test_plaintext_clients_carry_no_credentials(tmp_path: Path) -> None:
@@ -107,7 +106,7 @@ def test_plaintext_clients_carry_no_credentials(tmp_path: Path) -> None:
     cfg.write_text("kafka:\n  bootstrap_servers: b:9092\n")
     s = load_settings(cfg)
     assert not any(k.startswith(("sasl.", "security.")) for k in s.kafka.client_config())
-    assert "basic.auth.user.info" not in s.registry.client_config()
+    assert s.registry.basic_auth() is None
 
 
 def test_sasl_needs_a_user_and_a_password_file(tmp_path: Path) -> None:
@@ -141,4 +140,4 @@ def test_an_empty_registry_login_in_the_environment_clears_the_files(
     monkeypatch.setenv("EXCHANGE_REGISTRY__PASSWORD_FILE", "")
     s = load_settings(cfg)
     assert s.registry.username is None and s.registry.password_file is None
-    assert "basic.auth.user.info" not in s.registry.client_config()
+    assert s.registry.basic_auth() is None
