@@ -322,8 +322,11 @@ def measure(side: Side, rows: list[dict[str, Any]]) -> tuple[float, float, float
     total = len(rows) * len(side.consumers)
     source = side.source_records(rows)
     with side.router() as process:
-        ready_rss, _peak = memory_mb(process.pid)
-        print(f"  router RSS when ready: {ready_rss:.0f} MB", flush=True)
+        ready_rss, start_peak = memory_mb(process.pid)
+        print(
+            f"  router RSS when ready: {ready_rss:.0f} MB (peak so far {start_peak:.0f} MB)",
+            flush=True,
+        )
         produce_all(side.settings, source)
         first_at = None
         first_written = 0
@@ -337,8 +340,11 @@ def measure(side: Side, rows: list[dict[str, Any]]) -> tuple[float, float, float
             if written >= total:
                 break
             if now - last_report > 5:
-                rss_now, _peak = memory_mb(process.pid)
-                print(f"  ... {written:,} of {total:,}; RSS {rss_now:.0f} MB", flush=True)
+                rss_now, peak_now = memory_mb(process.pid)
+                print(
+                    f"  ... {written:,} of {total:,}; RSS {rss_now:.0f} MB (peak {peak_now:.0f})",
+                    flush=True,
+                )
                 last_report = now
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"router stopped or timed out:\n{side.log.read_text()[-3000:]}")

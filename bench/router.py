@@ -542,10 +542,17 @@ def phase_report(env: RouterEnv, records: int) -> list[str]:
     batches = sums.get("exchange_router_batch_records_count", 0)
     checkpoints = sums.get("exchange_router_checkpoint_seconds_count", 0)
     mean = sums.get("exchange_router_checkpoint_seconds_sum", 0) / max(checkpoints, 1)
+    slow = {
+        ms: checkpoints
+        - sums.get(f'exchange_router_checkpoint_seconds_bucket{{le="{ms / 1000}"}}', 0)
+        for ms in (25, 50)
+    }
+    retried = sums.get('exchange_router_checkpoints_total{outcome="retried"}', 0)
     return [
         f"worker: µs per record in batch phases: {phases}; "
         f"{batches:,.0f} batches ({records / max(batches, 1):,.0f} records each)",
-        f"worker: {checkpoints:,.0f} checkpoints, {mean * 1000:.0f} ms each on average",
+        f"worker: {checkpoints:,.0f} checkpoints, {mean * 1000:.0f} ms each on average; "
+        f"{slow[25]:,.0f} over 25 ms, {slow[50]:,.0f} over 50 ms; {retried:,.0f} retried",
     ]
 
 
