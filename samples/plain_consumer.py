@@ -6,6 +6,7 @@ id, the event id and the source position (only tombstones carry them as headers)
 writes in Kafka transactions and this consumer reads committed records only (librdkafka's
 default), so it sees every change once.
 
+    pip install 'confluent-kafka[avro,schemaregistry]'
     python -m samples.plain_consumer dlv.minzheng.gongan.resident_population
 """
 
