@@ -41,7 +41,8 @@ def published_entry(settings: ExchangeSettings, config: ConnectorConfig) -> Publ
     if raw is None:
         known = ", ".join(sorted(table)) or "none"
         raise ConnectorError(
-            f"entry {config.entry!r} is not in the platform catalog ({settings.topics.catalog}; "
+            f"{config.where('entry')}: entry {config.entry!r} is not in the platform catalog "
+            f"({settings.topics.catalog}; "
             f"published entries: {known}). Is the name right, and was `exchange catalog apply` "
             "run?",
             code="UNKNOWN_ENTRY",
@@ -57,7 +58,8 @@ def published_entry(settings: ExchangeSettings, config: ConnectorConfig) -> Publ
     entry, topic, subject = published.entry, published.source_topic, published.subject
     if entry.provider != config.department:
         raise ConnectorError(
-            f"refused: connector {config.id!r} belongs to department {config.department!r}, but "
+            f"{config.where('entry')}: refused: connector {config.id!r} belongs to department "
+            f"{config.department!r} (setting department), but "
             f"entry {entry.id!r} is provided by {entry.provider!r}; a department may publish only "
             "the entries it provides",
             code="NOT_PROVIDER",

@@ -77,6 +77,17 @@ class HttpPushSource:
 
     def tokens(self) -> dict[str, str]:
         """``tokens: {department: token}``; a value ``sha256:<hex>`` is the token's digest."""
+        if not self.tokens_file.is_file():
+            raise ConfigError(
+                [
+                    Problem(
+                        self.config.file or self.tokens_file,
+                        "source.tokens_file",
+                        f"{self.tokens_file} does not exist (or is not a file); write "
+                        "`tokens: {department: token}` there, or point the setting at it",
+                    )
+                ]
+            )
         doc = load_yaml(self.tokens_file)
         data = doc.data
         if not isinstance(data, dict) or not isinstance(data.get("tokens"), dict):

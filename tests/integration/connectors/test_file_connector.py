@@ -162,6 +162,21 @@ def test_a_connector_of_another_department_is_refused(env: ConnectorEnv) -> None
         check(env.settings, load_connector_config(path))
     assert caught.value.code == "NOT_PROVIDER"
     assert f"provided by '{env.uid}'" in str(caught.value)
+    assert str(caught.value).startswith(f"{path}: entry: refused")
+
+
+def test_a_connector_for_an_entry_not_in_the_catalog_names_file_and_setting(
+    env: ConnectorEnv,
+) -> None:
+    path = env.connector_file(
+        {"type": "file", "folder": str(env.inbox)}, POPULATION_FIELDS, entry="nosuch.entry"
+    )
+    from connectors.config import load_connector_config
+
+    with pytest.raises(ConnectorError) as caught:
+        check(env.settings, load_connector_config(path))
+    assert caught.value.code == "UNKNOWN_ENTRY"
+    assert str(caught.value).startswith(f"{path}: entry: entry 'nosuch.entry' is not in")
 
 
 def test_check_shows_rows_and_publishes_nothing(env: ConnectorEnv) -> None:

@@ -37,3 +37,23 @@ def test_plain_and_hashed_tokens(tmp_path: Path) -> None:
 def test_the_connectors_department_needs_a_token(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no token for department mzj"):
         source(tmp_path, "tokens: {gongan: x}\n").check()
+
+
+def test_a_missing_tokens_file_names_the_connector_file_and_setting(tmp_path: Path) -> None:
+    config = ConnectorConfig.model_validate(
+        {
+            "id": "c",
+            "department": "mzj",
+            "system": "s",
+            "entry": "mzj.marriage_registration",
+            "source": {"type": "http", "tokens_file": "nowhere.yaml"},
+            "base_dir": tmp_path,
+            "file": tmp_path / "mzj-push.yaml",
+        }
+    )
+    with pytest.raises(ConfigError) as err:
+        HttpPushSource(config).check()
+    (problem,) = err.value.problems
+    assert problem.file == tmp_path / "mzj-push.yaml"
+    assert problem.path == "source.tokens_file"
+    assert str(tmp_path / "nowhere.yaml") in problem.message
