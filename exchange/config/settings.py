@@ -216,6 +216,10 @@ class RouterSettings(_Section):
     in_flight_deliveries: int = Field(20_000, ge=1000)
     #: How often grants are checked for expiry and changes, even when no record arrives.
     grant_check_interval_s: float = Field(1.0, gt=0)
+    #: The router stops (and says why) when its grant book has not followed the grants topic
+    #: for this long: its reader recovers from failures by itself (waits of 1, 2, 4 ... s),
+    #: but a revocation must not go unheeded for longer than this.
+    grant_book_stale_s: float = Field(60.0, ge=5)
     #: A worker silent this long leaves the group and its partitions go to the others; after
     #: a crash, the restarted worker waits this long for its old self to be dropped.
     session_timeout_s: float = Field(10.0, ge=6, le=300)

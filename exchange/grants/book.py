@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
@@ -21,7 +22,20 @@ from exchange.kafka.control import partitions, reader
 log = logging.getLogger(__name__)
 
 
+#: Waits before following the topic again after the reader failed: 1, 2, 4 ... 30 s.
+RETRY_WAITS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+
+
 class GrantBook:
+    """The grants, current as of :meth:`age_s` seconds ago.
+
+    If reading fails (an unexpected error, a record the client cannot handle), the reader logs
+    it, waits, and reads the topic again from the start into a fresh table that replaces the
+    old one once complete: a grant deleted meanwhile is not kept. While it recovers the book
+    is stale, and :meth:`age_s` grows; the router stops routing when it is too stale
+    (``router.grant_book_stale_s``), so a revocation is never ignored for long.
+    """
+
     def __init__(self, settings: ExchangeSettings) -> None:
         self._settings = settings
         self._lock = threading.Lock()
@@ -31,6 +45,11 @@ class GrantBook:
         self._stop = threading.Event()
         self._caught_up = threading.Event()
         self._thread = threading.Thread(target=self._run, name="grant-book", daemon=True)
+        #: When the reader last went round its loop with the table complete (monotonic).
+        self._current_at = time.monotonic()
+        #: The last failure of the reader, for the operator: what and when (monotonic).
+        self.failure: tuple[str, float] | None = None
+        self.failures = 0
         self.on_bad_record: Callable[[str, str], None] = lambda where, why: log.warning(
             "ignoring unreadable grant at %s: %s", where, why
         )
@@ -48,14 +67,45 @@ class GrantBook:
 
     @property
     def alive(self) -> bool:
-        """Still following the topic (the reader thread has not stopped on an error)."""
+        """Still following the topic (the reader thread has not ended)."""
         return self._thread.is_alive() or self._stop.is_set()
+
+    def age_s(self) -> float:
+        """Seconds since the book was last known complete and following the topic: about 0.5
+        while it follows (it polls twice a second, also through a broker outage, when nobody
+        can change a grant either); growing while it recovers, or if its thread has ended."""
+        return time.monotonic() - self._current_at
 
     def snapshot(self) -> tuple[int, dict[str, GrantTerms]]:
         with self._lock:
             return self.version, dict(self._grants)
 
     def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                self._follow(fresh=attempt > 0)
+                return
+            except Exception as exc:  # the thread must report and recover, not die silently
+                wait = RETRY_WAITS_S[min(attempt, len(RETRY_WAITS_S) - 1)]
+                self.failures += 1
+                self.failure = (f"{type(exc).__name__}: {exc}", time.monotonic())
+                log.error(
+                    "the grant book stopped following %s (%s); reading it again from the "
+                    "start in %.0f s",
+                    self._settings.topics.grants,
+                    exc,
+                    wait,
+                    exc_info=exc,
+                )
+                attempt += 1
+                self._stop.wait(wait)
+
+    def _follow(self, fresh: bool) -> None:
+        """Read the topic from its start and follow it until stopped.
+
+        ``fresh``: after a failure, read into a new table and swap it in once complete.
+        """
         topic = self._settings.topics.grants
         consumer = reader(self._settings.kafka, committed=True)
         try:
@@ -63,29 +113,55 @@ class GrantBook:
             if not numbers:
                 log.error("grants topic %s does not exist: no grants, nothing delivered", topic)
                 self._caught_up.set()
+                self._idle()
                 return
             consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in numbers])
+            table: dict[str, GrantTerms] = {} if fresh else self._grants
             at_end: set[int] = set()
+            complete = False
             while not self._stop.is_set():
                 msg = consumer.poll(0.5)
+                if complete:
+                    self._current_at = time.monotonic()
                 if msg is None:
                     continue
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         at_end.add(int(msg.partition() or 0))
-                        if at_end >= set(numbers):
-                            self._caught_up.set()
+                        if not complete and at_end >= set(numbers):
+                            complete = True
+                            self._complete(table, fresh)
                     else:
                         log.warning("reading %s: %s", topic, err.str())
                     continue
-                self._apply(msg.key(), msg.value(), f"{topic}/{msg.partition()}/{msg.offset()}")
-        except Exception:  # the thread must report, not die silently
-            log.exception("grant book stopped following %s", topic)
+                where = f"{topic}/{msg.partition()}/{msg.offset()}"
+                self._apply(table, msg.key(), msg.value(), where)
         finally:
             consumer.close()
 
-    def _apply(self, key: bytes | None, value: bytes | None, where: str) -> None:
+    def _complete(self, table: dict[str, GrantTerms], fresh: bool) -> None:
+        """The topic was read to its end: ``table`` is the book from now on."""
+        if fresh:
+            with self._lock:
+                self._grants = table
+                self.version += 1
+            log.warning(
+                "the grant book follows %s again (%d grants)",
+                self._settings.topics.grants,
+                len(table),
+            )
+        self._current_at = time.monotonic()
+        self._caught_up.set()
+
+    def _idle(self) -> None:
+        # No topic: nothing can change a grant until it exists (made by ``catalog apply``).
+        while not self._stop.wait(0.5):
+            self._current_at = time.monotonic()
+
+    def _apply(
+        self, table: dict[str, GrantTerms], key: bytes | None, value: bytes | None, where: str
+    ) -> None:
         grant_id = (key or b"").decode("utf-8", "replace")
         grant: GrantTerms | None = None
         if value is not None:
@@ -96,7 +172,8 @@ class GrantBook:
                 return
         with self._lock:
             if grant is None:
-                self._grants.pop(grant_id, None)
+                table.pop(grant_id, None)
             else:
-                self._grants[grant_id] = grant
-            self.version += 1
+                table[grant_id] = grant
+            if table is self._grants:
+                self.version += 1

@@ -51,6 +51,16 @@ BATCH_RECORDS = Histogram(
     "Source records per live batch (router.batch_size at most).",
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
 )
+GRANT_BOOK_AGE = Gauge(
+    "exchange_router_grant_book_age_seconds",
+    "Seconds since the router's copy of the grants was last known current (about 0.5 while it "
+    "follows exchange.grants; growing while its reader recovers from a failure). At "
+    "router.grant_book_stale_s the router stops rather than route under stale grants.",
+)
+GRANT_BOOK_FAILURES = Gauge(
+    "exchange_router_grant_book_failures",
+    "Times the router's grant-book reader failed and started again, since the worker started.",
+)
 GRANTS_WAITING = Gauge(
     "exchange_router_grants_waiting",
     "Active grants the router cannot deliver under yet: their delivery topic or schema could not "

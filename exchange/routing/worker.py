@@ -37,6 +37,7 @@ from mode import Service
 from exchange.audit.writer import AuditWriter
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
+from exchange.grants.book import GrantBook
 from exchange.kafka.control import read_table
 from exchange.kafka.errors import KafkaOpError, RegistryError
 from exchange.kafka.registry import Registry
@@ -53,7 +54,13 @@ from exchange.routing.grants import GrantTable
 from exchange.routing.kernel import Kernels, partition_runs
 from exchange.runtime import release_free_memory
 
-__all__ = ["RouterError", "RouterWorker", "read_progress", "read_progress_patiently"]
+__all__ = [
+    "RouterError",
+    "RouterWorker",
+    "book_staleness",
+    "read_progress",
+    "read_progress_patiently",
+]
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
@@ -395,6 +402,10 @@ class RouterWorker(Service):
         interval = self.settings.router.grant_check_interval_s
         while not self.should_stop:
             await self.sleep(interval)
+            stale = book_staleness(self.grants.book, self.settings.router.grant_book_stale_s)
+            if stale is not None:
+                self._cannot_go_on("the grant book", stale)
+                return
             try:
                 await self.refresh_grants()
             except ExchangeError as exc:
@@ -626,6 +637,33 @@ _TRANSIENT = frozenset(
         "NOT_COORDINATOR",
     }
 )
+
+
+def book_staleness(book: GrantBook, limit_s: float) -> RouterError | None:
+    """Why the router must stop because its grants may be out of date, or ``None``.
+
+    Also sets the book's metrics. The book recovers from failures by itself; past ``limit_s``
+    the router fails closed rather than go on delivering under grants that may have been
+    revoked meanwhile.
+    """
+    age = book.age_s()
+    metrics.GRANT_BOOK_AGE.set(age)
+    metrics.GRANT_BOOK_FAILURES.set(book.failures)
+    if age < limit_s:
+        return None
+    if not book.alive:
+        why = "its reader thread has ended"
+    elif book.failure is not None:
+        why = f"its reader keeps failing (last: {book.failure[0]})"
+    else:
+        why = "its reader has not caught up"
+    return RouterError(
+        f"the grants may be out of date: the router has not followed the grants topic for "
+        f"{age:.0f} s ({why}; router.grant_book_stale_s is {limit_s:.0f}). It stops rather "
+        "than deliver under grants that may have been revoked; restart it once the grants "
+        "topic can be read",
+        code="GRANTS_STALE",
+    )
 
 
 def _by_topic(runs: list[Run]) -> dict[str, list[Any]]:

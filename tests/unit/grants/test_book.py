@@ -1,0 +1,164 @@
+"""The grant book against a scripted consumer: it recovers from a failing reader, rebuilds the
+table from the start, and reports its age; the router fails closed when the book is stale."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError
+
+from exchange.config import ExchangeSettings
+from exchange.grants import book as book_module
+from exchange.grants.book import GrantBook
+from exchange.routing.worker import book_staleness
+from tests.unit.grants.fixtures import grant
+
+
+@dataclass
+class Msg:
+    key_: bytes | None = None
+    value_: bytes | None = None
+    eof: bool = False
+    offset_: int = 0
+
+    def error(self) -> Any:
+        if not self.eof:
+            return None
+        return KafkaError(KafkaError._PARTITION_EOF)
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self.offset_
+
+    def key(self) -> bytes | None:
+        return self.key_
+
+    def value(self) -> bytes | None:
+        return self.value_
+
+
+@dataclass
+class Script:
+    """Per consumer made: the messages it returns, then ``fail`` (raised) or ``None`` forever."""
+
+    runs: list[tuple[list[Msg], Exception | None]]
+    made: int = 0
+    closed: int = 0
+    assigned: list[Any] = field(default_factory=list)
+
+    def consumer(self) -> Any:
+        messages, fail = self.runs[min(self.made, len(self.runs) - 1)]
+        self.made += 1
+        feed: Iterator[Msg] = iter(list(messages))
+        script = self
+
+        class Consumer:
+            def assign(self, tps: Any) -> None:
+                script.assigned.append(tps)
+
+            def poll(self, timeout: float) -> Msg | None:
+                nxt = next(feed, None)
+                if nxt is not None:
+                    return nxt
+                if fail is not None:
+                    raise fail
+                time.sleep(0.005)
+                return None
+
+            def close(self) -> None:
+                script.closed += 1
+
+        return Consumer()
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch) -> Callable[[Script], GrantBook]:
+    monkeypatch.setattr(book_module, "RETRY_WAITS_S", (0.01,))
+
+    def make(script: Script) -> GrantBook:
+        monkeypatch.setattr(book_module, "reader", lambda *a, **k: script.consumer())
+        monkeypatch.setattr(book_module, "partitions", lambda *a: [0])
+        return GrantBook(ExchangeSettings())
+
+    return make
+
+
+def _wait(check: Callable[[], bool], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_a_failing_reader_reads_again_into_a_fresh_table(
+    scripted: Callable[[Script], GrantBook],
+) -> None:
+    g1, g2 = grant(), grant().model_copy(update={"id": "g2"})
+    script = Script(
+        [
+            # First: g1 and g2, then the reader fails.
+            (
+                [Msg(b"g1", g1.encode()), Msg(b"g2", g2.encode()), Msg(eof=True)],
+                RuntimeError("boom"),
+            ),
+            # Meanwhile g2 was deleted (compacted away: its key is simply gone).
+            ([Msg(b"g1", g1.encode()), Msg(eof=True)], None),
+        ]
+    )
+    book = scripted(script)
+    book.start(timeout=5)
+    _wait(lambda: script.made == 2 and set(book.snapshot()[1]) == {"g1"})
+    assert book.failures >= 1
+    assert book.failure is not None and "boom" in book.failure[0]
+    _wait(lambda: book.age_s() < 0.2)
+    assert book.alive
+    book.stop()
+    assert script.closed == script.made
+
+
+def test_the_book_is_current_while_it_follows(scripted: Callable[[Script], GrantBook]) -> None:
+    book = scripted(Script([([Msg(b"g1", grant().encode()), Msg(eof=True)], None)]))
+    book.start(timeout=5)
+    time.sleep(0.1)
+    assert book.age_s() < 0.1
+    assert book_staleness(book, 5) is None
+    book.stop()
+
+
+def test_a_stale_book_stops_the_router_with_the_reason(
+    scripted: Callable[[Script], GrantBook],
+) -> None:
+    # Every reader fails at once: the book never catches up again after the first failure.
+    script = Script(
+        [
+            ([Msg(b"g1", grant().encode()), Msg(eof=True)], RuntimeError("disk on fire")),
+            ([], RuntimeError("disk on fire")),
+        ]
+    )
+    book = scripted(script)
+    book.start(timeout=5)
+    _wait(lambda: script.made >= 3)
+    time.sleep(0.05)
+    stale = book_staleness(book, 0.01)
+    assert stale is not None and stale.code == "GRANTS_STALE"
+    assert "keeps failing (last: RuntimeError: disk on fire)" in str(stale)
+    assert "revoked" in str(stale)
+    book.stop()
+
+
+def test_an_ended_reader_thread_is_named(scripted: Callable[[Script], GrantBook]) -> None:
+    book = scripted(Script([([Msg(b"g1", grant().encode()), Msg(eof=True)], None)]))
+    book.start(timeout=5)
+    # What a killed thread looks like from outside: ended, not stopped by the router.
+    book._stop.set()
+    book._thread.join(5)
+    book._stop.clear()
+    time.sleep(0.05)
+    stale = book_staleness(book, 0.01)
+    assert stale is not None and "its reader thread has ended" in str(stale)
