@@ -24,7 +24,6 @@ from confluent_kafka import KafkaException
 from prometheus_client import Gauge
 
 from exchange.audit.events import GENESIS, AuditEvent, Chain, Happening
-from exchange.catalog.apply import value_subject
 from exchange.catalog.avro import canonical_json, load_schema
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
@@ -33,7 +32,7 @@ from exchange.kafka.control import Message, partitions, read_range, reader, wate
 from exchange.kafka.errors import KafkaOpError
 from exchange.kafka.registry import Registry
 from exchange.kafka.transactions import TransactionalProducer, TransactionError
-from exchange.kafka.wire import AvroCodec, SchemaLookup, WireFormatError
+from exchange.kafka.wire import AvroCodec, SchemaLookup, WireFormatError, value_subject
 
 AUDIT_SEQUENCE = Gauge(
     "exchange_audit_chain_last_sequence",

@@ -19,6 +19,7 @@ from exchange.errors import ExchangeError
 from exchange.kafka.admin import Admin, TopicSpec, plan_topics
 from exchange.kafka.control import publish, read_table
 from exchange.kafka.registry import Registry
+from exchange.kafka.wire import value_subject
 
 COMPATIBILITY = "BACKWARD"
 #: Bumped when the layout of records on the catalog topic changes.
@@ -48,11 +49,6 @@ class IncompatibleSchemaError(ExchangeError):
 
 def source_topic(topics: TopicSettings, entry_id: str) -> str:
     return topics.source_prefix + entry_id
-
-
-def value_subject(topic: str) -> str:
-    """Confluent's TopicNameStrategy, so any Kafka tool finds the schema of a topic."""
-    return f"{topic}-value"
 
 
 def control_topic_specs(topics: TopicSettings) -> list[TopicSpec]:

@@ -130,6 +130,19 @@ class Registry:
             raise RegistryError(f"schema id {schema_id} is not an Avro record schema")
         return schema
 
+    def subjects_of(self, schema_id: int) -> set[str]:
+        """The subjects ``schema_id`` is a version of (empty if the registry has no such id)."""
+        try:
+            found = self._call_list(
+                f"read the subjects of schema id {schema_id}",
+                f"schemas/ids/{int(schema_id)}/versions",
+            )
+        except RegistryError as exc:
+            if exc.http_status == 404 or exc.error_code in _NOT_FOUND:
+                return set()
+            raise
+        return {str(v["subject"]) for v in found if isinstance(v, dict) and "subject" in v}
+
     def register(self, subject: str, schema_json: str) -> int:
         found = self._call(
             f"register schema under {subject}",
@@ -184,6 +197,25 @@ class Registry:
         self, what: str, method: str, path: str, body: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """The JSON object the registry answers, or a :class:`RegistryError` saying ``what``."""
+        data = self._json(what, method, path, body)
+        if not isinstance(data, dict):
+            raise RegistryError(
+                f"schema registry at {self.url}: cannot {what}: the answer is not a JSON "
+                f"object: {str(data)[:200]}"
+            )
+        return data
+
+    def _call_list(self, what: str, path: str) -> list[Any]:
+        """Like :meth:`_call` for a GET the registry answers with a JSON array."""
+        data = self._json(what, "GET", path, None)
+        if not isinstance(data, list):
+            raise RegistryError(
+                f"schema registry at {self.url}: cannot {what}: the answer is not a JSON "
+                f"array: {str(data)[:200]}"
+            )
+        return data
+
+    def _json(self, what: str, method: str, path: str, body: dict[str, Any] | None) -> Any:
         payload = None if body is None else json.dumps(body).encode()
         try:
             status, answer = self._request(method, f"{self._base}/{path}", payload)
@@ -199,15 +231,12 @@ class Registry:
                 "and is registry.url right?"
             ) from exc
         try:
-            data = json.loads(answer) if answer else {}
+            return json.loads(answer) if answer else {}
         except ValueError:
-            data = None
-        if not isinstance(data, dict):
             raise RegistryError(
                 f"schema registry at {self.url}: cannot {what}: HTTP {status} with a body that "
-                f"is not a JSON object: {answer[:200]!r}"
-            )
-        return data
+                f"is not JSON: {answer[:200]!r}"
+            ) from None
 
     def _request(self, method: str, path: str, payload: bytes | None) -> tuple[int, bytes]:
         """One request, tried again ``retries`` times after transient failures."""

@@ -19,7 +19,7 @@ from exchange.catalog.model import CatalogEntry
 from exchange.errors import ExchangeError
 from exchange.kafka.envelope import EnvelopeEncoder
 from exchange.kafka.errors import RegistryError
-from exchange.kafka.wire import SchemaLookup, WireFormatError
+from exchange.kafka.wire import SchemaLookup, WireFormatError, schema_id_of, value_subject
 from exchange.routing.transform import DeliveryPlan
 from exchange.rules.rules import Checker, checker
 
@@ -128,9 +128,16 @@ class Router:
         outcome = Outcome(entry=route.entry.id)
         if record.value is None:
             # A source tombstone follows its `d` record, which was already delivered as a delete.
+            if not record.key:
+                # One without a key deletes nothing: a fault of its producer, and set aside so
+                # the provider hears of it rather than the record vanishing.
+                outcome.rejection = _reject(
+                    "no_key", "a tombstone (no value) without a key", route.entry.id
+                )
             return outcome
         try:
-            change = self._lookup.decode(record.value)
+            # Strict: what the kernel would not take must not pass here either.
+            change = self._lookup.decode(record.value, strict=True)
         except WireFormatError as exc:
             outcome.rejection = _reject(_reason(exc.code), str(exc), route.entry.id)
             return outcome
@@ -141,6 +148,16 @@ class Router:
             raise  # registry down: not the record's fault, so not the DLQ's business
         except ExchangeError as exc:
             outcome.rejection = _reject("bad_avro", str(exc), route.entry.id)
+            return outcome
+        schema_id = schema_id_of(record.value)
+        subject = value_subject(record.topic)
+        if not self._lookup.registered_under(schema_id, subject):
+            outcome.rejection = _reject(
+                "schema_mismatch",
+                f"schema id {schema_id} is not a version of {subject}: the record was framed "
+                "with another subject's schema",
+                route.entry.id,
+            )
             return outcome
         problems, department = _check_change(route, change, record.key)
         if problems:

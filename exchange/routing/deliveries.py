@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from exchange.catalog.apply import value_subject
 from exchange.catalog.avro import canonical_json
 from exchange.catalog.published import PublishedCatalogEntry
 from exchange.config import ExchangeSettings
@@ -21,6 +20,7 @@ from exchange.grants.model import GrantTerms
 from exchange.kafka.admin import Admin, TopicChange, TopicSpec
 from exchange.kafka.envelope import EnvelopeEncoder
 from exchange.kafka.registry import Registry
+from exchange.kafka.wire import value_subject
 from exchange.routing.core import ActiveGrant
 from exchange.routing.transform import DeliveryPlan, delivery_schema
 

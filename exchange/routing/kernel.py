@@ -26,7 +26,7 @@ from typing import Any
 import exchange._kernel as _kernel
 from exchange.kafka.envelope import EnvelopeEncoder
 from exchange.kafka.errors import RegistryError
-from exchange.kafka.wire import SchemaLookup, WireFormatError
+from exchange.kafka.wire import SchemaLookup, WireFormatError, value_subject
 from exchange.routing.core import ActiveGrant, EntryRoute
 from exchange.routing.transform import _text
 from exchange.rules.rules import (
@@ -312,6 +312,7 @@ class Kernels:
         for schema_id in ids:
             try:
                 self.lookup.codec(schema_id)
+                self.lookup.subjects(schema_id)
             except RegistryError as exc:
                 if exc.http_status != 404:
                     raise
@@ -324,7 +325,8 @@ class Kernels:
         compiled = self.get(topic, route)
         for schema_id in ids:
             codec = self.lookup.cached(schema_id)
-            if codec is None:
+            if codec is None or not self.lookup.registered_under(schema_id, value_subject(topic)):
+                # Unknown, or another subject's schema: the core rejects its records.
                 compiled.kernel.add_reader(schema_id, None)
                 continue
             try:

@@ -94,7 +94,9 @@ class RouterWorker(Service):
         self.worker_id = worker_id
         self.actor = f"router.{worker_id}"
         rs = settings.router
-        lookup = SchemaLookup(Registry(settings.registry).schema_by_id)
+        registry = Registry(settings.registry)
+        # With subjects: a record framed with another subject's schema id is refused.
+        lookup = SchemaLookup(registry.schema_by_id, registry.subjects_of)
         self.core = Router(lookup)
         self.kernels = Kernels(lookup)
         self.grants = GrantTable(settings, self.core, self.actor)

@@ -87,6 +87,11 @@ impl<'a> Cursor<'a> {
             }
             n |= u64::from(b & 0x7F) << shift;
             if b & 0x80 == 0 {
+                if b == 0 && shift > 0 {
+                    // A padded number (0x80 0x00 for 0): valid to lax readers, not canonical;
+                    // the Python path rejects it with its reason.
+                    return None;
+                }
                 break;
             }
             shift += 7;
@@ -946,6 +951,9 @@ impl EntryKernel {
                 None => out.offsets.push((partition, offset + 1)),
             }
             let Some(data) = input.value else {
+                if input.key.is_none_or(<[u8]>::is_empty) {
+                    out.fallback.push(i); // no key either: the core sets it aside
+                }
                 continue; // a source tombstone: its `d` record was delivered
             };
             let reader = match schema_id(data).and_then(|id| readers.get(&id)) {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import random
@@ -14,6 +15,7 @@ import pytest
 from exchange.audit.trail import Query, query, read_trail
 from exchange.dlq import REASON_HEADER
 from exchange.kafka.control import partitions, read_all, reader
+from exchange.kafka.registry import Registry
 from samples.plain_consumer import read_deliveries
 from tests.integration.routing.conftest import CN, EXCHANGE, ROWS, RouterEnv, person
 
@@ -90,6 +92,57 @@ def test_non_provider_and_malformed_records_go_to_the_dlq(routed: RouterEnv) -> 
     assert set(reasons) <= {"not_provider", "bad_framing", "bad_avro", "unknown_schema"}
     mzj = routed.consumers["mzj"]
     routed.wait_for("valid records after the junk", lambda: len(routed.deliveries(mzj)) >= 15)
+    assert routed.process is not None and routed.process.poll() is None
+
+
+def test_bytes_that_lax_readers_take_go_to_the_dlq_with_their_reasons(routed: RouterEnv) -> None:
+    # Each of these decodes with fastavro (the first four as some other valid record) and
+    # was delivered before strict reading: issue 21's malformed corpus.
+    mzj = routed.consumers["mzj"]
+    before = len(routed.deliveries(mzj))
+    cid, good = routed.change(person(300, "140602"))
+    registry = Registry(routed.settings.registry)
+    latest = registry.latest(routed.project.subject)
+    assert latest is not None
+    same_shape = json.dumps({**latest.schema, "doc": "the same shape, another subject"})
+    foreign_id = registry.register(f"{routed.uid}.forged-value", same_shape)
+    cases = {
+        "enum index -1": (good[:5] + b"\x01" + good[6:], "bad_avro"),
+        "union index -1": (good[:6] + b"\x01" + good[7:], "bad_avro"),
+        "padded number": (good[:5] + bytes([good[5] | 0x80, 0]) + good[6:], "bad_avro"),
+        "trailing byte": (good + b"\x00", "bad_avro"),
+        "another subject's id": (
+            b"\x00" + foreign_id.to_bytes(4, "big") + good[5:],
+            "schema_mismatch",
+        ),
+    }
+    valid = [routed.change(person(310 + i, "140602")) for i in range(3)]
+    routed.publish([*((cid, v) for v, _ in cases.values()), ("", None), *valid])
+    wanted = {base64.b64encode(v).decode(): reason for v, reason in cases.values()}
+
+    def ours() -> dict[str, str]:
+        found = {}
+        for m in read_all(routed.settings.kafka, routed.settings.topics.dlq):
+            letter = json.loads(m.value or b"{}")
+            data = letter.get("data") or {}
+            if letter["origin"] == "router" and data.get("base64") in wanted:
+                found[data["base64"]] = letter["reason"]
+        return found
+
+    routed.wait_for("the five rejections", lambda: len(ours()) == len(wanted), 60)
+    assert ours() == wanted
+
+    def keyless() -> bool:
+        for m in read_all(routed.settings.kafka, routed.settings.topics.dlq):
+            letter = json.loads(m.value or b"{}")
+            if letter.get("reason") == "no_key" and not letter.get("data"):
+                return True
+        return False
+
+    routed.wait_for("the tombstone without a key set aside, not lost", keyless, 60)
+    routed.wait_for(
+        "the valid records after them", lambda: len(routed.deliveries(mzj)) >= before + 3, 60
+    )
     assert routed.process is not None and routed.process.poll() is None
 
 

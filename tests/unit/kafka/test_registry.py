@@ -191,7 +191,7 @@ def test_basic_auth_is_sent(served: tuple[Script, RegistrySettings], tmp_path: P
 def test_a_body_that_is_not_json_is_an_error(served: tuple[Script, RegistrySettings]) -> None:
     script, settings = served
     script.answers.append((200, b"<html>proxy login</html>"))
-    with pytest.raises(RegistryError, match="not a JSON object"):
+    with pytest.raises(RegistryError, match="not JSON"):
         Registry(settings).schema_by_id(1)
 
 
@@ -216,3 +216,15 @@ def test_unreadable_tls_files_are_named(tmp_path: Path) -> None:
     settings = RegistrySettings(url="https://reg:8081", ca_file=tmp_path / "nowhere.pem")
     with pytest.raises(RegistryError, match=r"registry\.ca_file"):
         Registry(settings)
+
+
+def test_the_subjects_of_a_schema_id(served: tuple[Script, RegistrySettings]) -> None:
+    script, settings = served
+    script.answers += [
+        (200, [{"subject": "src.a-value", "version": 1}, {"subject": "src.b-value", "version": 3}]),
+        (404, {"error_code": 40403, "message": "Schema 9 not found"}),
+    ]
+    reg = Registry(settings)
+    assert reg.subjects_of(5) == {"src.a-value", "src.b-value"}
+    assert reg.subjects_of(9) == set()
+    assert script.seen[0][1] == "/apis/ccompat/v7/schemas/ids/5/versions"

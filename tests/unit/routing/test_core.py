@@ -77,8 +77,10 @@ def fetch(schema_id: int) -> dict[str, Any]:
     return copy.deepcopy(ENVELOPE)
 
 
-def router(*grants: Grant) -> Router:
-    lookup = SchemaLookup(fetch)
+def router(*grants: Grant, subjects: dict[int, set[str]] | None = None) -> Router:
+    """A router of one entry; ``subjects``: the registry's subjects per schema id."""
+    known = subjects
+    lookup = SchemaLookup(fetch, None if known is None else lambda i: known.get(i, set()))
     r = Router(lookup)
     r.set_entry(TOPIC, EntryRoute(ENTRY, SCHEMA))
     active = []
@@ -148,6 +150,12 @@ def test_source_tombstones_are_skipped() -> None:
     [
         (b"not avro at all", CID.encode(), "bad_framing"),
         (b"\x00\x00\x00\x00\x07\xff\xff", CID.encode(), "bad_avro"),
+        # Bytes fastavro reads anyway (as op "r", the last symbol; as the record branch; as
+        # op "u"), which the strict reading refuses: issue 21's malformed corpus.
+        (change()[:5] + b"\x01" + change()[6:], CID.encode(), "bad_avro"),
+        (change()[:6] + b"\x01" + change()[7:], CID.encode(), "bad_avro"),
+        (change()[:5] + b"\x82\x00" + change()[6:], CID.encode(), "bad_avro"),
+        (change() + b"\x00", CID.encode(), "bad_avro"),
         (change(department="mzj"), CID.encode(), "not_provider"),
         (
             change(after={**ROW, "citizen_id": "110105194912310021"}),
@@ -156,10 +164,12 @@ def test_source_tombstones_are_skipped() -> None:
         ),
         (change(), b"someone-else", "key_mismatch"),
         (change("d", None), None, "no_key"),
+        (None, None, "no_key"),  # a tombstone that deletes nothing
+        (None, b"", "no_key"),
     ],
 )
 def test_bad_records_are_rejected_with_a_reason(
-    value: bytes, key: bytes | None, reason: str
+    value: bytes | None, key: bytes | None, reason: str
 ) -> None:
     out = router(approved("g")).route(record(value, key))
     assert out.rejection is not None and out.rejection.reason == reason
@@ -182,3 +192,14 @@ def test_no_grant_no_delivery_and_digest_is_order_sensitive() -> None:
     assert receipt_digest((d.key, d.value) for d in ds) != receipt_digest(
         (d.key, d.value) for d in reversed(ds)
     )
+
+
+def test_a_record_framed_with_another_subjects_schema_is_refused() -> None:
+    # Schema id 7 has the entry's shape, but it was registered for another topic.
+    out = router(approved("g"), subjects={7: {"src.other.entry-value"}}).route(record(change()))
+    assert out.rejection is not None and out.rejection.reason == "schema_mismatch"
+    assert "schema id 7 is not a version of src.gongan.resident_population-value" in str(
+        out.rejection.errors
+    )
+    ours = {7: {"src.other.entry-value", f"{TOPIC}-value"}}
+    assert router(approved("g"), subjects=ours).route(record(change())).rejection is None

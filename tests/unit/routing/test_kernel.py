@@ -464,3 +464,24 @@ def test_what_the_kernel_cannot_route_is_left_to_the_core() -> None:
 )
 def test_only_patterns_both_engines_read_alike_go_to_the_kernel(pattern: str, safe: bool) -> None:
     assert kernel_pattern(pattern) is safe
+
+
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_padded_numbers_are_left_to_the_strict_core(data: Any) -> None:
+    # The envelope's first field is the op enum: a one-byte number, padded to two here
+    # (0x82 0x00 for 0x02), which lax readers take as the same number.
+    s = setup("gongan.resident_population")
+    batch = data.draw(messages(s, valid=True))
+    padded = []
+    for m in batch:
+        value = m.value()
+        assert value is not None and value[5] < 0x80
+        value = value[:5] + bytes([value[5] | 0x80, 0]) + value[6:]
+        padded.append(Message(m.topic(), m.partition(), m.offset(), m.key(), value))
+    s.resolve(padded)
+    compiled = s.kernels.get(s.topic, s.core.routes[s.topic])
+    starts = [{0: 0} for _ in compiled.grants]
+    _missing, fallback, _grants, _offsets = compiled.kernel.route(s.topic, padded, starts, 739_000)
+    assert fallback == list(range(len(padded)))
+    assert {reason for _, reason in by_core(s, padded)[1]} == {"bad_avro"}
