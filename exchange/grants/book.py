@@ -22,6 +22,18 @@ from exchange.kafka.control import partitions, reader
 log = logging.getLogger(__name__)
 
 
+#: Errors after which the book is as current as it can be: the end of a partition, and the
+#: broker out of reach (then nobody can change a grant either). Any other error (the topic
+#: refused to this principal, say) leaves the book's age growing.
+_STILL_CURRENT = frozenset(
+    {
+        KafkaError._PARTITION_EOF,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+        KafkaError._RESOLVE,
+    }
+)
 #: Waits before following the topic again after the reader failed: 1, 2, 4 ... 30 s.
 RETRY_WAITS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 
@@ -121,11 +133,11 @@ class GrantBook:
             complete = False
             while not self._stop.is_set():
                 msg = consumer.poll(0.5)
-                if complete:
+                err = None if msg is None else msg.error()
+                if complete and (err is None or err.code() in _STILL_CURRENT):
                     self._current_at = time.monotonic()
                 if msg is None:
                     continue
-                err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         at_end.add(int(msg.partition() or 0))
@@ -133,6 +145,8 @@ class GrantBook:
                             complete = True
                             self._complete(table, fresh)
                     else:
+                        # Not current: e.g. the grants topic refused (ACLs changed) is a book
+                        # that no longer hears of revocations; its age grows until it reads.
                         log.warning("reading %s: %s", topic, err.str())
                     continue
                 where = f"{topic}/{msg.partition()}/{msg.offset()}"

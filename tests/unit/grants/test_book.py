@@ -24,8 +24,11 @@ class Msg:
     value_: bytes | None = None
     eof: bool = False
     offset_: int = 0
+    code: int | None = None  # an error event instead of a record
 
     def error(self) -> Any:
+        if self.code is not None:
+            return KafkaError(self.code)
         if not self.eof:
             return None
         return KafkaError(KafkaError._PARTITION_EOF)
@@ -68,6 +71,9 @@ class Script:
                     return nxt
                 if fail is not None:
                     raise fail
+                if messages and messages[-1].code is not None:
+                    time.sleep(0.005)
+                    return messages[-1]  # an error event repeats, as librdkafka's do
                 time.sleep(0.005)
                 return None
 
@@ -162,3 +168,18 @@ def test_an_ended_reader_thread_is_named(scripted: Callable[[Script], GrantBook]
     time.sleep(0.05)
     stale = book_staleness(book, 0.01)
     assert stale is not None and "its reader thread has ended" in str(stale)
+
+
+@pytest.mark.parametrize(
+    ("code", "current"),
+    [(KafkaError._TRANSPORT, True), (KafkaError.TOPIC_AUTHORIZATION_FAILED, False)],
+)
+def test_a_book_that_only_hears_errors_ages_unless_the_broker_is_away(
+    scripted: Callable[[Script], GrantBook], code: int, current: bool
+) -> None:
+    script = Script([([Msg(b"g1", grant().encode()), Msg(eof=True), Msg(code=code)], None)])
+    book = scripted(script)
+    book.start(timeout=5)
+    time.sleep(0.3)
+    assert (book.age_s() < 0.2) is current
+    book.stop()
