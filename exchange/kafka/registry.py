@@ -138,7 +138,7 @@ class Registry:
                 f"schemas/ids/{int(schema_id)}/versions",
             )
         except RegistryError as exc:
-            if exc.http_status == 404 or exc.error_code in _NOT_FOUND:
+            if _not_found(exc):
                 return set()
             raise
         return {str(v["subject"]) for v in found if isinstance(v, dict) and "subject" in v}
@@ -189,7 +189,7 @@ class Registry:
         try:
             return self._call(what, method, path, body)
         except RegistryError as exc:
-            if exc.http_status == 404 or exc.error_code in _NOT_FOUND:
+            if _not_found(exc):
                 return None
             raise
 
@@ -303,6 +303,11 @@ class Registry:
         self._local.conn = None
         with self._lock:
             self._open.discard(conn)
+
+
+def _not_found(exc: RegistryError) -> bool:
+    """ "No such subject, version or schema": an answer, not a failure."""
+    return exc.http_status == 404 or exc.error_code in _NOT_FOUND
 
 
 def _q(subject: str) -> str:

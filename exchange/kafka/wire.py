@@ -35,6 +35,8 @@ class AvroCodec:
         self.schema_id = schema_id
         self._parsed = fastavro.parse_schema(schema)
         self._header = _HEADER.pack(MAGIC, schema_id)
+        #: Named types of the schema, for strict reads (:func:`encoding_problem`).
+        self._names: dict[str, Any] | None = None
 
     @property
     def parsed(self) -> Any:
@@ -70,11 +72,14 @@ class AvroCodec:
         if not isinstance(record, dict):
             raise WireFormatError("Avro value is not a record", code="BAD_AVRO")
         if strict:
-            self._check_canonical(data, record)
+            self._check_canonical(data)
         return record
 
-    def _check_canonical(self, data: bytes, record: dict[str, Any]) -> None:
-        problem = encoding_problem(self._parsed, memoryview(data)[_HEADER.size :])
+    def _check_canonical(self, data: bytes) -> None:
+        if self._names is None:  # once per schema, on the first strict read
+            self._names = schema_names(self._parsed)
+        body = memoryview(data)[_HEADER.size :]
+        problem = encoding_problem(self._parsed, body, self._names)
         if problem is not None:
             raise WireFormatError(
                 f"not a valid Avro record: {problem}; no Avro writer makes such bytes (write "
@@ -178,7 +183,9 @@ class _BadEncodingError(Exception):
     """An encoding no Avro writer makes."""
 
 
-def encoding_problem(schema: Any, body: bytes | memoryview) -> str | None:
+def encoding_problem(
+    schema: Any, body: bytes | memoryview, names: dict[str, Any] | None = None
+) -> str | None:
     """What in ``body`` is an encoding no Avro writer makes, or ``None``.
 
     fastavro reads a union or enum index of -1 as Python's ``list[-1]`` (the last branch or
@@ -186,10 +193,9 @@ def encoding_problem(schema: Any, body: bytes | memoryview) -> str | None:
     true; the router's kernel and consumers' libraries may read such bytes differently, so a
     strict reader refuses them. ``schema`` is fastavro's parsed form. Pure Python: it runs on
     the router's exact path only (rejections and records the kernel does not take).
+    ``names``: :func:`schema_names` of ``schema``, if the caller keeps them.
     """
-    names: dict[str, Any] = {}
-    _collect_names(schema, names)
-    walker = _Walker(bytes(body), names)
+    walker = _Walker(body, schema_names(schema) if names is None else names)
     try:
         walker.value(schema)
     except _BadEncodingError as exc:
@@ -199,6 +205,13 @@ def encoding_problem(schema: Any, body: bytes | memoryview) -> str | None:
     if walker.pos != len(walker.buf):
         return f"{len(walker.buf) - walker.pos} byte(s) after the record's end"
     return None
+
+
+def schema_names(schema: Any) -> dict[str, Any]:
+    """The named types (records, enums, fixed) of a parsed schema, by full name."""
+    names: dict[str, Any] = {}
+    _collect_names(schema, names)
+    return names
 
 
 def _collect_names(schema: Any, names: dict[str, Any]) -> None:
@@ -221,7 +234,7 @@ def _collect_names(schema: Any, names: dict[str, Any]) -> None:
 class _Walker:
     """Reads Avro binary by a schema, checking what :func:`encoding_problem` names."""
 
-    def __init__(self, buf: bytes, names: dict[str, Any]) -> None:
+    def __init__(self, buf: bytes | memoryview, names: dict[str, Any]) -> None:
         self.buf, self.pos, self.names = buf, 0, names
 
     def long(self) -> int:

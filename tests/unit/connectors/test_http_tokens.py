@@ -1,5 +1,6 @@
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -8,19 +9,25 @@ from connectors.sources.http import HttpPushSource
 from exchange.config import ConfigError
 
 
-def source(tmp_path: Path, tokens: str) -> HttpPushSource:
-    (tmp_path / "t.yaml").write_text(tokens, encoding="utf-8")
+def push_source(tmp_path: Path, tokens_file: str = "t.yaml", **extra: Any) -> HttpPushSource:
+    """An HTTP push connector of mzj reading its tokens from ``tokens_file``."""
     config = ConnectorConfig.model_validate(
         {
             "id": "c",
             "department": "mzj",
             "system": "s",
             "entry": "mzj.marriage_registration",
-            "source": {"type": "http", "tokens_file": "t.yaml"},
+            "source": {"type": "http", "tokens_file": tokens_file},
             "base_dir": tmp_path,
+            **extra,
         }
     )
     return HttpPushSource(config)
+
+
+def source(tmp_path: Path, tokens: str) -> HttpPushSource:
+    (tmp_path / "t.yaml").write_text(tokens, encoding="utf-8")
+    return push_source(tmp_path)
 
 
 def test_plain_and_hashed_tokens(tmp_path: Path) -> None:
@@ -40,19 +47,9 @@ def test_the_connectors_department_needs_a_token(tmp_path: Path) -> None:
 
 
 def test_a_missing_tokens_file_names_the_connector_file_and_setting(tmp_path: Path) -> None:
-    config = ConnectorConfig.model_validate(
-        {
-            "id": "c",
-            "department": "mzj",
-            "system": "s",
-            "entry": "mzj.marriage_registration",
-            "source": {"type": "http", "tokens_file": "nowhere.yaml"},
-            "base_dir": tmp_path,
-            "file": tmp_path / "mzj-push.yaml",
-        }
-    )
+    src = push_source(tmp_path, "nowhere.yaml", file=tmp_path / "mzj-push.yaml")
     with pytest.raises(ConfigError) as err:
-        HttpPushSource(config).check()
+        src.check()
     (problem,) = err.value.problems
     assert problem.file == tmp_path / "mzj-push.yaml"
     assert problem.path == "source.tokens_file"
