@@ -13,8 +13,9 @@ audit on. The same pre-encoded source records, written before the clock starts, 
   route them on the live path. Timed from the first delivery to the moment the group's committed
   source offsets reach the end (every delivery committed, readable by ``read_committed``).
 - the passthrough (the physical limit): a confluent-kafka consumer that produces every record's
-  bytes to 3 topics with the router's producer settings (idempotent, acks=all, linger 5 ms) and
-  commits after each batch, timed from the first record read to the last acknowledged.
+  bytes to 3 topics with the router's producer settings (idempotent, acks=all, linger
+  ``router.linger_ms``) and commits after each batch, timed from the first record read to the
+  last acknowledged.
 - the ceiling: the router's own deliveries, read back, produced with no routing work at all (to
   the partitions the router chose) by the same loop in Kafka transactions that commit the
   source offsets every 0.5 s, as the router's checkpoints do, with the router's producer
@@ -62,6 +63,7 @@ from exchange.config import ExchangeSettings
 from exchange.kafka.admin import Admin, TopicSpec, plan_topics
 from exchange.kafka.transactions import TransactionalProducer
 from exchange.routing.report import router_backlog
+from exchange.routing.worker import producer_overrides
 from tests.conftest import ROOT, Project
 from tests.integration.conftest import IsolatedProject
 from tests.integration.routing.conftest import RouterEnv, person, plain_committed
@@ -134,8 +136,9 @@ def produce_all(settings: ExchangeSettings, topic: str, records: list[tuple[str,
     assert producer.flush(120) == 0
 
 
-#: The router's producer settings (kafka/transactions.py and audit/writer.py).
-PRODUCER = {"enable.idempotence": True, "acks": "all", "linger.ms": 5}
+def router_producer(settings: ExchangeSettings) -> dict[str, Any]:
+    """The router's producer settings (kafka/transactions.py, routing/worker.py)."""
+    return {"enable.idempotence": True, "acks": "all", **producer_overrides(settings.router)}
 
 
 def passthrough(env: RouterEnv, targets: list[str], n: int) -> float:
@@ -151,7 +154,7 @@ def passthrough(env: RouterEnv, targets: list[str], n: int) -> float:
             }
         )
     )
-    producer = Producer(settings.kafka.client_config(**PRODUCER))
+    producer = Producer(settings.kafka.client_config(**router_producer(settings)))
     consumer.subscribe([env.project.source_topic])
     copied = 0
     first_at = None
@@ -225,10 +228,8 @@ def ceiling(env: RouterEnv, deliveries: ByPosition, n: int) -> float:
             **{"group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest"}
         )
     )
-    # The router's producer holds at most router.in_flight_deliveries in its queue: so does this.
-    queue = {"queue.buffering.max.messages": settings.router.in_flight_deliveries}
     txn = TransactionalProducer(
-        settings.kafka.client_config(**PRODUCER, **queue),
+        settings.kafka.client_config(**router_producer(settings)),
         group,
         settings.kafka.request_timeout_s,
         native=settings.kafka.native_produce,

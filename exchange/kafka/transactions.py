@@ -104,6 +104,8 @@ class TransactionalProducer:
         }
         self._timeout = timeout_s
         self._producer: Producer | None = None
+        #: Notified by the poll thread each time it served events (acknowledgements).
+        self._served = threading.Condition()
         #: A transaction is open (begun, not yet committed or aborted).
         self.in_transaction = False
 
@@ -139,7 +141,27 @@ class TransactionalProducer:
         0.7 µs a record, measured in the router); served here, with the GIL released while it
         waits, that work leaves the thread that routes and produces."""
         while self._producer is producer:
-            producer.poll(0.1)
+            if producer.poll(0.1):
+                with self._served:
+                    self._served.notify_all()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until every record handed over is acknowledged and served by the poll thread;
+        whether that happened within ``timeout_s``.
+
+        ``commit_transaction`` flushes first, and librdkafka's flush polls the client's queue
+        in 10 ms steps: with the poll thread taking the acknowledgements from that queue, the
+        flush slept its full 10 ms on every commit (router checkpoints 11 ms at p50; 1.6 ms
+        with this wait first, the flush then finding nothing outstanding)."""
+        producer = self.client
+        deadline = time.monotonic() + timeout_s
+        with self._served:
+            while len(producer):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._served.wait(min(left, 0.01))
+        return True
 
     def drop(self) -> None:
         """Forget the client without waiting (after a fatal error, or before a new one)."""
@@ -272,6 +294,8 @@ class TransactionalProducer:
     def commit(self) -> None:
         """Flush and commit; a retriable failure leaves the transaction open to commit again."""
         try:
+            # Not drained in time: the commit's own flush waits out what is left.
+            self.drain(self._timeout)
             self.client.commit_transaction(self._timeout)
         except KafkaException as exc:
             error = _wrap("cannot commit the transaction", exc)

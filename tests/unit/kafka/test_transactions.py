@@ -3,6 +3,7 @@ headers only where given, and a full local queue resumed from where it stopped."
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -117,3 +118,52 @@ def test_produce_all_hands_over_every_delivery_through_a_full_queue() -> None:
     deliveries = Deliveries.from_columns([b"a", b"b", b"c"], [b"1", b"2", b"3"], [0, 0, 0], {})
     producer(client).produce_all("dlv", deliveries)
     assert [r[2] for r in client.records] == [b"a", b"b", b"c"]
+
+
+class ServedClient:
+    """Acknowledges one record per poll that the test allows (``acks`` released)."""
+
+    def __init__(self, outstanding: int) -> None:
+        self.outstanding = outstanding
+        self.acks = threading.Semaphore(0)
+
+    def poll(self, timeout: float) -> int:
+        if not self.acks.acquire(timeout=timeout):
+            return 0
+        self.outstanding -= 1
+        return 1
+
+    def __len__(self) -> int:
+        return self.outstanding
+
+
+def serving(client: ServedClient) -> tuple[TransactionalProducer, threading.Thread]:
+    p = producer(client)
+    thread = threading.Thread(target=p._serve, args=(client,), daemon=True)
+    thread.start()
+    return p, thread
+
+
+def test_drain_returns_once_the_poll_thread_served_every_acknowledgement() -> None:
+    client = ServedClient(outstanding=3)
+    p, thread = serving(client)
+    for _ in range(3):
+        client.acks.release()
+    try:
+        assert p.drain(timeout_s=30)
+        assert len(client) == 0
+    finally:
+        p.drop()
+        thread.join()
+
+
+def test_drain_says_so_when_records_stay_unacknowledged() -> None:
+    client = ServedClient(outstanding=2)
+    p, thread = serving(client)
+    client.acks.release()  # one of the two is acknowledged, the other never
+    try:
+        assert not p.drain(timeout_s=0.2)
+        assert len(client) == 1
+    finally:
+        p.drop()
+        thread.join()
