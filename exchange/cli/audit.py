@@ -119,7 +119,7 @@ def _rows(e: AuditEvent, asked: Query | None = None) -> list[tuple[str, ...]]:
             if asked is None or asked.matches_row(r)
         ]
     d = e.detail()
-    if e.kind == "record.rejected":
+    if e.kind in ("record.rejected", "delivery.refused"):
         text = f"{d['reason']} at {d['position']}"
     elif e.kind.startswith("acl."):
         star = "*" if d.get("pattern") == "PREFIXED" else ""

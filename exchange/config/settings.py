@@ -220,6 +220,12 @@ class RouterSettings(_Section):
     #: rather than 5: latency p99 60 -> 49 ms at 2,000 records/s, throughput unchanged
     #: (docs/benchmarks.md).
     linger_ms: int = Field(1, ge=0, le=1000)
+    #: The largest delivery (key, value and headers) the router writes; a delivery over it goes
+    #: to the DLQ (``delivery_too_large``) with an audit event, and the record's other grants
+    #: and everything after it are routed as usual. The router's producer and the delivery
+    #: topics it creates take this much plus framing. The default fits the broker's default
+    #: message size (1,048,588 bytes).
+    max_delivery_bytes: int = Field(1_000_000, ge=1024, le=100_000_000)
     #: How often grants are checked for expiry and changes, even when no record arrives.
     grant_check_interval_s: float = Field(1.0, gt=0)
     #: The router stops (and says why) when its grant book has not followed the grants topic

@@ -12,10 +12,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from pydantic import ValidationError
 
 from exchange.config import ExchangeSettings
+from exchange.errors import ExchangeError
 from exchange.grants.model import Grant, GrantTerms
 from exchange.kafka.control import partitions, reader
 
@@ -36,6 +37,13 @@ _STILL_CURRENT = frozenset(
 )
 #: Waits before following the topic again after the reader failed: 1, 2, 4 ... 30 s.
 RETRY_WAITS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+#: How often the reader checks that the topic it follows is still there, with its partitions:
+#: a deleted topic gives its consumer no error, only silence, which reads as "nothing changed".
+TOPIC_CHECK_S = 5.0
+
+
+class GrantTopicChangedError(ExchangeError):
+    """The grants topic the book followed was deleted or its partitions changed."""
 
 
 class GrantBook:
@@ -62,6 +70,8 @@ class GrantBook:
         #: The last failure of the reader, for the operator: what and when (monotonic).
         self.failure: tuple[str, float] | None = None
         self.failures = 0
+        #: The topic was found and followed once: its disappearance is a failure from then on.
+        self._followed = False
         self.on_bad_record: Callable[[str, str], None] = lambda where, why: log.warning(
             "ignoring unreadable grant at %s: %s", where, why
         )
@@ -96,8 +106,8 @@ class GrantBook:
         attempt = 0
         while not self._stop.is_set():
             try:
+                # Returns when stopped, or when a topic missing at the start appeared.
                 self._follow(fresh=attempt > 0)
-                return
             except Exception as exc:  # the thread must report and recover, not die silently
                 wait = RETRY_WAITS_S[min(attempt, len(RETRY_WAITS_S) - 1)]
                 self.failures += 1
@@ -121,17 +131,27 @@ class GrantBook:
         topic = self._settings.topics.grants
         consumer = reader(self._settings.kafka, committed=True)
         try:
-            numbers = partitions(consumer, topic, self._settings.kafka.request_timeout_s)
+            timeout = self._settings.kafka.request_timeout_s
+            numbers = partitions(consumer, topic, timeout)
             if not numbers:
+                if self._followed:
+                    raise GrantTopicChangedError(
+                        f"grants topic {topic} does not exist any more", code="GRANTS_TOPIC_GONE"
+                    )
                 log.error("grants topic %s does not exist: no grants, nothing delivered", topic)
                 self._caught_up.set()
-                self._idle()
+                self._idle(consumer, topic)
                 return
             consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in numbers])
+            self._followed = True
             table: dict[str, GrantTerms] = {} if fresh else self._grants
             at_end: set[int] = set()
             complete = False
+            check_at = time.monotonic() + TOPIC_CHECK_S
             while not self._stop.is_set():
+                if time.monotonic() >= check_at:
+                    check_at = time.monotonic() + TOPIC_CHECK_S
+                    _still_there(topic, numbers, partitions(consumer, topic, timeout))
                 msg = consumer.poll(0.5)
                 err = None if msg is None else msg.error()
                 if complete and (err is None or err.code() in _STILL_CURRENT):
@@ -168,10 +188,18 @@ class GrantBook:
         self._current_at = time.monotonic()
         self._caught_up.set()
 
-    def _idle(self) -> None:
-        # No topic: nothing can change a grant until it exists (made by ``catalog apply``).
+    def _idle(self, consumer: Consumer, topic: str) -> None:
+        """No topic: nothing can change a grant until it exists (``catalog apply`` makes it);
+        returns once it does, to be followed."""
+        timeout = self._settings.kafka.request_timeout_s
+        check_at = time.monotonic() + TOPIC_CHECK_S
         while not self._stop.wait(0.5):
             self._current_at = time.monotonic()
+            if time.monotonic() >= check_at:
+                check_at = time.monotonic() + TOPIC_CHECK_S
+                if partitions(consumer, topic, timeout):
+                    log.warning("grants topic %s exists now: following it", topic)
+                    return
 
     def _apply(
         self, table: dict[str, GrantTerms], key: bytes | None, value: bytes | None, where: str
@@ -191,3 +219,15 @@ class GrantBook:
                 table[grant_id] = grant
             if table is self._grants:
                 self.version += 1
+
+
+def _still_there(topic: str, followed: list[int], now: list[int]) -> None:
+    """Raise if the followed topic was deleted or its partitions changed (then the book must
+    read it again from the start, and is stale until it has)."""
+    if not now:
+        raise GrantTopicChangedError(f"grants topic {topic} was deleted", code="GRANTS_TOPIC_GONE")
+    if sorted(now) != sorted(followed):
+        raise GrantTopicChangedError(
+            f"grants topic {topic} has {len(now)} partitions now, {len(followed)} before",
+            code="GRANTS_TOPIC_CHANGED",
+        )

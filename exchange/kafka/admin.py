@@ -228,6 +228,12 @@ class Admin:
         futures = self._admin.describe_consumer_groups([group], request_timeout=self._timeout)
         return len(self._wait(futures, f"describe group {group}")[group].members or [])
 
+    def group_member_hosts(self, group: str) -> list[tuple[str, str]]:
+        """``(client id, host)`` of each member of ``group`` now, as the broker saw them."""
+        futures = self._admin.describe_consumer_groups([group], request_timeout=self._timeout)
+        members = self._wait(futures, f"describe group {group}")[group].members or []
+        return sorted((m.client_id, m.host.lstrip("/")) for m in members)
+
     # -- security (ACLs and SCRAM credentials) ----------------------------------------------
 
     def acls(self) -> list[AclBinding]:

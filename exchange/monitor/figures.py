@@ -69,6 +69,32 @@ class AuditFigures:
         return self.unreadable == 0 and all(v is None for v in self.chains.values())
 
 
+#: A grant book older than this is shown as stale (the alert ExchangeGrantBookStale's level).
+STALE_GRANT_BOOK_S = 10.0
+
+
+@dataclass(frozen=True)
+class RouterFigures:
+    """One router worker's grant book as it reports it (``monitor/routers.py``)."""
+
+    worker: str
+    host: str
+    url: str
+    grant_book_age_s: float | None
+    grant_book_failures: int | None
+    #: Why the figures could not be read (``None`` when they were).
+    problem: str | None
+
+    @property
+    def state(self) -> str:
+        if self.problem is not None:
+            return f"unknown: {self.problem}"
+        assert self.grant_book_age_s is not None
+        if self.grant_book_age_s > STALE_GRANT_BOOK_S:
+            return f"STALE: grants as of {self.grant_book_age_s:.0f} s ago"
+        return "current"
+
+
 @dataclass(frozen=True)
 class Snapshot:
     taken_at: dt.datetime
@@ -81,6 +107,7 @@ class Snapshot:
     dlq: dict[tuple[str, str, str], int]
     audit: AuditFigures
     problems: list[str] = field(default_factory=list)
+    routers: list[RouterFigures] = field(default_factory=list)
 
     @property
     def dlq_records(self) -> int:
@@ -91,6 +118,7 @@ class Snapshot:
         return {
             "taken_at": self.taken_at.isoformat(),
             "router_workers": self.router_workers,
+            "routers": [{**asdict(r), "state": r.state} for r in self.routers],
             "sources": [asdict(s) for s in self.sources],
             "deliveries": [asdict(d) for d in self.deliveries],
             "consumer_lag": [asdict(g) for g in self.lags],

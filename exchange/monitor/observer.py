@@ -29,6 +29,7 @@ from exchange.kafka.wire import SchemaLookup
 from exchange.monitor.figures import (
     AuditFigures,
     DeliveryFigures,
+    RouterFigures,
     Snapshot,
     SourceFigures,
     delivery_owner,
@@ -37,6 +38,7 @@ from exchange.monitor.figures import (
     lag,
     written,
 )
+from exchange.monitor.routers import scrape_router
 from exchange.routing.deliveries import delivery_topic
 
 log = logging.getLogger(__name__)
@@ -96,9 +98,11 @@ class Observer:
         self._follow_dlq(budget_s)
         self._follow_audit(budget_s)
         verified = self._chains.result
+        members = self.admin.group_member_hosts(s.router.group_id)
         return Snapshot(
             taken_at=now,
-            router_workers=self.admin.group_members(s.router.group_id),
+            router_workers=len(members),
+            routers=self._routers(members),
             sources=[
                 SourceFigures(
                     entry=e.entry.id,
@@ -129,6 +133,13 @@ class Observer:
             ),
             problems=[f"catalog entry {e}: {why}" for e, why in catalog.unreadable],
         )
+
+    def _routers(self, members: list[tuple[str, str]]) -> list[RouterFigures]:
+        """Each worker's grant book, from its own metrics (not when they are on a random port)."""
+        port = self.settings.router.metrics_port
+        if not port:
+            return []
+        return [scrape_router(worker, host, port) for worker, host in members]
 
     @property
     def caught_up(self) -> bool:

@@ -50,6 +50,19 @@ def status_views(snap: Snapshot, previous: Snapshot | None = None) -> list[View]
             ],
         ),
         View(
+            "router workers (their own copy of the grants)",
+            ("worker", "host", "grant book", "reader failures"),
+            [
+                (
+                    r.worker,
+                    r.host,
+                    r.state,
+                    "-" if r.grant_book_failures is None else f"{r.grant_book_failures:,}",
+                )
+                for r in snap.routers
+            ],
+        ),
+        View(
             "collection (per provider and entry)",
             ("department", "entry", "records", "rate", "router lag"),
             [

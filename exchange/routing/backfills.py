@@ -150,7 +150,15 @@ class BackfillRunner:
         routed = Routed(backfill=True)
         # Stopped meanwhile (e.g. the live stream took over): the chunk is not ours.
         if not backfill.stopped and chunk:
-            routed = route_backfill(self.core, self.kernels, backfill.topic, chunk, backfill.grants)
+            routed = route_backfill(
+                self.core,
+                self.kernels,
+                backfill.topic,
+                chunk,
+                backfill.grants,
+                self.actor,
+                self.settings.topics.dlq,
+            )
             backfill.next_offset = chunk[-1].offset() + 1
         done = handover.finish(backfill, at_end)
         if not (chunk or done):

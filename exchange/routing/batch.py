@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import time
 from collections import Counter
-from collections.abc import Container, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,15 @@ from exchange.dlq import DeadLetter
 from exchange.errors import ExchangeError
 from exchange.routing import metrics
 from exchange.routing.backfill import Handover, Progress
-from exchange.routing.core import ActiveGrant, Delivery, Outcome, Rejection, Router, SourceRecord
+from exchange.routing.core import (
+    ActiveGrant,
+    Delivery,
+    Outcome,
+    Refusal,
+    Rejection,
+    Router,
+    SourceRecord,
+)
 from exchange.routing.kernel import Deliveries, Feed, Kernels
 from exchange.rules.checksums import today_ordinal
 
@@ -178,11 +186,17 @@ def finish_live(
 
 
 def route_backfill(
-    core: Router, kernels: Kernels, topic: str, messages: list[Any], grants: Container[str]
+    core: Router,
+    kernels: Kernels,
+    topic: str,
+    messages: list[Any],
+    grants: Container[str],
+    actor: str,
+    dlq_topic: str,
 ) -> Routed:
     """Deliveries of a backfill chunk (one source partition) to the grants it backfills.
     Rejected records went to the DLQ when the live stream read them, so here they are passed
-    over."""
+    over; deliveries too large to write are the backfill's to report (:class:`_Backfill`)."""
     out = Routed(backfill=True, records=len(messages))
     compiled = kernels.get(topic, core.routes[topic])
     partitions = {m.partition() for m in messages[:1]}
@@ -191,13 +205,18 @@ def route_backfill(
     ]
     batch = _Batch(kernels, core, topic, messages, starts)
     (result,) = run_kernels([batch])
-    _route(batch, result, out, _Backfill())
+    _route(batch, result, out, _Backfill(out, actor, int(time.time() * 1000), dlq_topic))
     return out
 
 
 class _Backfill:
-    """What a backfill does with records it does not deliver: nothing (rejections and row
-    filters are the live stream's to report)."""
+    """What a backfill does with records it does not deliver: rejections and row filters are
+    the live stream's to report, but a delivery refused for its size is the grant's own (the
+    live stream may never have routed the record to that grant): a dead letter and a
+    ``delivery.refused`` happening."""
+
+    def __init__(self, out: Routed, actor: str, now_ms: int, dlq_topic: str) -> None:
+        self.out, self.actor, self.now_ms, self.dlq_topic = out, actor, now_ms, dlq_topic
 
     def rejected(self, record: SourceRecord, entry: str, rejection: Rejection) -> None:
         pass
@@ -205,30 +224,76 @@ class _Backfill:
     def filtered(self, entry: str, consumer: str, grant_id: str, count: int = 1) -> None:
         pass
 
+    def refused(self, record: SourceRecord, entry: str, refusal: Refusal) -> None:
+        message = (
+            f"the delivery to grant {refusal.grant_id} ({refusal.topic}) would be "
+            f"{refusal.size:,} bytes, over router.max_delivery_bytes ({refusal.limit:,}); the "
+            "record's other grants got it, and this grant's consumer keeps the key's last "
+            "version"
+        )
+        errors = [{"field": "(delivery)", "message": message}]
+        self._set_aside(
+            record,
+            entry,
+            "delivery_too_large",
+            errors,
+            None,
+            {"grant_id": refusal.grant_id, "consumer": refusal.consumer},
+        )
+        self.out.happenings.append(
+            Happening(
+                kind="delivery.refused",
+                actor=self.actor,
+                ts_ms=self.now_ms,
+                entry=entry,
+                consumer=refusal.consumer,
+                grant_id=refusal.grant_id,
+                details={
+                    "reason": "delivery_too_large",
+                    "errors": errors,
+                    "position": record.position,
+                    "size": refusal.size,
+                    "limit": refusal.limit,
+                },
+            )
+        )
+
+    def _set_aside(
+        self,
+        record: SourceRecord,
+        entry: str,
+        reason: str,
+        errors: Sequence[Mapping[str, Any]],
+        department: str | None,
+        extra: Mapping[str, Any],
+    ) -> None:
+        """A dead letter for ``record``, counted by reason."""
+        metrics.REJECTED.labels(entry or "(unknown)", reason).inc()
+        letter = DeadLetter(
+            origin="router",
+            reason=reason,
+            errors=errors,
+            entry=entry,
+            department=department,
+            position=record.position,
+            data=record.value,
+            extra={"key_base64": _b64(record.key), **extra},
+        )
+        self.out.dead.append(
+            OutRecord(self.dlq_topic, record.key, letter.encode(), letter.headers())
+        )
+
 
 class _Live(_Backfill):
     """The live stream reports them: a dead letter and a happening per rejected record, row
     filters counted for the denial metric."""
 
     def __init__(self, out: Routed, actor: str, now_ms: int, dlq_topic: str) -> None:
-        self.out, self.actor, self.now_ms, self.dlq_topic = out, actor, now_ms, dlq_topic
+        super().__init__(out, actor, now_ms, dlq_topic)
         self.denied: Counter[tuple[str, str, str, str]] = Counter()
 
     def rejected(self, record: SourceRecord, entry: str, rejection: Rejection) -> None:
-        metrics.REJECTED.labels(entry or "(unknown)", rejection.reason).inc()
-        letter = DeadLetter(
-            origin="router",
-            reason=rejection.reason,
-            errors=rejection.errors,
-            entry=entry,
-            department=rejection.department,
-            position=record.position,
-            data=record.value,
-            extra={"key_base64": _b64(record.key)},
-        )
-        self.out.dead.append(
-            OutRecord(self.dlq_topic, record.key, letter.encode(), letter.headers())
-        )
+        self._set_aside(record, entry, rejection.reason, rejection.errors, rejection.department, {})
         self.out.happenings.append(
             Happening(
                 kind="record.rejected",
@@ -249,12 +314,14 @@ class _Live(_Backfill):
 
 
 def _left_over(report: _Backfill, entry: str, record: SourceRecord, outcome: Outcome) -> None:
-    """A record the core routed: reported if it was rejected or filtered out."""
+    """A record the core routed: reported if it was rejected, filtered out or refused."""
     if outcome.rejection is not None:
         report.rejected(record, entry, outcome.rejection)
         return
     for grant_id, consumer in outcome.filtered:
         report.filtered(entry, consumer, grant_id)
+    for refusal in outcome.refused:
+        report.refused(record, entry, refusal)
 
 
 def _route(batch: _Batch, result: KernelResult, out: Routed, report: _Backfill) -> None:

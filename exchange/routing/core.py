@@ -64,6 +64,24 @@ class Delivery:
     source_ts_ms: int
 
 
+#: Room on top of ``router.max_delivery_bytes`` for what librdkafka and the broker count
+#: besides key, value and header bytes (header lengths, record and batch framing).
+DELIVERY_FRAMING_BYTES = 65_536
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A grant's delivery of a valid record that the router will not write: over
+    ``router.max_delivery_bytes``. Produced anyway, librdkafka would refuse it (or the broker
+    would, aborting the whole checkpoint), and routing would stop at the record for everyone."""
+
+    grant_id: str
+    consumer: str
+    topic: str
+    size: int
+    limit: int
+
+
 @dataclass
 class Outcome:
     entry: str | None = None
@@ -71,6 +89,8 @@ class Outcome:
     rejection: Rejection | None = None
     #: Grants whose row filter kept the record from their consumer: ``(grant id, consumer)``.
     filtered: list[tuple[str, str]] = field(default_factory=list)
+    #: Grants whose delivery of the record is too large to write.
+    refused: list[Refusal] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -105,8 +125,10 @@ class EntryRoute:
 class Router:
     """Source records in, deliveries and rejections out."""
 
-    def __init__(self, lookup: SchemaLookup) -> None:
+    def __init__(self, lookup: SchemaLookup, max_delivery_bytes: int = 1_000_000) -> None:
         self._lookup = lookup
+        #: ``router.max_delivery_bytes``: a larger delivery is refused (:class:`Refusal`).
+        self.max_delivery_bytes = max_delivery_bytes
         self.routes: dict[str, EntryRoute] = {}  # by source topic
 
     def set_entry(self, topic: str, route: EntryRoute) -> None:
@@ -174,12 +196,24 @@ class Router:
             if after is not None and not plan.accepts(after):
                 outcome.filtered.append((grant.id, grant.consumer))
                 continue
-            outcome.deliveries.extend(
-                _deliveries(
-                    active, record, op, after, ts_ms, str(change["event_id"]), route.entry.provider
-                )
+            deliveries = _deliveries(
+                active, record, op, after, ts_ms, str(change["event_id"]), route.entry.provider
             )
+            size = max(delivery_size(d) for d in deliveries)
+            if size > self.max_delivery_bytes:
+                outcome.refused.append(
+                    Refusal(grant.id, grant.consumer, active.topic, size, self.max_delivery_bytes)
+                )
+                continue
+            outcome.deliveries.extend(deliveries)
         return outcome
+
+
+def delivery_size(d: Delivery) -> int:
+    """Bytes of a delivery as librdkafka counts them against ``message.max.bytes``: key, value
+    and headers (names and values)."""
+    headers = sum(len(name.encode()) + len(value) for name, value in d.headers)
+    return len(d.key or b"") + len(d.value or b"") + headers
 
 
 def _deliveries(

@@ -21,7 +21,7 @@ from exchange.kafka.admin import Admin, TopicChange, TopicSpec
 from exchange.kafka.envelope import EnvelopeEncoder
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import value_subject
-from exchange.routing.core import ActiveGrant
+from exchange.routing.core import DELIVERY_FRAMING_BYTES, ActiveGrant
 from exchange.routing.transform import DeliveryPlan, delivery_schema
 
 #: Several grants of one consumer for one entry share the topic with different schemas; every
@@ -52,6 +52,9 @@ def delivery_topic_spec(
     config = {**entry.retention.topic_config()}
     if "compact" not in config["cleanup.policy"]:
         config["cleanup.policy"] = "compact"
+    # Takes every delivery the router writes (router.max_delivery_bytes, larger ones go to the
+    # DLQ): a delivery the broker refused would fail the checkpoint it is in.
+    config["max.message.bytes"] = str(settings.router.max_delivery_bytes + DELIVERY_FRAMING_BYTES)
     return TopicSpec(topic, entry.partitions, settings.topics.replication_factor, config)
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "Kernels",
     "NotCompiledError",
     "compile_reader",
+    "kernel_input_limit",
     "kernel_pattern",
     "partition_runs",
 ]
@@ -288,8 +289,10 @@ class Kernels:
     :meth:`compile` makes the readers. Routing itself never waits on the registry.
     """
 
-    def __init__(self, lookup: SchemaLookup) -> None:
+    def __init__(self, lookup: SchemaLookup, max_delivery_bytes: int = 1_000_000) -> None:
         self.lookup = lookup
+        #: ``router.max_delivery_bytes``: records that could come near it go to the core.
+        self.max_delivery_bytes = max_delivery_bytes
         self._by_topic: dict[str, _Compiled] = {}
         #: Why a schema is left to the Python core, logged once per schema id and grant set.
         self.not_compiled: dict[tuple[str, int], str] = {}
@@ -297,7 +300,12 @@ class Kernels:
     def get(self, topic: str, route: EntryRoute) -> _Compiled:
         found = self._by_topic.get(topic)
         if found is None or found.route is not route or found.grant_map is not route.grants:
-            found = _Compiled(route, route.grants, list(route.grants.values()))
+            found = _Compiled(
+                route,
+                route.grants,
+                list(route.grants.values()),
+                kernel_input_limit(route, self.max_delivery_bytes),
+            )
             self._by_topic[topic] = found
         return found
 
@@ -345,13 +353,34 @@ class Kernels:
                     )
 
 
+#: What a delivery can add to its record, besides the per-field growth below: the grant id
+#: (63 characters at most), provider (64) and source position (a topic name of at most 249
+#: characters and two numbers) in the envelope, and a hashed key (64 characters).
+GROWTH_BYTES = 2048
+#: Per field of the entry: a masked value's text is at most a 64-character digest for the
+#: kinds the kernel masks (text, numbers, dates, decimals), plus its length and union index.
+GROWTH_PER_FIELD_BYTES = 80
+
+
+def kernel_input_limit(route: EntryRoute, max_delivery_bytes: int) -> int:
+    """The longest record (key and value) whose deliveries cannot exceed
+    ``max_delivery_bytes``: longer ones go to the core, which checks each delivery's exact
+    size. Records that large are rare; the kernel never has to take a delivery back."""
+    growth = GROWTH_BYTES + GROWTH_PER_FIELD_BYTES * len(route.fields)
+    return max(0, max_delivery_bytes - growth)
+
+
 class _Compiled:
     def __init__(
-        self, route: EntryRoute, grant_map: Mapping[str, ActiveGrant], grants: list[ActiveGrant]
+        self,
+        route: EntryRoute,
+        grant_map: Mapping[str, ActiveGrant],
+        grants: list[ActiveGrant],
+        max_input: int,
     ) -> None:
         self.route = route
         #: The route's grants when this was made (the identity tells a change).
         self.grant_map = grant_map
         #: The kernel's grant order.
         self.grants = grants
-        self.kernel = EntryKernel(len(grants))
+        self.kernel = EntryKernel(len(grants), max_input)

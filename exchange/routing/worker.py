@@ -50,7 +50,7 @@ from exchange.routing.backfill import Handover, Progress, ProgressError
 from exchange.routing.backfills import BackfillRunner
 from exchange.routing.batch import Routed, Run, finish_live, plan_live, run_kernels
 from exchange.routing.checkpoint import Checkpointer, CheckpointPolicy
-from exchange.routing.core import Router
+from exchange.routing.core import DELIVERY_FRAMING_BYTES, Router
 from exchange.routing.grants import GrantTable
 from exchange.routing.kernel import Kernels, partition_runs
 from exchange.runtime import release_free_memory
@@ -99,6 +99,9 @@ def producer_overrides(rs: RouterSettings) -> dict[str, Any]:
         "queue.buffering.max.messages": rs.in_flight_deliveries,
         "linger.ms": rs.linger_ms,
         "retry.backoff.ms": 10,
+        # The router refuses larger deliveries itself (with a dead letter); librdkafka's own
+        # refusal would fail the checkpoint.
+        "message.max.bytes": rs.max_delivery_bytes + DELIVERY_FRAMING_BYTES,
     }
 
 
@@ -114,8 +117,8 @@ class RouterWorker(Service):
         registry = Registry(settings.registry)
         # With subjects: a record framed with another subject's schema id is refused.
         lookup = SchemaLookup(registry.schema_by_id, registry.subjects_of)
-        self.core = Router(lookup)
-        self.kernels = Kernels(lookup)
+        self.core = Router(lookup, rs.max_delivery_bytes)
+        self.kernels = Kernels(lookup, rs.max_delivery_bytes)
         self.grants = GrantTable(settings, self.core, self.actor)
         self.feed = SourceFeed(
             settings.kafka.client_config(
@@ -124,6 +127,8 @@ class RouterWorker(Service):
                     # A worker silent this long leaves the group; its partitions move on.
                     "session.timeout.ms": int(rs.session_timeout_s * 1000),
                     "heartbeat.interval.ms": int(rs.session_timeout_s * 1000 / 3),
+                    # Names the worker in the group's description (`exchange status`).
+                    "client.id": f"{settings.kafka.client_id}.{self.actor}",
                 }
             ),
             f"^{settings.topics.source_prefix.replace('.', '[.]')}.*",

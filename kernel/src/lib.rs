@@ -912,6 +912,10 @@ type Readers = HashMap<u32, Option<Arc<Reader>>>;
 #[pyclass(module = "exchange._kernel", frozen)]
 struct EntryKernel {
     grants: usize,
+    /// Records whose key and value together are longer go to the core, which checks each
+    /// delivery's exact size against the router's limit (a delivery can outgrow its record
+    /// by less than the margin the caller subtracted).
+    max_input: usize,
     readers: Mutex<Readers>,
 }
 
@@ -956,6 +960,10 @@ impl EntryKernel {
                 }
                 continue; // a source tombstone: its `d` record was delivered
             };
+            if data.len() + input.key.map_or(0, <[u8]>::len) > self.max_input {
+                out.fallback.push(i); // near the size limit: the core checks each delivery
+                continue;
+            }
             let reader = match schema_id(data).and_then(|id| readers.get(&id)) {
                 Some(Some(reader)) => reader,
                 _ => {
@@ -1057,9 +1065,11 @@ fn schema_id(data: &[u8]) -> Option<u32> {
 #[pymethods]
 impl EntryKernel {
     #[new]
-    fn new(grants: usize) -> Self {
+    #[pyo3(signature = (grants, max_input=usize::MAX))]
+    fn new(grants: usize, max_input: usize) -> Self {
         EntryKernel {
             grants,
+            max_input,
             readers: Mutex::new(HashMap::new()),
         }
     }

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
 from exchange.audit.trail import Query, query, read_trail
 from exchange.dlq import REASON_HEADER
@@ -143,6 +144,49 @@ def test_bytes_that_lax_readers_take_go_to_the_dlq_with_their_reasons(routed: Ro
     routed.wait_for(
         "the valid records after them", lambda: len(routed.deliveries(mzj)) >= before + 3, 60
     )
+    assert routed.process is not None and routed.process.poll() is None
+
+
+def test_a_record_too_large_to_deliver_goes_to_the_dlq_and_routing_goes_on(
+    routed: RouterEnv,
+) -> None:
+    # Issue 21: a valid record just under the source topic's size limit made its delivery too
+    # large to produce, and the router stopped (and stopped again at every restart) for everyone.
+    mzj, county = routed.consumers["mzj"], routed.consumers["county"]
+    # mzj's grant masks the name by default, one "*" per character: about 1,037,000 bytes.
+    big = {**person(330, "140602"), "name": "张" + "a" * 1_037_000}
+    cid, value = routed.change(big)
+    assert 1_000_000 < len(value) < 1_048_576  # fits the source topic, not a delivery
+    producer = Producer(
+        routed.settings.kafka.client_config(**{"message.max.bytes": 2_000_000, "acks": "all"})
+    )
+    producer.produce(routed.project.source_topic, key=cid.encode(), value=value)
+    assert producer.flush(30) == 0
+    before = len(routed.deliveries(mzj))
+    routed.publish([routed.change(person(331 + i, "140602")) for i in range(3)])
+
+    def letters() -> list[dict[str, Any]]:
+        return [
+            letter
+            for m in read_all(routed.settings.kafka, routed.settings.topics.dlq)
+            if (letter := json.loads(m.value or b"{}")).get("reason") == "delivery_too_large"
+        ]
+
+    routed.wait_for("the refused delivery's dead letter", lambda: bool(letters()), 60)
+    (letter,) = letters()
+    assert letter["grant_id"] == "g-mzj" and letter["consumer"] == mzj
+    assert letter["data"]["size"] == len(value) and letter["truncated"]
+    # The county grant's delivery of the same record (no name in it) is small: delivered.
+    routed.wait_for(
+        "the county's delivery of the large record",
+        lambda: any(v and v["after"]["citizen_id"] == cid for _m, v in routed.deliveries(county)),
+        60,
+    )
+    routed.wait_for("mzj's records after it", lambda: len(routed.deliveries(mzj)) >= before + 3, 60)
+    names = [len(v["after"]["name"] or "") for _m, v in routed.deliveries(mzj) if v is not None]
+    assert max(names) < 1_000_000
+    refused = query(read_trail(routed.settings), Query(grant_id="g-mzj", kind="delivery.refused"))
+    assert [e.detail()["reason"] for e in refused] == ["delivery_too_large"]
     assert routed.process is not None and routed.process.poll() is None
 
 

@@ -183,3 +183,45 @@ def test_a_book_that_only_hears_errors_ages_unless_the_broker_is_away(
     time.sleep(0.3)
     assert (book.age_s() < 0.2) is current
     book.stop()
+
+
+@pytest.fixture
+def topic(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
+    """The grants topic's partitions as the book's metadata checks see them (changeable)."""
+    monkeypatch.setattr(book_module, "TOPIC_CHECK_S", 0.05)
+    return {"partitions": [0]}
+
+
+def test_a_grants_topic_deleted_under_the_book_is_a_failure_not_silence(
+    scripted: Callable[[Script], GrantBook],
+    topic: dict[str, list[int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # librdkafka gives the consumer of a deleted topic no error, only silence.
+    book = scripted(Script([([Msg(b"g1", grant().encode()), Msg(eof=True)], None)]))
+    monkeypatch.setattr(book_module, "partitions", lambda *a: topic["partitions"])
+    book.start(timeout=5)
+    topic["partitions"] = []
+    _wait(lambda: book.failure is not None)
+    assert book.failure is not None and "was deleted" in book.failure[0]
+    time.sleep(0.3)  # read again, still missing: a failure each time, the book ages
+    assert book.age_s() > 0.2
+    stale = book_staleness(book, 0.1)
+    assert stale is not None and "does not exist any more" in str(stale)
+    book.stop()
+
+
+def test_a_grants_topic_made_after_the_start_is_followed(
+    scripted: Callable[[Script], GrantBook],
+    topic: dict[str, list[int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    book = scripted(Script([([Msg(b"g1", grant().encode()), Msg(eof=True)], None)]))
+    topic["partitions"] = []
+    monkeypatch.setattr(book_module, "partitions", lambda *a: topic["partitions"])
+    book.start(timeout=5)  # no topic: no grants, and nothing can grant any yet
+    assert book.snapshot()[1] == {}
+    topic["partitions"] = [0]  # `catalog apply` made it
+    _wait(lambda: set(book.snapshot()[1]) == {"g1"})
+    assert book.failures == 0
+    book.stop()

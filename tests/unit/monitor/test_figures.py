@@ -1,11 +1,7 @@
 import datetime as dt
 
 from exchange.monitor.figures import (
-    AuditFigures,
-    DeliveryFigures,
-    GrantFigures,
     Snapshot,
-    SourceFigures,
     delivery_owner,
     expiring,
     grant_figures,
@@ -15,6 +11,7 @@ from exchange.monitor.figures import (
 )
 from exchange.monitor.view import status_views
 from tests.unit.grants.fixtures import T0, grant
+from tests.unit.monitor.fixtures import snapshot
 
 ENDS = {("src.a", 0): 10, ("src.a", 1): 5, ("dlv.mzj.a", 0): 7, ("dlv.mzj.a", 1): 3}
 
@@ -53,19 +50,6 @@ def test_grant_status_and_expiry() -> None:
     assert [(f.grant_id, f.status) for f in figures] == [("g0", "requested"), ("g1", "active")]
     assert expiring(figures, now, dt.timedelta(days=7)) == ["g1"]
     assert expiring(figures, T0 + dt.timedelta(days=300), dt.timedelta(days=7)) == []
-
-
-def snapshot(delivered: int) -> Snapshot:
-    return Snapshot(
-        taken_at=T0,
-        router_workers=2,
-        sources=[SourceFigures("gongan.p", "gongan", "src.gongan.p", 35, 4)],
-        deliveries=[DeliveryFigures("mzj", "gongan.p", "dlv.mzj.gongan.p", delivered)],
-        lags=[],
-        grants=[GrantFigures("g1", "mzj", "gongan.p", "active", T0 + dt.timedelta(days=3))],
-        dlq={("connector", "citizen_id", "gongan.p"): 2, ("router", "schema", "gongan.p"): 1},
-        audit=AuditFigures(9, {"delivery.receipt": 9}, {"router.a": None, "cli.x": "changed"}, 0),
-    )
 
 
 def test_json_totals_and_audit_state() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import string
 import zlib
 from collections.abc import Callable, Iterable
@@ -34,8 +35,21 @@ from exchange.kafka.errors import RegistryError
 from exchange.kafka.wire import AvroCodec, SchemaLookup
 from exchange.routing.backfill import Handover
 from exchange.routing.batch import Routed, route_backfill, route_live
-from exchange.routing.core import ActiveGrant, EntryRoute, Router, SourceRecord
-from exchange.routing.kernel import Kernels, compile_reader, kernel_pattern
+from exchange.routing.core import (
+    ActiveGrant,
+    Delivery,
+    EntryRoute,
+    Router,
+    SourceRecord,
+    delivery_size,
+)
+from exchange.routing.kernel import (
+    GROWTH_BYTES,
+    GROWTH_PER_FIELD_BYTES,
+    Kernels,
+    compile_reader,
+    kernel_pattern,
+)
 from exchange.routing.receipts import ReceiptDigest, receipt_digest
 from exchange.routing.transform import DeliveryPlan, delivery_schema
 from exchange.rules.checksums import CREDIT_CODE_ALPHABET, make_citizen_id, make_credit_code
@@ -432,7 +446,7 @@ def test_a_backfill_routes_only_its_grants(data: Any) -> None:
     s = setup("gongan.resident_population")
     batch = data.draw(messages(s, valid=True))
     s.resolve(batch)
-    routed = route_backfill(s.core, s.kernels, s.topic, batch, {"g1"})
+    routed = route_backfill(s.core, s.kernels, s.topic, batch, {"g1"}, "t", "dlq")
     assert {stream.grant.plan.grant.id for stream in routed.streams} <= {"g1"}
     assert not routed.dead and not routed.happenings and not routed.deliveries
 
@@ -485,3 +499,93 @@ def test_padded_numbers_are_left_to_the_strict_core(data: Any) -> None:
     _missing, fallback, _grants, _offsets = compiled.kernel.route(s.topic, padded, starts, 739_000)
     assert fallback == list(range(len(padded)))
     assert {reason for _, reason in by_core(s, padded)[1]} == {"bad_avro"}
+
+
+# -- deliveries too large to write ------------------------------------------------------------
+
+
+def limited(s: Setup, limit: int) -> tuple[Router, Kernels]:
+    """The entry's core and kernels with ``router.max_delivery_bytes`` at ``limit``."""
+    core = Router(s.lookup, limit)
+    core.set_entry(s.topic, EntryRoute(s.entry, s.schema))
+    core.set_grants(s.topic, s.grants)
+    kernels = Kernels(s.lookup, limit)
+    route = core.routes[s.topic]
+    ids = kernels.missing(s.topic, route, list(MESSAGES_WITH_IDS))
+    kernels.fetch(ids)
+    kernels.compile(s.topic, route, ids)
+    return core, kernels
+
+
+MESSAGES_WITH_IDS = [Message("", 0, 0, b"k", b"\x00" + SCHEMA_ID.to_bytes(4, "big"))]
+
+
+def per_record(s: Setup, batch: list[Message]) -> list[tuple[Message, dict[str, list[Delivery]]]]:
+    """Each record's deliveries per grant, by the core without a size limit."""
+    out = []
+    for m in batch:
+        record = SourceRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value())
+        by_grant: dict[str, list[Delivery]] = {}
+        for d in s.core.route(record).deliveries:
+            by_grant.setdefault(d.grant_id, []).append(d)
+        out.append((m, by_grant))
+    return out
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_delivery_over_the_limit_is_a_dead_letter_and_the_rest_is_routed(data: Any) -> None:
+    s = setup("gongan.resident_population")
+    batch = data.draw(messages(s, valid=True))
+    records = per_record(s, batch)
+    sizes = sorted(delivery_size(d) for _m, g in records for ds in g.values() for d in ds)
+    limit = sizes[len(sizes) // 2]  # some deliveries over it, some not
+    core, kernels = limited(s, limit)
+    routed = route_live(core, kernels, AllLive(), [(s.topic, 0, 0, len(batch), batch)], "t", "dlq")
+
+    want, refused = [], []
+    for m, by_grant in records:
+        for grant_id, ds in by_grant.items():
+            if max(delivery_size(d) for d in ds) > limit:
+                refused.append((f"{s.topic}/0/{m.offset()}", grant_id))
+            else:
+                want += [(m.offset(), d) for d in ds]
+    # A limit below the kernel's margin: the core routed every record.
+    assert not routed.streams
+    got = [(r.offset, d) for r, _e, d in routed.deliveries]
+    assert sorted(got, key=repr) == sorted(want, key=repr)
+    letters = [json.loads(out.value) for out in routed.dead]
+    assert sorted((x["position"], x["grant_id"]) for x in letters) == sorted(refused)
+    assert {x["reason"] for x in letters} <= {"delivery_too_large"}
+    events = [(h.details["position"], h.grant_id) for h in routed.happenings]
+    assert sorted(events) == sorted(refused)
+    assert {h.kind for h in routed.happenings} <= {"delivery.refused"}
+
+
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_a_backfill_reports_its_own_grants_refused_deliveries(data: Any) -> None:
+    s = setup("gongan.resident_population")
+    batch = data.draw(messages(s, valid=True))
+    core, kernels = limited(s, 10)  # every delivery is larger
+    routed = route_backfill(core, kernels, s.topic, batch, {"g1"}, "t", "dlq")
+    assert not routed.deliveries and not routed.streams
+    grants = {json.loads(out.value)["grant_id"] for out in routed.dead}
+    assert grants <= {"g1"}
+    assert len(routed.dead) == len(routed.happenings)
+
+
+@pytest.mark.parametrize("entry_id", ENTRY_IDS)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_no_delivery_outgrows_its_record_by_more_than_the_kernels_margin(
+    entry_id: str, data: Any
+) -> None:
+    """The kernel takes records up to the limit less this margin, and never takes a delivery
+    back: every mask kind, hashed keys and the envelope's additions must fit in it."""
+    s = setup(entry_id)
+    margin = GROWTH_BYTES + GROWTH_PER_FIELD_BYTES * len(s.core.routes[s.topic].fields)
+    for m, by_grant in per_record(s, data.draw(messages(s, valid=True))):
+        record = len(m.key() or b"") + len(m.value() or b"")
+        for ds in by_grant.values():
+            assert max(delivery_size(d) for d in ds) - record <= margin
