@@ -19,6 +19,7 @@ from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
 from exchange.grants.model import Grant, GrantTerms
 from exchange.kafka.control import partitions, reader
+from exchange.kafka.errors import KafkaOpError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ _STILL_CURRENT = frozenset(
         KafkaError._TIMED_OUT,
         KafkaError._RESOLVE,
     }
+)
+#: The same, as the names :class:`KafkaOpError` carries for a failed metadata call.
+_BROKER_AWAY = frozenset(
+    KafkaError(code).name() for code in _STILL_CURRENT - {KafkaError._PARTITION_EOF}
 )
 #: Waits before following the topic again after the reader failed: 1, 2, 4 ... 30 s.
 RETRY_WAITS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
@@ -151,7 +156,9 @@ class GrantBook:
             while not self._stop.is_set():
                 if time.monotonic() >= check_at:
                     check_at = time.monotonic() + TOPIC_CHECK_S
-                    _still_there(topic, numbers, partitions(consumer, topic, timeout))
+                    now = _partitions_now(consumer, topic, timeout)
+                    if now is not None:
+                        _still_there(topic, numbers, now)
                 msg = consumer.poll(0.5)
                 err = None if msg is None else msg.error()
                 if complete and (err is None or err.code() in _STILL_CURRENT):
@@ -197,7 +204,7 @@ class GrantBook:
             self._current_at = time.monotonic()
             if time.monotonic() >= check_at:
                 check_at = time.monotonic() + TOPIC_CHECK_S
-                if partitions(consumer, topic, timeout):
+                if _partitions_now(consumer, topic, timeout):
                     log.warning("grants topic %s exists now: following it", topic)
                     return
 
@@ -231,3 +238,14 @@ def _still_there(topic: str, followed: list[int], now: list[int]) -> None:
             f"grants topic {topic} has {len(now)} partitions now, {len(followed)} before",
             code="GRANTS_TOPIC_CHANGED",
         )
+
+
+def _partitions_now(consumer: Consumer, topic: str, timeout: float) -> list[int] | None:
+    """The topic's partitions now; ``None`` while the broker is out of reach (then nobody can
+    change a grant either, and the book stays as current as it can be)."""
+    try:
+        return partitions(consumer, topic, timeout)
+    except KafkaOpError as exc:
+        if exc.code in _BROKER_AWAY:
+            return None
+        raise

@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError
 from exchange.config import ExchangeSettings
 from exchange.grants import book as book_module
 from exchange.grants.book import GrantBook
+from exchange.kafka.errors import KafkaOpError
 from exchange.routing.worker import book_staleness
 from tests.unit.grants.fixtures import grant
 
@@ -224,4 +225,22 @@ def test_a_grants_topic_made_after_the_start_is_followed(
     topic["partitions"] = [0]  # `catalog apply` made it
     _wait(lambda: set(book.snapshot()[1]) == {"g1"})
     assert book.failures == 0
+    book.stop()
+
+
+def test_a_broker_out_of_reach_is_not_a_deleted_topic(
+    scripted: Callable[[Script], GrantBook],
+    topic: dict[str, list[int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The broker away: the metadata check fails like this, and nobody can change a grant.
+    def away(*_a: Any) -> list[int]:
+        raise KafkaOpError("cannot read metadata", code="_TRANSPORT")
+
+    book = scripted(Script([([Msg(b"g1", grant().encode()), Msg(eof=True)], None)]))
+    monkeypatch.setattr(book_module, "partitions", lambda *a: topic["partitions"])
+    book.start(timeout=5)
+    monkeypatch.setattr(book_module, "partitions", away)
+    time.sleep(0.3)
+    assert book.failures == 0 and book.age_s() < 0.2
     book.stop()
