@@ -4,7 +4,9 @@ each run as their own principal; every ACL change is audited."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import os
 import shutil
 import ssl
@@ -14,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from exchange.client.consumer import DeliveryConsumer
 from exchange.config import ExchangeSettings
 from exchange.grants.model import Actor, GrantRequest
 from exchange.grants.store import GrantStore
-from exchange.kafka.control import publish
+from exchange.kafka.control import publish, read_all
 from exchange.kafka.errors import KafkaOpError
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import AvroCodec
@@ -40,8 +42,10 @@ from exchange.security.credentials import issue
 from exchange.security.sync import sync_once
 from tests.conftest import ROOT, Project
 from tests.integration.conftest import IsolatedProject
+from tests.integration.connectors.conftest import _RULES
 from tests.integration.routing.conftest import change_value, person
 from tests.integration.security.conftest import SecurePlatform, env_file
+from tests.integration.security.corpus import BROKER, corpus
 
 EXCHANGE = Path(sys.executable).parent / "exchange"
 ROWS = [person(i, "140602") for i in range(6)]
@@ -63,6 +67,13 @@ class SecureExchange:
                 f"  - {{id: {d}, name: 部门{i}, level: city, region_code: '140600'}}\n"
                 for i, d in enumerate((self.provider, self.reader, self.other, self.late))
             ),
+        )
+        # The rules of the real population entry, so rule violations can be tried.
+        project.edit(
+            f"config/catalog/{uid}.yaml",
+            "    fields:\n"
+            "      citizen_id: {sensitivity: sensitive, rules: [required, citizen_id]}\n",
+            _RULES,
         )
         self.config = project.exchange_yaml
         self.operator = platform.load(self.config, platform.env("operator"))
@@ -379,3 +390,110 @@ def test_only_the_platform_registers_schemas(exchange: SecureExchange) -> None:
     assert info.value.code == 401
     with pytest.raises((urllib.error.URLError, ConnectionError)):  # no plain HTTP at all
         urllib.request.urlopen(f"{url.replace('https', 'http')}/subjects", timeout=5)
+
+
+def test_each_malformed_kind_goes_to_the_dlq_with_its_reason_and_routing_goes_on(
+    exchange: SecureExchange,
+) -> None:
+    # Issue 21's corpus, published by the provider's own connector principal to its own topic.
+    provider = exchange.settings(f"connector-{exchange.provider}")
+    subject = exchange.project.subject
+    latest = Registry(provider.registry).latest(subject)
+    assert latest is not None
+    codec = AvroCodec(latest.schema_id, latest.schema)
+    same_shape = json.dumps({**latest.schema, "doc": "the same shape, another subject"})
+    foreign_id = Registry(exchange.operator.registry).register(
+        f"{exchange.uid}.forged-value", same_shape
+    )
+
+    def encode(row: dict[str, Any], department: str | None = None, op: str = "u") -> bytes:
+        return change_value(codec, row, exchange.provider if department is None else department, op)
+
+    cases = corpus(codec, encode, person(500, "140602"), exchange.provider, foreign_id)
+    assert len(cases) >= 40
+    if exchange.router is None or exchange.router.poll() is not None:
+        exchange.router = exchange.spawn(
+            ["router", "--worker-id", f"{exchange.uid}-w2", "--metrics-port", "0"],
+            exchange.platform.env("router"),
+            "router.log",
+        )
+    news = NewDeliveries(exchange)
+    producer = Producer(provider.kafka.client_config(**{"acks": "all", "enable.idempotence": True}))
+    positions: dict[str, str] = {}
+    topic = exchange.project.source_topic
+
+    def delivered(case: str) -> Callable[[Any, Any], None]:
+        def report(err: Any, msg: Any) -> None:
+            assert err is None, f"{case}: {err}"
+            positions[f"{topic}/0/{msg.offset()}"] = case
+
+        return report
+
+    refusals: list[str] = []
+    lone = Producer(provider.kafka.client_config(**{"acks": "all"}))
+    for case in (c for c in cases if c.reason == BROKER):
+        # Alone: a batch holding such a record fails whole.
+        lone.produce(
+            topic,
+            key=case.key,
+            value=case.value,
+            partition=0,
+            on_delivery=lambda err, _msg: refusals.append(err.name() if err else "accepted"),
+        )
+        assert lone.flush(30) == 0
+    assert refusals == ["INVALID_RECORD", "INVALID_RECORD"]
+    cases = [c for c in cases if c.reason != BROKER]
+    assert len(cases) >= 40
+    for case in cases:
+        producer.produce(
+            topic, key=case.key, value=case.value, partition=0, on_delivery=delivered(case.kind)
+        )
+    valid = [person(510 + i, "140602") for i in range(3)]
+    for row in valid:
+        producer.produce(topic, key=row["citizen_id"].encode(), value=encode(row), partition=0)
+    assert producer.flush(30) == 0
+    want = {c.kind: c.reason for c in cases}
+
+    def letters() -> dict[str, str]:
+        got = {}
+        for m in read_all(exchange.operator.kafka, exchange.operator.topics.dlq):
+            letter = json.loads(m.value or b"{}")
+            kind = positions.get(letter.get("position", ""))
+            if kind is not None and letter.get("origin") == "router":
+                got[kind] = letter["reason"]
+        return got
+
+    with contextlib.suppress(AssertionError):  # the assertion below names what is missing
+        wait_for("a dead letter for every malformed kind", lambda: len(letters()) >= len(want))
+    got = letters()
+    wrong = {k: (got.get(k), r) for k, r in want.items() if got.get(k) != r}
+    assert not wrong, f"kind: (got, wanted): {wrong}"
+    wait_for("the valid records after the corpus", lambda: news.read() >= len(valid), 120)
+    assert exchange.router is not None and exchange.router.poll() is None
+
+
+class NewDeliveries:
+    """The reader's deliveries counted from when this was made, read as its consumer principal
+    (one group throughout, so each read goes on from the last)."""
+
+    def __init__(self, exchange: SecureExchange) -> None:
+        self.exchange = exchange
+        self.group = f"{exchange.reader}.new-{time.monotonic_ns()}"
+        self._read()  # what was there before does not count
+        self.count = 0
+
+    def read(self) -> int:
+        self.count += self._read()
+        return self.count
+
+    def _read(self) -> int:
+        e = self.exchange
+        received: list[Any] = []
+        client = DeliveryConsumer(
+            e.settings(f"consumer-{e.reader}"), e.reader, [e.project.entry_id], group_id=self.group
+        )
+        try:
+            client.run(received.append, idle_timeout_s=2)
+        finally:
+            client.close()
+        return len(received)
