@@ -134,6 +134,18 @@ class HttpSourceConfig(_Model):
     tokens_file: Path
     max_batch: int = Field(1000, ge=1, le=100_000)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    #: A request's X-Request-Time must be within this many seconds of the connector's clock, and
+    #: its X-Request-Id unused within it (connectors/sources/replay.py); 0 turns the check off.
+    replay_window_s: float = Field(300.0, ge=0, le=86_400)
+    #: HTTPS: the server certificate (PEM, with its chain) and its private key; both or neither.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpSourceConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both, or neither")
+        return self
 
 
 SourceConfig = Annotated[

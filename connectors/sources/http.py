@@ -7,7 +7,10 @@ the record version, which makes a resent record carry the same event id) are opt
 
 A batch is all or nothing: ``202`` once Kafka acknowledged every record; ``400`` with the errors of
 each bad record (index, field, reason), and then nothing of the batch is published (the bad
-records go to the DLQ); ``401`` for a missing or unknown token, ``403`` for another department's.
+records go to the DLQ); ``401`` for a missing or unknown token, ``403`` for another department's
+(the answer does not say whose). Each request carries ``X-Request-Id`` and ``X-Request-Time``:
+a replay is refused with ``409`` and nothing changes (``replay.py``). With ``tls_cert_file`` and
+``tls_key_file`` the endpoint speaks HTTPS only.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import hashlib
 import hmac
 import json
 import logging
+import ssl
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +35,7 @@ from connectors.errors import SourceError
 from connectors.publisher import Publisher
 from connectors.records import Op, RowError, RowMapper
 from connectors.sources.base import Preview
+from connectors.sources.replay import REQUEST_ID, REQUEST_TIME, ReplayGuard
 from exchange.catalog.keys import record_key
 from exchange.config import ConfigError, Problem, load_yaml
 from exchange.kafka.columns import ColumnValueError
@@ -54,10 +60,39 @@ class HttpPushSource:
 
     def check(self) -> list[str]:
         self.tokens()
+        scheme = "https" if self.tls() is not None else "http"
+        replay = (
+            f"; {REQUEST_ID} and {REQUEST_TIME} within {self.source.replay_window_s:g} s"
+            if self.source.replay_window_s
+            else ""
+        )
         return [
-            f"POST http://{self.source.host}:{self.source.port}{self.path} "
-            f"(bearer token of {self.config.department} from {self.tokens_file})"
+            f"POST {scheme}://{self.source.host}:{self.source.port}{self.path} "
+            f"(bearer token of {self.config.department} from {self.tokens_file}{replay})"
         ]
+
+    def tls(self) -> ssl.SSLContext | None:
+        """The server's TLS context, or ``None`` without ``tls_cert_file``; a ConfigError
+        naming the setting when the files cannot be read."""
+        cert, key = self.source.tls_cert_file, self.source.tls_key_file
+        if cert is None or key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.config.resolve(cert), self.config.resolve(key))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                [
+                    Problem(
+                        self.config.file or Path("."),
+                        "source.tls_cert_file",
+                        f"cannot load the certificate {self.config.resolve(cert)} with the key "
+                        f"{self.config.resolve(key)}: {exc}",
+                    )
+                ]
+            ) from exc
+        return context
 
     def preview(self, mapper: RowMapper, limit: int) -> list[Preview]:
         return []  # records arrive only when a department system pushes them
@@ -134,9 +169,10 @@ class HttpPushSource:
         handler = _Handler(self, publisher, tokens)
         app.router.add_post("/v1/entries/{entry}/records", handler.post)
         app.router.add_get("/healthz", handler.health)
+        tls = self.tls()
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.source.host, self.source.port)
+        site = web.TCPSite(runner, self.source.host, self.source.port, ssl_context=tls)
         try:
             await site.start()
         except OSError as exc:
@@ -148,7 +184,10 @@ class HttpPushSource:
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.source.port
-        log.info("accepting records on http://%s:%s%s", self.source.host, self.port, self.path)
+        scheme = "https" if tls is not None else "http"
+        log.info(
+            "accepting records on %s://%s:%s%s", scheme, self.source.host, self.port, self.path
+        )
         self.ready.set()
         poller = threading.Thread(target=_poll_until, args=(publisher, stop), daemon=True)
         poller.start()
@@ -173,6 +212,8 @@ class _Handler:
         self.tokens = tokens
         self.entry = publisher.entry
         self.fields = set(publisher.mapper.types)
+        window = source.source.replay_window_s
+        self.replays = ReplayGuard(window) if window else None
 
     async def health(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -182,13 +223,27 @@ class _Handler:
         if department is None:
             return _error(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
         if department != self.source.config.department:
-            return _error(
-                403,
-                f"department {department} may not publish {self.entry.id} through this endpoint",
-            )
+            # Says nothing of whose token it is: a valid token of another department is as
+            # useless here as an unknown one, and the answer must not tell which.
+            return _error(403, "this token may not publish through this endpoint")
         if request.match_info["entry"] != self.entry.id:
             return _error(404, f"this endpoint takes records of {self.entry.id} only")
-        request_id = uuid.uuid4().hex[:12]
+        if self.replays is None:
+            return await self._read(request, uuid.uuid4().hex[:12])
+        sent_id = request.headers.get(REQUEST_ID)
+        refusal = self.replays.admit(sent_id, request.headers.get(REQUEST_TIME))
+        if refusal is not None:
+            return _error(refusal.status, refusal.message)
+        assert sent_id is not None  # admitted
+        response = None
+        try:
+            response = await self._read(request, sent_id)
+            return response
+        finally:
+            self.replays.settle(sent_id, response is not None and response.status == 202)
+
+    async def _read(self, request: web.Request, request_id: str) -> web.Response:
+        """The body's records checked and published (``request_id`` names them in positions)."""
         body = await request.read()
         try:
             parsed = json.loads(body)

@@ -1,11 +1,15 @@
-"""HTTP push against the real broker: 202 after acknowledgement, 400 per record, 401, 403."""
+"""HTTP push against the real broker: 202 after acknowledgement, 400 per record, 401, 403,
+409 for a replay, and HTTPS."""
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
+import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +18,7 @@ import pytest
 from connectors.config import load_connector_config
 from connectors.runner import Connector
 from connectors.sources.http import HttpPushSource
+from exchange.devplatform.tls import TlsFiles, ensure_tls
 from samples.generate import population_rows
 from tests.integration.connectors.conftest import ConnectorEnv
 
@@ -22,11 +27,24 @@ TOKEN = "test-token-of-the-provider"
 
 @pytest.fixture
 def endpoint(env: ConnectorEnv) -> Iterator[str]:
+    yield from serving(env, {})
+
+
+@pytest.fixture
+def tls_endpoint(env: ConnectorEnv) -> Iterator[tuple[str, TlsFiles]]:
+    """HTTPS with a certificate of a CA of the test's own (the platform's kind of CA)."""
+    files = ensure_tls(env.project.root / "tls")
+    tls = {"tls_cert_file": str(files.server_cert), "tls_key_file": str(files.server_key)}
+    for url in serving(env, tls):
+        yield url, files
+
+
+def serving(env: ConnectorEnv, extra: dict[str, Any]) -> Iterator[str]:
     tokens = env.project.write(
         "config/connectors/tokens.yaml",
         f"tokens: {{{env.uid}: {TOKEN}, other: other-token}}\n",
     )
-    path = env.connector_file({"type": "http", "port": 0, "tokens_file": str(tokens)})
+    path = env.connector_file({"type": "http", "port": 0, "tokens_file": str(tokens), **extra})
     connector = Connector(env.settings, load_connector_config(path))
     source = connector.source
     assert isinstance(source, HttpPushSource)
@@ -41,20 +59,33 @@ def endpoint(env: ConnectorEnv) -> Iterator[str]:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     assert source.ready.wait(30), failure
-    yield f"http://127.0.0.1:{source.port}/v1/entries/{env.project.entry_id}/records"
+    scheme = "https" if extra else "http"
+    yield f"{scheme}://127.0.0.1:{source.port}/v1/entries/{env.project.entry_id}/records"
     connector.stop.set()
     thread.join(30)
     assert not failure, failure
 
 
-def post(url: str, body: Any, token: str | None = TOKEN) -> tuple[int, dict[str, Any]]:
+def post(
+    url: str,
+    body: Any,
+    token: str | None = TOKEN,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """POST as a department system does: a new request id and the current time unless
+    ``headers`` say otherwise (an empty value leaves the header out)."""
     data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
     request = urllib.request.Request(url, data=data, method="POST")
     request.add_header("Content-Type", "application/json")
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
+    sent = {"X-Request-Id": uuid.uuid4().hex, "X-Request-Time": f"{time.time():.3f}"}
+    for name, value in {**sent, **(headers or {})}.items():
+        if value:
+            request.add_header(name, value)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -163,5 +194,47 @@ def test_tokens(env: ConnectorEnv, endpoint: str) -> None:
     assert post(endpoint, person(0), token=None)[0] == 401
     assert post(endpoint, person(0), token="\xff\xfe")[0] == 401  # bytes that are not UTF-8
     status, body = post(endpoint, person(0), token="other-token")
-    assert status == 403 and "other" in body["error"]
+    # Refused without saying whose token it is.
+    assert status == 403 and "other" not in body["error"] and env.uid not in body["error"]
     assert env.changes() == []
+
+
+def test_a_replayed_request_is_refused_and_changes_nothing(
+    env: ConnectorEnv, endpoint: str
+) -> None:
+    older, newer = person(0), {**person(0), "address": "新地址"}
+    first = {"X-Request-Id": "req-000000001"}
+    assert post(endpoint, older, headers=first)[0] == 202
+    assert post(endpoint, newer)[0] == 202
+    status, body = post(endpoint, older, headers=first)  # the first request sent again
+    assert status == 409 and "already used" in body["error"]
+    stale = {"X-Request-Time": f"{time.time() - 3600:.0f}"}
+    status, body = post(endpoint, older, headers=stale)  # a request captured an hour ago
+    assert status == 409 and "current time" in body["error"]
+    assert post(endpoint, older, headers={"X-Request-Id": ""})[0] == 400
+    assert post(endpoint, older, headers={"X-Request-Time": ""})[0] == 400
+    # Only the two accepted requests were published; the newer address is the last word.
+    changes = env.changes()
+    addresses = [c.value["after"]["address"] for c in changes if c.value and c.value["after"]]
+    assert addresses == [older["address"], "新地址"]
+
+
+def test_a_failed_request_may_be_sent_again_with_its_id(env: ConnectorEnv, endpoint: str) -> None:
+    again = {"X-Request-Id": "req-000000002"}
+    bad = {**person(1), "citizen_id": "not an id"}
+    assert post(endpoint, bad, headers=again)[0] == 400  # nothing published: the id stays free
+    assert post(endpoint, person(1), headers=again)[0] == 202
+    assert len(env.changes()) == 1
+
+
+def test_with_a_certificate_the_endpoint_speaks_https_only(
+    env: ConnectorEnv, tls_endpoint: tuple[str, TlsFiles]
+) -> None:
+    url, files = tls_endpoint
+    trusted = ssl.create_default_context(cafile=str(files.ca_cert))
+    assert post(url, person(0), context=trusted)[0] == 202
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        post(url, person(1), context=ssl.create_default_context())  # a CA it does not know
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        post(url.replace("https://", "http://"), person(2))  # plain HTTP is not spoken
+    assert len(env.changes()) == 1
