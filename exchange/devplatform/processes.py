@@ -77,6 +77,9 @@ def start(
             env={**os.environ, **(env or {})},
             cwd=cwd,
             preexec_fn=more_open_files,
+            # What the platform writes (broker data with names and salts, logs, keys) is for
+            # the account that runs it only: files 0600, folders 0700.
+            umask=0o077,
         )
     pid_file.write_text(str(proc.pid))
     return proc.pid
@@ -138,3 +141,18 @@ def tail(file: Path, lines: int) -> list[str]:
     except FileNotFoundError:
         return []
     return text.splitlines()[-lines:]
+
+
+def private_tree(root: Path) -> None:
+    """Make ``root`` and everything under it the owner's only (folders 0700, files 0600): a
+    platform created before the processes' umask was set keeps no readable data."""
+    if not root.exists():
+        return
+    root.chmod(0o700)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            Path(folder, name).chmod(0o700)
+        for name in files:
+            path = Path(folder, name)
+            if not path.is_symlink():
+                path.chmod(0o600)

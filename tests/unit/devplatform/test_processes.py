@@ -71,3 +71,27 @@ def test_started_processes_may_open_as_many_files_as_allowed(tmp_path: Path) -> 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     # At least the hard limit (more when run as root, who may raise it).
     assert int(out.read_text()) >= hard
+
+
+def test_what_started_processes_write_is_the_owners_only(tmp_path: Path) -> None:
+    # Broker data holds names and grant salts: no other local account may read it.
+    made = tmp_path / "data" / "segment.log"
+    script = f"import os; os.mkdir({str(made.parent)!r}); open({str(made)!r}, 'w').close()"
+    pid = processes.start([sys.executable, "-c", script], tmp_path / "log", tmp_path / "x.pid")
+    deadline = time.monotonic() + 10
+    while processes.alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert made.stat().st_mode & 0o777 == 0o600
+    assert made.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_an_existing_state_folder_is_made_private(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    (state / "kafka" / "data").mkdir(parents=True, mode=0o755)
+    segment = state / "kafka" / "data" / "00000.log"
+    segment.write_text("names and salts")
+    segment.chmod(0o644)
+    processes.private_tree(state)
+    assert state.stat().st_mode & 0o777 == 0o700
+    assert (state / "kafka" / "data").stat().st_mode & 0o777 == 0o700
+    assert segment.stat().st_mode & 0o777 == 0o600
