@@ -37,9 +37,11 @@ class ReplayGuard:
     def __init__(self, window_s: float, clock: Callable[[], float] = time.time) -> None:
         self.window_s = window_s
         self._clock = clock
-        #: id -> True once accepted, False while its request is in flight.
-        self._ids: dict[str, bool] = {}
+        #: Accepted ids -> when they may be forgotten (their request's time + the window).
+        self._ids: dict[str, float] = {}
         self._expiry: list[tuple[float, str]] = []
+        #: Ids of requests in flight, with their request's time.
+        self._in_flight: dict[str, float] = {}
 
     def admit(self, request_id: str | None, request_time: str | None) -> Refusal | None:
         """``None`` when the request may go on (its id is reserved until :meth:`settle`)."""
@@ -63,25 +65,25 @@ class ReplayGuard:
                 f"a replay, or a clock to set right; send it again with the current time and a "
                 f"new {REQUEST_ID}",
             )
-        if request_id in self._ids:
+        if request_id in self._ids or request_id in self._in_flight:
             return Refusal(409, f"{REQUEST_ID} {request_id} was already used: a replay")
-        self._ids[request_id] = False
-        heapq.heappush(self._expiry, (sent + self.window_s, request_id))
+        self._in_flight[request_id] = sent
         return None
 
     def settle(self, request_id: str, accepted: bool) -> None:
         """The request ended: an accepted one keeps its id, any other frees it for a resend."""
-        if accepted:
-            self._ids[request_id] = True
-        else:
-            self._ids.pop(request_id, None)
+        sent = self._in_flight.pop(request_id, None)
+        if accepted and sent is not None:
+            expiry = sent + self.window_s
+            self._ids[request_id] = expiry
+            heapq.heappush(self._expiry, (expiry, request_id))
 
     def _forget(self, now: float) -> None:
         # Past its expiry a request is refused by its time anyway.
         while self._expiry and self._expiry[0][0] < now:
             _at, request_id = heapq.heappop(self._expiry)
-            if self._ids.get(request_id) is True:
-                del self._ids[request_id]
+            self._ids.pop(request_id, None)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        """Ids remembered: accepted within the window, and in flight."""
+        return len(self._ids) + len(self._in_flight)

@@ -65,3 +65,14 @@ def test_missing_or_malformed_headers_are_a_bad_request() -> None:
     ):
         refusal = g.admit(request_id, sent)
         assert refusal is not None and refusal.status == 400, (request_id, sent)
+
+
+def test_an_id_accepted_after_its_window_passed_is_still_forgotten() -> None:
+    # A request slower than the window (Kafka away) must not leave its id behind for good.
+    g, clock = guard()
+    assert g.admit("request-8", str(clock.now)) is None
+    clock.now += 400
+    g.settle("request-8", accepted=True)
+    clock.now += 1
+    assert g.admit("request-9", str(clock.now)) is None
+    assert len(g) == 1  # request-8 forgotten, request-9 in flight
