@@ -1,5 +1,9 @@
 """docker-compose.yml stays consistent with the settings the code reads."""
 
+import shutil
+import subprocess
+
+import pytest
 import yaml
 
 from exchange.config import ExchangeSettings
@@ -66,3 +70,19 @@ def test_compose_runs_real_commands_and_prometheus_scrapes_their_ports() -> None
             "port"
         ]
         assert any(f":{port}" in t for t in targets), f"connector {name} (port {port}) not scraped"
+
+
+def test_docker_compose_loads_with_the_loader_docker_compose_uses() -> None:
+    """compose-go (what `docker compose` itself parses with) reads the file: a schema error or
+    an interpolation it refuses shows here, not on an operator's host. The checker builds from
+    `../shared/tools/composecheck` (Go and the module proxy); in CI it must be there."""
+    build = ROOT.parent / "shared" / "tools" / "composecheck" / "build.sh"
+    if not build.is_file() or shutil.which("go") is None:
+        pytest.skip(f"the compose checker ({build}) or Go is not on this machine")
+    checker = subprocess.run(
+        ["bash", str(build)], capture_output=True, text=True, check=True, timeout=600
+    ).stdout.strip()
+    result = subprocess.run(
+        [checker, str(ROOT / "docker-compose.yml")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
