@@ -7,6 +7,7 @@ Values are JSON (the DLQ must hold anything, including bytes that are not Avro a
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,9 @@ from typing import Any
 MAX_LETTER_BYTES = 256 * 1024
 #: Characters of a long text kept in a cut letter.
 _CUT_CHARS = 2000
+#: The longest record key a dead letter keeps as its own Kafka key; a longer one is named by
+#: its SHA-256 (a department's key of a megabyte must not make the letter unwritable).
+MAX_KEY_BYTES = 1024
 REASON_HEADER = "exchange.reason"
 ORIGIN_HEADER = "exchange.origin"
 
@@ -39,14 +43,17 @@ class DeadLetter:
         """The letter as JSON. One larger than :data:`MAX_LETTER_BYTES` keeps its reasons and a
         cut copy of the data (``"truncated": true``): it must still fit in a Kafka message, and
         the data is often what made the record too large to publish in the first place."""
-        whole = self._json(self._data(None), self.errors, truncated=False)
+        whole = self._json(self._data(None), self.errors, self.extra, truncated=False)
         if len(whole) <= MAX_LETTER_BYTES:
             return whole
         errors = [{k: _cut(v, _CUT_CHARS) for k, v in e.items()} for e in self.errors]
-        cut = self._json(self._data(_CUT_CHARS), errors, truncated=True)
+        # Extras too (a key of a megabyte arrives as its base64 here).
+        extra = {k: _cut(v, _CUT_CHARS) for k, v in self.extra.items()}
+        cut = self._json(self._data(_CUT_CHARS), errors, extra, truncated=True)
         if len(cut) <= MAX_LETTER_BYTES:
             return cut
-        return self._json({"omitted": f"{len(whole):,} bytes of JSON"}, errors, truncated=True)
+        omitted = {"omitted": f"{len(whole):,} bytes of JSON"}
+        return self._json(omitted, errors, extra, truncated=True)
 
     def _data(self, cut: int | None) -> Any:
         if isinstance(self.data, bytes):
@@ -58,7 +65,14 @@ class DeadLetter:
         cells = {k: _text(v) for k, v in (self.data or {}).items()}
         return cells if cut is None else {k: _cut(v, cut) for k, v in cells.items()}
 
-    def _json(self, data: Any, errors: Sequence[Mapping[str, Any]], *, truncated: bool) -> bytes:
+    def _json(
+        self,
+        data: Any,
+        errors: Sequence[Mapping[str, Any]],
+        extra: Mapping[str, Any],
+        *,
+        truncated: bool,
+    ) -> bytes:
         letter = {
             "origin": self.origin,
             "reason": self.reason,
@@ -68,7 +82,7 @@ class DeadLetter:
             "position": self.position,
             "data": data,
             "ts_ms": self.ts_ms,
-            **self.extra,
+            **extra,
         }
         if truncated:
             letter["truncated"] = True
@@ -91,3 +105,10 @@ def _cut(value: Any, chars: int) -> Any:
     if isinstance(value, str) and len(value) > chars:
         return f"{value[:chars]}... [cut: {len(value):,} characters in all]"
     return value
+
+
+def letter_key(key: bytes | None) -> bytes | None:
+    """The dead letter's Kafka key for a record's ``key``: the key itself when short."""
+    if key is None or len(key) <= MAX_KEY_BYTES:
+        return key
+    return b"sha256:" + hashlib.sha256(key).hexdigest().encode("ascii")

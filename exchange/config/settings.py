@@ -224,7 +224,8 @@ class RouterSettings(_Section):
     #: to the DLQ (``delivery_too_large``) with an audit event, and the record's other grants
     #: and everything after it are routed as usual. The router's producer and the delivery
     #: topics it creates take this much plus framing. The default fits the broker's default
-    #: message size (1,048,588 bytes).
+    #: message size (1,048,588 bytes); raising it past that needs the existing delivery topics'
+    #: ``max.message.bytes`` raised too (only new ones are created with it).
     max_delivery_bytes: int = Field(1_000_000, ge=1024, le=100_000_000)
     #: How often grants are checked for expiry and changes, even when no record arrives.
     grant_check_interval_s: float = Field(1.0, gt=0)

@@ -46,6 +46,11 @@ class ComponentStatus:
     log: Path
 
 
+#: The platform's own folders under its state folder (broker data, registry, keys, logs, pids),
+#: made private at every start.
+PRIVATE_FOLDERS = ("kafka", "registry", "secure", "secrets", "logs", "run")
+
+
 class LocalPlatform:
     def __init__(self, settings: ExchangeSettings) -> None:
         self.settings = settings
@@ -97,8 +102,8 @@ class LocalPlatform:
         if (major := java_major(java)) < MIN_JAVA:
             raise PlatformError(f"Java {MIN_JAVA}+ is needed, found Java {major}", code="OLD_JAVA")
         secure_mode = self._check_mode(secure_mode, progress)
-        self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        processes.private_tree(self.state)
+        for own in PRIVATE_FOLDERS:  # not the whole state folder: drop folders live there too
+            processes.private_tree(self.state / own)
         libs = fetch_kafka(self.cache, self.dev.kafka_version, self.dev.log4j_version, progress)
         registry_jar = fetch_apicurio(self.cache, self.dev.apicurio_version, progress)
         if secure_mode:

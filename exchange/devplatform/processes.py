@@ -145,14 +145,15 @@ def tail(file: Path, lines: int) -> list[str]:
 
 def private_tree(root: Path) -> None:
     """Make ``root`` and everything under it the owner's only (folders 0700, files 0600): a
-    platform created before the processes' umask was set keeps no readable data."""
-    if not root.exists():
+    platform created before the processes' umask was set keeps no readable data. Symbolic
+    links are not followed, and what this account may not change is left as it is."""
+    if not root.is_dir() or root.is_symlink():
         return
-    root.chmod(0o700)
     for folder, dirs, files in os.walk(root):
-        for name in dirs:
-            Path(folder, name).chmod(0o700)
-        for name in files:
-            path = Path(folder, name)
-            if not path.is_symlink():
-                path.chmod(0o600)
+        here = Path(folder)
+        for path, mode in ((here, 0o700), *((here / f, 0o600) for f in files)):
+            if path.is_symlink():
+                continue
+            with contextlib.suppress(PermissionError):
+                path.chmod(mode)
+        dirs[:] = [d for d in dirs if not (here / d).is_symlink()]

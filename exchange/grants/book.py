@@ -45,6 +45,8 @@ RETRY_WAITS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 #: How often the reader checks that the topic it follows is still there, with its partitions:
 #: a deleted topic gives its consumer no error, only silence, which reads as "nothing changed".
 TOPIC_CHECK_S = 5.0
+#: How long one such check may wait for the broker (a broker away is not a change).
+CHECK_TIMEOUT_S = 2.0
 
 
 class GrantTopicChangedError(ExchangeError):
@@ -156,7 +158,8 @@ class GrantBook:
             while not self._stop.is_set():
                 if time.monotonic() >= check_at:
                     check_at = time.monotonic() + TOPIC_CHECK_S
-                    now = _partitions_now(consumer, topic, timeout)
+                    # Briefly: the book does not count as current while this call waits.
+                    now = _partitions_now(consumer, topic, CHECK_TIMEOUT_S)
                     if now is not None:
                         _still_there(topic, numbers, now)
                 msg = consumer.poll(0.5)
@@ -198,13 +201,12 @@ class GrantBook:
     def _idle(self, consumer: Consumer, topic: str) -> None:
         """No topic: nothing can change a grant until it exists (``catalog apply`` makes it);
         returns once it does, to be followed."""
-        timeout = self._settings.kafka.request_timeout_s
         check_at = time.monotonic() + TOPIC_CHECK_S
         while not self._stop.wait(0.5):
             self._current_at = time.monotonic()
             if time.monotonic() >= check_at:
                 check_at = time.monotonic() + TOPIC_CHECK_S
-                if _partitions_now(consumer, topic, timeout):
+                if _partitions_now(consumer, topic, CHECK_TIMEOUT_S):
                     log.warning("grants topic %s exists now: following it", topic)
                     return
 

@@ -294,9 +294,11 @@ class TransactionalProducer:
     def commit(self) -> None:
         """Flush and commit; a retriable failure leaves the transaction open to commit again."""
         try:
-            # Not drained in time: the commit's own flush waits out what is left.
+            # Not drained in time: the commit's own flush waits out what is left, within the
+            # same timeout (the caller's stall detection counts on it).
+            deadline = time.monotonic() + self._timeout
             self.drain(self._timeout)
-            self.client.commit_transaction(self._timeout)
+            self.client.commit_transaction(max(deadline - time.monotonic(), 1.0))
         except KafkaException as exc:
             error = _wrap("cannot commit the transaction", exc)
             if error.kind != "retriable":

@@ -25,7 +25,7 @@ from typing import Any
 
 from exchange.audit.events import Happening
 from exchange.audit.writer import OutRecord
-from exchange.dlq import DeadLetter
+from exchange.dlq import DeadLetter, letter_key
 from exchange.errors import ExchangeError
 from exchange.routing import metrics
 from exchange.routing.backfill import Handover, Progress
@@ -280,7 +280,7 @@ class _Backfill:
             extra={"key_base64": _b64(record.key), **extra},
         )
         self.out.dead.append(
-            OutRecord(self.dlq_topic, record.key, letter.encode(), letter.headers())
+            OutRecord(self.dlq_topic, letter_key(record.key), letter.encode(), letter.headers())
         )
 
 

@@ -294,6 +294,8 @@ def _check_change(
     expected = record_key(entry, after).encode("utf-8")
     if key != expected:
         shown = key.decode("utf-8", "replace") if key is not None else None
+        if shown is not None and len(shown) > 200:  # the message goes into an audit event
+            shown = f"{shown[:200]}... ({len(key or b''):,} bytes)"
         message = f"Kafka key {shown!r} is not the record's business key"
         return ("key_mismatch", (_error("(key)", message),)), department
     return None, department

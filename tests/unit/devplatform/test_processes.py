@@ -95,3 +95,16 @@ def test_an_existing_state_folder_is_made_private(tmp_path: Path) -> None:
     assert state.stat().st_mode & 0o777 == 0o700
     assert (state / "kafka" / "data").stat().st_mode & 0o777 == 0o700
     assert segment.stat().st_mode & 0o777 == 0o600
+
+
+def test_links_out_of_the_state_folder_are_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir(mode=0o755)
+    (outside / "shared.txt").write_text("not ours to close")
+    (outside / "shared.txt").chmod(0o644)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "link").symlink_to(outside)
+    processes.private_tree(state)
+    assert outside.stat().st_mode & 0o777 == 0o755
+    assert (outside / "shared.txt").stat().st_mode & 0o777 == 0o644

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from exchange.catalog.avro import envelope_schema, load_schema
@@ -589,3 +589,46 @@ def test_no_delivery_outgrows_its_record_by_more_than_the_kernels_margin(
         record = len(m.key() or b"") + len(m.value() or b"")
         for ds in by_grant.values():
             assert max(delivery_size(d) for d in ds) - record <= margin
+
+
+@settings(max_examples=5, deadline=None)
+@given(data=st.data())
+def test_a_huge_key_cannot_make_its_dead_letter_or_audit_event_unwritable(data: Any) -> None:
+    # A key of 460 kB (its record fits the source topic): the letter, its Kafka key and the
+    # audit event must stay far below the producer's limit, or routing would stop at it.
+    s = setup("gongan.resident_population")
+    (m, *_rest) = data.draw(messages(s, valid=True))
+    value = m.value()
+    assume(value is not None and value[5] != 4)  # not a delete, which carries any key
+    batch = [Message(s.topic, 0, 0, b"\x01" * 460_000, value)]
+    s.resolve(batch)
+    routed = route_live(s.core, s.kernels, AllLive(), [(s.topic, 0, 0, 1, batch)], "t", "dlq")
+    (letter,) = routed.dead
+    assert len(letter.key or b"") <= 71 and len(letter.value) <= 256 * 1024
+    assert json.loads(letter.value)["reason"] in ("key_mismatch", "no_key")
+    (event,) = routed.happenings
+    assert len(json.dumps(event.details)) < 4096
+
+
+def test_a_delete_with_a_key_too_large_to_deliver_is_refused_with_a_small_letter() -> None:
+    s = setup("scjg.legal_entity")  # two of its grants deliver the key as it is
+    change = {
+        "op": "d",
+        "after": None,
+        "source": {
+            "department": s.entry.provider,
+            "system": "s",
+            "connector": "c",
+            "position": "p",
+        },
+        "ts_ms": 0,
+        "event_id": "e",
+    }
+    value = s.source.encode(change)
+    batch = [Message(s.topic, 0, 0, b"k" * 1_000_000, value)]
+    s.resolve(batch)
+    routed = route_live(s.core, s.kernels, AllLive(), [(s.topic, 0, 0, 1, batch)], "t", "dlq")
+    letters = [json.loads(out.value) for out in routed.dead]
+    unhashed = {g.plan.grant.id for g in s.grants if not g.plan.hashed_key}
+    assert unhashed and {x["grant_id"] for x in letters} == unhashed
+    assert all(len(out.key or b"") <= 71 and len(out.value) <= 256 * 1024 for out in routed.dead)
