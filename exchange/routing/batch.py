@@ -240,22 +240,26 @@ class _Backfill:
             None,
             {"grant_id": refusal.grant_id, "consumer": refusal.consumer},
         )
+        details = {
+            "reason": "delivery_too_large",
+            "errors": errors,
+            "position": record.position,
+            "size": refusal.size,
+            "limit": refusal.limit,
+        }
+        self._happened("delivery.refused", entry, details, refusal.consumer, refusal.grant_id)
+
+    def _happened(
+        self,
+        kind: str,
+        entry: str,
+        details: Mapping[str, Any],
+        consumer: str | None = None,
+        grant_id: str | None = None,
+    ) -> None:
+        """An audit happening of this batch, sealed with its checkpoint."""
         self.out.happenings.append(
-            Happening(
-                kind="delivery.refused",
-                actor=self.actor,
-                ts_ms=self.now_ms,
-                entry=entry,
-                consumer=refusal.consumer,
-                grant_id=refusal.grant_id,
-                details={
-                    "reason": "delivery_too_large",
-                    "errors": errors,
-                    "position": record.position,
-                    "size": refusal.size,
-                    "limit": refusal.limit,
-                },
-            )
+            Happening(kind, self.actor, self.now_ms, details, entry, consumer, grant_id)
         )
 
     def _set_aside(
@@ -294,20 +298,13 @@ class _Live(_Backfill):
 
     def rejected(self, record: SourceRecord, entry: str, rejection: Rejection) -> None:
         self._set_aside(record, entry, rejection.reason, rejection.errors, rejection.department, {})
-        self.out.happenings.append(
-            Happening(
-                kind="record.rejected",
-                actor=self.actor,
-                ts_ms=self.now_ms,
-                entry=entry,
-                details={
-                    "reason": rejection.reason,
-                    "errors": list(rejection.errors),
-                    "position": record.position,
-                    "department": rejection.department,
-                },
-            )
-        )
+        details = {
+            "reason": rejection.reason,
+            "errors": list(rejection.errors),
+            "position": record.position,
+            "department": rejection.department,
+        }
+        self._happened("record.rejected", entry, details)
 
     def filtered(self, entry: str, consumer: str, grant_id: str, count: int = 1) -> None:
         self.denied[entry, consumer, grant_id, "row_filter"] += count
