@@ -14,7 +14,10 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from exchange.audit.signing import Signer
 
 Algorithm = Literal["sha256", "sm3"]
 GENESIS = "0" * 64
@@ -35,6 +38,9 @@ class AuditEvent:
     consumer: str | None
     grant_id: str | None
     details: str
+    #: The registered key that signed ``hash`` (``audit/signing.py``), and the signature (hex).
+    signer: str | None = None
+    signature: str | None = None
 
     def to_avro(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,9 +77,13 @@ def canonical_details(details: Mapping[str, Any]) -> str:
 
 
 def event_hash(event: AuditEvent, key: bytes | None) -> str:
-    """The hash of every field but ``hash`` itself, by the event's own algorithm."""
+    """The hash of every field but ``hash`` and ``signature`` (which signs the hash), by the
+    event's own algorithm. ``signer`` is covered when there is one, and left out when there is
+    none, so events written before signatures keep their hashes."""
     fields = asdict(event)
-    del fields["hash"]
+    del fields["hash"], fields["signature"]
+    if fields["signer"] is None:
+        del fields["signer"]
     body = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     data = body.encode("utf-8")
     algorithm = event.algorithm
@@ -109,8 +119,10 @@ class Chain:
         key: bytes | None,
         next_sequence: int = 0,
         last_hash: str = GENESIS,
+        signer: Signer | None = None,
     ) -> None:
         check_algorithm(algorithm)
+        self._signer = signer
         self.chain_id = chain_id
         self.algorithm = f"hmac-{algorithm}" if key is not None else algorithm
         self._key = key
@@ -131,8 +143,11 @@ class Chain:
             consumer=happening.consumer,
             grant_id=happening.grant_id,
             details=canonical_details(happening.details),
+            signer=None if self._signer is None else self._signer.key_id,
         )
-        event = AuditEvent(**{**asdict(unsealed), "hash": event_hash(unsealed, self._key)})
+        sealed = event_hash(unsealed, self._key)
+        signature = None if self._signer is None else self._signer.sign(sealed)
+        event = AuditEvent(**{**asdict(unsealed), "hash": sealed, "signature": signature})
         self.next_sequence += 1
         self.last_hash = event.hash
         return event

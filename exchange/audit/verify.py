@@ -1,4 +1,5 @@
-"""Checking audit chains: every event in place, unchanged, and sealed by a key holder.
+"""Checking audit chains: every event in place, unchanged, sealed by a key holder, and signed
+by the principal allowed to write its chain (when keys are registered: ``audit/signing.py``).
 
 Pure: takes the events as read (with where each was read) and reports, per chain, the first
 broken link. What a hash chain cannot show by itself: events cut off the *end* of a chain. The
@@ -13,6 +14,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from exchange.audit.events import ALGORITHMS, GENESIS, AuditEvent, event_hash
+from exchange.audit.signing import KeyBook
+
+#: No keys registered: signatures are not asked for (open mode).
+NO_KEYS = KeyBook({}, {})
 
 Breach = Literal["changed", "missing", "reordered", "duplicated", "forged", "unreadable"]
 
@@ -41,6 +46,9 @@ class ChainReport:
     last_sequence: int | None = None
     last_hash: str = GENESIS
     broken: BrokenLink | None = None
+    #: When the newest key this chain was signed with was registered: a chain never goes back
+    #: to an older key (one retired and perhaps stolen) once it signed with a newer one.
+    key_added_ms: int = -1
 
 
 @dataclass
@@ -58,8 +66,11 @@ class Verification:
         return sum(c.events for c in self.chains.values())
 
 
-def verify(reads: Iterable[Read], key: bytes | None) -> Verification:
-    """Check every chain in the order its events were read (one chain lives in one partition)."""
+def verify(reads: Iterable[Read], key: bytes | None, keys: KeyBook = NO_KEYS) -> Verification:
+    """Check every chain in the order its events were read (one chain lives in one partition).
+
+    ``key``: the HMAC key, if events are sealed with one; ``keys``: the register of public keys
+    and who writes which chain."""
     result = Verification()
     by_chain: dict[str, list[tuple[str, AuditEvent]]] = {}
     for read in reads:
@@ -68,7 +79,7 @@ def verify(reads: Iterable[Read], key: bytes | None) -> Verification:
             continue
         by_chain.setdefault(read.event.chain_id, []).append((read.position, read.event))
     for chain_id, events in by_chain.items():
-        result.chains[chain_id] = _verify_chain(chain_id, events, key)
+        result.chains[chain_id] = _verify_chain(chain_id, events, key, keys)
     return result
 
 
@@ -77,13 +88,13 @@ def _unreadable(read: Read) -> BrokenLink:
 
 
 def _verify_chain(
-    chain_id: str, events: list[tuple[str, AuditEvent]], key: bytes | None
+    chain_id: str, events: list[tuple[str, AuditEvent]], key: bytes | None, keys: KeyBook
 ) -> ChainReport:
     report = ChainReport(chain_id)
     sequences = {e.sequence for _p, e in events}
     seen: dict[int, str] = {}
     for position, event in events:
-        if not _advance(report, position, event, key, seen, sequences):
+        if not _advance(report, position, event, (key, keys), seen, sequences):
             break
     return report
 
@@ -92,14 +103,17 @@ def _advance(
     report: ChainReport,
     position: str,
     event: AuditEvent,
-    key: bytes | None,
+    trust: tuple[bytes | None, KeyBook],
     seen: dict[int, str],
     sequences: set[int],
 ) -> bool:
     """Check the chain's next event; ``False`` (and ``report.broken`` set) when it breaks it."""
     report.events += 1
     expected = 0 if report.last_sequence is None else report.last_sequence + 1
+    key, keys = trust
     broken = _check(event, expected, report.last_hash, seen, sequences, key, position)
+    if broken is None:
+        broken = _check_signer(report, event, keys, position)
     if broken is not None:
         report.broken = broken
         return False
@@ -117,8 +131,9 @@ class ChainWatch:
     full ``exchange audit verify`` tells them apart).
     """
 
-    def __init__(self, key: bytes | None) -> None:
+    def __init__(self, key: bytes | None, keys: KeyBook = NO_KEYS) -> None:
         self.key = key
+        self.keys = keys
         self.result = Verification()
 
     def add(self, reads: Iterable[Read]) -> None:
@@ -134,7 +149,21 @@ class ChainWatch:
             chain_id = read.event.chain_id
             report = self.result.chains.setdefault(chain_id, ChainReport(chain_id))
             if report.broken is None:
-                _advance(report, read.position, read.event, self.key, {}, sequences[chain_id])
+                trust = (self.key, self.keys)
+                _advance(report, read.position, read.event, trust, {}, sequences[chain_id])
+
+
+def _check_signer(
+    report: ChainReport, event: AuditEvent, keys: KeyBook, position: str
+) -> BrokenLink | None:
+    """Whether the chain's writer signed the event (and with a key no older than before)."""
+    problem = keys.problem(event.chain_id, event.ts_ms, event.hash, event.signer, event.signature)
+    if problem is None and event.signer is not None and event.signer in keys.keys:
+        added = keys.keys[event.signer].added_ms
+        if added < report.key_added_ms:
+            problem = f"signed with key {event.signer}, older than the key it signed with before"
+        report.key_added_ms = max(report.key_added_ms, added)
+    return None if problem is None else BrokenLink("forged", position, event.sequence, problem)
 
 
 def _check(

@@ -24,6 +24,7 @@ from confluent_kafka import KafkaException
 from prometheus_client import Gauge
 
 from exchange.audit.events import GENESIS, AuditEvent, Chain, Happening
+from exchange.audit.signing import Signer
 from exchange.catalog.avro import canonical_json, load_schema
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
@@ -80,6 +81,12 @@ def load_key(settings: ExchangeSettings) -> bytes | None:
     if len(key) < 16:
         raise AuditError(f"audit.key_file {path}: key shorter than 16 bytes", code="BAD_AUDIT_KEY")
     return key
+
+
+def load_signer(settings: ExchangeSettings) -> Signer | None:
+    """This principal's signing key (``audit.signing_key_file``), or ``None`` if it has none."""
+    file = settings.audit.signing_key_file
+    return None if file is None else Signer.load(settings.resolve(file))
 
 
 def generate_key(path: Path) -> bool:
@@ -197,6 +204,7 @@ class AuditWriter:
             load_key(settings),
             0 if last is None else last.sequence + 1,
             GENESIS if last is None else last.hash,
+            load_signer(settings),
         )
         return cls(settings, chain_id, txn, codec, partition, chain)
 

@@ -60,6 +60,7 @@ def control_topic_specs(topics: TopicSettings) -> list[TopicSpec]:
         TopicSpec(topics.catalog, 1, rf, compact),
         TopicSpec(topics.grants, 1, rf, compact),
         TopicSpec(topics.connector_offsets, 1, rf, compact),
+        TopicSpec(topics.audit_keys, 1, rf, compact),
         TopicSpec(topics.router_backfills, 1, rf, compact),
         # The audit trail is never deleted by retention; its chains are keyed by writer.
         TopicSpec(topics.audit, 3, rf, forever),

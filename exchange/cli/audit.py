@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,10 +12,12 @@ from confluent_kafka import OFFSET_END, TopicPartition
 from rich.markup import escape
 
 from exchange.audit.events import AuditEvent
+from exchange.audit.keys import add_key, read_register, retire_key
 from exchange.audit.receipts import RECEIPT, receipt_rows
+from exchange.audit.signing import RegisteredKey, Signer
 from exchange.audit.trail import Query, query, read_trail, to_read
 from exchange.audit.verify import verify
-from exchange.audit.writer import generate_key, load_key
+from exchange.audit.writer import AuditWriter, generate_key, load_key
 from exchange.cli import output
 from exchange.cli.context import state
 from exchange.kafka.control import partitions, reader, to_message
@@ -22,6 +25,12 @@ from exchange.kafka.registry import Registry
 from exchange.kafka.wire import SchemaLookup
 
 app = typer.Typer(help="The audit trail (日志审计).", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="The principals' audit signing keys (Ed25519) and their register.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+#: The operator's chain for changes to the key register (as `exchange dept credentials`).
+KEYS_CHAIN = "security.cli"
 Topic = Annotated[str | None, typer.Option(help="Audit topic (default: topics.audit).")]
 
 
@@ -40,8 +49,13 @@ def keygen(ctx: typer.Context) -> None:
 def verify_(ctx: typer.Context, topic: Topic = None) -> None:
     """Check every chain; report the first broken link (changed, missing, reordered, forged)."""
     settings = state(ctx).settings
+    register = read_register(settings)
+    for name, why in register.unreadable:
+        output.err.print(
+            f"[yellow]{settings.topics.audit_keys} record {name!r} ignored:[/yellow] {why}"
+        )
     reads = read_trail(settings, topic)
-    result = verify(reads, load_key(settings))
+    result = verify(reads, load_key(settings), register.book)
     rows = []
     for chain in sorted(result.chains.values(), key=lambda c: c.chain_id):
         broken = chain.broken
@@ -178,3 +192,93 @@ def _line(e: AuditEvent) -> str:
         )
         for when, kind, consumer, entry, grant, text in _rows(e)
     )
+
+
+@keys_app.command("new")
+def keys_new(
+    path: Annotated[Path, typer.Argument(help="Where to keep the private key (PEM, mode 0600).")],
+) -> None:
+    """Make a signing key (run by the key's owner, on its host); prints the public key, which
+    the operator registers with `exchange audit keys add`."""
+    signer, made = Signer.create(path)
+    output.out.print(f"{'created' if made else 'kept existing'} signing key {path}")
+    output.out.print(f"public key: {signer.public_raw.hex()}  (key id {signer.key_id})")
+
+
+@keys_app.command("add")
+def keys_add(
+    ctx: typer.Context,
+    principal: Annotated[str, typer.Argument(help="Whose key: router, operator, connector-x...")],
+    public_key: Annotated[
+        str | None, typer.Option(help="The public key, hex, as `audit keys new` printed it.")
+    ] = None,
+    private_key_file: Annotated[
+        Path | None,
+        typer.Option(help="Or the private key file on this host (made here if it is missing)."),
+    ] = None,
+    by: Annotated[str, typer.Option(help="Who registers it (for the audit event).")] = "operator",
+) -> None:
+    """Register a principal's public key; its events signed with it verify from now on.
+    Rotation: add the new key, restart the principal's processes with it, retire the old one."""
+    if (public_key is None) == (private_key_file is None):
+        raise typer.BadParameter("give exactly one of --public-key and --private-key-file")
+    if private_key_file is not None:
+        raw = Signer.create(private_key_file)[0].public_raw
+    else:
+        try:
+            raw = bytes.fromhex(public_key or "")
+        except ValueError as exc:
+            raise typer.BadParameter(f"not hex: {exc}", param_hint="--public-key") from exc
+    settings = state(ctx).settings
+    writer = AuditWriter.connect(settings, KEYS_CHAIN)
+    try:
+        key, added = add_key(settings, writer, principal, raw, by)
+    finally:
+        writer.close()
+    what = "registered" if added else "already registered"
+    output.out.print(f"{what}: key {key.key_id} of {principal}")
+
+
+@keys_app.command("retire")
+def keys_retire(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="Key id (`exchange audit keys list`).")],
+    by: Annotated[str, typer.Option(help="Who retires it (for the audit event).")] = "operator",
+) -> None:
+    """Stop honouring a key: events it signs from now on are reported as forged."""
+    settings = state(ctx).settings
+    writer = AuditWriter.connect(settings, KEYS_CHAIN)
+    try:
+        key = retire_key(settings, writer, key_id, by)
+    finally:
+        writer.close()
+    output.out.print(f"key {key.key_id} of {key.principal} retired at {_when(key.retired_ms)}")
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context) -> None:
+    """Every registered key: whose, since when, retired when."""
+    settings = state(ctx).settings
+    register = read_register(settings)
+    output.table(
+        f"audit signing keys on {settings.topics.audit_keys}",
+        ["principal", "key id", "added", "by", "retired"],
+        [_key_row(k) for k in sorted(register.book.keys.values(), key=_key_order)],
+    )
+    for name, why in register.unreadable:
+        output.err.print(f"[yellow]record {name!r} ignored:[/yellow] {why}")
+
+
+def _key_order(key: RegisteredKey) -> tuple[str, int]:
+    return key.principal, key.added_ms
+
+
+def _key_row(key: RegisteredKey) -> tuple[str, ...]:
+    retired = "-" if key.retired_ms is None else _when(key.retired_ms)
+    return key.principal, key.key_id, _when(key.added_ms), key.added_by, retired
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).astimezone().isoformat(timespec="seconds")

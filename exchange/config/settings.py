@@ -155,6 +155,8 @@ class TopicSettings(_Section):
     audit: str = "exchange.audit"
     dlq: str = "exchange.dlq"
     connector_offsets: str = "exchange.connector-offsets"
+    #: The public keys that sign audit events, per principal; only the operator writes it.
+    audit_keys: str = "exchange.audit-keys"
     #: The router's backfill progress and hand-over offsets, per grant and source partition.
     router_backfills: str = "exchange.router-backfills"
     source_prefix: str = "src."
@@ -185,6 +187,25 @@ class AuditSettings(_Section):
     #: Secret key sealing every event (HMAC), so nobody without it can forge one. Without a key
     #: the chain still shows changed, dropped and reordered events, but not a forged tail.
     key_file: Path | None = None
+    #: This principal's Ed25519 private key (PEM): it signs every event this process writes,
+    #: so a verifier knows which principal wrote it. Its public key must be registered
+    #: (`exchange audit keys add`); once a principal has a key, its unsigned events are forged.
+    signing_key_file: Path | None = None
+    #: Which principal may write which chains: chain-id prefix -> principal (``{dept}``: the
+    #: rest of the chain id). Checked by `audit verify` once keys are registered.
+    writers: dict[str, str] = Field(
+        default_factory=lambda: {
+            "router.": "router",
+            "grants.": "operator",
+            "security.": "operator",
+        }
+    )
+
+    @field_validator("key_file", "signing_key_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # An empty EXCHANGE_AUDIT__SIGNING_KEY_FILE= clears a key inherited from the shell.
+        return None if value == "" else value
 
 
 class RouterSettings(_Section):

@@ -142,6 +142,9 @@ class LocalPlatform:
                 url,
                 files.tls.ca_cert,
                 registry_writer=principal in secure.REGISTRY_WRITERS,
+                signing_key_file=(
+                    files.signing_key_file(principal) if principal in secure.AUDIT_WRITERS else None
+                ),
             )
             write_private(files.env_file(principal), text.encode())
 

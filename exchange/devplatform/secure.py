@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from exchange.audit.signing import Signer
 from exchange.config.settings import DevPlatformSettings
 from exchange.devplatform.tls import TlsFiles, ensure_tls
 from exchange.files import write_private
@@ -26,6 +27,9 @@ SUPER_USERS = ("broker", "controller", "operator", "registry")
 #: Registry users allowed to register schemas (``catalog apply``; the router registers
 #: delivery and audit schemas). Reading schemas needs no login.
 REGISTRY_WRITERS = ("operator", "router")
+#: Principals that write audit chains, each signing with its own Ed25519 key (made here;
+#: the operator registers them with `exchange audit keys add`).
+AUDIT_WRITERS = ("operator", "router")
 MECHANISM = "SCRAM-SHA-512"
 SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
 PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
@@ -44,6 +48,9 @@ class SecureFiles:
     def password_file(self, principal: str) -> Path:
         return self.root / "credentials" / f"{principal}.password"
 
+    def signing_key_file(self, principal: str) -> Path:
+        return self.root / "keys" / f"{principal}.audit-signing.pem"
+
     def env_file(self, principal: str) -> Path:
         return self.root / "env" / f"{principal}.env"
 
@@ -60,6 +67,8 @@ def prepare(files: SecureFiles) -> TlsFiles:
     tls = ensure_tls(files.root / "tls")
     for principal in (*SCRAM_PRINCIPALS, "controller"):
         files.password(principal)
+    for principal in AUDIT_WRITERS:
+        Signer.create(files.signing_key_file(principal))
     return tls
 
 

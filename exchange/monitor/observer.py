@@ -13,6 +13,7 @@ import json
 import logging
 from collections import Counter
 
+from exchange.audit.keys import read_register
 from exchange.audit.receipts import RECEIPT, receipt_rows
 from exchange.audit.trail import to_read
 from exchange.audit.verify import ChainWatch
@@ -55,7 +56,7 @@ class Observer:
         self._dlq = Follower(settings.kafka, settings.topics.dlq)
         self._audit = Follower(settings.kafka, settings.topics.audit, committed=True)
         self._lookup = SchemaLookup(Registry(settings.registry).schema_by_id)
-        self._chains = ChainWatch(load_key(settings))
+        self._chains = ChainWatch(load_key(settings), read_register(settings).book)
         self._audit_kinds: Counter[str] = Counter()
         #: Records delivered per delivery topic, summed from the receipts read so far.
         self._delivered: Counter[str] = Counter()
@@ -152,6 +153,10 @@ class Observer:
 
     def _follow_audit(self, budget_s: float) -> None:
         reads = [to_read(self._lookup, m) for m in self._audit.read_new(budget_s)]
+        known = self._chains.keys.keys
+        if any(r.event is not None and r.event.signer not in (None, *known) for r in reads):
+            # A key registered since we last read the register (its own event is among these).
+            self._chains.keys = read_register(self.settings).book
         self._chains.add(reads)
         self._audit_kinds.update(r.event.kind for r in reads if r.event is not None)
         # Delivered records from the router's receipts: a delivery topic's offsets also count

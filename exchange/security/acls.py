@@ -135,7 +135,7 @@ def desired_acls(
     m = MONITOR
     acls |= _allow(m, "TOPIC", "*", "LITERAL", "DESCRIBE")
     acls |= _allow(m, "GROUP", "*", "LITERAL", "DESCRIBE")
-    for topic in (t.audit, t.dlq, t.grants, t.catalog):
+    for topic in (t.audit, t.audit_keys, t.dlq, t.grants, t.catalog):
         acls |= _allow(m, "TOPIC", topic, "LITERAL", "READ")
     acls |= _allow(m, "GROUP", READER_GROUPS, "PREFIXED", "READ")
     return acls

@@ -18,6 +18,7 @@ def client_env(
     registry_ca_file: Path | None = None,
     registry_writer: bool = False,
     mechanism: str = "SCRAM-SHA-512",
+    signing_key_file: Path | None = None,
 ) -> str:
     """An environment file that makes every exchange command act as ``principal``."""
     lines = [
@@ -38,4 +39,6 @@ def client_env(
         f"EXCHANGE_REGISTRY__USERNAME={principal if registry_writer else ''}",
         f"EXCHANGE_REGISTRY__PASSWORD_FILE={password_file if registry_writer else ''}",
     ]
+    # The principal's own audit signing key, or none (clears the operator's from the shell).
+    lines.append(f"EXCHANGE_AUDIT__SIGNING_KEY_FILE={signing_key_file or ''}")
     return "\n".join(lines) + "\n"

@@ -33,6 +33,21 @@ def platform() -> Iterator[ExchangeSettings]:
         local.down()
 
 
+def rename_control_topics(exchange_yaml: str, uid: str) -> str:
+    """``config/exchange.yaml``'s text with every control topic named for one test alone."""
+    for name in (
+        "catalog",
+        "grants",
+        "audit",
+        "audit-keys",
+        "dlq",
+        "connector-offsets",
+        "router-backfills",
+    ):
+        exchange_yaml = exchange_yaml.replace(f"exchange.{name}\n", f"exchange.{name}.{uid}\n")
+    return exchange_yaml
+
+
 class IsolatedProject(Project):
     """A one-entry catalog with names no other test uses, on the shared platform."""
 
@@ -46,8 +61,7 @@ class IsolatedProject(Project):
         for f in (self.config / "catalog").glob("*.yaml"):
             f.unlink()
         text = self.exchange_yaml.read_text(encoding="utf-8")
-        for name in ("catalog", "grants", "audit", "dlq", "connector-offsets", "router-backfills"):
-            text = text.replace(f"exchange.{name}\n", f"exchange.{name}.{self.uid}\n")
+        text = rename_control_topics(text, self.uid)
         self.exchange_yaml.write_text(text, encoding="utf-8")
         self.write(
             "config/departments.yaml",

@@ -28,6 +28,7 @@ from exchange.dlq import REASON_HEADER
 from exchange.kafka.control import read_all
 from exchange.routing.report import router_backlog
 from tests.conftest import ROOT, Project
+from tests.integration.conftest import rename_control_topics
 
 EXCHANGE = Path(sys.executable).parent / "exchange"
 CONNECTORS = ("gongan-population", "scjg-legal-entities", "rsj-social-insurance")
@@ -57,8 +58,7 @@ def _sample_exchange(root: Path) -> Project:
     shutil.copytree(ROOT / "schemas", root / "schemas")
     project = Project(root)
     text = project.exchange_yaml.read_text(encoding="utf-8")
-    for name in ("catalog", "grants", "audit", "dlq", "connector-offsets", "router-backfills"):
-        text = text.replace(f"exchange.{name}\n", f"exchange.{name}.{uid}\n")
+    text = rename_control_topics(text, uid)
     text = text.replace("source_prefix: src.", f"source_prefix: src.{uid}.")
     text = text.replace("delivery_prefix: dlv.", f"delivery_prefix: dlv.{uid}.")
     text = text.replace("group_id: exchange-router", f"group_id: router-{uid}")

@@ -24,22 +24,32 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from exchange.audit.events import AuditEvent
+from exchange.audit.events import AuditEvent, Chain, Happening
+from exchange.audit.keys import add_key, read_register
+from exchange.audit.signing import Signer
 from exchange.audit.trail import read_trail
 from exchange.audit.verify import verify
-from exchange.audit.writer import AuditWriter, load_key
+from exchange.audit.writer import (
+    AuditWriter,
+    audit_codec,
+    chain_partition,
+    load_key,
+    load_signer,
+)
 from exchange.catalog.apply import apply_catalog
 from exchange.catalog.load import load_catalog
 from exchange.client.consumer import DeliveryConsumer
 from exchange.config import ExchangeSettings
 from exchange.grants.model import Actor, GrantRequest
 from exchange.grants.store import GrantStore
+from exchange.kafka.admin import Admin
 from exchange.kafka.control import publish, read_all
 from exchange.kafka.errors import KafkaOpError
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import AvroCodec
+from exchange.security.acls import Acl
 from exchange.security.credentials import issue
-from exchange.security.sync import sync_once
+from exchange.security.sync import sync_once, to_binding
 from tests.conftest import ROOT, Project
 from tests.integration.conftest import IsolatedProject
 from tests.integration.connectors.conftest import _RULES
@@ -82,10 +92,16 @@ class SecureExchange:
         key.write_text(uuid.uuid4().hex * 2 + "\n", encoding="ascii")
         self.catalog = load_catalog(self.operator).require_valid()
         apply_catalog(self.catalog, self.operator)
+        self.audit = AuditWriter.connect(self.operator, "security.cli")
+        # The platform made the operator's and the router's signing keys; the operator
+        # registers them, as `exchange audit keys add` does.
+        for principal in ("operator", "router"):
+            signer = load_signer(platform.load(self.config, platform.env(principal)))
+            assert signer is not None, f"the platform gave {principal} no signing key"
+            add_key(self.operator, self.audit, principal, signer.public_raw, "test")
         for consumer in (self.reader, self.other):
             self.grant(consumer)
         self.creds = root / "credentials"
-        self.audit = AuditWriter.connect(self.operator, "security.cli")
         departments = set(self.catalog.departments)
         for dept, role in (
             (self.provider, "connector"),
@@ -353,7 +369,9 @@ def test_acl_changes_and_credentials_are_audited(exchange: SecureExchange) -> No
         assert (f"User:{acl.principal}", acl.operation, acl.name) in added
     issued = {e.detail()["principal"] for e in events if e.kind == "credentials.created"}
     assert f"User:consumer-{exchange.reader}" in issued
-    assert verify(read_trail(exchange.operator), load_key(exchange.operator)).intact
+    keys = read_register(exchange.operator).book
+    assert {k.principal for k in keys.keys.values()} >= {"operator", "router"}
+    assert verify(read_trail(exchange.operator), load_key(exchange.operator), keys).intact
 
 
 def test_wrong_password_and_plaintext_clients_are_refused(exchange: SecureExchange) -> None:
@@ -497,3 +515,121 @@ class NewDeliveries:
         finally:
             client.close()
         return len(received)
+
+
+def test_a_forged_audit_event_by_any_principal_is_reported_with_its_position(
+    exchange: SecureExchange, tmp_path: Path
+) -> None:
+    """Issue 21: as ``router`` (which may write the trail), a ``grant.approved`` appended to an
+    operator's grant chain, sealed with the shared HMAC key and signed with the router's own
+    registered key; as a connector and a consumer, the same after the broker first refused
+    them and an ACL mistakenly let them write. `audit verify` reports each one, where it is."""
+    op = exchange.operator
+    connector, consumer = f"connector-{exchange.other}", f"consumer-{exchange.reader}"
+    forgers: dict[str, tuple[ExchangeSettings, Signer]] = {}
+    router = exchange.platform.load(exchange.config, exchange.platform.env("router"))
+    router_signer = load_signer(router)
+    assert router_signer is not None
+    forgers["router"] = (router, router_signer)
+    for principal in (connector, consumer):
+        # Their own keys, registered: a key is bound to its principal, not to "any event".
+        signer = Signer.create(tmp_path / f"{principal}.pem")[0]
+        add_key(op, exchange.audit, principal, signer.public_raw, "test")
+        forgers[principal] = (exchange.settings(principal), signer)
+
+    positions = {
+        f"grants.{exchange.uid}-victim-{principal}": forge_as(
+            exchange, principal, settings, signer, f"grants.{exchange.uid}-victim-{principal}"
+        )
+        for principal, (settings, signer) in forgers.items()
+    }
+    result = verify(read_trail(op), load_key(op), read_register(op).book)
+    for (principal, _), (victim, position) in zip(forgers.items(), positions.items(), strict=True):
+        broken = result.chains[victim].broken
+        assert broken is not None, f"{principal}'s forgery on {victim} not reported"
+        assert (broken.breach, broken.position) == ("forged", position)
+        assert f"signed by {principal}" in broken.message
+    env = {**os.environ, **exchange.platform.dev_env, **exchange.platform.env("operator")}
+    run = subprocess.run(
+        [str(EXCHANGE), "--config", str(exchange.config), "audit", "verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2, run.stdout + run.stderr
+    for victim in positions:
+        assert victim in run.stdout
+    assert "forged" in run.stdout and "NOT intact" in run.stderr
+
+
+def forge_as(
+    exchange: SecureExchange,
+    principal: str,
+    settings: ExchangeSettings,
+    signer: Signer,
+    victim: str,
+) -> str:
+    """Append a forged event to the operator's new chain ``victim`` as ``principal``; where
+    it landed. A principal the broker refuses is let in by a mistaken ACL first."""
+    op = exchange.operator
+    writer = AuditWriter.connect(op, victim)
+    writer.write([Happening("grant.requested", "测", int(time.time() * 1000), {"n": 1})])
+    writer.close()
+    last = [e for e in read_events(op) if e.chain_id == victim][-1]
+    key = load_key(op)  # the shared HMAC key: the issue's router had it too
+    chain = Chain(victim, op.audit.algorithm, key, last.sequence + 1, last.hash, signer)
+    forged = chain.seal(
+        Happening("grant.approved", "forger", int(time.time() * 1000), {"state": "approved"})
+    )
+    value = audit_codec(op, Registry(op.registry)).encode(forged.to_avro())
+    partition = chain_partition(victim, 3)
+    topic = op.topics.audit
+    if principal == "router":
+        offset = produced_at(settings, topic, victim, value, partition)
+    else:
+        assert produce_error(settings, topic, victim, value, partition) == (
+            "TOPIC_AUTHORIZATION_FAILED"
+        )
+        mistake = to_binding(Acl(principal, "TOPIC", topic, "LITERAL", "WRITE"))
+        Admin(op.kafka).create_acls([mistake])
+        try:
+            offset = wait_for(
+                "the mistaken ACL to take effect",
+                lambda: produced_at(settings, topic, victim, value, partition),
+            )
+        finally:
+            Admin(op.kafka).delete_acls([mistake])
+    assert offset is not None
+    return f"partition {partition} offset {offset}"
+
+
+def produce_error(
+    settings: ExchangeSettings, topic: str, key: str, value: bytes, partition: int
+) -> str | None:
+    result = _produce(settings, topic, key, value, partition)
+    return result if isinstance(result, str) else None
+
+
+def produced_at(
+    settings: ExchangeSettings, topic: str, key: str, value: bytes, partition: int
+) -> int | None:
+    """The offset the record got, or None if the broker refused it."""
+    result = _produce(settings, topic, key, value, partition)
+    return result if isinstance(result, int) else None
+
+
+def _produce(
+    settings: ExchangeSettings, topic: str, key: str, value: bytes, partition: int
+) -> int | str:
+    outcome: list[int | str] = []
+    producer = Producer(settings.kafka.client_config(**{"acks": "all"}))
+    producer.produce(
+        topic,
+        key=key.encode(),
+        value=value,
+        partition=partition,
+        on_delivery=lambda err, msg: outcome.append(err.name() if err else msg.offset()),
+    )
+    assert producer.flush(30) == 0
+    return outcome[0]
