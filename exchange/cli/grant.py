@@ -176,10 +176,7 @@ def list_(
     if as_json:
         print(
             json.dumps(
-                [
-                    {**json.loads(g.model_dump_json(exclude={"salt"})), "status": g.status(now)}
-                    for g in grants
-                ],
+                [{**json.loads(g.model_dump_json()), "status": g.status(now)} for g in grants],
                 ensure_ascii=False,
                 indent=2,
             )

@@ -211,6 +211,9 @@ class AuditSettings(_Section):
 class RouterSettings(_Section):
     #: Consumer group of the router workers; workers of one group share the source partitions.
     group_id: str = "exchange-router"
+    #: The secret the grants' salts are derived from (``routing/salts.py``): made on a first
+    #: start; every router worker must use the same file, and nobody else may read it.
+    salt_secret_file: Path = Path("router-salt.key")
     metrics_port: int = Field(9310, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
     #: Most source records read and routed together. Under load batches are this full: 2,000

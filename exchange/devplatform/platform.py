@@ -102,14 +102,15 @@ class LocalPlatform:
         if (major := java_major(java)) < MIN_JAVA:
             raise PlatformError(f"Java {MIN_JAVA}+ is needed, found Java {major}", code="OLD_JAVA")
         secure_mode = self._check_mode(secure_mode, progress)
-        for own in PRIVATE_FOLDERS:  # not the whole state folder: drop folders live there too
-            processes.private_tree(self.state / own)
         libs = fetch_kafka(self.cache, self.dev.kafka_version, self.dev.log4j_version, progress)
         registry_jar = fetch_apicurio(self.cache, self.dev.apicurio_version, progress)
         if secure_mode:
             progress("preparing certificates and the platform's credentials")
             secure.prepare(self.secure_files)
             self._write_env_files()
+        # After prepare: the folders it made (with this process' umask) become private too.
+        for own in PRIVATE_FOLDERS:  # not the whole state folder: drop folders live there too
+            processes.private_tree(self.state / own)
         self._up_kafka(java, libs, progress, secure_mode)
         self._up_registry(java, registry_jar, progress)
         return self.status()
@@ -145,6 +146,7 @@ class LocalPlatform:
                 signing_key_file=(
                     files.signing_key_file(principal) if principal in secure.AUDIT_WRITERS else None
                 ),
+                salt_secret_file=files.salt_secret_file if principal == "router" else None,
             )
             write_private(files.env_file(principal), text.encode())
 

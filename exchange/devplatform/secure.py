@@ -51,6 +51,11 @@ class SecureFiles:
     def signing_key_file(self, principal: str) -> Path:
         return self.root / "keys" / f"{principal}.audit-signing.pem"
 
+    @property
+    def salt_secret_file(self) -> Path:
+        """The router's secret the grants' salts derive from (made by its first start)."""
+        return self.root / "keys" / "router.salt-secret"
+
     def env_file(self, principal: str) -> Path:
         return self.root / "env" / f"{principal}.env"
 

@@ -186,8 +186,9 @@ class Grant(_Model):
     revocation: Decision | None = None
     #: ``cli`` or ``config:<file>`` for grants declared in ``config/grants/``.
     origin: Shared = "cli"
-    #: Per-grant secret for ``hash`` masks and hashed keys: no joining hashes across grants.
-    salt: str
+    #: Grants written before salts were derived in the router (``routing/salts.py``) carried
+    #: theirs here; read, never used, never written again.
+    salt: str | None = Field(default=None, exclude=True)
     revision: Annotated[int, Field(ge=1)] = 1
     version: int = GRANT_RECORD_VERSION
 
@@ -210,7 +211,6 @@ class Grant(_Model):
             valid_until=r.valid_until,
             row_filter=r.row_filter,
             masks={name: _shared(mask) for name, mask in r.masks.items()},
-            salt=self.salt,
         )
 
     def encode(self) -> bytes:
@@ -250,7 +250,6 @@ class GrantTerms:
     valid_until: dt.datetime
     row_filter: tuple[Predicate, ...]
     masks: Mapping[str, Mask]
-    salt: str
 
     def status(self, now: dt.datetime) -> Status:
         return _status(self.state, self.valid_from, self.valid_until, now)

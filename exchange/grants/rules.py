@@ -7,7 +7,6 @@ change.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from collections.abc import Collection, Mapping
 
 from exchange.catalog.avro import FieldType
@@ -100,7 +99,6 @@ def new_grant(
         requested_by=by,
         requested_at=at,
         origin=origin,
-        salt=secrets.token_hex(16),
     )
 
 

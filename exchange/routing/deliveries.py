@@ -22,6 +22,7 @@ from exchange.kafka.envelope import EnvelopeEncoder
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import value_subject
 from exchange.routing.core import DELIVERY_FRAMING_BYTES, ActiveGrant
+from exchange.routing.salts import GrantSalts
 from exchange.routing.transform import DeliveryPlan, delivery_schema
 
 #: Several grants of one consumer for one entry share the topic with different schemas; every
@@ -63,6 +64,7 @@ def prepare_deliveries(
     admin: Admin,
     registry: Registry,
     grants: Sequence[tuple[GrantTerms, PublishedCatalogEntry]],
+    salts: GrantSalts,
 ) -> dict[str, ActiveGrant]:
     """Creates the consumers' compacted delivery topics and registers the grants' schemas.
 
@@ -88,7 +90,7 @@ def prepare_deliveries(
                 ids[value_subject(w.topic), w.schema_json], w.schema, shapes
             )
         out[w.grant.id] = ActiveGrant(
-            DeliveryPlan.build(w.grant, w.published.entry),
+            DeliveryPlan.build(w.grant, w.published.entry, salts.salt(w.grant.id)),
             w.topic,
             encoder,
             partitions.get(w.topic, 0),

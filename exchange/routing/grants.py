@@ -26,6 +26,7 @@ from exchange.kafka.registry import Registry
 from exchange.routing import metrics
 from exchange.routing.core import ActiveGrant, EntryRoute, Router
 from exchange.routing.deliveries import prepare_deliveries
+from exchange.routing.salts import GrantSalts
 
 __all__ = ["GrantTable", "Prepared"]
 
@@ -49,8 +50,11 @@ class Prepared:
 class GrantTable:
     """Grant book and catalog in, the core's routing tables out."""
 
-    def __init__(self, settings: ExchangeSettings, core: Router, actor: str) -> None:
+    def __init__(
+        self, settings: ExchangeSettings, core: Router, actor: str, salts: GrantSalts
+    ) -> None:
         self.settings = settings
+        self.salts = salts
         self.core = core
         self.actor = actor
         self.book = GrantBook(settings)
@@ -180,7 +184,7 @@ class GrantTable:
         # for thousands of grants is tens of MB the router never reads again.
         registry = Registry(self.settings.registry)
         try:
-            return prepare_deliveries(self.settings, self.admin, registry, starting)
+            return prepare_deliveries(self.settings, self.admin, registry, starting, self.salts)
         finally:
             registry.close()
 

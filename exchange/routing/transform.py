@@ -163,7 +163,8 @@ class DeliveryPlan:
     hashed_key: bool
 
     @classmethod
-    def build(cls, grant: GrantTerms, entry: CatalogEntry) -> DeliveryPlan:
+    def build(cls, grant: GrantTerms, entry: CatalogEntry, salt: bytes) -> DeliveryPlan:
+        """``salt``: the grant's own (``routing/salts.py``)."""
         masks = effective_masks(grant, entry)
         return cls(
             grant=grant,
@@ -171,7 +172,7 @@ class DeliveryPlan:
             fields=tuple(grant.fields),
             masks=masks,
             row_filter=compile_filter(grant.row_filter),
-            salt=bytes.fromhex(grant.salt),
+            salt=salt,
             hashed_key=any(k in masks or k not in grant.fields for k in entry.key),
         )
 

@@ -53,6 +53,7 @@ from exchange.routing.checkpoint import Checkpointer, CheckpointPolicy
 from exchange.routing.core import DELIVERY_FRAMING_BYTES, Router
 from exchange.routing.grants import GrantTable
 from exchange.routing.kernel import Kernels, partition_runs
+from exchange.routing.salts import GrantSalts
 from exchange.runtime import release_free_memory
 
 __all__ = [
@@ -119,7 +120,18 @@ class RouterWorker(Service):
         lookup = SchemaLookup(registry.schema_by_id, registry.subjects_of)
         self.core = Router(lookup, rs.max_delivery_bytes)
         self.kernels = Kernels(lookup, rs.max_delivery_bytes)
-        self.grants = GrantTable(settings, self.core, self.actor)
+        salts, made = GrantSalts.load(settings)
+        path = settings.resolve(rs.salt_secret_file)
+        if made:
+            log.warning(
+                "made the grants' salt secret %s (fingerprint %s): give every router worker "
+                "this same file, and nobody else",
+                path,
+                salts.fingerprint,
+            )
+        else:
+            log.info("grants' salt secret %s, fingerprint %s", path, salts.fingerprint)
+        self.grants = GrantTable(settings, self.core, self.actor, salts)
         self.feed = SourceFeed(
             settings.kafka.client_config(
                 **{

@@ -19,6 +19,7 @@ def client_env(
     registry_writer: bool = False,
     mechanism: str = "SCRAM-SHA-512",
     signing_key_file: Path | None = None,
+    salt_secret_file: Path | None = None,
 ) -> str:
     """An environment file that makes every exchange command act as ``principal``."""
     lines = [
@@ -41,4 +42,6 @@ def client_env(
     ]
     # The principal's own audit signing key, or none (clears the operator's from the shell).
     lines.append(f"EXCHANGE_AUDIT__SIGNING_KEY_FILE={signing_key_file or ''}")
+    if salt_secret_file is not None:  # the router's: the grants' salts derive from it
+        lines.append(f"EXCHANGE_ROUTER__SALT_SECRET_FILE={salt_secret_file}")
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ from exchange.config import ExchangeSettings
 from exchange.kafka.control import publish, read_table
 from exchange.routing.core import Router
 from exchange.routing.grants import GrantTable
+from exchange.routing.salts import GrantSalts
 from tests.integration.routing.conftest import RouterEnv
 
 
@@ -20,7 +21,7 @@ def test_catalog_check_reads_only_when_written_and_adds_new_routes(
 ) -> None:
     settings = router_env.settings
     core = Router(lambda _id: {})  # type: ignore[arg-type]  # no record is decoded here
-    table = GrantTable(settings, core, "router.catalog-check")
+    table = GrantTable(settings, core, "router.catalog-check", GrantSalts(b"s" * 32))
     reads: list[int] = []
 
     def counted(settings: ExchangeSettings) -> PublishedCatalog:

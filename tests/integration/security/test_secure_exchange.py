@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hmac
 import json
 import os
 import shutil
@@ -47,6 +48,7 @@ from exchange.kafka.control import publish, read_all
 from exchange.kafka.errors import KafkaOpError
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import AvroCodec
+from exchange.routing.salts import GrantSalts
 from exchange.security.acls import Acl
 from exchange.security.credentials import issue
 from exchange.security.sync import sync_once, to_binding
@@ -633,3 +635,34 @@ def _produce(
     )
     assert producer.flush(30) == 0
     return outcome[0]
+
+
+def test_the_salts_stay_with_the_router(exchange: SecureExchange) -> None:
+    """Issue 21: with a grant's salt, a hashed citizen ID is enumerated back in minutes. The
+    salts are derived in the router from its own secret file; the monitor, reading everything
+    it may read, finds neither a salt nor the secret, and the delivered keys show the router
+    uses exactly those salts."""
+    router = exchange.platform.load(exchange.config, exchange.platform.env("router"))
+    secret = router.resolve(router.router.salt_secret_file)
+    assert secret.is_relative_to(exchange.platform.local.state / "secure")
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert (exchange.platform.local.state / "secure").stat().st_mode & 0o777 == 0o700
+    salts = GrantSalts.load(router)[0]
+    grant_id = f"{exchange.reader}-grant"
+    salt = salts.salt(grant_id)
+
+    topic = f"dlv.{exchange.reader}.{exchange.project.entry_id}"
+    keys = {m.key for m in read_all(exchange.operator.kafka, topic)}
+    for row in ROWS:  # the rows of the first test, delivered under hashed keys
+        assert hmac.digest(salt, row["citizen_id"].encode(), "sha256").hex().encode() in keys
+
+    monitor = exchange.platform.load(exchange.config, exchange.platform.env("monitor"))
+    t = monitor.topics
+    readable = (t.grants, t.catalog, t.audit, t.audit_keys, t.dlq)
+    for name in readable:
+        for m in read_all(monitor.kafka, name):
+            seen = (m.key or b"") + (m.value or b"")
+            for secret_bytes in (salt, salt.hex().encode(), salts.secret.hex().encode()):
+                assert secret_bytes not in seen, f"{name} offset {m.offset} holds a secret"
+    grants = read_all(monitor.kafka, t.grants)
+    assert grants and all(b'"salt"' not in (m.value or b"") for m in grants)

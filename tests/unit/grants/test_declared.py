@@ -26,7 +26,6 @@ def _granted(item: Declared, **changes: object) -> Grant:
         requested_at=NOW,
         decision=Decision(by=by, at=NOW),
         origin=item.origin,
-        salt="00" * 16,
     )
     return grant.model_copy(update=changes)
 

@@ -77,12 +77,11 @@ def test_terms_carry_what_routing_needs_and_follow_the_same_period() -> None:
     )
     terms = g.terms()
     r = g.request
-    assert (terms.id, terms.revision, terms.consumer, terms.entry, terms.salt) == (
+    assert (terms.id, terms.revision, terms.consumer, terms.entry) == (
         g.id,
         g.revision,
         r.consumer,
         r.entry,
-        g.salt,
     )
     assert (terms.fields, terms.row_filter, dict(terms.masks)) == (r.fields, r.row_filter, r.masks)
     for at in (T0 - dt.timedelta(seconds=1), T0, T0 + dt.timedelta(days=365)):

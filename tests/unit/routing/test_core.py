@@ -20,9 +20,13 @@ from exchange.routing.core import (
     SourceRecord,
 )
 from exchange.routing.receipts import receipt_digest
+from exchange.routing.salts import GrantSalts
 from exchange.routing.transform import DeliveryPlan, delivery_schema
 from tests.conftest import ROOT
 from tests.unit.grants.fixtures import SCHEMA, grant
+
+#: Salts as the router derives them, from a test secret.
+SALTS = GrantSalts(b"test salt secret, 32 bytes long!")
 
 TOPIC = "src.gongan.resident_population"
 ENVELOPE = envelope_schema(
@@ -88,7 +92,9 @@ def router(*grants: Grant, subjects: dict[int, set[str]] | None = None) -> Route
         terms = g.terms()
         envelope = EnvelopeEncoder(100 + i, delivery_schema(ENTRY, SCHEMA, terms))
         topic = f"dlv.{g.request.consumer}.{ENTRY.id}"
-        active.append(ActiveGrant(DeliveryPlan.build(terms, ENTRY), topic, envelope))
+        active.append(
+            ActiveGrant(DeliveryPlan.build(terms, ENTRY, SALTS.salt(terms.id)), topic, envelope)
+        )
     r.set_grants(TOPIC, active)
     return r
 

@@ -51,6 +51,7 @@ from exchange.routing.kernel import (
     kernel_pattern,
 )
 from exchange.routing.receipts import ReceiptDigest, receipt_digest
+from exchange.routing.salts import GrantSalts
 from exchange.routing.transform import DeliveryPlan, delivery_schema
 from exchange.rules.checksums import CREDIT_CODE_ALPHABET, make_citizen_id, make_credit_code
 from exchange.rules.rules import (
@@ -62,6 +63,9 @@ from exchange.rules.rules import (
 )
 from tests.conftest import ROOT
 from tests.unit.grants.fixtures import T0, request
+
+#: Salts as the router derives them, from a test secret.
+SALTS = GrantSalts(b"test salt secret, 32 bytes long!")
 
 SCHEMA_ID = 7
 UNKNOWN_ID = 99
@@ -145,7 +149,7 @@ class Setup:
         t = g.terms()
         schema = delivery_schema(self.entry, self.schema, t)
         return ActiveGrant(
-            DeliveryPlan.build(t, self.entry),
+            DeliveryPlan.build(t, self.entry, SALTS.salt(t.id)),
             f"dlv.{consumer}.{self.entry.id}",
             EnvelopeEncoder(100 + i, schema),
             partitions=3 + i,

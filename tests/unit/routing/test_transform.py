@@ -5,7 +5,9 @@ from typing import Any
 
 import fastavro
 
-from exchange.grants.model import Mask, Predicate
+from exchange.catalog.model import CatalogEntry
+from exchange.grants.model import GrantTerms, Mask, Predicate
+from exchange.routing.salts import GrantSalts
 from exchange.routing.transform import (
     DeliveryPlan,
     compile_filter,
@@ -13,6 +15,9 @@ from exchange.routing.transform import (
     mask_value,
 )
 from tests.unit.grants.fixtures import SCHEMA, entry, grant
+
+#: Salts as the router derives them, from a test secret.
+SALTS = GrantSalts(b"test salt secret, 32 bytes long!")
 
 ROW: dict[str, Any] = {
     "citizen_id": "140602199001011234",
@@ -56,7 +61,7 @@ def test_masks() -> None:
 
 def test_projection_keeps_granted_fields_masked_where_required() -> None:
     g = grant(masks={"citizen_id": {"keep": {"first": 6, "last": 4}}})
-    plan = DeliveryPlan.build(g.terms(), entry())
+    plan = _plan(g.terms(), entry())
     assert plan.project(ROW) == {
         "citizen_id": "140602********1234",
         "name": "张*丰",
@@ -65,13 +70,13 @@ def test_projection_keeps_granted_fields_masked_where_required() -> None:
 
 
 def test_keys_are_hashed_when_the_key_field_is_masked_or_not_granted() -> None:
-    masked = DeliveryPlan.build(grant().terms(), entry())
+    masked = _plan(grant().terms(), entry())
     assert masked.hashed_key
     key = masked.key(b"140602199001011234")
     assert key is not None and b"1234" not in key and len(key) == 64
-    not_granted = DeliveryPlan.build(grant(fields=["region_code"]).terms(), entry())
+    not_granted = _plan(grant(fields=["region_code"]).terms(), entry())
     assert not_granted.hashed_key
-    plain = DeliveryPlan.build(grant(masks={"citizen_id": "none"}).terms(), entry())
+    plain = _plan(grant(masks={"citizen_id": "none"}).terms(), entry())
     assert not plain.hashed_key and plain.key(b"K") == b"K"
 
 
@@ -86,7 +91,7 @@ def test_delivery_schema_holds_only_granted_fields_all_optional() -> None:
     assert all(f["default"] is None for f in after["fields"])
     # It is valid Avro and encodes a projected record.
     parsed = fastavro.parse_schema(copy.deepcopy(schema))
-    plan = DeliveryPlan.build(g.terms(), entry())
+    plan = _plan(g.terms(), entry())
     value = {
         "op": "u",
         "after": plan.project({**ROW, "birth_date": dt.date(1990, 1, 1)}),
@@ -103,3 +108,7 @@ def test_delivery_schema_holds_only_granted_fields_all_optional() -> None:
         back["after"]["citizen_id"] == "1*****************4"[:1] + back["after"]["citizen_id"][1:]
     )
     assert back["after"]["birth_date"] == dt.date(1990, 1, 1)
+
+
+def _plan(terms: GrantTerms, entry: CatalogEntry) -> DeliveryPlan:
+    return DeliveryPlan.build(terms, entry, SALTS.salt(terms.id))

@@ -1,0 +1,79 @@
+"""The grants' salts, derived in the router from a secret only the router holds.
+
+A ``hash`` mask and a hashed delivery key are HMACs with a per-grant salt: a consumer can join
+its own records, but not hashes across grants. Whoever holds a salt can enumerate a citizen ID
+(18 characters, most of them predictable) back from its hash in minutes, so salts must stay with
+the router. They used to travel in ``exchange.grants``, which the monitor and every operator's
+view read; now ``salt = HMAC-SHA256(secret, grant id)``, where the secret is a file only the
+router's host has (``router.salt_secret_file``). Every router worker of a deployment must use
+the same file: a worker with another secret would hash the same key differently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from exchange.config import ExchangeSettings
+from exchange.errors import ExchangeError
+from exchange.files import write_private
+
+__all__ = ["GrantSalts", "SaltSecretError"]
+
+SECRET_BYTES = 32
+
+
+class SaltSecretError(ExchangeError):
+    """The router's salt secret is unreadable or malformed."""
+
+
+@dataclass(frozen=True)
+class GrantSalts:
+    secret: bytes = field(repr=False)
+
+    def salt(self, grant_id: str) -> bytes:
+        return hmac.digest(self.secret, b"exchange grant salt\0" + grant_id.encode(), "sha256")
+
+    @property
+    def fingerprint(self) -> str:
+        """Names the secret without revealing it: workers showing different ones disagree."""
+        return hashlib.sha256(b"fingerprint\0" + self.secret).hexdigest()[:12]
+
+    @classmethod
+    def load(cls, settings: ExchangeSettings) -> tuple[GrantSalts, bool]:
+        """The secret of ``router.salt_secret_file``, made there (0600) on a first start; and
+        whether it was made now."""
+        path = settings.resolve(settings.router.salt_secret_file)
+        made = False
+        if not path.exists():
+            try:
+                fresh = secrets.token_hex(SECRET_BYTES) + "\n"
+                write_private(path, fresh.encode(), replace=False)
+                made = True
+            except FileExistsError:
+                pass  # another worker on this host made it first
+        return cls(_read(path)), made
+
+
+def _read(path: Path) -> bytes:
+    where = f"router.salt_secret_file {path}"
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SaltSecretError(f"cannot read {where}: {exc}", code="NO_SALT_SECRET") from exc
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError as exc:
+        raise SaltSecretError(f"{where}: not hex", code="BAD_SALT_SECRET") from exc
+    if len(secret) < 16:
+        raise SaltSecretError(f"{where}: shorter than 16 bytes", code="BAD_SALT_SECRET")
+    if path.stat().st_mode & 0o077:
+        raise SaltSecretError(
+            f"{where} is readable by others (mode {path.stat().st_mode & 0o777:o}); "
+            f"`chmod 600 {path}`: whoever reads it can undo every hash mask",
+            code="SALT_SECRET_EXPOSED",
+        )
+    return secret
