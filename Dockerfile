@@ -22,4 +22,12 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels exchange && rm -rf /wheels
 COPY config ./config
 COPY schemas ./schemas
+# Not root: uid 1000, the apache/kafka image's user too, so the broker reads the secrets this
+# image writes (files 0600). Empty volumes mounted at /secrets and /app/.exchange take these
+# folders' owner.
+RUN useradd --uid 1000 --create-home exchange \
+    && mkdir -p /secrets /app/.exchange \
+    && chown exchange:exchange /secrets /app/.exchange \
+    && chmod 700 /secrets
+USER 1000:1000
 ENTRYPOINT ["exchange"]

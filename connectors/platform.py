@@ -75,21 +75,35 @@ def published_entry(settings: ExchangeSettings, config: ConnectorConfig) -> Publ
     )
 
 
-def saved_position(settings: ExchangeSettings, connector_id: str) -> dict[str, Any] | None:
-    """The connector's last saved source position (from ``exchange.connector-offsets``)."""
-    raw = read_table(settings.kafka, settings.topics.connector_offsets).get(connector_id)
-    if raw is None:
-        return None
+def saved_position(settings: ExchangeSettings, config: ConnectorConfig) -> dict[str, Any] | None:
+    """The connector's last saved source position, from its department's offsets topic.
+
+    A record that does not name this connector, its department and its entry is refused, never
+    resumed from: a connector resuming from a forged position would silently skip (or repeat)
+    what its source holds."""
+    topic = settings.topics.connector_offsets_of(config.department)
+    raw = read_table(settings.kafka, topic).get(config.id)
+    return None if raw is None else position_from(raw, config, topic)
+
+
+def position_from(raw: bytes, config: ConnectorConfig, topic: str) -> dict[str, Any]:
+    """The position in a saved record, if it is this connector's own (see above)."""
+    where = f"saved position of connector {config.id!r} on {topic}"
     try:
         value = json.loads(raw)
     except ValueError as exc:
-        raise ConnectorError(
-            f"saved position of {connector_id} on {settings.topics.connector_offsets} is not "
-            f"JSON: {exc}",
-            code="BAD_OFFSET_RECORD",
-        ) from exc
+        raise ConnectorError(f"{where} is not JSON: {exc}", code="BAD_OFFSET_RECORD") from exc
     if not isinstance(value, dict) or not isinstance(value.get("position"), dict):
+        raise ConnectorError(f"{where} has no 'position' object", code="BAD_OFFSET_RECORD")
+    expected = {"connector": config.id, "department": config.department, "entry": config.entry}
+    wrong = {k: value.get(k) for k, v in expected.items() if value.get(k) != v}
+    if wrong:
+        found = ", ".join(f"{k} {v!r} (expected {expected[k]!r})" for k, v in wrong.items())
         raise ConnectorError(
-            f"saved position of {connector_id} has no 'position' object", code="BAD_OFFSET_RECORD"
+            f"refused: {where} names {found}; it was not written by this connector, so it is "
+            "not resumed from. Check who wrote it (`exchange connector positions`), then delete "
+            "it (a tombstone for the key) to start from the source's beginning, or write the "
+            "right position",
+            code="FORGED_POSITION",
         )
     return dict(value["position"])

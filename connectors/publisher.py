@@ -48,7 +48,7 @@ class Publisher:
         self.metrics = metrics
         self.tracker = AckTracker()
         self._dlq = settings.topics.dlq
-        self._offsets = settings.topics.connector_offsets
+        self._offsets = settings.topics.connector_offsets_of(config.department)
         self._compacted = target.entry.retention.compaction
         publish = config.publish
         self._delivery_timeout = publish.delivery_timeout_s
@@ -268,6 +268,7 @@ class Publisher:
         value = json.dumps(
             {
                 "connector": self.identity.connector,
+                "department": self.identity.department,
                 "entry": self.entry.id,
                 "position": position,
                 "saved_at_ms": int(time.time() * 1000),

@@ -68,7 +68,7 @@ def check(settings: ExchangeSettings, config: ConnectorConfig, limit: int = 5) -
     mapper = mapper_for(config, target)
     source = make_source(config)
     facts = source.check()
-    saved = saved_position(settings, config.id)
+    saved = saved_position(settings, config)
     return CheckResult(target, facts, saved, source.preview(mapper, limit) if limit else [])
 
 
@@ -99,7 +99,7 @@ class Connector:
             self.metrics_port = server.port
             log.info("metrics on http://%s:%d/metrics", self.config.metrics.host, server.port)
         try:
-            saved = saved_position(self.settings, self.config.id)
+            saved = saved_position(self.settings, self.config)
             log.info(
                 "connector %s publishing %s to %s%s",
                 self.config.id,

@@ -59,7 +59,6 @@ def control_topic_specs(topics: TopicSettings) -> list[TopicSpec]:
     return [
         TopicSpec(topics.catalog, 1, rf, compact),
         TopicSpec(topics.grants, 1, rf, compact),
-        TopicSpec(topics.connector_offsets, 1, rf, compact),
         TopicSpec(topics.audit_keys, 1, rf, compact),
         TopicSpec(topics.router_backfills, 1, rf, compact),
         # The audit trail is never deleted by retention; its chains are keyed by writer.
@@ -77,6 +76,14 @@ def source_topic_specs(catalog: Catalog, topics: TopicSettings) -> list[TopicSpe
             e.entry.retention.topic_config(),
         )
         for e in catalog.entries.values()
+    ] + [
+        TopicSpec(
+            topics.connector_offsets_of(department),
+            1,
+            topics.replication_factor,
+            {"cleanup.policy": "compact"},
+        )
+        for department in sorted({e.entry.provider for e in catalog.entries.values()})
     ]
 
 

@@ -15,6 +15,7 @@ from connectors.config import load_connector_config
 from connectors.runner import Connector, check
 from exchange.cli import output
 from exchange.cli.context import configure_logging, state
+from exchange.kafka.admin import Admin
 from exchange.kafka.control import read_table
 from exchange.runtime import freeze_startup_objects
 
@@ -121,27 +122,43 @@ def run(
 
 
 @app.command()
-def positions(ctx: typer.Context) -> None:
-    """Every connector's saved source position (from the offsets topic)."""
+def positions(
+    ctx: typer.Context,
+    department: Annotated[
+        str | None, typer.Option(help="Only this department's (the only one its principal reads).")
+    ] = None,
+) -> None:
+    """Every connector's saved source position (from each department's offsets topic)."""
     settings = state(ctx).settings
-    table = read_table(settings.kafka, settings.topics.connector_offsets)
-    rows = []
-    for connector_id, raw in sorted(table.items()):
-        try:
-            value = json.loads(raw)
-            saved = dt.datetime.fromtimestamp(value["saved_at_ms"] / 1000, dt.UTC)
-            rows.append(
-                (
-                    connector_id,
-                    value.get("entry", ""),
-                    json.dumps(value.get("position"), ensure_ascii=False),
-                    saved.strftime("%Y-%m-%d %H:%M:%S UTC"),
-                )
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            rows.append((connector_id, "", f"unreadable: {exc}", ""))
+    t = settings.topics
+    if department is not None:
+        topics = [t.connector_offsets_of(department)]
+    else:
+        every = Admin(settings.kafka).partition_counts()
+        topics = sorted(n for n in every if n.startswith(t.connector_offsets_of("")))
+    prefix = t.connector_offsets_of("")
+    rows = [
+        _position_row(topic[len(prefix) :], connector_id, raw)
+        for topic in topics
+        for connector_id, raw in sorted(read_table(settings.kafka, topic).items())
+    ]
     output.table(
-        f"saved positions ({settings.topics.connector_offsets})",
-        ["connector", "entry", "position", "saved"],
+        f"saved positions ({t.connector_offsets_of('<department>')})",
+        ["department", "connector", "entry", "position", "saved"],
         rows,
     )
+
+
+def _position_row(department: str, connector_id: str, raw: bytes) -> tuple[str, ...]:
+    try:
+        value = json.loads(raw)
+        saved = dt.datetime.fromtimestamp(value["saved_at_ms"] / 1000, dt.UTC)
+        return (
+            department,
+            connector_id,
+            value.get("entry", ""),
+            json.dumps(value.get("position"), ensure_ascii=False),
+            saved.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        return (department, connector_id, "", f"unreadable: {exc}", "")

@@ -23,6 +23,7 @@ from exchange.errors import ExchangeError
 #: 11 MB of its resident memory.
 COMMANDS: dict[str, tuple[str, str]] = {
     "dev": ("exchange.cli.dev", "app"),
+    "deploy": ("exchange.cli.deploy", "app"),
     "catalog": ("exchange.cli.catalog", "app"),
     "connector": ("exchange.cli.connector", "app"),
     "grant": ("exchange.cli.grant", "app"),

@@ -111,17 +111,28 @@ class RegistrySettings(_Section):
     #: Tries again after a refused connection, a timeout, or 408/429/5xx, waiting 1, 2, 4 ...
     #: seconds (jittered, at most 20): a restarting registry costs a pause, not an error.
     retries: int = Field(3, ge=0, le=10)
-    #: HTTP basic credentials: only the platform's registering principal needs them (reading
-    #: schemas is open, registering is not; see docs/security.md).
+    #: HTTP basic credentials: the platform's registering principals have their own; every
+    #: other principal the shared read-only login (see docs/security.md).
     username: str | None = None
     password_file: Path | None = None
+    #: The operator's: the read-only login `exchange dept credentials` hands to departments.
+    reader_username: str = "registry-reader"
+    reader_password_file: Path | None = None
     #: The CA that signed the registry's certificate (PEM), for an ``https://`` URL.
     ca_file: Path | None = None
     #: A client certificate and its key (PEM), for a registry that asks for one (mutual TLS).
     cert_file: Path | None = None
     key_file: Path | None = None
 
-    @field_validator("username", "password_file", "ca_file", "cert_file", "key_file", mode="before")
+    @field_validator(
+        "username",
+        "password_file",
+        "reader_password_file",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # An empty EXCHANGE_REGISTRY__USERNAME= clears a login inherited from the environment.
@@ -154,6 +165,7 @@ class TopicSettings(_Section):
     grants: str = "exchange.grants"
     audit: str = "exchange.audit"
     dlq: str = "exchange.dlq"
+    #: Prefix of the connectors' saved positions: ``<this>.<department>``, one per department.
     connector_offsets: str = "exchange.connector-offsets"
     #: The public keys that sign audit events, per principal; only the operator writes it.
     audit_keys: str = "exchange.audit-keys"
@@ -165,6 +177,11 @@ class TopicSettings(_Section):
     replication_factor: int = Field(1, ge=1)
     #: How long rejected records are kept on the DLQ, in days.
     dlq_retention_days: int = Field(30, ge=1)
+
+    def connector_offsets_of(self, department: str) -> str:
+        """Where a department's connectors save their source positions: one topic per
+        department, so ACLs keep each to its own (ACLs cannot restrict a record key)."""
+        return f"{self.connector_offsets}.{department}"
 
 
 class PathSettings(_Section):

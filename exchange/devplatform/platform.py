@@ -20,13 +20,13 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from exchange.config import ExchangeSettings
-from exchange.config.settings import KafkaSecurity, KafkaSettings
+from exchange.config.settings import KafkaSettings
 from exchange.devplatform import processes, secure
 from exchange.devplatform.fetch import fetch_apicurio, fetch_kafka, java_major, require_tool
+from exchange.devplatform.secure import Endpoints
 from exchange.errors import ExchangeError
 from exchange.files import write_private
 from exchange.kafka.admin import Admin
-from exchange.security.principals import SCRAM_ITERATIONS, client_env
 
 COMPONENTS = ("kafka", "registry")
 MIN_JAVA = 17
@@ -107,7 +107,7 @@ class LocalPlatform:
         if secure_mode:
             progress("preparing certificates and the platform's credentials")
             secure.prepare(self.secure_files)
-            self._write_env_files()
+            secure.env_files(self.secure_files, self.endpoints)
         # After prepare: the folders it made (with this process' umask) become private too.
         for own in PRIVATE_FOLDERS:  # not the whole state folder: drop folders live there too
             processes.private_tree(self.state / own)
@@ -129,26 +129,9 @@ class LocalPlatform:
             progress(f"the platform in {self.state} was created in secure mode: starting it so")
         return self.secure
 
-    def _write_env_files(self) -> None:
-        files = self.secure_files
-        url = f"https://localhost:{self.dev.registry_port}/apis/ccompat/v7"
-        for principal in secure.SCRAM_PRINCIPALS:
-            if principal in ("broker", "registry"):
-                continue
-            text = client_env(
-                principal,
-                self.bootstrap,
-                files.password_file(principal),
-                files.tls.ca_cert,
-                url,
-                files.tls.ca_cert,
-                registry_writer=principal in secure.REGISTRY_WRITERS,
-                signing_key_file=(
-                    files.signing_key_file(principal) if principal in secure.AUDIT_WRITERS else None
-                ),
-                salt_secret_file=files.salt_secret_file if principal == "router" else None,
-            )
-            write_private(files.env_file(principal), text.encode())
+    @property
+    def endpoints(self) -> Endpoints:
+        return Endpoints.local(self.dev)
 
     def down(self, purge: bool = False, progress: Progress = lambda _m: None) -> list[str]:
         """Stop what we started (registry first: it writes to Kafka). Returns what was stopped."""
@@ -224,7 +207,7 @@ class LocalPlatform:
         d = self.dev
         props = home / "server.properties"
         if secure_mode:
-            listeners = secure.kafka_properties(d, self.secure_files)
+            listeners = secure.kafka_properties(self.endpoints, self.secure_files)
         else:
             listeners = [
                 f"listeners=PLAINTEXT://localhost:{d.kafka_port},"
@@ -235,29 +218,9 @@ class LocalPlatform:
                 "inter.broker.listener.name=PLAINTEXT",
             ]
         # Secure mode puts passwords in it: only the owner may read it.
+        text = secure.server_properties(self.endpoints, listeners, str(self.kafka_data))
         write_private(
-            props,
-            "\n".join(
-                [
-                    "# Written by `exchange dev up`; edits are overwritten.",
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.bootstrap.servers=localhost:{d.controller_port}",
-                    *listeners,
-                    f"log.dirs={self.kafka_data}",
-                    "num.partitions=1",
-                    # One broker: internal topics cannot have more replicas than that.
-                    "offsets.topic.replication.factor=1",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
-                    # No 3 s wait before the first consumer group rebalance: tests start faster.
-                    "group.initial.rebalance.delay.ms=0",
-                    "auto.create.topics.enable=false",
-                    "",
-                ]
-            ).encode(),
+            props, ("# Written by `exchange dev up`; edits are overwritten.\n" + text).encode()
         )
         log_config = resources.files("exchange.devplatform").joinpath("resources/log4j2.yaml")
         (home / "log4j2.yaml").write_text(log_config.read_text())
@@ -268,17 +231,7 @@ class LocalPlatform:
         principal created when the storage is formatted."""
         if not self.secure:
             return KafkaSettings(bootstrap_servers=self.bootstrap)
-        files = self.secure_files
-        return KafkaSettings(
-            bootstrap_servers=self.bootstrap,
-            security=KafkaSecurity(
-                protocol="SASL_SSL",
-                mechanism=secure.MECHANISM,
-                username="broker",
-                password_file=files.password_file("broker"),
-                ca_file=files.tls.ca_cert,
-            ),
-        )
+        return secure.broker_settings(self.bootstrap, self.secure_files)
 
     def _wait_kafka(self, pid_file: Path) -> None:
         quiet = logging.getLogger("exchange.devplatform.probe")
@@ -295,19 +248,7 @@ class LocalPlatform:
 
         self._wait("kafka", pid_file, ready)
         if self.secure:
-            self._ensure_principals(kafka)
-
-    def _ensure_principals(self, kafka: KafkaSettings) -> None:
-        """The platform's principals, with their stored passwords (idempotent, every start).
-
-        Created through the admin API, not on the storage tool's command line, where any
-        local user could read the passwords.
-        """
-        admin = Admin(kafka)
-        for principal in secure.SCRAM_PRINCIPALS:
-            if principal != "broker":
-                password = self.secure_files.password(principal)
-                admin.upsert_scram(principal, password, secure.MECHANISM, SCRAM_ITERATIONS)
+            secure.create_principals(Admin(kafka), self.secure_files)
 
     # -- registry ----------------------------------------------------------------------------
     def _up_registry(self, java: str, jar: Path, progress: Progress) -> None:
@@ -324,7 +265,7 @@ class LocalPlatform:
             settings_file.unlink(missing_ok=True)
             port = f"-Dquarkus.http.port={self.dev.registry_port}"
             if self.secure:
-                text = secure.registry_properties(self.dev, self.secure_files, self.bootstrap)
+                text = secure.registry_properties(self.endpoints, self.secure_files)
                 write_private(settings_file, text.encode())
                 port = "-Dquarkus.http.port=0"  # HTTPS only; see the settings file
             home.mkdir(parents=True, exist_ok=True)
@@ -425,9 +366,9 @@ def cluster_id_arg(value: str) -> str:
     """StorageTool's cluster id option as one argument: the id is base64 and may begin with
     "-", which the tool's parser takes for an option when the id is a separate argument (one
     format in 64 failed that way)."""
-    return f"--cluster-id={_kafka_uuid(value)}"
+    return f"--cluster-id={kafka_uuid(value)}"
 
 
-def _kafka_uuid(value: str) -> str:
+def kafka_uuid(value: str) -> str:
     """Kafka cluster ids are 16 bytes in URL-safe base64 without padding."""
     return base64.urlsafe_b64encode(uuid.UUID(value).bytes).decode().rstrip("=")

@@ -1,8 +1,10 @@
-"""The local platform's secure mode: SCRAM over TLS, the KRaft authorizer, a protected registry.
+"""The secure platform: SCRAM over TLS, the KRaft authorizer, a protected registry.
 
 Everything here is text and files: the broker's and the registry's settings, the platform's own
 principals and their passwords (files readable only by their owner), and one environment file
-per principal that points a client at them. ``platform.py`` starts the processes.
+per principal that points a client at them. ``platform.py`` starts the local platform's
+processes from them; `exchange deploy secure-files` writes the same files for
+``docker-compose.yml`` (hosts named ``kafka`` and ``registry``, the files under ``/secrets``).
 """
 
 from __future__ import annotations
@@ -12,27 +14,72 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exchange.audit.signing import Signer
-from exchange.config.settings import DevPlatformSettings
+from exchange.config.settings import DevPlatformSettings, KafkaSecurity, KafkaSettings
 from exchange.devplatform.tls import TlsFiles, ensure_tls
 from exchange.files import write_private
+from exchange.kafka.admin import Admin
+from exchange.routing.salts import ensure_secret
+from exchange.security.principals import SCRAM_ITERATIONS, client_env
 
 #: The platform's SCRAM users. ``broker`` (the broker to itself) is created when the storage is
 #: formatted, the others through the admin API at every start. ``operator``: the platform
 #: operator (catalog, grants, credentials, ACLs); ``router``; ``monitor``; ``registry``: the
 #: schema registry's storage.
 SCRAM_PRINCIPALS = ("broker", "operator", "router", "monitor", "registry")
+#: Passwords that are not Kafka principals: the controller's, and the registry reader's.
+OTHER_SECRETS = ("controller", "registry-reader")
 #: Allowed everything by the authorizer. The router and the monitor are not: they get ACLs
 #: from ``exchange acl sync`` like every department.
 SUPER_USERS = ("broker", "controller", "operator", "registry")
 #: Registry users allowed to register schemas (``catalog apply``; the router registers
-#: delivery and audit schemas). Reading schemas needs no login.
+#: delivery and audit schemas).
 REGISTRY_WRITERS = ("operator", "router")
+#: The read-only registry login every other principal uses (departments get it in their
+#: ``.env`` files from `exchange dept credentials`): reading schemas needs a login too. One
+#: shared login because the registry's users are fixed at its start, while departments come
+#: and go; per-department registry users need Apicurio's OIDC integration.
+REGISTRY_READER = "registry-reader"
 #: Principals that write audit chains, each signing with its own Ed25519 key (made here;
 #: the operator registers them with `exchange audit keys add`).
 AUDIT_WRITERS = ("operator", "router")
 MECHANISM = "SCRAM-SHA-512"
 SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
 PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the broker and the registry listen, and the names clients reach them by."""
+
+    kafka_host: str = "localhost"
+    kafka_port: int = 9092
+    controller_port: int = 9093
+    registry_host: str = "localhost"
+    registry_port: int = 8081
+    #: The interface the broker binds: ``localhost`` on a developer's machine, every
+    #: interface (``0.0.0.0``) in a container.
+    listen_host: str = "localhost"
+
+    @classmethod
+    def local(cls, dev: DevPlatformSettings) -> Endpoints:
+        return cls(
+            kafka_port=dev.kafka_port,
+            controller_port=dev.controller_port,
+            registry_port=dev.registry_port,
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def registry_url(self) -> str:
+        return f"https://{self.registry_host}:{self.registry_port}/apis/ccompat/v7"
+
+    @property
+    def certificate_hosts(self) -> tuple[str, ...]:
+        names = dict.fromkeys((self.kafka_host, self.registry_host, "localhost", "127.0.0.1"))
+        return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -67,14 +114,43 @@ class SecureFiles:
         return path.read_text().strip()
 
 
-def prepare(files: SecureFiles) -> TlsFiles:
-    """Certificates and the platform's passwords (kept across restarts)."""
-    tls = ensure_tls(files.root / "tls")
-    for principal in (*SCRAM_PRINCIPALS, "controller"):
+def prepare(files: SecureFiles, endpoints: Endpoints | None = None) -> TlsFiles:
+    """Certificates, the platform's passwords and keys (kept across restarts)."""
+    hosts = ("localhost", "127.0.0.1") if endpoints is None else endpoints.certificate_hosts
+    tls = ensure_tls(files.root / "tls", hosts)
+    for principal in (*SCRAM_PRINCIPALS, *OTHER_SECRETS):
         files.password(principal)
     for principal in AUDIT_WRITERS:
         Signer.create(files.signing_key_file(principal))
+    ensure_secret(files.salt_secret_file)
     return tls
+
+
+def create_principals(admin: Admin, files: SecureFiles) -> None:
+    """The platform's principals, with their stored passwords (idempotent, every start).
+
+    Created through the admin API, not on the storage tool's command line, where any local
+    user could read the passwords. ``admin`` acts as ``broker`` (:func:`broker_settings`).
+    """
+    for principal in SCRAM_PRINCIPALS:
+        if principal != "broker":
+            password = files.password(principal)
+            admin.upsert_scram(principal, password, MECHANISM, SCRAM_ITERATIONS)
+
+
+def broker_settings(bootstrap: str, files: SecureFiles) -> KafkaSettings:
+    """How the platform itself reaches its broker: as ``broker``, the only principal created
+    when the storage is formatted."""
+    return KafkaSettings(
+        bootstrap_servers=bootstrap,
+        security=KafkaSecurity(
+            protocol="SASL_SSL",
+            mechanism=MECHANISM,
+            username="broker",
+            password_file=files.password_file("broker"),
+            ca_file=files.tls.ca_cert,
+        ),
+    )
 
 
 def jaas(module: str, user: str, password: str, **extra: str) -> str:
@@ -83,14 +159,65 @@ def jaas(module: str, user: str, password: str, **extra: str) -> str:
     return f"{module} required {options}{more};"
 
 
-def kafka_properties(dev: DevPlatformSettings, files: SecureFiles) -> list[str]:
+def env_files(files: SecureFiles, endpoints: Endpoints) -> None:
+    """One environment file per platform principal (the broker's and registry's excepted)."""
+    for principal in SCRAM_PRINCIPALS:
+        if principal in ("broker", "registry"):
+            continue
+        login = principal if principal in REGISTRY_WRITERS else REGISTRY_READER
+        text = client_env(
+            principal,
+            endpoints.bootstrap,
+            files.password_file(principal),
+            files.tls.ca_cert,
+            endpoints.registry_url,
+            files.tls.ca_cert,
+            registry_login=(login, files.password_file(login)),
+            # The operator hands the read-only login to departments (`dept credentials`).
+            registry_reader=(
+                files.password_file(REGISTRY_READER) if principal == "operator" else None
+            ),
+            signing_key_file=(
+                files.signing_key_file(principal) if principal in AUDIT_WRITERS else None
+            ),
+            salt_secret_file=files.salt_secret_file if principal == "router" else None,
+        )
+        write_private(files.env_file(principal), text.encode())
+
+
+def server_properties(endpoints: Endpoints, listeners: list[str], log_dir: str) -> str:
+    """A single-node KRaft broker's ``server.properties`` (both modes)."""
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers=localhost:{endpoints.controller_port}",
+            *listeners,
+            f"log.dirs={log_dir}",
+            "num.partitions=1",
+            # One broker: internal topics cannot have more replicas than that.
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            # No 3 s wait before the first consumer group rebalance: tests start faster.
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "",
+        ]
+    )
+
+
+def kafka_properties(endpoints: Endpoints, files: SecureFiles) -> list[str]:
     """The listener, authentication and authorization lines of the broker's settings."""
     tls = files.tls
     controller = files.password("controller")
+    ep = endpoints
     return [
-        f"listeners=SASL_SSL://localhost:{dev.kafka_port},"
-        f"CONTROLLER://localhost:{dev.controller_port}",
-        f"advertised.listeners=SASL_SSL://localhost:{dev.kafka_port}",
+        f"listeners=SASL_SSL://{ep.listen_host}:{ep.kafka_port},"
+        f"CONTROLLER://localhost:{ep.controller_port}",
+        f"advertised.listeners=SASL_SSL://{ep.bootstrap}",
         "controller.listener.names=CONTROLLER",
         # The controller listener only carries the node's talk to itself, on loopback: SASL
         # PLAIN with a static user there, since KRaft controllers cannot use SCRAM (the
@@ -124,7 +251,7 @@ def scram_format_args(files: SecureFiles) -> list[str]:
     return ["--add-scram", credential]
 
 
-def registry_properties(dev: DevPlatformSettings, files: SecureFiles, bootstrap: str) -> str:
+def registry_properties(endpoints: Endpoints, files: SecureFiles) -> str:
     """Apicurio's ``config/application.properties``: HTTPS, who may write, how to reach Kafka.
 
     Authorization is Quarkus' path-based HTTP security with users embedded in this file:
@@ -134,7 +261,7 @@ def registry_properties(dev: DevPlatformSettings, files: SecureFiles, bootstrap:
     tls = files.tls
     lines = [
         "# Written by `exchange dev up --secure`; edits are overwritten.",
-        f"quarkus.http.ssl-port={dev.registry_port}",
+        f"quarkus.http.ssl-port={endpoints.registry_port}",
         "quarkus.http.insecure-requests=disabled",
         f"quarkus.http.ssl.certificate.files={tls.server_cert}",
         f"quarkus.http.ssl.certificate.key-files={tls.server_key}",
@@ -142,20 +269,23 @@ def registry_properties(dev: DevPlatformSettings, files: SecureFiles, bootstrap:
         "quarkus.security.users.embedded.enabled=true",
         "quarkus.security.users.embedded.plain-text=true",
     ]
-    for user in REGISTRY_WRITERS:
+    for user, role in (*((w, "platform") for w in REGISTRY_WRITERS), (REGISTRY_READER, "reader")):
         lines += [
             f"quarkus.security.users.embedded.users.{user}={files.password(user)}",
-            f"quarkus.security.users.embedded.roles.{user}=platform",
+            f"quarkus.security.users.embedded.roles.{user}={role}",
         ]
     lines += [
-        # Apicurio's own check asks every caller to log in once any login exists; reading
-        # stays open, as the path rules below say.
+        # Apicurio's own check (without OIDC) would ask every caller to log in once any login
+        # exists; the path rules below decide instead.
         "apicurio.auth.anonymous-read-access.enabled=true",
         "quarkus.http.auth.permission.health.paths=/health,/health/*",
         "quarkus.http.auth.permission.health.policy=permit",
+        # Reading needs a login too: anonymous readers would learn every dlv.<consumer>.<entry>
+        # subject and its masks, i.e. who receives what.
         "quarkus.http.auth.permission.read.paths=/apis/*",
         "quarkus.http.auth.permission.read.methods=GET,HEAD,OPTIONS",
-        "quarkus.http.auth.permission.read.policy=permit",
+        "quarkus.http.auth.permission.read.policy=readers",
+        "quarkus.http.auth.policy.readers.roles-allowed=reader,platform",
         # Apicurio's admin API (export, configuration) only for the platform, even reads.
         "quarkus.http.auth.permission.admin.paths=/apis/registry/v3/admin/*",
         "quarkus.http.auth.permission.admin.policy=platform",

@@ -21,7 +21,7 @@ from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
 from exchange.files import write_private
 
-__all__ = ["GrantSalts", "SaltSecretError"]
+__all__ = ["GrantSalts", "SaltSecretError", "ensure_secret"]
 
 SECRET_BYTES = 32
 
@@ -47,15 +47,19 @@ class GrantSalts:
         """The secret of ``router.salt_secret_file``, made there (0600) on a first start; and
         whether it was made now."""
         path = settings.resolve(settings.router.salt_secret_file)
-        made = False
-        if not path.exists():
-            try:
-                fresh = secrets.token_hex(SECRET_BYTES) + "\n"
-                write_private(path, fresh.encode(), replace=False)
-                made = True
-            except FileExistsError:
-                pass  # another worker on this host made it first
+        made = ensure_secret(path)
         return cls(_read(path)), made
+
+
+def ensure_secret(path: Path) -> bool:
+    """Make a new secret in ``path`` (mode 0600) unless there is one; whether it was made."""
+    if path.exists():
+        return False
+    try:
+        write_private(path, (secrets.token_hex(SECRET_BYTES) + "\n").encode(), replace=False)
+    except FileExistsError:
+        return False  # another worker on this host made it first
+    return True
 
 
 def _read(path: Path) -> bytes:

@@ -3,7 +3,9 @@
 Who may do what (everything else is denied by the broker's authorizer):
 
 - ``connector-<dept>`` writes the ``src.*`` topics of the entries its department provides, and
-  rejected rows to the DLQ; it reads the catalog and keeps its source positions.
+  rejected rows to the DLQ; it reads the catalog and keeps its source positions on its
+  department's own ``exchange.connector-offsets.<dept>`` (no other department reads or writes
+  it).
 - ``consumer-<dept>`` reads ``dlv.<dept>.<entry>`` while a grant for it is active, in consumer
   groups named ``<dept>.*``.
 - ``router`` reads ``src.*`` and the control topics, writes ``dlv.*`` (creating them), the audit
@@ -102,7 +104,8 @@ def desired_acls(
                 acls |= _allow(p, "TOPIC", t.source_prefix + entry, "LITERAL", "WRITE", "DESCRIBE")
         acls |= _allow(p, "TOPIC", t.dlq, "LITERAL", "WRITE", "DESCRIBE")
         acls |= _allow(p, "TOPIC", t.catalog, "LITERAL", "READ", "DESCRIBE")
-        acls |= _allow(p, "TOPIC", t.connector_offsets, "LITERAL", "READ", "WRITE", "DESCRIBE")
+        offsets = t.connector_offsets_of(dept)
+        acls |= _allow(p, "TOPIC", offsets, "LITERAL", "READ", "WRITE", "DESCRIBE")
         acls |= _allow(p, "GROUP", READER_GROUPS, "PREFIXED", "READ")
 
     for grant in grants:

@@ -81,6 +81,10 @@ def _write_files(
 ) -> tuple[Path, ...]:
     password_file = out_dir / f"{principal}.password"
     env_file = out_dir / f"{principal}.env"
+    reg = settings.registry
+    reader = None
+    if reg.reader_password_file is not None:
+        reader = (reg.reader_username, out_dir / f"{principal}.registry.password")
     env = client_env(
         principal,
         settings.kafka.bootstrap_servers,
@@ -88,10 +92,14 @@ def _write_files(
         settings.kafka.security.ca_file,
         settings.registry.url,
         settings.registry.ca_file,
+        registry_login=None if reader is None else (reader[0], reader[1].resolve()),
         mechanism=settings.kafka.security.mechanism,
     )
     try:
         write_private(password_file, password.encode())
+        if reader is not None and reg.reader_password_file is not None:
+            reader_password = settings.resolve(reg.reader_password_file).read_bytes()
+            write_private(reader[1], reader_password)
         write_private(env_file, env.encode())
     except OSError as exc:
         raise SecurityError(

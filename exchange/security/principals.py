@@ -16,7 +16,8 @@ def client_env(
     ca_file: Path | None,
     registry_url: str,
     registry_ca_file: Path | None = None,
-    registry_writer: bool = False,
+    registry_login: tuple[str, Path] | None = None,
+    registry_reader: Path | None = None,
     mechanism: str = "SCRAM-SHA-512",
     signing_key_file: Path | None = None,
     salt_secret_file: Path | None = None,
@@ -35,11 +36,15 @@ def client_env(
         lines.append(f"EXCHANGE_KAFKA__SECURITY__CA_FILE={ca_file}")
     if registry_ca_file is not None:
         lines.append(f"EXCHANGE_REGISTRY__CA_FILE={registry_ca_file}")
-    # Not a writer: clear any registry login inherited from the shell (the operator's).
+    # The registry login: a writer's own, the shared read-only one, or none (which also
+    # clears a login inherited from the shell, the operator's).
+    user, secret = registry_login if registry_login is not None else ("", "")
     lines += [
-        f"EXCHANGE_REGISTRY__USERNAME={principal if registry_writer else ''}",
-        f"EXCHANGE_REGISTRY__PASSWORD_FILE={password_file if registry_writer else ''}",
+        f"EXCHANGE_REGISTRY__USERNAME={user}",
+        f"EXCHANGE_REGISTRY__PASSWORD_FILE={secret}",
     ]
+    if registry_reader is not None:
+        lines.append(f"EXCHANGE_REGISTRY__READER_PASSWORD_FILE={registry_reader}")
     # The principal's own audit signing key, or none (clears the operator's from the shell).
     lines.append(f"EXCHANGE_AUDIT__SIGNING_KEY_FILE={signing_key_file or ''}")
     if salt_secret_file is not None:  # the router's: the grants' salts derive from it

@@ -16,7 +16,7 @@ from exchange.cli.main import app
 from exchange.config import ExchangeSettings
 from exchange.devplatform import LocalPlatform, PlatformError, processes
 from exchange.devplatform.fetch import fetch_kafka
-from exchange.devplatform.platform import _kafka_uuid, cluster_id_arg
+from exchange.devplatform.platform import cluster_id_arg, kafka_uuid
 from exchange.kafka.registry import Registry
 from tests.integration.conftest import IsolatedProject
 
@@ -77,7 +77,7 @@ def test_storage_is_formatted_with_a_cluster_id_that_begins_with_a_dash(
 ) -> None:
     # One random id in 64 encodes to text beginning with "-" (CI once failed on it).
     value = next(
-        str(u) for u in (uuid.uuid4() for _ in range(100_000)) if _kafka_uuid(str(u))[0] == "-"
+        str(u) for u in (uuid.uuid4() for _ in range(100_000)) if kafka_uuid(str(u))[0] == "-"
     )
     dev = platform.dev
     libs = fetch_kafka(platform.resolve(dev.cache_dir), dev.kafka_version, dev.log4j_version)
@@ -99,4 +99,4 @@ def test_storage_is_formatted_with_a_cluster_id_that_begins_with_a_dash(
         timeout=120,
     )
     meta = (tmp_path / "data" / "meta.properties").read_text(encoding="utf-8")
-    assert f"cluster.id={_kafka_uuid(value)}\n" in meta
+    assert f"cluster.id={kafka_uuid(value)}\n" in meta

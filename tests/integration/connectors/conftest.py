@@ -13,11 +13,10 @@ import pytest
 import yaml
 
 from connectors.config import ConnectorConfig, load_connector_config
-from connectors.platform import saved_position
 from exchange.catalog.apply import apply_catalog
 from exchange.catalog.load import load_catalog
 from exchange.config import ExchangeSettings
-from exchange.kafka.control import Message, read_all
+from exchange.kafka.control import Message, read_all, read_table
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import AvroCodec
 from tests.integration.conftest import IsolatedProject
@@ -109,8 +108,11 @@ class ConnectorEnv:
     def dlq_topic(self) -> str:
         return self.settings.topics.dlq
 
-    def saved(self, connector_id: str | None = None) -> dict[str, Any] | None:
-        return saved_position(self.settings, connector_id or f"{self.uid}-conn")
+    def saved(self) -> dict[str, Any] | None:
+        """The test connector's saved position, as on its department's offsets topic."""
+        topic = self.settings.topics.connector_offsets_of(self.uid)
+        raw = read_table(self.settings.kafka, topic).get(f"{self.uid}-conn")
+        return None if raw is None else dict(json.loads(raw)["position"])
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ from exchange.grants.model import Actor, GrantRequest
 from exchange.grants.store import GrantStore
 from exchange.kafka.admin import Admin
 from exchange.kafka.control import publish, read_all
-from exchange.kafka.errors import KafkaOpError
+from exchange.kafka.errors import KafkaOpError, RegistryError
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import AvroCodec
 from exchange.routing.salts import GrantSalts
@@ -54,7 +54,7 @@ from exchange.security.credentials import issue
 from exchange.security.sync import sync_once, to_binding
 from tests.conftest import ROOT, Project
 from tests.integration.conftest import IsolatedProject
-from tests.integration.connectors.conftest import _RULES
+from tests.integration.connectors.conftest import _RULES, POPULATION_FIELDS
 from tests.integration.routing.conftest import change_value, person
 from tests.integration.security.conftest import SecurePlatform, env_file
 from tests.integration.security.corpus import BROKER, corpus
@@ -228,7 +228,7 @@ def test_the_exchange_runs_with_each_component_as_its_own_principal(
     exchange: SecureExchange,
 ) -> None:
     provider = exchange.settings(f"connector-{exchange.provider}")
-    latest = Registry(provider.registry).latest(exchange.project.subject)  # reading is open
+    latest = Registry(provider.registry).latest(exchange.project.subject)  # its reader login
     assert latest is not None
     codec = AvroCodec(latest.schema_id, latest.schema)
     records = [
@@ -393,11 +393,22 @@ def test_wrong_password_and_plaintext_clients_are_refused(exchange: SecureExchan
     assert producer.flush(5) == 1  # never acknowledged
 
 
-def test_only_the_platform_registers_schemas(exchange: SecureExchange) -> None:
+def test_only_the_platform_registers_schemas_and_nobody_reads_them_anonymously(
+    exchange: SecureExchange,
+) -> None:
     url = exchange.operator.registry.url
     context = ssl.create_default_context(cafile=str(exchange.operator.registry.ca_file))
-    with urllib.request.urlopen(f"{url}/subjects", timeout=10, context=context) as resp:
-        assert exchange.project.subject in resp.read().decode()
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(f"{url}/subjects", timeout=10, context=context)
+    assert anonymous.value.code == 401
+    # Every principal reads with the login its .env file gives it: a department the shared
+    # read-only one, which may not register.
+    consumer = exchange.settings(f"consumer-{exchange.reader}")
+    assert consumer.registry.username == "registry-reader"
+    assert Registry(consumer.registry).latest(exchange.project.subject) is not None
+    with pytest.raises(RegistryError) as refused:
+        Registry(consumer.registry).register(f"{exchange.uid}.reader-value", '"string"')
+    assert "403" in str(refused.value)
     body = b'{"schema": "{\\"type\\": \\"string\\"}"}'
     request = urllib.request.Request(
         f"{url}/subjects/forged-value/versions",
@@ -666,3 +677,67 @@ def test_the_salts_stay_with_the_router(exchange: SecureExchange) -> None:
                 assert secret_bytes not in seen, f"{name} offset {m.offset} holds a secret"
     grants = read_all(monitor.kafka, t.grants)
     assert grants and all(b'"salt"' not in (m.value or b"") for m in grants)
+
+
+def test_a_department_cannot_read_or_forge_anothers_connector_positions(
+    exchange: SecureExchange,
+) -> None:
+    """Issue 21: as ``connector-scjg``, writing rsj's saved position made rsj's connector
+    resume past everything new, silently. Positions live on a topic per department now: the
+    broker refuses the other department, and a position that is not the connector's own (here
+    written by a super user, as a stand-in for any tampering) is refused loudly."""
+    op = exchange.operator
+    own = op.topics.connector_offsets_of(exchange.provider)
+    other = exchange.settings(f"connector-{exchange.other}")
+    forged = json.dumps(
+        {
+            "connector": f"{exchange.uid}-conn",
+            "department": exchange.provider,
+            "entry": exchange.project.entry_id,
+            "position": {"id": 999999, "updated": "2099-01-01 00:00:00"},
+            "saved_at_ms": 1,
+        }
+    ).encode()
+    assert produce_error(other, own, f"{exchange.uid}-conn", forged, 0) == (
+        "TOPIC_AUTHORIZATION_FAILED"
+    )
+    assert read_error(other, own, f"{exchange.other}.peek") == "TOPIC_AUTHORIZATION_FAILED"
+
+    inbox = exchange.project.root / "inbox"
+    inbox.mkdir(exist_ok=True)
+    connector = exchange.project.write(
+        "config/connectors/provider.yaml",
+        json.dumps(
+            {
+                "id": f"{exchange.uid}-conn",
+                "department": exchange.provider,
+                "system": "测试系统",
+                "entry": exchange.project.entry_id,
+                "source": {"type": "file", "folder": str(inbox)},
+                "fields": POPULATION_FIELDS,
+            },
+            ensure_ascii=False,
+        ),
+    )
+    as_provider = {**exchange.env(f"connector-{exchange.provider}")}
+
+    def check() -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **exchange.platform.dev_env, **as_provider}
+        return subprocess.run(
+            [str(EXCHANGE), "--config", str(exchange.config), "connector", "check", str(connector)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    clean = check()
+    assert clean.returncode == 0 and "none (starts fresh)" in clean.stdout, clean.stdout
+    tampered = forged.replace(exchange.provider.encode(), exchange.other.encode(), 1)
+    assert json.loads(tampered)["department"] == exchange.other
+    publish(op.kafka, own, [(f"{exchange.uid}-conn", tampered)])
+    refused = check()
+    assert refused.returncode != 0
+    message = " ".join((refused.stdout + refused.stderr).split())
+    assert "FORGED_POSITION" in message or "refused: saved position" in message, message
+    assert f"department '{exchange.other}'" in message

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from exchange.devplatform import processes
 from exchange.devplatform.fetch import java_major
-from exchange.devplatform.platform import _kafka_uuid
+from exchange.devplatform.platform import kafka_uuid
 
 
 def test_start_read_and_stop_by_pid(tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ def test_java_major_parses_both_styles(tmp_path: Path) -> None:
 
 
 def test_kafka_cluster_id_format() -> None:
-    cid = _kafka_uuid("6f1c5b0e-8a0e-4c35-9f0e-2b7f5d9c1a11")
+    cid = kafka_uuid("6f1c5b0e-8a0e-4c35-9f0e-2b7f5d9c1a11")
     assert len(cid) == 22 and "=" not in cid
 
 

@@ -42,7 +42,7 @@ def test_passwords_are_private_and_stable(tmp_path: Path) -> None:
 def test_broker_settings_deny_by_default(tmp_path: Path) -> None:
     files = secure.SecureFiles(tmp_path)
     secure.prepare(files)
-    lines = secure.kafka_properties(DevPlatformSettings(kafka_port=9092), files)
+    lines = secure.kafka_properties(secure.Endpoints(kafka_port=9092), files)
     props = dict(line.split("=", 1) for line in lines)
     assert props["listeners"].startswith("SASL_SSL://localhost:9092")
     assert props["allow.everyone.if.no.acl.found"] == "false"
@@ -56,14 +56,18 @@ def test_broker_settings_deny_by_default(tmp_path: Path) -> None:
     assert files.password("operator") not in " ".join(args)
 
 
-def test_registry_is_open_for_reading_and_closed_for_writing(tmp_path: Path) -> None:
+def test_registry_reads_need_a_login_and_writes_the_platform_role(tmp_path: Path) -> None:
     files = secure.SecureFiles(tmp_path)
     secure.prepare(files)
-    text = secure.registry_properties(DevPlatformSettings(), files, "localhost:9092")
+    text = secure.registry_properties(secure.Endpoints.local(DevPlatformSettings()), files)
     props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    assert props["quarkus.http.auth.permission.read.policy"] == "permit"
+    assert props["quarkus.http.auth.permission.read.policy"] == "readers"
+    assert props["quarkus.http.auth.policy.readers.roles-allowed"] == "reader,platform"
     assert props["quarkus.http.auth.permission.write.policy"] == "platform"
     assert props["quarkus.http.insecure-requests"] == "disabled"
     roles = "quarkus.security.users.embedded.roles."
-    writers = {k.removeprefix(roles) for k in props if k.startswith(roles)}
-    assert writers == set(secure.REGISTRY_WRITERS)
+    users = {k.removeprefix(roles): v for k, v in props.items() if k.startswith(roles)}
+    assert users == {
+        **{w: "platform" for w in secure.REGISTRY_WRITERS},
+        "registry-reader": "reader",
+    }

@@ -56,7 +56,17 @@ def test_a_connector_writes_only_its_departments_entries() -> None:
     assert writes == {
         "src.gongan.resident_population",
         "exchange.dlq",
-        "exchange.connector-offsets",
+        "exchange.connector-offsets.gongan",
+    }
+
+
+def test_a_connector_keeps_positions_only_on_its_departments_topic() -> None:
+    acls = desired_acls(SETTINGS, PROVIDERS, [], NOW)
+    offsets = {
+        (a.principal, a.name) for a in acls if a.name.startswith("exchange.connector-offsets")
+    }
+    assert offsets == {
+        (f"connector-{d}", f"exchange.connector-offsets.{d}") for d in set(PROVIDERS.values())
     }
 
 
