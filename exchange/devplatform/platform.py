@@ -297,10 +297,16 @@ class LocalPlatform:
             else None
         )
 
+        headers = {}
+        if self.secure:  # reading needs a login: the read-only one
+            login = f"{secure.REGISTRY_READER}:{self.secure_files.password(secure.REGISTRY_READER)}"
+            headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+
         def ready() -> bool:
             try:
                 for url in (health, f"{self.registry_url}/subjects"):
-                    with urllib.request.urlopen(url, timeout=2, context=context) as resp:
+                    request = urllib.request.Request(url, headers=headers)
+                    with urllib.request.urlopen(request, timeout=2, context=context) as resp:
                         if resp.status != 200:
                             return False
                 return True
