@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from exchange.catalog.avro import record_fields
+from exchange.catalog.avro import FieldType, record_fields
 from exchange.catalog.model import MAX_TOPIC_LENGTH, TOPIC_CHARS
 from exchange.config import Problem
 from exchange.rules.rules import STRING_RULES
@@ -90,6 +91,7 @@ def _check_against_schema(loaded: LoadedEntry) -> list[Problem]:
             )
             continue
         ftype = fields[name]
+        out += _layout_problems(loaded, name, fields)
         for i, rule in enumerate(spec.rules):
             if rule.name in STRING_RULES and not ftype.is_string:
                 out.append(
@@ -111,4 +113,28 @@ def _check_against_schema(loaded: LoadedEntry) -> list[Problem]:
                         i,
                     )
                 )
+    return out
+
+
+def _layout_problems(
+    loaded: LoadedEntry, name: str, fields: Mapping[str, FieldType]
+) -> list[Problem]:
+    """A field's layout must name fields of the entry and fit within its length."""
+    layout = loaded.entry.fields[name].layout
+    if layout is None:
+        return []
+    src = loaded.source
+    out = []
+    for i, part in enumerate(layout.parts):
+        where = ("fields", name, "layout", "parts", i)
+        if part.source not in fields:
+            out.append(src.problem(f"layout of {name!r}: no field {part.source!r}", *where))
+        if part.chars[1] > layout.length:
+            out.append(
+                src.problem(
+                    f"layout of {name!r}: chars {list(part.chars)} go past its length "
+                    f"{layout.length}",
+                    *where,
+                )
+            )
     return out

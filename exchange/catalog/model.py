@@ -6,7 +6,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from exchange.rules import Rule, parse_rule
 from exchange.rules.rules import rule_to_raw
@@ -35,10 +42,45 @@ class Department(_Model):
     parent: str | None = None
 
 
+class LayoutPart(_Model):
+    """Characters ``[start, end)`` of a field's text that another field of the entry gives away:
+    the same characters (``same_as``), or only their parity (``parity_of``: GB 11643's gender)."""
+
+    chars: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]]
+    same_as: str | None = None
+    parity_of: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LayoutPart:
+        if (self.same_as is None) == (self.parity_of is None):
+            raise ValueError("name exactly one of same_as and parity_of")
+        if self.chars[0] >= self.chars[1]:
+            raise ValueError(f"chars {list(self.chars)}: the end must come after the start")
+        return self
+
+    @property
+    def source(self) -> str:
+        return self.same_as or self.parity_of or ""
+
+
+class Layout(_Model):
+    """What a structured identifier holds at fixed positions, so grant rules can refuse a mask
+    that other granted fields undo. GB 11643's citizen ID: region (6), birth date (8), sequence
+    (3, the last one's parity is the gender), check digit (ISO 7064 MOD 11-2)."""
+
+    length: Annotated[int, Field(ge=1, le=256)]
+    #: The last character is computed from the others.
+    check_digit: bool = False
+    #: How many values one character takes (10 for digits).
+    alphabet: Annotated[int, Field(ge=2)] = 10
+    parts: tuple[LayoutPart, ...] = ()
+
+
 class FieldSpec(_Model):
     #: ``sensitive`` fields are masked in deliveries unless a grant unmasks them.
     sensitivity: Sensitivity = "internal"
     rules: tuple[Rule, ...] = ()
+    layout: Layout | None = None
 
     @field_validator("rules", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping
 from exchange.catalog.avro import FieldType
 from exchange.catalog.model import CatalogEntry
 from exchange.errors import ExchangeError
+from exchange.grants.disclosure import rebuild_problems
 from exchange.grants.model import (
     DEFAULT_MASK,
     Actor,
@@ -69,7 +70,8 @@ def request_problems(
             and not request.legal_basis.strip()
         ):
             problems.append(f"masks: unmasking sensitive field {name} needs a legal_basis")
-    return problems
+    granted = [f for f in request.fields if f in fields]
+    return problems + rebuild_problems(entry, granted, effective_masks(request, entry))
 
 
 def effective_masks(request: GrantRequest | GrantTerms, entry: CatalogEntry) -> dict[str, Mask]:
@@ -118,6 +120,10 @@ def approve(
     _expect_state(grant, "requested", "approve")
     if entry.sharing == "none":
         raise GrantError(f"{entry.id} is never shared (不予共享)", code="NEVER_SHARED")
+    # A request made before the catalog described its fields' layout is checked again here.
+    rebuilt = rebuild_problems(entry, grant.request.fields, effective_masks(grant.request, entry))
+    if rebuilt:
+        raise GrantError(f"{grant.id} cannot be approved: {'; '.join(rebuilt)}", code="MASK_UNDONE")
     if entry.sharing == "conditional" and not may_decide(entry, by, operators):
         raise GrantError(
             f"{by.department} may not approve {grant.id}: {entry.id} is conditional (有条件共享), "

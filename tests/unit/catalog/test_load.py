@@ -101,7 +101,7 @@ def test_unknown_rule(project: Project) -> None:
     )
     p = only(project)
     assert p.path == "entries[0].fields.name.rules"
-    assert "unknown rule 'chinese_name'" in p.message and p.line == 15
+    assert "unknown rule 'chinese_name'" in p.message and p.line == 26
 
 
 def test_rule_on_field_that_does_not_exist(project: Project) -> None:
@@ -111,7 +111,7 @@ def test_rule_on_field_that_does_not_exist(project: Project) -> None:
         "      mobile: {sensitivity: sensitive",
     )
     p = only(project)
-    assert p.path == "entries[0].fields.mobile" and p.line == 21
+    assert p.path == "entries[0].fields.mobile" and p.line == 32
     assert "field 'mobile' is not in schema gongan/resident_population.avsc" in p.message
 
 
