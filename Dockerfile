@@ -26,8 +26,10 @@ COPY schemas ./schemas
 # image writes (files 0600). Empty volumes mounted at /secrets and /app/.exchange take these
 # folders' owner.
 RUN useradd --uid 1000 --create-home exchange \
-    && mkdir -p /secrets /app/.exchange \
-    && chown exchange:exchange /secrets /app/.exchange \
+    && mkdir -p /secrets /app/.exchange/router /app/.exchange/secrets \
+       /app/.exchange/connectors/gongan /app/.exchange/connectors/scjg \
+       /app/.exchange/connectors/rsj /app/.exchange/connectors/mzj \
+    && chown -R exchange:exchange /secrets /app/.exchange \
     && chmod 700 /secrets
 USER 1000:1000
 ENTRYPOINT ["exchange"]

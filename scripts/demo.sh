@@ -35,13 +35,14 @@ fi
 $x catalog validate
 $x catalog apply
 $x catalog list
-$x audit keygen
 if $secure; then
   echo "== each audit writer signs with its own key (made by dev up): the operator registers them"
   for p in operator router; do
     $x audit keys add "$p" --private-key-file ".exchange-secure/secure/keys/$p.audit-signing.pem"
   done
   $x audit keys list
+else
+  $x audit keygen   # open mode: one HMAC key seals the trail (secure mode: each writer signs)
 fi
 
 echo "== grants (config/grants): requested, approved by the provider or the operator, audited"

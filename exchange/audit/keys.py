@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from exchange.audit.events import Happening
-from exchange.audit.signing import KeyBook, RegisteredKey, key_id
+from exchange.audit.signing import KeyBook, RegisteredKey, key_id, weak_public_key
 from exchange.audit.writer import AuditError, AuditWriter, OutRecord
 from exchange.config import ExchangeSettings
 from exchange.kafka.control import read_table
@@ -53,6 +53,12 @@ def add_key(
     if len(public_raw) != 32:
         raise AuditError(
             f"an Ed25519 public key is 32 bytes, this one {len(public_raw)}", code="BAD_PUBLIC_KEY"
+        )
+    if weak_public_key(public_raw):
+        raise AuditError(
+            "refused: a small-order Ed25519 key, with which a fixed signature verifies for every "
+            "event; make a real one with `exchange audit keys new`",
+            code="WEAK_PUBLIC_KEY",
         )
     kid = key_id(public_raw)
     known = read_register(settings).book.keys.get(kid)

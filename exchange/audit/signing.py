@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     # verifiers need it (the router without a signing key does not).
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+DEPARTMENT = re.compile(r"[a-z][a-z0-9_]*")
 #: The only scheme so far. An SM2 (GB/T 32918) signer would be a second value here; the
 #: ``cryptography`` package has no SM2, and a pure-Python one is not one to trust with this.
 SCHEME = "ed25519"
@@ -35,6 +37,31 @@ SCHEME = "ed25519"
 
 class SigningKeyError(ExchangeError):
     """A signing key file is missing, unreadable or not an Ed25519 private key."""
+
+
+#: Ed25519 public keys of small order (libsodium's blocklist, compared without the sign bit):
+#: with one of them a fixed signature verifies for every message, so anyone could "sign" as the
+#: principal it is registered to.
+SMALL_ORDER = tuple(
+    bytes.fromhex(h)
+    for h in (
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    )
+)
+
+
+def weak_public_key(public_raw: bytes) -> bool:
+    """A key of small order (or not 32 bytes): never a real principal's."""
+    if len(public_raw) != 32:
+        return True
+    unsigned = public_raw[:31] + bytes([public_raw[31] & 0x7F])
+    return any(unsigned == bad[:31] + bytes([bad[31] & 0x7F]) for bad in SMALL_ORDER)
 
 
 def key_id(public_raw: bytes) -> str:
@@ -138,8 +165,11 @@ class RegisteredKey:
             raise ValueError(f"not a registered key: {exc}") from exc
         if key.scheme != SCHEME:
             raise ValueError(f"unknown signature scheme {key.scheme!r}")
-        if key_id(bytes.fromhex(key.public_key)) != key.key_id:
+        raw = bytes.fromhex(key.public_key)
+        if key_id(raw) != key.key_id:
             raise ValueError(f"key id {key.key_id} does not name its public key")
+        if weak_public_key(raw):
+            raise ValueError(f"key {key.key_id} is a weak (small-order) Ed25519 key")
         return key
 
     def verifies(self, event_hash: str, signature: str) -> bool:
@@ -169,7 +199,8 @@ def chain_writer(chain_id: str, writers: Mapping[str, str]) -> str | None:
     rest = chain_id[len(prefix) :]
     principal = writers[prefix]
     if "{dept}" in principal:
-        return principal.replace("{dept}", rest) if rest else None
+        # Only a department id: ``connector.gongan.x`` is nobody's chain.
+        return principal.replace("{dept}", rest) if DEPARTMENT.fullmatch(rest) else None
     return principal
 
 
@@ -194,17 +225,24 @@ class KeyBook:
         return min(times, default=None)
 
     def problem(
-        self, chain_id: str, ts_ms: int, ev_hash: str, signer: str | None, signature: str | None
+        self, chain_id: str, at_ms: int, ev_hash: str, signer: str | None, signature: str | None
     ) -> str | None:
-        """Why the event's seal does not show it was written by the chain's writer, or None."""
+        """Why the event's seal does not show it was written by the chain's writer, or None.
+
+        ``at_ms``: when the event was written, by the broker's clock where the topic stamps
+        records (a writer's own ``ts_ms`` could be backdated to before its first key)."""
         if self.empty:
             return None
         writer = chain_writer(chain_id, self.writers)
         if writer is None:
             return f"no principal may write chain {chain_id} (audit.writers)"
         if signer is None or signature is None:
+            if signer is not None or signature is not None:
+                return "a signer without a signature, or a signature without a signer"
             since = self.first_key_ms(writer)
-            if since is not None and ts_ms >= since:
+            if since is None:
+                return f"not signed, and {writer} has no registered key"
+            if at_ms >= since:
                 return f"not signed, though {writer} has signed its events since {since} (ms)"
             return None
         key = self.keys.get(signer)
@@ -215,7 +253,7 @@ class KeyBook:
                 f"signed by {key.principal} (key {signer}); chain {chain_id} is written by "
                 f"{writer} only"
             )
-        if key.retired_ms is not None and ts_ms >= key.retired_ms:
+        if key.retired_ms is not None and at_ms >= key.retired_ms:
             return f"signed with key {signer} of {writer} after it was retired ({key.retired_ms})"
         if not key.verifies(ev_hash, signature):
             return f"signature does not match (key {signer} of {writer})"

@@ -29,9 +29,9 @@ def read_trail(settings: ExchangeSettings, topic: str | None = None) -> list[Rea
 def to_read(lookup: SchemaLookup, msg: Message) -> Read:
     position = f"partition {msg.partition} offset {msg.offset}"
     try:
-        return Read(position, decode_event(lookup, msg.value))
+        return Read(position, decode_event(lookup, msg.value), appended_ms=msg.appended_ms)
     except (WireFormatError, RegistryError) as exc:
-        return Read(position, None, str(exc))
+        return Read(position, None, str(exc), msg.appended_ms)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,16 @@ class Read:
     position: str  # "partition 1 offset 42"
     event: AuditEvent | None
     error: str = ""
+    #: The broker's time of the record (LogAppendTime topics), which no writer chooses.
+    appended_ms: int | None = None
+
+    @property
+    def at_ms(self) -> int:
+        """When the event was written, as far as this read can tell: the broker's time, else
+        the writer's own ``ts_ms``."""
+        if self.appended_ms is not None or self.event is None:
+            return self.appended_ms or 0
+        return self.event.ts_ms
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,8 @@ class ChainReport:
     #: When the newest key this chain was signed with was registered: a chain never goes back
     #: to an older key (one retired and perhaps stolen) once it signed with a newer one.
     key_added_ms: int = -1
+    #: Once a chain has a signed event, every later one must be signed too.
+    signed: bool = False
 
 
 @dataclass
@@ -56,6 +68,11 @@ class Verification:
     chains: dict[str, ChainReport] = field(default_factory=dict)
     #: Records that are not audit events at all (not attributable to any chain).
     unreadable: list[BrokenLink] = field(default_factory=list)
+    #: Events whose time only their writer vouched for (the topic does not stamp records with
+    #: the broker's time): key validity was judged by a time a forger could choose.
+    writer_timed: int = 0
+    #: Whether signatures were checked at all (keys are registered).
+    signatures_checked: bool = False
 
     @property
     def intact(self) -> bool:
@@ -71,13 +88,14 @@ def verify(reads: Iterable[Read], key: bytes | None, keys: KeyBook = NO_KEYS) ->
 
     ``key``: the HMAC key, if events are sealed with one; ``keys``: the register of public keys
     and who writes which chain."""
-    result = Verification()
-    by_chain: dict[str, list[tuple[str, AuditEvent]]] = {}
+    result = Verification(signatures_checked=not keys.empty)
+    by_chain: dict[str, list[Read]] = {}
     for read in reads:
         if read.event is None:
             result.unreadable.append(_unreadable(read))
             continue
-        by_chain.setdefault(read.event.chain_id, []).append((read.position, read.event))
+        result.writer_timed += read.appended_ms is None
+        by_chain.setdefault(read.event.chain_id, []).append(read)
     for chain_id, events in by_chain.items():
         result.chains[chain_id] = _verify_chain(chain_id, events, key, keys)
     return result
@@ -88,32 +106,33 @@ def _unreadable(read: Read) -> BrokenLink:
 
 
 def _verify_chain(
-    chain_id: str, events: list[tuple[str, AuditEvent]], key: bytes | None, keys: KeyBook
+    chain_id: str, reads: list[Read], key: bytes | None, keys: KeyBook
 ) -> ChainReport:
     report = ChainReport(chain_id)
-    sequences = {e.sequence for _p, e in events}
+    sequences = {r.event.sequence for r in reads if r.event is not None}
     seen: dict[int, str] = {}
-    for position, event in events:
-        if not _advance(report, position, event, (key, keys), seen, sequences):
+    for read in reads:
+        if not _advance(report, read, (key, keys), seen, sequences):
             break
     return report
 
 
 def _advance(
     report: ChainReport,
-    position: str,
-    event: AuditEvent,
+    read: Read,
     trust: tuple[bytes | None, KeyBook],
     seen: dict[int, str],
     sequences: set[int],
 ) -> bool:
     """Check the chain's next event; ``False`` (and ``report.broken`` set) when it breaks it."""
+    event, position = read.event, read.position
+    assert event is not None, "unreadable records belong to no chain"
     report.events += 1
     expected = 0 if report.last_sequence is None else report.last_sequence + 1
     key, keys = trust
     broken = _check(event, expected, report.last_hash, seen, sequences, key, position)
     if broken is None:
-        broken = _check_signer(report, event, keys, position)
+        broken = _check_signer(report, read, keys)
     if broken is not None:
         report.broken = broken
         return False
@@ -134,7 +153,7 @@ class ChainWatch:
     def __init__(self, key: bytes | None, keys: KeyBook = NO_KEYS) -> None:
         self.key = key
         self.keys = keys
-        self.result = Verification()
+        self.result = Verification(signatures_checked=not keys.empty)
 
     def add(self, reads: Iterable[Read]) -> None:
         batch = list(reads)
@@ -146,24 +165,33 @@ class ChainWatch:
             if read.event is None:
                 self.result.unreadable.append(_unreadable(read))
                 continue
+            self.result.writer_timed += read.appended_ms is None
+            self.result.signatures_checked = not self.keys.empty
             chain_id = read.event.chain_id
             report = self.result.chains.setdefault(chain_id, ChainReport(chain_id))
             if report.broken is None:
                 trust = (self.key, self.keys)
-                _advance(report, read.position, read.event, trust, {}, sequences[chain_id])
+                _advance(report, read, trust, {}, sequences[chain_id])
 
 
-def _check_signer(
-    report: ChainReport, event: AuditEvent, keys: KeyBook, position: str
-) -> BrokenLink | None:
-    """Whether the chain's writer signed the event (and with a key no older than before)."""
-    problem = keys.problem(event.chain_id, event.ts_ms, event.hash, event.signer, event.signature)
-    if problem is None and event.signer is not None and event.signer in keys.keys:
-        added = keys.keys[event.signer].added_ms
-        if added < report.key_added_ms:
-            problem = f"signed with key {event.signer}, older than the key it signed with before"
-        report.key_added_ms = max(report.key_added_ms, added)
-    return None if problem is None else BrokenLink("forged", position, event.sequence, problem)
+def _check_signer(report: ChainReport, read: Read, keys: KeyBook) -> BrokenLink | None:
+    """Whether the chain's writer signed the event (with a key no older than before, and
+    without going back to unsigned events once it signed)."""
+    event = read.event
+    assert event is not None
+    problem = keys.problem(event.chain_id, read.at_ms, event.hash, event.signer, event.signature)
+    if problem is None and not keys.empty:
+        if event.signature is None and report.signed:
+            problem = "not signed, after signed events of the same chain"
+        elif event.signer is not None and event.signer in keys.keys:
+            added = keys.keys[event.signer].added_ms
+            if added < report.key_added_ms:
+                problem = f"signed with key {event.signer}, older than one it signed with before"
+            report.key_added_ms = max(report.key_added_ms, added)
+            report.signed = True
+    if problem is None:
+        return None
+    return BrokenLink("forged", read.position, event.sequence, problem)
 
 
 def _check(

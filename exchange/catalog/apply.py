@@ -61,8 +61,10 @@ def control_topic_specs(topics: TopicSettings) -> list[TopicSpec]:
         TopicSpec(topics.grants, 1, rf, compact),
         TopicSpec(topics.audit_keys, 1, rf, compact),
         TopicSpec(topics.router_backfills, 1, rf, compact),
-        # The audit trail is never deleted by retention; its chains are keyed by writer.
-        TopicSpec(topics.audit, 3, rf, forever),
+        # The audit trail is never deleted by retention; its chains are keyed by writer. The
+        # broker stamps each record with its own time: signing keys' validity is judged by it,
+        # not by a time the writer chose (which could backdate a forgery).
+        TopicSpec(topics.audit, 3, rf, {**forever, "message.timestamp.type": "LogAppendTime"}),
         TopicSpec(topics.dlq, 3, rf, {"cleanup.policy": "delete", "retention.ms": dlq_ms}),
     ]
 

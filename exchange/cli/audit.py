@@ -56,6 +56,18 @@ def verify_(ctx: typer.Context, topic: Topic = None) -> None:
         )
     reads = read_trail(settings, topic)
     result = verify(reads, load_key(settings), register.book)
+    if not result.signatures_checked:
+        output.err.print(
+            f"[yellow]signatures NOT checked: no key is registered on "
+            f"{settings.topics.audit_keys} (open mode); anyone able to write the trail could "
+            "have written any chain[/yellow]"
+        )
+    if result.writer_timed:
+        output.err.print(
+            f"[yellow]{result.writer_timed} event(s) carry only their writer's time (the topic "
+            "does not stamp records with the broker's: `exchange catalog apply` sets "
+            "message.timestamp.type=LogAppendTime); key validity was judged by it[/yellow]"
+        )
     rows = []
     for chain in sorted(result.chains.values(), key=lambda c: c.chain_id):
         broken = chain.broken
@@ -214,7 +226,7 @@ def keys_add(
     ] = None,
     private_key_file: Annotated[
         Path | None,
-        typer.Option(help="Or the private key file on this host (made here if it is missing)."),
+        typer.Option(help="Or the principal's private key file on this host (it must exist)."),
     ] = None,
     by: Annotated[str, typer.Option(help="Who registers it (for the audit event).")] = "operator",
 ) -> None:
@@ -223,7 +235,7 @@ def keys_add(
     if (public_key is None) == (private_key_file is None):
         raise typer.BadParameter("give exactly one of --public-key and --private-key-file")
     if private_key_file is not None:
-        raw = Signer.create(private_key_file)[0].public_raw
+        raw = Signer.load(private_key_file, "--private-key-file").public_raw
     else:
         try:
             raw = bytes.fromhex(public_key or "")
@@ -235,6 +247,12 @@ def keys_add(
         key, added = add_key(settings, writer, principal, raw, by)
     finally:
         writer.close()
+    if key.retired_ms is not None:
+        output.err.print(
+            f"[red]key {key.key_id} of {principal} was retired at {_when(key.retired_ms)}; "
+            "a retired key is not registered again: make a new one (`audit keys new`)[/red]"
+        )
+        raise typer.Exit(1)
     what = "registered" if added else "already registered"
     output.out.print(f"{what}: key {key.key_id} of {principal}")
 

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from exchange.audit.signing import Signer
 from exchange.cli import output
 from exchange.devplatform import secure
 from exchange.devplatform.platform import kafka_uuid
@@ -62,8 +63,19 @@ def secure_files(
     cluster = kafka / "cluster-id"
     if not cluster.exists():
         write_private(cluster, kafka_uuid(str(uuid.uuid4())).encode(), replace=False)
+    # format needs the broker's own password, which server.properties already holds.
+    write_private(kafka / "broker.password", files.password_file("broker").read_bytes())
     registry = secrets / "registry" / "application.properties"
     write_private(registry, secure.registry_properties(ep, files).encode())
+    # One folder per platform client, each mounted alone into its containers; the writers'
+    # public keys for the operator to register; the folder department credentials go to
+    # (volume subpaths must exist before they are mounted).
+    for principal in ("operator", "router", "monitor"):
+        secure.write_bundle(files, ep, principal, secrets / "principals" / principal)
+    for principal in secure.AUDIT_WRITERS:
+        public = Signer.load(files.signing_key_file(principal)).public_raw.hex()
+        write_private(secrets / "public" / f"{principal}.audit-key", public.encode())
+    (secrets / "departments").mkdir(mode=0o700, exist_ok=True)
     output.table(
         f"secure deployment files in {secrets}",
         ["what", "where"],
@@ -72,6 +84,9 @@ def secure_files(
             ("passwords of the platform's principals (0600)", "credentials/"),
             ("audit signing keys, the router's salt secret (0600)", "keys/"),
             ("one environment file per principal", "env/"),
+            ("each platform client's own files, mounted alone", "principals/<name>/"),
+            ("the audit writers' public keys", "public/"),
+            ("departments' credentials (`dept credentials --out`)", "departments/"),
             ("the broker's settings and cluster id", "kafka/"),
             ("the registry's settings", "registry/application.properties"),
         ],

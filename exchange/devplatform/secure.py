@@ -120,10 +120,19 @@ def prepare(files: SecureFiles, endpoints: Endpoints | None = None) -> TlsFiles:
     tls = ensure_tls(files.root / "tls", hosts)
     for principal in (*SCRAM_PRINCIPALS, *OTHER_SECRETS):
         files.password(principal)
+    for user in REGISTRY_WRITERS:
+        files.password(registry_secret(user))
     for principal in AUDIT_WRITERS:
         Signer.create(files.signing_key_file(principal))
     ensure_secret(files.salt_secret_file)
     return tls
+
+
+def registry_secret(user: str) -> str:
+    """The name of a registry user's password: the registry's own, not the user's Kafka
+    password (a leaked registry settings file, or guessing over its HTTP login, must not give
+    away a Kafka super user's)."""
+    return user if user == REGISTRY_READER else f"{user}.registry"
 
 
 def create_principals(admin: Admin, files: SecureFiles) -> None:
@@ -172,7 +181,7 @@ def env_files(files: SecureFiles, endpoints: Endpoints) -> None:
             files.tls.ca_cert,
             endpoints.registry_url,
             files.tls.ca_cert,
-            registry_login=(login, files.password_file(login)),
+            registry_login=(login, files.password_file(registry_secret(login))),
             # The operator hands the read-only login to departments (`dept credentials`).
             registry_reader=(
                 files.password_file(REGISTRY_READER) if principal == "operator" else None
@@ -183,6 +192,49 @@ def env_files(files: SecureFiles, endpoints: Endpoints) -> None:
             salt_secret_file=files.salt_secret_file if principal == "router" else None,
         )
         write_private(files.env_file(principal), text.encode())
+
+
+def write_bundle(files: SecureFiles, endpoints: Endpoints, principal: str, folder: Path) -> Path:
+    """Everything ``principal`` needs, and nothing else, in ``folder``: its passwords, keys,
+    the CA and an environment file naming them. A container mounts only its own folder, so a
+    compromised connector or registry cannot read the operator's password or the router's
+    secrets. Returns the environment file."""
+    login = principal if principal in REGISTRY_WRITERS else REGISTRY_READER
+
+    def copy(source: Path, name: str) -> Path:
+        target = folder / name
+        write_private(target, source.read_bytes())
+        return target
+
+    ca = copy(files.tls.ca_cert, "ca.pem")
+    text = client_env(
+        principal,
+        endpoints.bootstrap,
+        copy(files.password_file(principal), "kafka.password"),
+        ca,
+        endpoints.registry_url,
+        ca,
+        registry_login=(
+            login,
+            copy(files.password_file(registry_secret(login)), "registry.password"),
+        ),
+        registry_reader=(
+            copy(files.password_file(REGISTRY_READER), "registry-reader.password")
+            if principal == "operator"
+            else None
+        ),
+        signing_key_file=(
+            copy(files.signing_key_file(principal), "audit-signing.pem")
+            if principal in AUDIT_WRITERS
+            else None
+        ),
+        salt_secret_file=(
+            copy(files.salt_secret_file, "salt-secret") if principal == "router" else None
+        ),
+    )
+    env = folder / f"{principal}.env"
+    write_private(env, text.encode())
+    return env
 
 
 def server_properties(endpoints: Endpoints, listeners: list[str], log_dir: str) -> str:
@@ -271,7 +323,7 @@ def registry_properties(endpoints: Endpoints, files: SecureFiles) -> str:
     ]
     for user, role in (*((w, "platform") for w in REGISTRY_WRITERS), (REGISTRY_READER, "reader")):
         lines += [
-            f"quarkus.security.users.embedded.users.{user}={files.password(user)}",
+            f"quarkus.security.users.embedded.users.{user}={files.password(registry_secret(user))}",
             f"quarkus.security.users.embedded.roles.{user}={role}",
         ]
     lines += [
@@ -287,7 +339,8 @@ def registry_properties(endpoints: Endpoints, files: SecureFiles) -> str:
         "quarkus.http.auth.permission.read.policy=readers",
         "quarkus.http.auth.policy.readers.roles-allowed=reader,platform",
         # Apicurio's admin API (export, configuration) only for the platform, even reads.
-        "quarkus.http.auth.permission.admin.paths=/apis/registry/v3/admin/*",
+        "quarkus.http.auth.permission.admin.paths="
+        "/apis/registry/v3/admin/*,/apis/registry/v2/admin/*",
         "quarkus.http.auth.permission.admin.policy=platform",
         "quarkus.http.auth.permission.write.paths=/apis/*",
         "quarkus.http.auth.permission.write.methods=POST,PUT,DELETE,PATCH",

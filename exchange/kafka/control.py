@@ -10,6 +10,7 @@ from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    TIMESTAMP_LOG_APPEND_TIME,
     Consumer,
     KafkaError,
     KafkaException,
@@ -29,6 +30,9 @@ class Message:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+    #: When the broker appended the record, if its topic stamps records so
+    #: (``message.timestamp.type=LogAppendTime``); ``None`` when the writer chose the time.
+    appended_ms: int | None = None
 
 
 def read_table(settings: KafkaSettings, topic: str, *, committed: bool = False) -> dict[str, bytes]:
@@ -115,6 +119,7 @@ def to_message(msg: Any) -> Message:
     raw = msg.headers() or []
     pairs = raw.items() if isinstance(raw, dict) else raw
     headers = tuple((str(k), _bytes(v)) for k, v in pairs)
+    kind, ts = msg.timestamp()
     return Message(
         str(msg.topic()),
         int(msg.partition() or 0),
@@ -122,6 +127,7 @@ def to_message(msg: Any) -> Message:
         msg.key(),
         msg.value(),
         headers,
+        int(ts) if kind == TIMESTAMP_LOG_APPEND_TIME else None,
     )
 
 

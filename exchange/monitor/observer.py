@@ -154,8 +154,12 @@ class Observer:
     def _follow_audit(self, budget_s: float) -> None:
         reads = [to_read(self._lookup, m) for m in self._audit.read_new(budget_s)]
         known = self._chains.keys.keys
-        if any(r.event is not None and r.event.signer not in (None, *known) for r in reads):
-            # A key registered since we last read the register (its own event is among these).
+        if any(
+            r.event is not None
+            and (r.event.kind.startswith("audit.key.") or r.event.signer not in (None, *known))
+            for r in reads
+        ):
+            # The register changed (its events are among these) or a key we do not know signed.
             self._chains.keys = read_register(self.settings).book
         self._chains.add(reads)
         self._audit_kinds.update(r.event.kind for r in reads if r.event is not None)

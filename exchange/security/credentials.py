@@ -85,18 +85,29 @@ def _write_files(
     reader = None
     if reg.reader_password_file is not None:
         reader = (reg.reader_username, out_dir / f"{principal}.registry.password")
+    # The CAs next to the credentials: the folder is all a department's host needs.
+    cas = {
+        name: (settings.resolve(source), (out_dir / name).resolve())
+        for name, source in (
+            ("ca.pem", settings.kafka.security.ca_file),
+            ("registry-ca.pem", settings.registry.ca_file),
+        )
+        if source is not None
+    }
     env = client_env(
         principal,
         settings.kafka.bootstrap_servers,
         password_file.resolve(),
-        settings.kafka.security.ca_file,
+        cas["ca.pem"][1] if "ca.pem" in cas else None,
         settings.registry.url,
-        settings.registry.ca_file,
+        cas["registry-ca.pem"][1] if "registry-ca.pem" in cas else None,
         registry_login=None if reader is None else (reader[0], reader[1].resolve()),
         mechanism=settings.kafka.security.mechanism,
     )
     try:
         write_private(password_file, password.encode())
+        for source, target in cas.values():
+            target.write_bytes(source.read_bytes())
         if reader is not None and reg.reader_password_file is not None:
             reader_password = settings.resolve(reg.reader_password_file).read_bytes()
             write_private(reader[1], reader_password)

@@ -45,8 +45,10 @@ def client_env(
     ]
     if registry_reader is not None:
         lines.append(f"EXCHANGE_REGISTRY__READER_PASSWORD_FILE={registry_reader}")
-    # The principal's own audit signing key, or none (clears the operator's from the shell).
+    # The principal's own audit signing key, or none (clears the operator's from the shell);
+    # and no shared HMAC key: in secure mode each writer's signature says who wrote an event.
     lines.append(f"EXCHANGE_AUDIT__SIGNING_KEY_FILE={signing_key_file or ''}")
+    lines.append("EXCHANGE_AUDIT__KEY_FILE=")
     if salt_secret_file is not None:  # the router's: the grants' salts derive from it
         lines.append(f"EXCHANGE_ROUTER__SALT_SECRET_FILE={salt_secret_file}")
     return "\n".join(lines) + "\n"

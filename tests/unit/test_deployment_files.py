@@ -54,7 +54,7 @@ def test_compose_runs_real_commands_and_prometheus_scrapes_their_ports(name: str
                 assert (ROOT / command[2]).is_file()
         exposed[service_name] = set(service.get("expose", []))
         for volume in service.get("volumes", []):
-            if volume.startswith("./"):
+            if isinstance(volume, str) and volume.startswith("./"):
                 assert (ROOT / volume.split(":")[0]).exists(), f"{service_name} mounts {volume}"
     targets = _scrape_targets()
     assert len(targets) == 6
@@ -105,36 +105,64 @@ def test_every_secret_the_secure_compose_names_is_written_by_its_secrets_job(
     text = (ROOT / SECURE).read_text(encoding="utf-8")
     named = set(re.findall(r"/secrets/[\w./$-]+\w", text))
     # Department credentials are issued by platform-setup (`dept credentials --out`).
-    made_later = {n for n in named if n.startswith("/secrets/departments")}
+    made_later = {n for n in named if n.startswith("/secrets/departments/")}
     for path in sorted(named - made_later):
-        assert (secrets / path.removeprefix("/secrets/")).is_file(), f"{path} is not written"
-    assert made_later
+        assert (secrets / path.removeprefix("/secrets/")).exists(), f"{path} is not written"
+    assert made_later and (secrets / "departments").is_dir()
 
 
-def test_the_secure_compose_runs_each_component_as_its_own_principal(secrets: Path) -> None:
+def _secret_mounts(service: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """(target, subpath) of each mount of the secrets volume."""
+    out = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            if volume.startswith("secrets:"):
+                out.append((volume.split(":")[1], None))
+        elif volume.get("source") == "secrets":
+            out.append((volume["target"], volume.get("volume", {}).get("subpath")))
+    return out
+
+
+def test_each_container_mounts_only_its_own_secrets(secrets: Path) -> None:
     found = services(SECURE)
     setup = " ".join(found["platform-setup"]["entrypoint"])
     issued = set(re.search(r"for d in ([\w ]+);", setup).group(1).split())  # type: ignore[union-attr]
     for name, service in found.items():
+        mounts = _secret_mounts(service)
+        if name == "secrets":
+            continue  # it writes them
+        assert all(sub is not None for _t, sub in mounts), f"{name} mounts every secret"
+        for target, sub in mounts:
+            assert target == f"/secrets/{sub}", f"{name}: {sub} at {target}"
         env_file = (service.get("environment") or {}).get("EXCHANGE_ENV_FILE")
-        if service.get("build") != "." or name in ("secrets", "principals"):
+        if service.get("build") != "." or name == "principals":
             continue
         assert env_file, f"{name} names no principal"
+        folder = str(Path(env_file).parent)
         principal = Path(env_file).stem
-        if env_file.startswith("/secrets/env/"):
+        assert folder in {t for t, _s in mounts}, f"{name} does not mount {folder}"
+        if folder.startswith("/secrets/principals/"):
             assert principal in secure.SCRAM_PRINCIPALS
+            assert (secrets / folder.removeprefix("/secrets/") / f"{principal}.env").is_file()
         else:
             department = principal.removeprefix("connector-")
             assert department in issued, f"{name}: nobody issues {principal}"
     env = dict(
         line.split("=", 1)
-        for line in (secrets / "env" / "router.env").read_text().splitlines()
+        for line in (secrets / "principals/router/router.env").read_text().splitlines()
         if "=" in line and not line.startswith("#")
     )
     assert env["EXCHANGE_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert env["EXCHANGE_REGISTRY__URL"].startswith("https://registry:8443/")
     assert env["EXCHANGE_KAFKA__SECURITY__PROTOCOL"] == "SASL_SSL"
+    own = f"{secrets}/principals/router/"  # /secrets in the container
+    for setting in ("PASSWORD_FILE", "CA_FILE"):
+        assert env[f"EXCHANGE_KAFKA__SECURITY__{setting}"].startswith(own)
+    assert env["EXCHANGE_ROUTER__SALT_SECRET_FILE"].startswith(own)
     assert found["registry"]["ports"] == ["8443:8443"]
+    # Dashboards' labels say who receives what: on the host's loopback only.
+    assert found["prometheus"]["ports"] == ["127.0.0.1:9090:9090"]
+    assert found["grafana"]["ports"] == ["127.0.0.1:3000:3000"]
 
 
 def test_the_secure_brokers_settings_fit_its_container(secrets: Path) -> None:
@@ -144,7 +172,11 @@ def test_the_secure_brokers_settings_fit_its_container(secrets: Path) -> None:
         if "=" in line
     )
     kafka = services(SECURE)["kafka"]
-    data = next(v.split(":")[1] for v in kafka["volumes"] if v.startswith("kafka-data:"))
+    data = next(
+        v.split(":")[1]
+        for v in kafka["volumes"]
+        if isinstance(v, str) and v.startswith("kafka-data:")
+    )
     assert props["log.dirs"] == data
     assert props["advertised.listeners"] == "SASL_SSL://kafka:9092"
     assert props["allow.everyone.if.no.acl.found"] == "false"

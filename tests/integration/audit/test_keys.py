@@ -52,6 +52,7 @@ def test_keys_are_registered_rotated_and_retired_with_audit_events(
     printed = cli(isolated, "audit", "keys", "new", str(new))
     public_new = printed.split("public key: ")[1].split()[0]
 
+    cli(isolated, "audit", "keys", "new", str(old))
     cli(isolated, "audit", "keys", "add", "router", "--private-key-file", str(old))
     # The operator signs from here on, starting with the registration of its own key.
     op_key = tmp_path / "operator.pem"
@@ -92,6 +93,7 @@ def test_keys_are_registered_rotated_and_retired_with_audit_events(
     assert os.stat(new).st_mode & 0o777 == 0o600
     # An operator command without its key now breaks the operator's chain: it must sign.
     cli(isolated, "audit", "keys", "retire", old_id)  # already retired: nothing written
+    cli(isolated, "audit", "keys", "new", str(tmp_path / "m"))
     cli(isolated, "audit", "keys", "add", "monitor", "--private-key-file", str(tmp_path / "m"))
     unsigned = verify(read_trail(settings), load_key(settings), read_register(settings).book)
     link = unsigned.chains["security.cli"].broken

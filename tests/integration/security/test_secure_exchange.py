@@ -16,7 +16,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -89,9 +88,8 @@ class SecureExchange:
         )
         self.config = project.exchange_yaml
         self.operator = platform.load(self.config, platform.env("operator"))
-        key = self.operator.resolve(self.operator.audit.key_file or Path("x"))
-        key.parent.mkdir(parents=True, exist_ok=True)
-        key.write_text(uuid.uuid4().hex * 2 + "\n", encoding="ascii")
+        # Secure mode seals with each writer's signature, not a shared HMAC key.
+        assert self.operator.audit.key_file is None
         self.catalog = load_catalog(self.operator).require_valid()
         apply_catalog(self.catalog, self.operator)
         self.audit = AuditWriter.connect(self.operator, "security.cli")
@@ -534,8 +532,8 @@ def test_a_forged_audit_event_by_any_principal_is_reported_with_its_position(
     exchange: SecureExchange, tmp_path: Path
 ) -> None:
     """Issue 21: as ``router`` (which may write the trail), a ``grant.approved`` appended to an
-    operator's grant chain, sealed with the shared HMAC key and signed with the router's own
-    registered key; as a connector and a consumer, the same after the broker first refused
+    operator's grant chain, hash-linked to it and signed with the router's own registered
+    key; as a connector and a consumer, the same after the broker first refused
     them and an ACL mistakenly let them write. `audit verify` reports each one, where it is."""
     op = exchange.operator
     connector, consumer = f"connector-{exchange.other}", f"consumer-{exchange.reader}"
@@ -590,7 +588,7 @@ def forge_as(
     writer.write([Happening("grant.requested", "测", int(time.time() * 1000), {"n": 1})])
     writer.close()
     last = [e for e in read_events(op) if e.chain_id == victim][-1]
-    key = load_key(op)  # the shared HMAC key: the issue's router had it too
+    key = load_key(op)  # none in secure mode (the issue's router held the shared HMAC key)
     chain = Chain(victim, op.audit.algorithm, key, last.sequence + 1, last.hash, signer)
     forged = chain.seal(
         Happening("grant.approved", "forger", int(time.time() * 1000), {"state": "approved"})

@@ -18,6 +18,7 @@ from exchange.audit.signing import (
     SigningKeyError,
     chain_writer,
     key_id,
+    weak_public_key,
 )
 from exchange.audit.verify import ChainWatch, Read, verify
 
@@ -105,6 +106,36 @@ def test_a_chain_nobody_may_write_is_forged(make_key: KeyFactory) -> None:
     assert "no principal may write chain payments.x" in (broken(evs, book(key)) or "")[2]
 
 
+def test_a_backdated_event_is_judged_by_the_brokers_time(make_key: KeyFactory) -> None:
+    """The writer chooses ``ts_ms``; the broker stamps the record (LogAppendTime): an unsigned
+    event dated before the operator's first key but appended after it is forged."""
+    _, key = make_key("operator", added_ms=2000)
+    evs = forge_append(chain("grants.gongan", None, 1, start_ms=1000), None, 1500)
+    as_read = [Read(f"partition 0 offset {i}", e, appended_ms=e.ts_ms) for i, e in enumerate(evs)]
+    assert verify(as_read, None, book(key)).intact
+    as_read[-1] = Read("partition 0 offset 1", evs[-1], appended_ms=9000)  # appended later
+    link = verify(as_read, None, book(key)).chains["grants.gongan"].broken
+    assert link is not None and "not signed, though operator" in link.message
+
+
+def test_once_signed_a_chain_stays_signed(make_key: KeyFactory) -> None:
+    operator, key = make_key("operator", added_ms=5000)
+    evs = chain("grants.gongan", operator, 2, start_ms=1000)  # signed before registration
+    evs = forge_append(evs, None, 1100)
+    assert "after signed events" in (broken(evs, book(key)) or "")[2]
+
+
+def test_a_signer_without_a_signature_and_a_writer_without_a_key_are_forged(
+    make_key: KeyFactory,
+) -> None:
+    operator, key = make_key("operator")
+    evs = chain("grants.gongan", operator, 1)
+    bare = dataclasses.replace(evs[0], signature=None)
+    assert "a signer without a signature" in (broken([bare], book(key)) or "")[2]
+    router_chain = chain("router.w1", None, 1)
+    assert "router has no registered key" in (broken(router_chain, book(key)) or "")[2]
+
+
 def test_unsigned_events_from_before_any_key_still_verify(make_key: KeyFactory) -> None:
     """A trail older than the register: events before the writer's first key need no
     signature; once it has one, they do."""
@@ -124,7 +155,7 @@ def test_a_retired_key_and_a_return_to_an_older_key_are_forged(make_key: KeyFact
     rotated = forge_append(evs, new_signer, 2000)
     assert broken(rotated, keys) is None
     # The stolen old key, backdated before its retirement, after the chain moved on:
-    assert "older than the key" in (broken(forge_append(rotated, old_signer, 2500), keys) or "")[2]
+    assert "older than one" in (broken(forge_append(rotated, old_signer, 2500), keys) or "")[2]
 
 
 def test_without_registered_keys_signatures_are_not_asked_for(make_key: KeyFactory) -> None:
@@ -147,6 +178,7 @@ def test_chain_writers_by_prefix_and_department() -> None:
     assert chain_writer("router.worker-1", WRITERS) == "router"
     assert chain_writer("connector.gongan", WRITERS) == "connector-gongan"
     assert chain_writer("connector.", WRITERS) is None
+    assert chain_writer("connector.gongan.x", WRITERS) is None
     assert chain_writer("other", WRITERS) is None
 
 
@@ -169,3 +201,13 @@ def test_register_records_round_trip_and_refuse_a_wrong_id(make_key: KeyFactory)
     wrong = dataclasses.replace(key, key_id="0" * 32)
     with pytest.raises(ValueError, match="does not name its public key"):
         RegisteredKey.from_json(wrong.to_json())
+
+
+def test_small_order_keys_are_refused_in_the_register(make_key: KeyFactory) -> None:
+    """With a small-order public key a fixed signature verifies for every message."""
+    weak = bytes.fromhex("01" + "00" * 31)
+    assert weak_public_key(weak) and weak_public_key(bytes.fromhex("01" + "00" * 30 + "80"))
+    assert not weak_public_key(make_key("router")[0].public_raw)
+    record = RegisteredKey(key_id(weak), "router", weak.hex(), 0, "operator")
+    with pytest.raises(ValueError, match="small-order"):
+        RegisteredKey.from_json(record.to_json())
