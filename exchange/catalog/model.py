@@ -10,8 +10,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     field_serializer,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -94,6 +96,15 @@ class FieldSpec(_Model):
     @field_serializer("rules")
     def _dump_rules(self, rules: tuple[Rule, ...]) -> list[Any]:
         return [rule_to_raw(r) for r in rules]
+
+    @model_serializer(mode="wrap")
+    def _without_empty_layout(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A field without a layout publishes as before: the catalog record of an entry that
+        # did not change stays byte for byte the same (catalog apply republishes changes only).
+        out = handler(self)
+        if isinstance(out, dict) and out.get("layout") is None:
+            out.pop("layout", None)
+        return out
 
 
 class Retention(_Model):
