@@ -78,6 +78,10 @@ def reader(settings: KafkaSettings, *, committed: bool = False) -> Consumer:
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed" if committed else "read_uncommitted",
+                # An offset below the log start (retention, deleted records) starts at the
+                # first record there is; librdkafka's default would jump to the end and skip
+                # every record still in the partition (a backfill from offset 0 did).
+                "auto.offset.reset": "earliest",
             }
         )
     )

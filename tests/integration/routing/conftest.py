@@ -78,7 +78,7 @@ class RouterEnv:
         uid = self.uid = project.uid
         self.provider = uid
         self.consumers = {
-            n: f"{uid}_{n}" for n in ("mzj", "county", "nogrant", "late", "ops", "fresh")
+            n: f"{uid}_{n}" for n in ("mzj", "county", "nogrant", "late", "ops", "fresh", "trimmed")
         }
         departments = "".join(
             f"  - {{id: {d}, name: 部门{n}, level: city, region_code: '140600'}}\n"

@@ -11,11 +11,12 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from exchange.audit.trail import Query, query, read_trail
 from exchange.dlq import REASON_HEADER
-from exchange.kafka.control import partitions, read_all, reader
+from exchange.kafka.control import partitions, read_all, reader, watermarks
 from exchange.kafka.registry import Registry
 from samples.plain_consumer import read_deliveries
 from tests.integration.routing.conftest import CN, EXCHANGE, ROWS, RouterEnv, person
@@ -305,6 +306,43 @@ def test_new_grant_is_backfilled_with_the_full_current_state(routed: RouterEnv) 
         read_trail(routed.settings), Query(grant_id="g-fresh", kind="delivery.receipt")
     )
     assert any(e.detail()["backfill"] for e in receipts)
+
+
+def test_a_new_grant_is_backfilled_from_wherever_the_source_log_starts(
+    routed: RouterEnv,
+) -> None:
+    """Issue 20: with the log start above 0 (retention, deleted records) the backfill's reader
+    had no offset reset policy, jumped to the end, and the records still in the partition never
+    reached the new grant."""
+    gone = [person(700 + i, "140612") for i in range(6)]
+    kept = [person(720 + i, "140612") for i in range(6)]
+    topic = routed.project.source_topic
+    routed.publish([routed.change(r, "c") for r in gone])
+    probe = reader(routed.settings.kafka)
+    numbers = partitions(probe, topic, 10)
+    marks = {p: watermarks(probe, topic, p, 10)[1] for p in numbers}
+    routed.publish([routed.change(r, "c") for r in kept])
+    admin = AdminClient(routed.settings.kafka.client_config())
+    futures = admin.delete_records([TopicPartition(topic, p, o) for p, o in marks.items()])
+    for future in futures.values():
+        future.result(timeout=30)
+    assert all(watermarks(probe, topic, p, 10)[0] == marks[p] for p in numbers)
+    assert any(marks[p] > 0 for p in numbers)
+    probe.close()
+    trimmed = routed.consumers["trimmed"]
+    routed.grant(
+        trimmed,
+        "g-trimmed",
+        row_filter={"region_code": {"prefix": "140612"}},
+        masks={"citizen_id": "none"},
+    )
+
+    def received() -> set[str]:
+        return {v["after"]["citizen_id"] for _m, v in routed.deliveries(trimmed) if v}
+
+    want = {r["citizen_id"] for r in kept}
+    routed.wait_for("the records still in the source log", lambda: received() >= want, 60)
+    assert not received() & {r["citizen_id"] for r in gone}
 
 
 def test_exchange_consume_and_a_plain_avro_consumer_read_the_same_deliveries(

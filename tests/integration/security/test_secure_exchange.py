@@ -421,7 +421,7 @@ def test_only_the_platform_registers_schemas_and_nobody_reads_them_anonymously(
         urllib.request.urlopen(f"{url.replace('https', 'http')}/subjects", timeout=5)
 
 
-def test_each_malformed_kind_goes_to_the_dlq_with_its_reason_and_routing_goes_on(
+def test_each_malformed_kind_and_an_oversized_record_go_to_the_dlq_and_routing_goes_on(
     exchange: SecureExchange,
 ) -> None:
     # Issue 21's corpus, published by the provider's own connector principal to its own topic.
@@ -447,7 +447,11 @@ def test_each_malformed_kind_goes_to_the_dlq_with_its_reason_and_routing_goes_on
             "router.log",
         )
     news = NewDeliveries(exchange)
-    producer = Producer(provider.kafka.client_config(**{"acks": "all", "enable.idempotence": True}))
+    producer = Producer(
+        provider.kafka.client_config(
+            **{"acks": "all", "enable.idempotence": True, "message.max.bytes": 2_000_000}
+        )
+    )
     positions: dict[str, str] = {}
     topic = exchange.project.source_topic
 
@@ -477,11 +481,23 @@ def test_each_malformed_kind_goes_to_the_dlq_with_its_reason_and_routing_goes_on
         producer.produce(
             topic, key=case.key, value=case.value, partition=0, on_delivery=delivered(case.kind)
         )
+    # And a valid record whose delivery is too large to produce (the name masked to one "*" per
+    # character): it stopped the router for everyone before.
+    big = {**person(509, "140602"), "name": "张" + "a" * 1_037_000}
+    big_value = encode(big)
+    assert 1_000_000 < len(big_value) < 1_048_576  # fits the source topic, not a delivery
+    producer.produce(
+        topic,
+        key=big["citizen_id"].encode(),
+        value=big_value,
+        partition=0,
+        on_delivery=delivered("oversized valid record"),
+    )
     valid = [person(510 + i, "140602") for i in range(3)]
     for row in valid:
         producer.produce(topic, key=row["citizen_id"].encode(), value=encode(row), partition=0)
     assert producer.flush(30) == 0
-    want = {c.kind: c.reason for c in cases}
+    want = {c.kind: c.reason for c in cases} | {"oversized valid record": "delivery_too_large"}
 
     def letters() -> dict[str, str]:
         got = {}
