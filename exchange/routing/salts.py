@@ -44,10 +44,21 @@ class GrantSalts:
 
     @classmethod
     def load(cls, settings: ExchangeSettings) -> tuple[GrantSalts, bool]:
-        """The secret of ``router.salt_secret_file``, made there (0600) on a first start; and
-        whether it was made now."""
+        """The secret of ``router.salt_secret_file``; and whether it was made now.
+
+        Made (0600) on a first start only on an open platform (one host, trials). On a secure
+        one a missing file is an error: a worker that made its own secret would hash every key
+        differently from the other workers, and consumers would see each record twice."""
         path = settings.resolve(settings.router.salt_secret_file)
-        made = ensure_secret(path)
+        secure = settings.kafka.security.protocol != "PLAINTEXT"
+        if secure and not path.exists():
+            raise SaltSecretError(
+                f"router.salt_secret_file {path} does not exist. Every router worker needs the "
+                "same secret: copy the file the others use (`exchange deploy secure-files` or "
+                "`exchange dev up --secure` made it), with mode 0600",
+                code="NO_SALT_SECRET",
+            )
+        made = False if secure else ensure_secret(path)
         return cls(_read(path)), made
 
 

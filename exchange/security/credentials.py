@@ -82,9 +82,14 @@ def _write_files(
     password_file = out_dir / f"{principal}.password"
     env_file = out_dir / f"{principal}.env"
     reg = settings.registry
-    reader = None
-    if reg.reader_password_file is not None:
-        reader = (reg.reader_username, out_dir / f"{principal}.registry.password")
+    if reg.reader_password_file is None:
+        raise SecurityError(
+            "registry.reader_password_file is not set (EXCHANGE_REGISTRY__READER_PASSWORD_FILE): "
+            "the department's .env file needs the registry's read-only login, reading schemas "
+            "needs one. Act as the operator (its .env file sets it)",
+            code="NO_REGISTRY_READER",
+        )
+    reader = (reg.reader_username, out_dir / f"{principal}.registry.password")
     # The CAs next to the credentials: the folder is all a department's host needs.
     cas = {
         name: (settings.resolve(source), (out_dir / name).resolve())
@@ -101,16 +106,15 @@ def _write_files(
         cas["ca.pem"][1] if "ca.pem" in cas else None,
         settings.registry.url,
         cas["registry-ca.pem"][1] if "registry-ca.pem" in cas else None,
-        registry_login=None if reader is None else (reader[0], reader[1].resolve()),
+        registry_login=(reader[0], reader[1].resolve()),
         mechanism=settings.kafka.security.mechanism,
     )
     try:
         write_private(password_file, password.encode())
         for source, target in cas.values():
             target.write_bytes(source.read_bytes())
-        if reader is not None and reg.reader_password_file is not None:
-            reader_password = settings.resolve(reg.reader_password_file).read_bytes()
-            write_private(reader[1], reader_password)
+        reader_password = settings.resolve(reg.reader_password_file).read_bytes()
+        write_private(reader[1], reader_password)
         write_private(env_file, env.encode())
     except OSError as exc:
         raise SecurityError(

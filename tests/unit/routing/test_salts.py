@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from exchange.config.settings import KafkaSecurity
 from exchange.grants.model import Grant
 from exchange.routing.salts import GrantSalts, SaltSecretError
 from tests.conftest import Project
@@ -69,3 +70,18 @@ def grant_record() -> bytes:
             "requested_at": "2026-01-01T00:00:00+08:00",
         }
     ).encode()
+
+
+def test_a_secure_router_never_makes_its_own_secret(project: Project) -> None:
+    """Workers with different secrets hash every key differently: on a secure platform the file
+    must come from the deployment, not from the first worker that starts."""
+    settings = project.settings()
+    security = KafkaSecurity(
+        protocol="SASL_SSL", username="router", password_file=project.root / "p"
+    )
+    kafka = settings.kafka.model_copy(update={"security": security})
+    secure = settings.model_copy(update={"kafka": kafka})
+    with pytest.raises(SaltSecretError, match=r"does not exist\. Every router worker") as info:
+        GrantSalts.load(secure)
+    assert info.value.code == "NO_SALT_SECRET"
+    assert not secure.resolve(secure.router.salt_secret_file).exists()
