@@ -156,6 +156,8 @@ class ChainWatch:
         self.result = Verification(signatures_checked=not keys.empty)
 
     def add(self, reads: Iterable[Read]) -> None:
+        # The monitor may have re-read the register since the last batch.
+        self.result.signatures_checked = not self.keys.empty
         batch = list(reads)
         sequences: dict[str, set[int]] = {}
         for read in batch:
@@ -166,7 +168,6 @@ class ChainWatch:
                 self.result.unreadable.append(_unreadable(read))
                 continue
             self.result.writer_timed += read.appended_ms is None
-            self.result.signatures_checked = not self.keys.empty
             chain_id = read.event.chain_id
             report = self.result.chains.setdefault(chain_id, ChainReport(chain_id))
             if report.broken is None:

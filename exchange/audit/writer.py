@@ -13,7 +13,6 @@ committed together or not at all.
 from __future__ import annotations
 
 import contextlib
-import secrets
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from exchange.audit.signing import Signer
 from exchange.catalog.avro import canonical_json, load_schema
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
-from exchange.files import write_private
+from exchange.files import read_hex_secret
 from exchange.kafka.control import Message, partitions, read_range, reader, watermarks
 from exchange.kafka.errors import KafkaOpError
 from exchange.kafka.registry import Registry
@@ -66,35 +65,26 @@ def load_key(settings: ExchangeSettings) -> bytes | None:
         return None
     path = settings.resolve(file)
     try:
-        text = path.read_text(encoding="ascii").strip()
+        return read_hex_secret(path)
     except FileNotFoundError as exc:
         raise AuditError(
             f"audit.key_file {path} does not exist; create one with `exchange audit keygen`",
             code="NO_AUDIT_KEY",
         ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AuditError(f"cannot read audit.key_file {path}: {exc}", code="NO_AUDIT_KEY") from exc
-    try:
-        key = bytes.fromhex(text)
     except ValueError as exc:
-        raise AuditError(f"audit.key_file {path}: not a hex key", code="BAD_AUDIT_KEY") from exc
-    if len(key) < 16:
-        raise AuditError(f"audit.key_file {path}: key shorter than 16 bytes", code="BAD_AUDIT_KEY")
-    return key
+        if isinstance(exc, UnicodeDecodeError):
+            raise AuditError(
+                f"cannot read audit.key_file {path}: {exc}", code="NO_AUDIT_KEY"
+            ) from exc
+        raise AuditError(f"audit.key_file {path}: key {exc}", code="BAD_AUDIT_KEY") from exc
+    except OSError as exc:
+        raise AuditError(f"cannot read audit.key_file {path}: {exc}", code="NO_AUDIT_KEY") from exc
 
 
 def load_signer(settings: ExchangeSettings) -> Signer | None:
     """This principal's signing key (``audit.signing_key_file``), or ``None`` if it has none."""
     file = settings.audit.signing_key_file
     return None if file is None else Signer.load(settings.resolve(file))
-
-
-def generate_key(path: Path) -> bool:
-    """Write a new random 32-byte key (readable by the owner only); ``False`` if one exists."""
-    if path.exists():
-        return False
-    write_private(path, (secrets.token_hex(32) + "\n").encode("ascii"), replace=False)
-    return True
 
 
 def audit_schema(settings: ExchangeSettings) -> dict[str, Any]:

@@ -17,9 +17,10 @@ from exchange.audit.receipts import RECEIPT, receipt_rows
 from exchange.audit.signing import RegisteredKey, Signer
 from exchange.audit.trail import Query, query, read_trail, to_read
 from exchange.audit.verify import verify
-from exchange.audit.writer import AuditWriter, generate_key, load_key
+from exchange.audit.writer import AuditWriter, load_key
 from exchange.cli import output
 from exchange.cli.context import state
+from exchange.files import make_secret
 from exchange.kafka.control import partitions, reader, to_message
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import SchemaLookup
@@ -41,7 +42,7 @@ def keygen(ctx: typer.Context) -> None:
     if settings.audit.key_file is None:
         raise typer.BadParameter("audit.key_file is not set in the configuration")
     path = settings.resolve(settings.audit.key_file)
-    made = generate_key(path)
+    made = make_secret(path)
     output.out.print(f"{'created' if made else 'kept existing'} audit key {path}")
 
 
@@ -127,9 +128,7 @@ def query_(
 
 def _rows(e: AuditEvent, asked: Query | None = None) -> list[tuple[str, ...]]:
     """Table rows of an event: one per receipt row (those ``asked`` for), else one."""
-    when = (
-        dt.datetime.fromtimestamp(e.ts_ms / 1000, dt.UTC).astimezone().isoformat(timespec="seconds")
-    )
+    when = _when(e.ts_ms)
     if e.kind == RECEIPT:
         return [
             (

@@ -10,15 +10,15 @@ processes from them; `exchange deploy secure-files` writes the same files for
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from exchange.audit.signing import Signer
 from exchange.config.settings import DevPlatformSettings, KafkaSecurity, KafkaSettings
 from exchange.devplatform.tls import TlsFiles, ensure_tls
-from exchange.files import write_private
+from exchange.files import make_secret, write_private
 from exchange.kafka.admin import Admin
-from exchange.routing.salts import ensure_secret
 from exchange.security.principals import SCRAM_ITERATIONS, client_env
 
 #: The platform's SCRAM users. ``broker`` (the broker to itself) is created when the storage is
@@ -124,7 +124,7 @@ def prepare(files: SecureFiles, endpoints: Endpoints | None = None) -> TlsFiles:
         files.password(registry_secret(user))
     for principal in AUDIT_WRITERS:
         Signer.create(files.signing_key_file(principal))
-    ensure_secret(files.salt_secret_file)
+    make_secret(files.salt_secret_file)
     return tls
 
 
@@ -168,30 +168,51 @@ def jaas(module: str, user: str, password: str, **extra: str) -> str:
     return f"{module} required {options}{more};"
 
 
+#: Where a principal's file is referenced from: ``(the file in the secrets tree, the name it
+#: has in a client's own folder)`` -> the path its environment file names.
+Place = Callable[[Path, str], Path]
+
+
+def _principal_env(files: SecureFiles, endpoints: Endpoints, principal: str, place: Place) -> str:
+    """The environment file's text for ``principal``, naming its files where ``place`` puts
+    them: its Kafka and registry logins, the CA, its signing key, the router's salt secret, the
+    read-only registry login the operator hands to departments (`dept credentials`)."""
+    login = principal if principal in REGISTRY_WRITERS else REGISTRY_READER
+    ca = place(files.tls.ca_cert, "ca.pem")
+    return client_env(
+        principal,
+        endpoints.bootstrap,
+        place(files.password_file(principal), "kafka.password"),
+        ca,
+        endpoints.registry_url,
+        ca,
+        registry_login=(
+            login,
+            place(files.password_file(registry_secret(login)), "registry.password"),
+        ),
+        registry_reader=(
+            place(files.password_file(REGISTRY_READER), "registry-reader.password")
+            if principal == "operator"
+            else None
+        ),
+        signing_key_file=(
+            place(files.signing_key_file(principal), "audit-signing.pem")
+            if principal in AUDIT_WRITERS
+            else None
+        ),
+        salt_secret_file=(
+            place(files.salt_secret_file, "salt-secret") if principal == "router" else None
+        ),
+    )
+
+
 def env_files(files: SecureFiles, endpoints: Endpoints) -> None:
-    """One environment file per platform principal (the broker's and registry's excepted)."""
+    """One environment file per platform principal (the broker's and registry's excepted),
+    naming the files where they are in the secrets tree (the local platform)."""
     for principal in SCRAM_PRINCIPALS:
-        if principal in ("broker", "registry"):
-            continue
-        login = principal if principal in REGISTRY_WRITERS else REGISTRY_READER
-        text = client_env(
-            principal,
-            endpoints.bootstrap,
-            files.password_file(principal),
-            files.tls.ca_cert,
-            endpoints.registry_url,
-            files.tls.ca_cert,
-            registry_login=(login, files.password_file(registry_secret(login))),
-            # The operator hands the read-only login to departments (`dept credentials`).
-            registry_reader=(
-                files.password_file(REGISTRY_READER) if principal == "operator" else None
-            ),
-            signing_key_file=(
-                files.signing_key_file(principal) if principal in AUDIT_WRITERS else None
-            ),
-            salt_secret_file=files.salt_secret_file if principal == "router" else None,
-        )
-        write_private(files.env_file(principal), text.encode())
+        if principal not in ("broker", "registry"):
+            text = _principal_env(files, endpoints, principal, lambda source, _name: source)
+            write_private(files.env_file(principal), text.encode())
 
 
 def write_bundle(files: SecureFiles, endpoints: Endpoints, principal: str, folder: Path) -> Path:
@@ -199,41 +220,14 @@ def write_bundle(files: SecureFiles, endpoints: Endpoints, principal: str, folde
     the CA and an environment file naming them. A container mounts only its own folder, so a
     compromised connector or registry cannot read the operator's password or the router's
     secrets. Returns the environment file."""
-    login = principal if principal in REGISTRY_WRITERS else REGISTRY_READER
 
     def copy(source: Path, name: str) -> Path:
         target = folder / name
         write_private(target, source.read_bytes())
         return target
 
-    ca = copy(files.tls.ca_cert, "ca.pem")
-    text = client_env(
-        principal,
-        endpoints.bootstrap,
-        copy(files.password_file(principal), "kafka.password"),
-        ca,
-        endpoints.registry_url,
-        ca,
-        registry_login=(
-            login,
-            copy(files.password_file(registry_secret(login)), "registry.password"),
-        ),
-        registry_reader=(
-            copy(files.password_file(REGISTRY_READER), "registry-reader.password")
-            if principal == "operator"
-            else None
-        ),
-        signing_key_file=(
-            copy(files.signing_key_file(principal), "audit-signing.pem")
-            if principal in AUDIT_WRITERS
-            else None
-        ),
-        salt_secret_file=(
-            copy(files.salt_secret_file, "salt-secret") if principal == "router" else None
-        ),
-    )
     env = folder / f"{principal}.env"
-    write_private(env, text.encode())
+    write_private(env, _principal_env(files, endpoints, principal, copy).encode())
     return env
 
 

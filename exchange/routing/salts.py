@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
-from exchange.files import write_private
+from exchange.files import make_secret, read_hex_secret
 
-__all__ = ["GrantSalts", "SaltSecretError", "ensure_secret"]
-
-SECRET_BYTES = 32
+__all__ = ["GrantSalts", "SaltSecretError"]
 
 
 class SaltSecretError(ExchangeError):
@@ -58,33 +55,20 @@ class GrantSalts:
                 "`exchange dev up --secure` made it), with mode 0600",
                 code="NO_SALT_SECRET",
             )
-        made = False if secure else ensure_secret(path)
+        made = False if secure else make_secret(path)
         return cls(_read(path)), made
-
-
-def ensure_secret(path: Path) -> bool:
-    """Make a new secret in ``path`` (mode 0600) unless there is one; whether it was made."""
-    if path.exists():
-        return False
-    try:
-        write_private(path, (secrets.token_hex(SECRET_BYTES) + "\n").encode(), replace=False)
-    except FileExistsError:
-        return False  # another worker on this host made it first
-    return True
 
 
 def _read(path: Path) -> bytes:
     where = f"router.salt_secret_file {path}"
     try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
+        secret = read_hex_secret(path)
+    except ValueError as exc:  # before OSError: UnicodeDecodeError is both
+        if isinstance(exc, UnicodeDecodeError):
+            raise SaltSecretError(f"cannot read {where}: {exc}", code="NO_SALT_SECRET") from exc
+        raise SaltSecretError(f"{where}: {exc}", code="BAD_SALT_SECRET") from exc
+    except OSError as exc:
         raise SaltSecretError(f"cannot read {where}: {exc}", code="NO_SALT_SECRET") from exc
-    try:
-        secret = bytes.fromhex(text)
-    except ValueError as exc:
-        raise SaltSecretError(f"{where}: not hex", code="BAD_SALT_SECRET") from exc
-    if len(secret) < 16:
-        raise SaltSecretError(f"{where}: shorter than 16 bytes", code="BAD_SALT_SECRET")
     if path.stat().st_mode & 0o077:
         raise SaltSecretError(
             f"{where} is readable by others (mode {path.stat().st_mode & 0o777:o}); "

@@ -89,32 +89,35 @@ def _write_files(
             "needs one. Act as the operator (its .env file sets it)",
             code="NO_REGISTRY_READER",
         )
-    reader = (reg.reader_username, out_dir / f"{principal}.registry.password")
+    reader_file = out_dir / f"{principal}.registry.password"
     # The CAs next to the credentials: the folder is all a department's host needs.
     cas = {
-        name: (settings.resolve(source), (out_dir / name).resolve())
+        name: settings.resolve(source)
         for name, source in (
             ("ca.pem", settings.kafka.security.ca_file),
             ("registry-ca.pem", settings.registry.ca_file),
         )
         if source is not None
     }
+
+    def here(name: str) -> Path | None:
+        return (out_dir / name).resolve() if name in cas else None
+
     env = client_env(
         principal,
         settings.kafka.bootstrap_servers,
         password_file.resolve(),
-        cas["ca.pem"][1] if "ca.pem" in cas else None,
+        here("ca.pem"),
         settings.registry.url,
-        cas["registry-ca.pem"][1] if "registry-ca.pem" in cas else None,
-        registry_login=(reader[0], reader[1].resolve()),
+        here("registry-ca.pem"),
+        registry_login=(reg.reader_username, reader_file.resolve()),
         mechanism=settings.kafka.security.mechanism,
     )
     try:
         write_private(password_file, password.encode())
-        for source, target in cas.values():
-            target.write_bytes(source.read_bytes())
-        reader_password = settings.resolve(reg.reader_password_file).read_bytes()
-        write_private(reader[1], reader_password)
+        for name, source in cas.items():
+            (out_dir / name).write_bytes(source.read_bytes())
+        write_private(reader_file, settings.resolve(reg.reader_password_file).read_bytes())
         write_private(env_file, env.encode())
     except OSError as exc:
         raise SecurityError(

@@ -13,11 +13,12 @@ from exchange.audit.events import Happening
 from exchange.audit.keys import read_register
 from exchange.audit.trail import read_trail
 from exchange.audit.verify import verify
-from exchange.audit.writer import AuditWriter, generate_key, load_key
+from exchange.audit.writer import AuditWriter, load_key
 from exchange.catalog.apply import apply_catalog
 from exchange.catalog.load import load_catalog
 from exchange.cli.main import app
 from exchange.config import ExchangeSettings
+from exchange.files import make_secret
 from tests.integration.conftest import IsolatedProject
 
 
@@ -46,7 +47,7 @@ def test_keys_are_registered_rotated_and_retired_with_audit_events(
 ) -> None:
     settings = isolated.settings()
     assert settings.audit.key_file is not None
-    generate_key(settings.resolve(settings.audit.key_file))
+    make_secret(settings.resolve(settings.audit.key_file))
     apply_catalog(load_catalog(settings).require_valid(), settings)
     old, new = tmp_path / "router-1.pem", tmp_path / "router-2.pem"
     printed = cli(isolated, "audit", "keys", "new", str(new))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from exchange.audit.trail import Query, query, read_trail
-from exchange.audit.writer import generate_key
 from exchange.catalog.apply import apply_catalog
 from exchange.catalog.load import load_catalog
 from exchange.cli.main import app
+from exchange.files import make_secret
 from exchange.grants.store import read_grants
 from tests.integration.conftest import IsolatedProject
 
@@ -38,7 +38,7 @@ def test_grants_apply_converges_and_audits_every_change(isolated: IsolatedProjec
     )
     settings = isolated.settings()
     assert settings.audit.key_file is not None
-    generate_key(settings.resolve(settings.audit.key_file))
+    make_secret(settings.resolve(settings.audit.key_file))
     apply_catalog(load_catalog(settings).require_valid(), settings)
     for f in (isolated.root / "config/grants").glob("*.yaml"):
         f.unlink()
