@@ -10,6 +10,7 @@
 
 mod deliveries;
 mod digests;
+mod state;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -25,6 +26,7 @@ use sha2::Sha256;
 
 use deliveries::{tombstone_headers, Deliveries, NativeProducer};
 use digests::{Feed, ReceiptDigest};
+use state::{KeyState, StateBatch};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -1318,6 +1320,8 @@ fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeProducer>()?;
     m.add_class::<Feed>()?;
     m.add_class::<ReceiptDigest>()?;
+    m.add_class::<KeyState>()?;
+    m.add_class::<StateBatch>()?;
     m.add(
         "ProduceError",
         m.py().get_type::<deliveries::ProduceError>(),

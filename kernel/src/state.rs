@@ -1,0 +1,439 @@
+//! Per-key state of one source partition: which grants hold each key, and what they hold.
+//!
+//! Exact per-grant semantics need, for each key, who holds it now: a record entering a grant's
+//! scope is a create for it, one leaving it a delete, a delete reaches only the grants that held
+//! the key, and an update that changes nothing a grant sees is not delivered to it. The state
+//! keeps exactly that and no more, so it fits in memory for a city-sized entry:
+//!
+//! - the key's SHA-256, first 16 bytes (not the key: a citizen ID is not kept twice);
+//! - the version: the first 8 bytes of the SHA-256 of the event id of the last accepted change
+//!   (a change repeated by a crashed connector carries the same event id, and a backfill picks
+//!   a key's current record out of the changelog by it);
+//! - per grant holding the key, the grant's slot (a stable 64-bit number of the grant) and a
+//!   64-bit hash of what the grant received last (its projected, masked record).
+//!
+//! Measured on this machine (2 cores), on-disk stores cost far more per lookup than the router
+//! spends on a whole record (about 7.5 µs with 3 grants): `rocksdict` 10.6 µs per key in
+//! batched multi-gets from a 2,000,000-key store, `fjall` 8-10 µs per hit, `redb` 50 µs per
+//! insert; a hash map lookup here is about 0.1 µs. The full records (what a backfill
+//! delivers) live on disk in the compacted changelog topic, not here.
+//!
+//! Changes are made in *batches*. A batch reads through the changes of earlier batches that are
+//! not committed yet (routing runs ahead of Kafka commits) and becomes *pending* when it ends;
+//! `commit(seq)` folds pending batches into the committed map once their Kafka transaction
+//! committed, and `rewind()` drops every pending batch (an aborted transaction: the router
+//! routes again from the committed offsets). A batch begun before a rewind is refused when it
+//! ends, so nothing routed against forgotten changes is kept.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use sha2::{Digest as _, Sha256};
+
+/// The first 16 bytes of a key's SHA-256.
+pub type KeyDigest = [u8; 16];
+/// A key's row: version (8 bytes), then (slot, hash) pairs of 8 + 8 bytes, slots ascending.
+pub type Row = Box<[u8]>;
+
+const VERSION: usize = 8;
+const PAIR: usize = 16;
+
+pub fn key_digest(key: &[u8]) -> KeyDigest {
+    let full = Sha256::digest(key);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// The first 8 bytes of a SHA-256, as a number (versions, slots).
+pub fn short_hash(data: &[u8]) -> u64 {
+    let full = Sha256::digest(data);
+    u64::from_le_bytes(full[..8].try_into().expect("8 bytes"))
+}
+
+fn word(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+pub fn row_version(row: &[u8]) -> u64 {
+    word(row, 0)
+}
+
+/// What `slot` holds of the key: the hash of its last delivery, if it holds the key.
+pub fn held(row: &[u8], slot: u64) -> Option<u64> {
+    row[VERSION..]
+        .chunks_exact(PAIR)
+        .find(|pair| word(pair, 0) == slot)
+        .map(|pair| word(pair, 8))
+}
+
+fn valid_row(row: &[u8]) -> bool {
+    row.len() >= VERSION && (row.len() - VERSION).is_multiple_of(PAIR)
+}
+
+/// What a change means for one grant.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Action {
+    /// Nothing to deliver: not in the grant's scope before or after, or nothing it sees changed.
+    Skip,
+    /// The key enters the grant's scope.
+    Create,
+    /// The grant held the key and what it sees changed.
+    Update,
+    /// The grant held the key and no longer does (deleted, or out of its scope now).
+    Delete,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Skip => "skip",
+            Action::Create => "c",
+            Action::Update => "u",
+            Action::Delete => "d",
+        }
+    }
+}
+
+/// One grant's view of a change: what it held (`held`), and for a record (not a delete) whether
+/// its row filter lets the record through and the hash of what it would receive.
+/// Returns the action and what the grant holds afterwards.
+pub fn transition(held: Option<u64>, seen: Option<(bool, u64)>) -> (Action, Option<u64>) {
+    match (held, seen) {
+        (None, None | Some((false, _))) => (Action::Skip, None),
+        (Some(_), None | Some((false, _))) => (Action::Delete, None),
+        (None, Some((true, hash))) => (Action::Create, Some(hash)),
+        (Some(before), Some((true, hash))) if before == hash => (Action::Skip, Some(hash)),
+        (Some(_), Some((true, hash))) => (Action::Update, Some(hash)),
+    }
+}
+
+/// A row with one grant's holding changed (`None`: the grant no longer holds the key).
+pub fn with_holding(row: &[u8], version: u64, slot: u64, now: Option<u64>) -> Row {
+    let mut out = Vec::with_capacity(row.len() + PAIR);
+    out.extend_from_slice(&version.to_le_bytes());
+    let mut placed = now.is_none();
+    let rest = if row.len() >= VERSION {
+        &row[VERSION..]
+    } else {
+        &[][..]
+    };
+    for pair in rest.chunks_exact(PAIR) {
+        let s = word(pair, 0);
+        if s == slot {
+            continue;
+        }
+        if !placed && s > slot {
+            push_pair(&mut out, slot, now.unwrap_or(0));
+            placed = true;
+        }
+        out.extend_from_slice(pair);
+    }
+    if !placed {
+        push_pair(&mut out, slot, now.unwrap_or(0));
+    }
+    out.into_boxed_slice()
+}
+
+fn push_pair(out: &mut Vec<u8>, slot: u64, hash: u64) {
+    out.extend_from_slice(&slot.to_le_bytes());
+    out.extend_from_slice(&hash.to_le_bytes());
+}
+
+/// Changes of one batch: `None` removes the key (deleted at its source).
+pub type Changes = HashMap<KeyDigest, Option<Row>>;
+
+#[derive(Default)]
+pub struct Inner {
+    committed: HashMap<KeyDigest, Row>,
+    pending: VecDeque<(u64, Changes)>,
+    next_seq: u64,
+    epoch: u64,
+}
+
+impl Inner {
+    /// The key's row as the batches so far left it (pending ones included).
+    pub fn row(&self, digest: &KeyDigest) -> Option<&[u8]> {
+        for (_, changes) in self.pending.iter().rev() {
+            if let Some(change) = changes.get(digest) {
+                return change.as_deref();
+            }
+        }
+        self.committed.get(digest).map(|r| &r[..])
+    }
+}
+
+/// One batch's changes, read through to the state it began on.
+pub struct Batch<'s> {
+    inner: MutexGuard<'s, Inner>,
+    epoch: u64,
+    changes: Changes,
+}
+
+impl Batch<'_> {
+    pub fn row(&self, digest: &KeyDigest) -> Option<&[u8]> {
+        match self.changes.get(digest) {
+            Some(change) => change.as_deref(),
+            None => self.inner.row(digest),
+        }
+    }
+
+    pub fn set(&mut self, digest: KeyDigest, row: Option<Row>) {
+        self.changes.insert(digest, row);
+    }
+
+    /// Pending from now on, unless the state was rewound since `epoch`: then `None`.
+    pub fn end(mut self, epoch: u64) -> Option<u64> {
+        if self.inner.epoch != epoch || self.epoch != epoch {
+            return None;
+        }
+        let seq = self.inner.next_seq;
+        self.inner.next_seq += 1;
+        let changes = std::mem::take(&mut self.changes);
+        self.inner.pending.push_back((seq, changes));
+        Some(seq)
+    }
+}
+
+/// The per-key state of one source partition (see the module documentation).
+#[pyclass(module = "exchange._kernel", frozen)]
+#[derive(Default)]
+pub struct KeyState {
+    inner: Mutex<Inner>,
+}
+
+impl KeyState {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A batch begun now; it holds the state's lock until it ends or is dropped.
+    pub fn batch(&self) -> Batch<'_> {
+        let inner = self.lock();
+        let epoch = inner.epoch;
+        Batch {
+            inner,
+            epoch,
+            changes: Changes::new(),
+        }
+    }
+}
+
+/// Changes made from Python (the core's path and tests), one key at a time.
+#[pyclass(module = "exchange._kernel")]
+pub struct StateBatch {
+    state: Py<KeyState>,
+    epoch: u64,
+    changes: Changes,
+    ended: bool,
+}
+
+#[pymethods]
+impl StateBatch {
+    /// Apply one accepted change of ``key`` (``version``: its event id) to every grant slot in
+    /// ``views``: ``[(slot, passes its row filter, hash of what it would receive)]``; for a
+    /// delete, ``views`` are ``[(slot, False, 0)]``. Slots not named keep what they hold.
+    /// Returns ``[(slot, action)]`` with action ``"c"``, ``"u"``, ``"d"`` or ``"skip"``.
+    #[pyo3(signature = (key, event_id, views, delete=false))]
+    fn change(
+        &mut self,
+        key: &[u8],
+        event_id: &[u8],
+        views: Vec<(u64, bool, u64)>,
+        delete: bool,
+    ) -> PyResult<Vec<(u64, &'static str)>> {
+        if self.ended {
+            return Err(PyValueError::new_err("the batch has ended"));
+        }
+        let digest = key_digest(key);
+        let before: Option<Row> = match self.changes.get(&digest) {
+            Some(change) => change.clone(),
+            None => self.state.get().lock().row(&digest).map(Box::from),
+        };
+        let version = short_hash(event_id);
+        let mut row: Row = before.unwrap_or_else(|| with_holding(&[], version, 0, None));
+        let mut out = Vec::with_capacity(views.len());
+        for (slot, passes, hash) in views {
+            let seen = (!delete).then_some((passes, hash));
+            let (action, now) = transition(held(&row, slot), seen);
+            row = with_holding(&row, version, slot, now);
+            out.push((slot, action.name()));
+        }
+        row[..VERSION].copy_from_slice(&version.to_le_bytes());
+        self.changes.insert(digest, (!delete).then_some(row));
+        Ok(out)
+    }
+
+    /// End the batch: its changes are pending (their number is returned for ``commit``), or,
+    /// when the state was rewound since the batch began, dropped (``None``).
+    fn end(&mut self) -> PyResult<Option<u64>> {
+        if self.ended {
+            return Err(PyValueError::new_err("the batch has ended"));
+        }
+        self.ended = true;
+        let state = self.state.get();
+        let batch = Batch {
+            inner: state.lock(),
+            epoch: self.epoch,
+            changes: std::mem::take(&mut self.changes),
+        };
+        Ok(batch.end(self.epoch))
+    }
+}
+
+#[pymethods]
+impl KeyState {
+    #[new]
+    fn new() -> Self {
+        KeyState::default()
+    }
+
+    /// A batch of changes made from Python.
+    fn begin(slf: &Bound<'_, Self>) -> StateBatch {
+        let epoch = slf.get().lock().epoch;
+        StateBatch {
+            state: slf.clone().unbind(),
+            epoch,
+            changes: Changes::new(),
+            ended: false,
+        }
+    }
+
+    /// Fold pending batches up to ``seq`` (their transaction committed) into the committed
+    /// state, in the order they ended.
+    fn commit(&self, seq: u64) {
+        let mut inner = self.lock();
+        while inner.pending.front().is_some_and(|(s, _)| *s <= seq) {
+            let (_, changes) = inner.pending.pop_front().expect("front");
+            for (digest, row) in changes {
+                match row {
+                    Some(row) => inner.committed.insert(digest, row),
+                    None => inner.committed.remove(&digest),
+                };
+            }
+        }
+    }
+
+    /// Drop every pending batch (their transaction aborted); batches begun before refuse to end.
+    fn rewind(&self) {
+        let mut inner = self.lock();
+        inner.pending.clear();
+        inner.epoch += 1;
+    }
+
+    /// Committed rows read back from the changelog: ``[(key digest, row or None)]``, in the
+    /// order written (a later record of a key replaces an earlier one).
+    fn restore(&self, records: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> PyResult<()> {
+        let mut inner = self.lock();
+        for (i, (digest, row)) in records.into_iter().enumerate() {
+            let digest: KeyDigest = digest.try_into().map_err(|_| {
+                PyValueError::new_err(format!("record {i}: a key digest is 16 bytes"))
+            })?;
+            match row {
+                Some(row) if valid_row(&row) => {
+                    inner.committed.insert(digest, row.into_boxed_slice());
+                }
+                Some(_) => {
+                    return Err(PyValueError::new_err(format!(
+                        "record {i}: not a state row (8 + 16n bytes)"
+                    )))
+                }
+                None => {
+                    inner.committed.remove(&digest);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The key's row as routing sees it now, pending batches included: ``(version, [(slot,
+    /// hash)])``, or ``None`` for a key not live.
+    fn row(&self, key: &[u8]) -> Option<(u64, Vec<(u64, u64)>)> {
+        let inner = self.lock();
+        inner.row(&key_digest(key)).map(|r| {
+            let pairs = r[VERSION..]
+                .chunks_exact(PAIR)
+                .map(|p| (word(p, 0), word(p, 8)))
+                .collect();
+            (row_version(r), pairs)
+        })
+    }
+
+    /// The committed rows, for writing a snapshot or comparing with the changelog:
+    /// ``[(key digest, row)]``.
+    fn committed_rows<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let inner = self.lock();
+        let out = PyList::empty(py);
+        for (digest, row) in &inner.committed {
+            out.append((PyBytes::new(py, digest), PyBytes::new(py, row)))?;
+        }
+        Ok(out)
+    }
+
+    /// Live keys committed, and batches pending.
+    fn sizes(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.committed.len(), inner.pending.len())
+    }
+
+    /// A grant's slot: the first 8 bytes of its id's SHA-256 (stable, so rows read back from
+    /// the changelog name the same grants).
+    #[staticmethod]
+    fn slot(grant_id: &str) -> u64 {
+        short_hash(grant_id.as_bytes())
+    }
+
+    /// The first 16 bytes of ``key``'s SHA-256: how the state and its changelog name a key.
+    #[staticmethod]
+    fn digest<'py>(py: Python<'py>, key: &[u8]) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &key_digest(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions() {
+        assert_eq!(transition(None, None), (Action::Skip, None));
+        assert_eq!(transition(Some(1), None), (Action::Delete, None));
+        assert_eq!(transition(None, Some((false, 5))), (Action::Skip, None));
+        assert_eq!(
+            transition(Some(1), Some((false, 5))),
+            (Action::Delete, None)
+        );
+        assert_eq!(transition(None, Some((true, 5))), (Action::Create, Some(5)));
+        assert_eq!(
+            transition(Some(5), Some((true, 5))),
+            (Action::Skip, Some(5))
+        );
+        assert_eq!(
+            transition(Some(4), Some((true, 5))),
+            (Action::Update, Some(5))
+        );
+    }
+
+    #[test]
+    fn holdings_stay_sorted_and_unique() {
+        let row = with_holding(&[], 7, 30, Some(3));
+        let row = with_holding(&row, 8, 10, Some(1));
+        let row = with_holding(&row, 9, 20, Some(2));
+        let row = with_holding(&row, 9, 10, Some(4));
+        assert_eq!(row_version(&row), 9);
+        assert_eq!(held(&row, 10), Some(4));
+        assert_eq!(held(&row, 20), Some(2));
+        assert_eq!(held(&row, 30), Some(3));
+        let slots: Vec<u64> = row[VERSION..]
+            .chunks_exact(PAIR)
+            .map(|p| word(p, 0))
+            .collect();
+        assert_eq!(slots, vec![10, 20, 30]);
+        let row = with_holding(&row, 9, 20, None);
+        assert_eq!(held(&row, 20), None);
+        assert_eq!(row.len(), VERSION + 2 * PAIR);
+    }
+}
