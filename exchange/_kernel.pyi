@@ -50,11 +50,14 @@ class EntryKernel:
         messages: list[Any],
         starts: list[dict[int, int]],
         today: int,
+        states: dict[int, KeyState] | None = None,
     ) -> tuple[
         list[int],
         list[int],
         list[tuple[Deliveries, list[tuple[int, int, int, int, int, Feed, list[int]]], int]],
         list[tuple[int, int]],
+        list[tuple[int, StateChanges]],
+        Deliveries | None,
     ]: ...
 
 def partition_runs(messages: list[Any]) -> list[tuple[str, int, int, int, list[Any]]]: ...
@@ -74,6 +77,14 @@ class KeyState:
     def slot(grant_id: str) -> int: ...
     @staticmethod
     def digest(key: bytes) -> bytes: ...
+    @staticmethod
+    def record_hash(data: bytes) -> int: ...
+
+class StateChanges:
+    """A batch's changes made by the kernel, pending once ended."""
+
+    def end(self) -> int | None: ...
+    def __len__(self) -> int: ...
 
 class StateBatch:
     """One batch's changes to a ``KeyState``, made from Python."""
@@ -85,4 +96,5 @@ class StateBatch:
         views: list[tuple[int, bool, int]],
         delete: bool = False,
     ) -> list[tuple[int, str]]: ...
+    def row(self, key: bytes) -> bytes | None: ...
     def end(self) -> int | None: ...

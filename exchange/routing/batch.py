@@ -39,6 +39,7 @@ from exchange.routing.core import (
     SourceRecord,
 )
 from exchange.routing.kernel import Deliveries, Feed, Kernels
+from exchange.routing.state import KeyState, StateBatch, changelog_value
 from exchange.rules.checksums import today_ordinal
 
 __all__ = [
@@ -55,7 +56,11 @@ __all__ = [
 
 TP = tuple[str, int]
 #: What the kernel returns for one entry's records (see ``exchange/_kernel.pyi``).
-KernelResult = tuple[list[int], list[int], list[Any], list[tuple[int, int]]]
+KernelResult = tuple[
+    list[int], list[int], list[Any], list[tuple[int, int]], list[tuple[int, Any]], Any
+]
+#: Per source partition, its per-key state (``exchange.routing.state``).
+States = Mapping[TP, KeyState]
 #: ``(topic, partition, first offset, last offset, messages)``: a batch's records of one source
 #: partition (:func:`exchange.routing.kernel.partition_runs`).
 Run = tuple[str, int, int, int, list[Any]]
@@ -93,6 +98,12 @@ class Routed:
     #: Backfill: its progress once this chunk is committed.
     progress: list[Progress] = field(default_factory=list)
     records: int = 0
+    #: Per-key state changes made pending by this batch: ``(state, seq)``, for
+    #: ``state.commit(seq)`` once the batch's transaction committed.
+    state_seqs: list[tuple[KeyState, int]] = field(default_factory=list)
+    #: Those changes as changelog records: ``(source topic, records)``, each record to the
+    #: partition of its source partition's number.
+    changelog: list[tuple[str, Deliveries]] = field(default_factory=list)
 
     def delivery_count(self) -> int:
         return len(self.deliveries) + sum(len(s.deliveries) for s in self.streams)
@@ -106,9 +117,17 @@ class _Batch:
     """One entry's records of a batch, with the grants each partition delivers to."""
 
     def __init__(
-        self, kernels: Kernels, core: Router, topic: str, messages: list[Any], starts: Any
+        self,
+        kernels: Kernels,
+        core: Router,
+        topic: str,
+        messages: list[Any],
+        starts: Any,
+        states: dict[int, KeyState] | None = None,
     ) -> None:
         self.core = core
+        #: Per source partition of this batch, its per-key state (if routing keeps one).
+        self.states = states or {}
         self.route = core.routes[topic]
         self.compiled = kernels.get(topic, self.route)
         self.topic = topic
@@ -131,17 +150,22 @@ def route_live(
     runs: Sequence[Run],
     actor: str,
     dlq_topic: str,
+    states: States | None = None,
 ) -> Routed:
     """Validate and route a live batch (its schema ids resolved): grants handed over to the
     live stream get deliveries, rejected records a dead letter and a ``record.rejected``
     happening. :func:`plan_live`, :func:`run_kernels` and :func:`finish_live` in one; the
     worker runs the middle one in a thread of its own."""
-    plan = plan_live(core, kernels, handover, runs)
+    plan = plan_live(core, kernels, handover, runs, states)
     return finish_live(plan, run_kernels(plan), actor, dlq_topic)
 
 
 def plan_live(
-    core: Router, kernels: Kernels, handover: Handover, runs: Sequence[Run]
+    core: Router,
+    kernels: Kernels,
+    handover: Handover,
+    runs: Sequence[Run],
+    states: States | None = None,
 ) -> list[_Batch]:
     """A live batch by entry, with the grants each partition delivers to (the handover notes
     how far the live stream got, so this runs in the event loop)."""
@@ -160,14 +184,22 @@ def plan_live(
                 if start is not None:
                     starts[i][partition] = start
         messages = [m for run in topic_runs for m in run[4]]
-        out.append(_Batch(kernels, core, topic, messages, starts))
+        kept = {
+            run[1]: states[topic, run[1]]
+            for run in topic_runs
+            if states is not None and (topic, run[1]) in states
+        }
+        out.append(_Batch(kernels, core, topic, messages, starts, kept))
     return out
 
 
 def run_kernels(plan: Sequence[_Batch]) -> list[KernelResult]:
     """The compiled kernel over each entry's records: any thread (it works without the GIL)."""
     today = today_ordinal()
-    return [b.compiled.kernel.route(b.topic, b.messages, b.starts, today) for b in plan]
+    return [
+        b.compiled.kernel.route(b.topic, b.messages, b.starts, today, b.states or None)
+        for b in plan
+    ]
 
 
 def finish_live(
@@ -324,7 +356,7 @@ def _left_over(report: _Backfill, entry: str, record: SourceRecord, outcome: Out
 def _route(batch: _Batch, result: KernelResult, out: Routed, report: _Backfill) -> None:
     """What the kernel routed of ``batch``, and the core the records it left."""
     entry = batch.route.entry.id
-    missing, fallback, grant_outs, offsets = result
+    missing, fallback, grant_outs, offsets, changes, changelog = result
     if missing:
         raise ExchangeError(
             f"schema ids {missing} of {batch.topic} were not resolved before routing "
@@ -340,12 +372,14 @@ def _route(batch: _Batch, result: KernelResult, out: Routed, report: _Backfill) 
         outcome = _core(batch, record)
         if outcome.deliveries:
             # Valid after all (a value the kernel does not render): the core routes the
-            # entry's whole batch, so deliveries keep the source order.
+            # entry's whole batch, so deliveries keep the source order (and the kernel's
+            # state changes are dropped: the core makes its own).
             _route_by_core(batch, out, report)
             return
         left.append((record, outcome))
     for record, outcome in left:
         _left_over(report, entry, record, outcome)
+    _keep_changes(batch, out, changes, changelog)
     for grant, (deliveries, receipts, filtered) in zip(
         batch.compiled.grants, grant_outs, strict=True
     ):
@@ -356,17 +390,45 @@ def _route(batch: _Batch, result: KernelResult, out: Routed, report: _Backfill) 
             out.streams.append(Stream(entry, batch.topic, grant, deliveries, receipts))
 
 
-def _core(batch: _Batch, record: SourceRecord) -> Outcome:
-    return batch.core.route(record, batch.live(record))
+def _keep_changes(
+    batch: _Batch, out: Routed, changes: list[tuple[int, Any]], changelog: Deliveries | None
+) -> None:
+    """The kernel's state changes pending from now on, and their changelog records routed."""
+    for partition, made in changes:
+        seq = made.end()
+        if seq is not None:
+            out.state_seqs.append((batch.states[partition], seq))
+    if changelog is not None and len(changelog):
+        out.changelog.append((batch.topic, changelog))
+
+
+def _core(batch: _Batch, record: SourceRecord, state: StateBatch | None = None) -> Outcome:
+    return batch.core.route(record, batch.live(record), state)
 
 
 def _route_by_core(batch: _Batch, out: Routed, report: _Backfill) -> None:
     entry = batch.route.entry.id
+    made = {p: s.begin() for p, s in batch.states.items()}
+    keys: list[bytes | None] = []
+    values: list[bytes | None] = []
+    partitions: list[int] = []
     for m in batch.messages:
         record = source_record(m)
-        outcome = _core(batch, record)
+        state = made.get(record.partition)
+        outcome = _core(batch, record, state)
         _left_over(report, entry, record, outcome)
         out.deliveries.extend((record, entry, d) for d in outcome.deliveries)
+        if state is not None and outcome.changed is not None:
+            keys.append(KeyState.digest(outcome.changed))
+            row = state.row(outcome.changed)
+            values.append(None if row is None else changelog_value(row, record.value or b""))
+            partitions.append(record.partition)
+    for partition, state in made.items():
+        seq = state.end()
+        if seq is not None:
+            out.state_seqs.append((batch.states[partition], seq))
+    if keys:
+        out.changelog.append((batch.topic, Deliveries.from_columns(keys, values, partitions, {})))
 
 
 def _b64(data: bytes | None) -> str | None:

@@ -20,6 +20,7 @@ from exchange.errors import ExchangeError
 from exchange.kafka.envelope import EnvelopeEncoder
 from exchange.kafka.errors import RegistryError
 from exchange.kafka.wire import SchemaLookup, WireFormatError, schema_id_of, value_subject
+from exchange.routing.state import KeyState, StateBatch, slot_of
 from exchange.routing.transform import DeliveryPlan
 from exchange.rules.rules import Checker, checker
 
@@ -91,6 +92,8 @@ class Outcome:
     filtered: list[tuple[str, str]] = field(default_factory=list)
     #: Grants whose delivery of the record is too large to write.
     refused: list[Refusal] = field(default_factory=list)
+    #: Routed with a per-key state: the key of the accepted change the state took in.
+    changed: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -140,8 +143,18 @@ class Router:
     def set_grants(self, topic: str, grants: Iterable[ActiveGrant]) -> None:
         self.routes[topic].grants = {g.plan.grant.id: g for g in grants}
 
-    def route(self, record: SourceRecord, only: Container[str] | None = None) -> Outcome:
-        """Validate ``record`` and deliver it to each active grant (or to those in ``only``)."""
+    def route(
+        self,
+        record: SourceRecord,
+        only: Container[str] | None = None,
+        state: StateBatch | None = None,
+    ) -> Outcome:
+        """Validate ``record`` and deliver it to each active grant (or to those in ``only``).
+
+        With ``state`` (the per-key state of the record's partition), each grant gets what
+        the change means for it (:mod:`exchange.routing.state`): a create on entering its
+        scope, a delete on leaving it or on a delete of a key it held, nothing when what it
+        sees did not change."""
         route = self.routes.get(record.topic)
         if route is None:
             return Outcome(
@@ -188,6 +201,9 @@ class Router:
             return outcome
         op, after = change["op"], change["after"]
         ts_ms = _millis(change["ts_ms"])
+        if state is not None and record.key:
+            self._route_keyed(route, record, change, ts_ms, only, state, outcome)
+            return outcome
         for active in route.grants.values():
             plan = active.plan
             grant = plan.grant
@@ -209,6 +225,58 @@ class Router:
         return outcome
 
 
+    def _route_keyed(
+        self,
+        route: EntryRoute,
+        record: SourceRecord,
+        change: Mapping[str, Any],
+        ts_ms: int,
+        only: Container[str] | None,
+        state: StateBatch,
+        outcome: Outcome,
+    ) -> None:
+        """Deliveries of an accepted change as the per-key state makes them (``route``)."""
+        key = record.key or b""
+        op, after = change["op"], change["after"]
+        live = [
+            a for a in route.grants.values() if only is None or a.plan.grant.id in only
+        ]
+        views: list[tuple[int, bool, int]] = []
+        projected: list[bytes | None] = []
+        for active in live:
+            passes = after is not None and active.plan.accepts(after)
+            data = active.envelope.encode_after(active.plan.project(after)) if passes else None
+            projected.append(data)
+            hashed = 0 if data is None else KeyState.record_hash(data)
+            views.append((slot_of(active.plan.grant.id), passes, hashed))
+        event_id = str(change["event_id"])
+        actions = state.change(key, event_id.encode(), views, delete=op == "d")
+        outcome.changed = key
+        for active, data, (_slot, action) in zip(live, projected, actions, strict=True):
+            grant = active.plan.grant
+            if action == "skip":
+                if after is not None and data is None:
+                    outcome.filtered.append((grant.id, grant.consumer))
+                continue
+            deliveries = _deliveries(
+                active,
+                record,
+                action,
+                None if action == "d" else after,
+                ts_ms,
+                event_id,
+                route.entry.provider,
+                data,
+            )
+            size = max(delivery_size(d) for d in deliveries)
+            if size > self.max_delivery_bytes:
+                outcome.refused.append(
+                    Refusal(grant.id, grant.consumer, active.topic, size, self.max_delivery_bytes)
+                )
+                continue
+            outcome.deliveries.extend(deliveries)
+
+
 def delivery_size(d: Delivery) -> int:
     """Bytes of a delivery as librdkafka counts them against ``message.max.bytes``: key, value
     and headers (names and values)."""
@@ -224,7 +292,10 @@ def _deliveries(
     ts_ms: int,
     event_id: str,
     provider: str,
+    projected: bytes | None = None,
 ) -> list[Delivery]:
+    """The delivery of a change to one grant (and a tombstone after a delete); ``projected``:
+    the record's ``after`` already projected and encoded for the grant."""
     plan, grant, envelope = active.plan, active.plan.grant, active.envelope
     fields = {
         "op": op,
@@ -234,9 +305,9 @@ def _deliveries(
         "grant_id": grant.id,
         "source_position": record.position,
     }
-    value = envelope.encode(
-        fields, None if after is None else envelope.encode_after(plan.project(after))
-    )
+    if after is not None and projected is None:
+        projected = envelope.encode_after(plan.project(after))
+    value = envelope.encode(fields, None if after is None else projected)
     key = plan.key(record.key)
     # What a consumer needs travels in the value; headers cost about 1 µs each per produce call
     # plus the broker's work, so only a tombstone (which has no value) carries them.

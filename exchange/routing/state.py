@@ -23,15 +23,24 @@ the key, other record hash    inside its filter      an update
 
 from __future__ import annotations
 
-import hashlib
 from typing import Literal
 
 import exchange._kernel as _kernel
 
-__all__ = ["Action", "KeyState", "StateBatch", "grant_action", "record_hash", "slot_of"]
+__all__ = [
+    "Action",
+    "KeyState",
+    "StateBatch",
+    "StateChanges",
+    "changelog_value",
+    "grant_action",
+    "record_hash",
+    "slot_of",
+]
 
 KeyState = _kernel.KeyState
 StateBatch = _kernel.StateBatch
+StateChanges = _kernel.StateChanges
 Action = Literal["c", "u", "d", "skip"]
 
 
@@ -43,9 +52,9 @@ def slot_of(grant_id: str) -> int:
 
 def record_hash(after: bytes) -> int:
     """The hash the state keeps of a delivery's record (its projected, masked ``after`` bytes):
-    the first 8 bytes of their SHA-256, so an update is recognised as changing nothing a grant
-    sees only when its bytes are equal (a random match is 1 in 2**64)."""
-    return int.from_bytes(hashlib.sha256(after).digest()[:8], "little")
+    SipHash-1-3 (a random match is 1 in 2**64; 50-80 ns where SHA-256 took 300, once per grant
+    and record)."""
+    return KeyState.record_hash(after)
 
 
 def grant_action(held: int | None, passes: bool, record: int | None) -> tuple[Action, int | None]:
@@ -57,3 +66,10 @@ def grant_action(held: int | None, passes: bool, record: int | None) -> tuple[Ac
     if held is None:
         return "c", record
     return ("skip", record) if held == record else ("u", record)
+
+
+def changelog_value(row: bytes, source: bytes) -> bytes:
+    """A changelog record's value: the row's length (4 bytes, little-endian), the row, the
+    key's current change record as its source wrote it (as ``kernel/src/state.rs`` writes it;
+    what a backfill will deliver)."""
+    return len(row).to_bytes(4, "little") + row + source

@@ -26,10 +26,12 @@ use sha2::Sha256;
 
 use deliveries::{tombstone_headers, Deliveries, NativeProducer};
 use digests::{Feed, ReceiptDigest};
-use state::{KeyState, StateBatch};
+use state::{KeyState, StateBatch, StateChanges};
 
 type HmacSha256 = Hmac<Sha256>;
 
+const OP_CREATE: u8 = 0;
+const OP_UPDATE: u8 = 1;
 const OP_DELETE: u8 = 2;
 /// `date(1970, 1, 1).toordinal()`.
 const ORDINAL_1970: i64 = 719_163;
@@ -479,6 +481,8 @@ struct Grant {
     grant_id: Vec<u8>,
     /// The delivery topic's partition count (0: leave the choice to librdkafka).
     partitions: u32,
+    /// The grant's slot in the per-key state (`state::short_hash` of its id).
+    slot: u64,
 }
 
 /// librdkafka's ``consistent_random``: CRC-32 of a non-empty key modulo the partition count;
@@ -842,6 +846,7 @@ fn grant(spec: GrantSpec) -> PyResult<Grant> {
         hashed_key,
         mac,
         template,
+        slot: state::short_hash(grant_id.as_bytes()),
         grant_id: grant_id.into_bytes(),
         partitions,
     })
@@ -901,6 +906,11 @@ struct Computed {
     fallback: Vec<usize>,
     offsets: Vec<(i32, i64)>,
     grants: Vec<GrantOut>,
+    /// Per source partition with a state: the batch's changes to it and the epoch they began in.
+    states: Vec<(i32, u64, state::Changes)>,
+    /// The changes as changelog records (key digest, row and source record; a tombstone for a
+    /// key deleted), to the source partition's number.
+    changelog: Deliveries,
 }
 
 type Readers = HashMap<u32, Option<Arc<Reader>>>;
@@ -929,6 +939,11 @@ impl EntryKernel {
     }
 
     /// Phase two: everything but Python objects, without the GIL.
+    ///
+    /// With a state for a record's partition, each grant gets what the change means for it
+    /// (`state::transition`: a create on entering its scope, a delete on leaving it or on a
+    /// delete it held, nothing when what it sees did not change); without, every change that
+    /// passes its filter, as the source op says.
     fn compute(
         &self,
         readers: &Readers,
@@ -936,6 +951,7 @@ impl EntryKernel {
         inputs: &[Input<'_>],
         starts: &[HashMap<i32, i64>],
         today: i64,
+        states: &[(i32, &KeyState)],
     ) -> Computed {
         let n = inputs.len();
         let mut out = Computed {
@@ -947,9 +963,14 @@ impl EntryKernel {
                     ..GrantOut::default()
                 })
                 .collect(),
+            states: Vec::new(),
+            changelog: Deliveries::with_capacity(if states.is_empty() { 0 } else { n }, 0),
         };
+        let mut batches: Vec<(i32, state::Batch<'_>)> =
+            states.iter().map(|(p, s)| (*p, s.batch())).collect();
         let mut buf = String::new();
         let mut position = String::new();
+        let mut projected: Vec<u8> = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
             let (partition, offset) = (input.partition, input.offset);
             match out.offsets.iter_mut().find(|(p, _)| *p == partition) {
@@ -983,18 +1004,60 @@ impl EntryKernel {
             }
             position.clear();
             let _ = write!(position, "{topic}/{partition}/{offset}");
+            // The key's state: (which batch, its digest, its row as it is now).
+            let version = state::short_hash(change.event_id.as_bytes());
+            let mut keyed = batches
+                .iter()
+                .position(|(p, _)| *p == partition)
+                .and_then(|b| input.key.map(|k| (b, state::key_digest(k))))
+                .map(|(b, digest)| {
+                    let row: state::Row = batches[b]
+                        .1
+                        .row(&digest)
+                        .map_or_else(|| state::with_holding(&[], version, 0, None), Box::from);
+                    (b, digest, row)
+                });
             for (g, grant) in reader.grants.iter().enumerate() {
                 match starts[g].get(&partition) {
                     Some(start) if offset >= *start => {}
                     _ => continue,
                 }
                 let go = &mut out.grants[g];
-                if let Some(after) = &change.after {
-                    if !reader.accepts(grant, after, &mut buf) {
+                let passes = change
+                    .after
+                    .as_ref()
+                    .is_some_and(|after| reader.accepts(grant, after, &mut buf));
+                let op = match &mut keyed {
+                    None if change.after.is_some() && !passes => {
                         go.filtered += 1;
                         continue;
                     }
-                }
+                    None => change.op,
+                    Some((_, _, row)) => {
+                        let seen = match &change.after {
+                            None => None,
+                            Some(_) if !passes => Some((false, 0)),
+                            Some(after) => {
+                                projected.clear();
+                                reader.project(grant, after, &mut projected, &mut buf);
+                                Some((true, state::record_hash(&projected)))
+                            }
+                        };
+                        let (action, now) = state::transition(state::held(row, grant.slot), seen);
+                        *row = state::with_holding(row, version, grant.slot, now);
+                        match action {
+                            state::Action::Skip => {
+                                if change.after.is_some() && !passes {
+                                    go.filtered += 1;
+                                }
+                                continue;
+                            }
+                            state::Action::Create => OP_CREATE,
+                            state::Action::Update => OP_UPDATE,
+                            state::Action::Delete => OP_DELETE,
+                        }
+                    }
+                };
                 let hashed: Option<[u8; 64]> = match input.key {
                     Some(k) if grant.hashed_key => Some(hex_hmac(&grant.mac, k)),
                     _ => None,
@@ -1014,12 +1077,17 @@ impl EntryKernel {
                 for part in &grant.template {
                     match part {
                         Part::Const(bytes) => buffer.extend_from_slice(bytes),
-                        Part::Op(map) => buffer.push(map[change.op as usize]),
+                        Part::Op(map) => buffer.push(map[op as usize]),
                         Part::After => match &change.after {
+                            Some(_) if op == OP_DELETE => buffer.push(0),
                             None => buffer.push(0),
                             Some(after) => {
                                 buffer.push(2);
-                                reader.project(grant, after, buffer, &mut buf);
+                                if keyed.is_some() {
+                                    buffer.extend_from_slice(&projected);
+                                } else {
+                                    reader.project(grant, after, buffer, &mut buf);
+                                }
                             }
                         },
                         Part::Ts => put_long(buffer, change.ts),
@@ -1031,7 +1099,7 @@ impl EntryKernel {
                     }
                 }
                 let target = partition_of(key_slice, grant.partitions);
-                let tombstone = change.op == OP_DELETE && input.key.is_some();
+                let tombstone = op == OP_DELETE && input.key.is_some();
                 // The receipt's counts and digest feed, as `Receipt.add` would make them.
                 let receipt = receipt_in(receipts, partition, offset);
                 receipt.last = offset;
@@ -1054,7 +1122,28 @@ impl EntryKernel {
                     deliveries.push(key, None, target, Some(headers));
                 }
             }
+            if let Some((b, digest, mut row)) = keyed {
+                let batch = &mut batches[b].1;
+                if change.op == OP_DELETE {
+                    batch.set(digest, None);
+                    out.changelog.push(Some(&digest), None, partition, None);
+                } else {
+                    row[..8].copy_from_slice(&version.to_le_bytes());
+                    let buffer = out.changelog.buffer();
+                    let start = buffer.len();
+                    state::changelog_value(&row, data, buffer);
+                    out.changelog.push_tail(Some(&digest), start, partition);
+                    batch.set(digest, Some(row));
+                }
+            }
         }
+        out.states = batches
+            .into_iter()
+            .map(|(p, batch)| {
+                let (epoch, changes) = batch.release();
+                (p, epoch, changes)
+            })
+            .collect();
         out
     }
 }
@@ -1148,10 +1237,16 @@ impl EntryKernel {
     /// delivers to grant ``g``; a partition missing from it gets nothing for that grant.
     /// ``today``: ``date.today().toordinal()``, for the birth dates of citizen IDs.
     ///
-    /// Returns ``(missing, fallback, grants, offsets)``: schema ids to resolve first (then
-    /// nothing else is filled in; call again); indices of the records the Python core must
-    /// route; per grant ``(deliveries, receipts, filtered)``; per
-    /// partition the next offset. The routing itself runs without the GIL.
+    /// ``states``: per source partition, its per-key state (`src/state.rs`); a partition
+    /// without one is routed without (every change that passes a grant's filter, as is).
+    ///
+    /// Returns ``(missing, fallback, grants, offsets, changes, changelog)``: schema ids to
+    /// resolve first (then nothing else is filled in; call again); indices of the records the
+    /// Python core must route; per grant ``(deliveries, receipts, filtered)``; per partition
+    /// the next offset; per partition with a state ``(partition, StateChanges)``, not pending
+    /// until ended; the changelog records of those changes (``Deliveries``, to the source
+    /// partition's number). The routing itself runs without the GIL.
+    #[pyo3(signature = (topic, messages, starts, today, states=None))]
     fn route<'py>(
         &self,
         py: Python<'py>,
@@ -1159,6 +1254,7 @@ impl EntryKernel {
         messages: &Bound<'py, PyList>,
         starts: Vec<HashMap<i32, i64>>,
         today: i64,
+        states: Option<HashMap<i32, Py<KeyState>>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         if starts.len() != self.grants {
             return Err(PyValueError::new_err("one start map per grant"));
@@ -1209,6 +1305,8 @@ impl EntryKernel {
                     PyList::empty(py).into_any(),
                     PyList::empty(py).into_any(),
                     PyList::empty(py).into_any(),
+                    PyList::empty(py).into_any(),
+                    py.None().into_bound(py),
                 ],
             );
         }
@@ -1225,8 +1323,18 @@ impl EntryKernel {
             })
             .collect();
         // Phase two, without it.
+        let states: Vec<(i32, Py<KeyState>)> = states.unwrap_or_default().into_iter().collect();
         let computed = py.allow_threads(|| {
-            self.compute(&readers, topic, &inputs, &starts, today - ORDINAL_1970)
+            let borrowed: Vec<(i32, &KeyState)> =
+                states.iter().map(|(p, s)| (*p, s.get())).collect();
+            self.compute(
+                &readers,
+                topic,
+                &inputs,
+                &starts,
+                today - ORDINAL_1970,
+                &borrowed,
+            )
         });
         drop(inputs);
         // Phase three, with it again: the Python objects (a few per grant and partition).
@@ -1247,6 +1355,25 @@ impl EntryKernel {
             }
             grants.append((deliveries, receipts, out.filtered))?;
         }
+        let changes = PyList::empty(py);
+        for (partition, epoch, batch) in computed.states {
+            let state = states
+                .iter()
+                .find(|(p, _)| *p == partition)
+                .map(|(_, s)| s.clone_ref(py))
+                .expect("a state per batch");
+            let made = StateChanges {
+                state,
+                epoch,
+                changes: Some(batch),
+            };
+            changes.append((partition, Py::new(py, made)?))?;
+        }
+        let changelog = if states.is_empty() {
+            py.None().into_bound(py)
+        } else {
+            Py::new(py, computed.changelog)?.into_bound(py).into_any()
+        };
         PyTuple::new(
             py,
             [
@@ -1254,6 +1381,8 @@ impl EntryKernel {
                 PyList::new(py, computed.fallback)?.into_any(),
                 grants.into_any(),
                 PyList::new(py, computed.offsets)?.into_any(),
+                changes.into_any(),
+                changelog,
             ],
         )
     }
@@ -1322,6 +1451,7 @@ fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ReceiptDigest>()?;
     m.add_class::<KeyState>()?;
     m.add_class::<StateBatch>()?;
+    m.add_class::<StateChanges>()?;
     m.add(
         "ProduceError",
         m.py().get_type::<deliveries::ProduceError>(),

@@ -49,6 +49,15 @@ pub fn key_digest(key: &[u8]) -> KeyDigest {
     out
 }
 
+/// The hash kept of what a grant received (its projected, masked record bytes): SipHash-1-3
+/// with fixed keys. Not a secret: it tells whether two deliveries to a grant are equal.
+pub fn record_hash(data: &[u8]) -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = siphasher::sip::SipHasher13::new_with_keys(0x6578_6368_616e_6765, 0x7374_6174_6531);
+    h.write(data);
+    h.finish()
+}
+
 /// The first 8 bytes of a SHA-256, as a number (versions, slots).
 pub fn short_hash(data: &[u8]) -> u64 {
     let full = Sha256::digest(data);
@@ -73,6 +82,14 @@ pub fn held(row: &[u8], slot: u64) -> Option<u64> {
 
 fn valid_row(row: &[u8]) -> bool {
     row.len() >= VERSION && row.len() <= MAX_ROW && (row.len() - VERSION).is_multiple_of(PAIR)
+}
+
+/// A changelog record's value: the row's length (4 bytes, little-endian), the row, then the
+/// key's current change record as its source wrote it (what a backfill delivers).
+pub fn changelog_value(row: &[u8], source: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(row.len() as u32).to_le_bytes());
+    out.extend_from_slice(row);
+    out.extend_from_slice(source);
 }
 
 /// What a change means for one grant.
@@ -309,6 +326,11 @@ impl Batch<'_> {
         self.changes.insert(digest, row);
     }
 
+    /// Let go of the state's lock, keeping the changes: ``(epoch, changes)``.
+    pub fn release(self) -> (u64, Changes) {
+        (self.epoch, self.changes)
+    }
+
     /// Pending from now on, unless the state was rewound since `epoch`: then `None`.
     pub fn end(mut self, epoch: u64) -> Option<u64> {
         if self.inner.epoch != epoch || self.epoch != epoch {
@@ -343,6 +365,37 @@ impl KeyState {
             epoch,
             changes: Changes::default(),
         }
+    }
+}
+
+/// A batch's changes made by the kernel's routing, not pending yet: the router ends them once
+/// it keeps the batch's routing (not when the Python core routes the batch instead).
+#[pyclass(module = "exchange._kernel")]
+pub struct StateChanges {
+    pub state: Py<KeyState>,
+    pub epoch: u64,
+    pub changes: Option<Changes>,
+}
+
+#[pymethods]
+impl StateChanges {
+    /// Make the changes pending; their number for ``KeyState.commit``, or ``None`` when the
+    /// state was rewound since the batch began (then they are dropped).
+    fn end(&mut self) -> PyResult<Option<u64>> {
+        let changes = self
+            .changes
+            .take()
+            .ok_or_else(|| PyValueError::new_err("the changes have ended"))?;
+        let batch = Batch {
+            inner: self.state.get().lock(),
+            epoch: self.epoch,
+            changes,
+        };
+        Ok(batch.end(self.epoch))
+    }
+
+    fn __len__(&self) -> usize {
+        self.changes.as_ref().map_or(0, HashMap::len)
     }
 }
 
@@ -389,6 +442,21 @@ impl StateBatch {
         row[..VERSION].copy_from_slice(&version.to_le_bytes());
         self.changes.insert(digest, (!delete).then_some(row));
         Ok(out)
+    }
+
+    /// The key's row as this batch leaves it (its changelog record's row), ``None`` when the
+    /// key is not live.
+    fn row<'py>(&self, py: Python<'py>, key: &[u8]) -> Option<Bound<'py, PyBytes>> {
+        let digest = key_digest(key);
+        match self.changes.get(&digest) {
+            Some(change) => change.as_deref().map(|r| PyBytes::new(py, r)),
+            None => self
+                .state
+                .get()
+                .lock()
+                .row(&digest)
+                .map(|r| PyBytes::new(py, r)),
+        }
     }
 
     /// End the batch: its changes are pending (their number is returned for ``commit``), or,
@@ -508,6 +576,13 @@ impl KeyState {
     #[staticmethod]
     fn slot(grant_id: &str) -> u64 {
         short_hash(grant_id.as_bytes())
+    }
+
+    /// The hash the state keeps of a delivery's record bytes (SipHash-1-3, fixed keys).
+    #[staticmethod]
+    #[pyo3(name = "record_hash")]
+    fn py_record_hash(data: &[u8]) -> u64 {
+        record_hash(data)
     }
 
     /// The first 16 bytes of ``key``'s SHA-256: how the state and its changelog name a key.

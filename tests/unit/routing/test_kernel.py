@@ -52,6 +52,7 @@ from exchange.routing.kernel import (
 )
 from exchange.routing.receipts import ReceiptDigest, receipt_digest
 from exchange.routing.salts import GrantSalts
+from exchange.routing.state import KeyState, changelog_value
 from exchange.routing.transform import DeliveryPlan, delivery_schema
 from exchange.rules.checksums import CREDIT_CODE_ALPHABET, make_citizen_id, make_credit_code
 from exchange.rules.rules import (
@@ -423,7 +424,9 @@ def test_valid_records_of_every_sample_entry_are_routed_by_the_kernel(
     s.resolve(batch)
     compiled = s.kernels.get(s.topic, s.core.routes[s.topic])
     starts = [{0: 0} for _ in compiled.grants]
-    missing, fallback, _grants, _offsets = compiled.kernel.route(s.topic, batch, starts, 739_000)
+    missing, fallback, _grants, _offsets, _c, _l = compiled.kernel.route(
+        s.topic, batch, starts, 739_000
+    )
     assert not s.kernels.not_compiled
     assert missing == [] and fallback == []
 
@@ -437,7 +440,9 @@ def test_each_grant_gets_records_from_its_start_offset_only(data: Any) -> None:
     s.resolve(batch)
     compiled = s.kernels.get(s.topic, s.core.routes[s.topic])
     starts = [{0: 0, 1: 0}, {}, {1: 3}]
-    _missing, _fallback, grants, offsets = compiled.kernel.route(s.topic, batch, starts, 739_000)
+    _missing, _fallback, grants, offsets, _c, _l = compiled.kernel.route(
+        s.topic, batch, starts, 739_000
+    )
     assert sorted(offsets) == [(0, len(rows)), (1, len(rows))]
     assert sum(r[3] for r in grants[0][1]) >= len(batch)  # both partitions, every record
     assert len(grants[1][0]) == 0  # no deliveries
@@ -500,7 +505,9 @@ def test_padded_numbers_are_left_to_the_strict_core(data: Any) -> None:
     s.resolve(padded)
     compiled = s.kernels.get(s.topic, s.core.routes[s.topic])
     starts = [{0: 0} for _ in compiled.grants]
-    _missing, fallback, _grants, _offsets = compiled.kernel.route(s.topic, padded, starts, 739_000)
+    _missing, fallback, _grants, _offsets, _c, _l = compiled.kernel.route(
+        s.topic, padded, starts, 739_000
+    )
     assert fallback == list(range(len(padded)))
     assert {reason for _, reason in by_core(s, padded)[1]} == {"bad_avro"}
 
@@ -636,3 +643,141 @@ def test_a_delete_with_a_key_too_large_to_deliver_is_refused_with_a_small_letter
     unhashed = {g.plan.grant.id for g in s.grants if not g.plan.hashed_key}
     assert unhashed and {x["grant_id"] for x in letters} == unhashed
     assert all(len(out.key or b"") <= 71 and len(out.value) <= 256 * 1024 for out in routed.dead)
+
+
+# -- with a per-key state ----------------------------------------------------------------------
+
+
+@st.composite
+def keyed_batches(draw: Any, s: Setup) -> list[list[Message]]:
+    """2-4 batches of changes to a few keys: the same record again, a field changed, a move
+    to another region, a delete, and rejected records; event ids repeat now and then."""
+    fields = {f["name"]: f for f in s.schema["fields"]}
+    rows = [
+        {name: draw(_value(s, name, f, True)) for name, f in fields.items()}
+        for _ in range(draw(st.integers(1, 5)))
+    ]
+    changeable = [n for n in fields if n not in s.entry.key]
+    out: list[list[Message]] = []
+    offset = 0
+    for _ in range(draw(st.integers(2, 4))):
+        batch = []
+        for _ in range(draw(st.integers(1, 10))):
+            i = draw(st.integers(0, len(rows) - 1))
+            row = dict(rows[i])
+            action = draw(st.sampled_from(["same", "change", "move", "delete", "rejected"]))
+            if action == "change" and changeable:
+                name = draw(st.sampled_from(changeable))
+                row[name] = draw(_value(s, name, fields[name], True))
+            elif action == "move" and "region_code" in row:
+                row["region_code"] = draw(st.sampled_from(REGIONS))
+            op = "d" if action == "delete" else draw(st.sampled_from(["c", "u", "r"]))
+            change = {
+                "op": op,
+                "after": None if op == "d" else row,
+                "source": {"department": s.entry.provider, "system": "s", "connector": "c"}
+                | {"position": "p"},
+                "ts_ms": 1_700_000_000_000 + offset,
+                "event_id": draw(st.sampled_from(["e1", "e2", f"e-{offset}"])),
+            }
+            value = s.source.encode(change)
+            assert value is not None
+            if action == "rejected":
+                value += b"\x00"  # trailing bytes: rejected, so it changes nothing
+            elif op != "d":
+                rows[i] = row
+            key = record_key(s.entry, rows[i]).encode()
+            batch.append(Message(s.topic, 0, offset, key, value))
+            offset += 1
+        out.append(batch)
+    return out
+
+
+def by_core_keyed(s: Setup, batch: list[Message], state: KeyState) -> dict[str, Delivered]:
+    out: dict[str, Delivered] = {g.plan.grant.id: [] for g in s.grants}
+    made = state.begin()
+    for m in batch:
+        record = SourceRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value())
+        for d in s.core.route(record, None, made).deliveries:
+            out[d.grant_id].append((d.key, d.value, tuple(d.headers)))
+    seq = made.end()
+    assert seq is not None
+    state.commit(seq)
+    return out
+
+
+def tables(deliveries: dict[str, Delivered]) -> dict[str, set[bytes | None]]:
+    """Per grant, the keys a consumer applying the deliveries in order holds at the end."""
+    out: dict[str, set[bytes | None]] = {}
+    for grant_id, items in deliveries.items():
+        held = out.setdefault(grant_id, set())
+        for key, value, _headers in items:
+            if value is None or value[5] == 4:  # a tombstone, or op "d" (enum index 2)
+                held.discard(key)
+            else:
+                held.add(key)
+    return out
+
+
+@pytest.mark.parametrize("entry_id", ENTRY_IDS)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_with_a_key_state_the_kernel_delivers_what_the_core_does(entry_id: str, data: Any) -> None:
+    s = setup(entry_id)
+    batches = data.draw(keyed_batches(s))
+    core_state, kernel_state = KeyState(), KeyState()
+    got_all: dict[str, Delivered] = {}
+    changelog: dict[bytes | None, bytes | None] = {}
+    for batch in batches:
+        s.resolve(batch)
+        want = by_core_keyed(s, batch, core_state)
+        routed = route_live(
+            s.core,
+            s.kernels,
+            AllLive(),
+            [(s.topic, 0, batch[0].offset(), batch[-1].offset(), batch)],
+            "t",
+            "dlq",
+            {(s.topic, 0): kernel_state},
+        )
+        for state, seq in routed.state_seqs:
+            state.commit(seq)
+        for topic, records in routed.changelog:
+            assert topic == s.topic and set(records.partitions()) == {0}
+            changelog.update(zip(records.keys(), records.values(), strict=True))
+        got = by_kernel(routed)
+        for grant_id, items in want.items():
+            assert got.get(grant_id, []) == items, grant_id
+            got_all.setdefault(grant_id, []).extend(items)
+    assert sorted(core_state.committed_rows()) == sorted(kernel_state.committed_rows())
+    assert kernel_state.sizes()[1] == 0
+    # What each consumer holds is exactly the current rows its grant lets through.
+    current: dict[bytes, dict[str, Any]] = {}
+    for batch in batches:
+        for m in batch:
+            change = s.core._lookup.decode(m.value() or b"", strict=True) if _ok(s, m) else None
+            if change is None:
+                continue
+            if change["op"] == "d":
+                current.pop(m.key() or b"", None)
+            else:
+                current[m.key() or b""] = change["after"]
+    # The changelog's last record per key is the committed row and the key's current record.
+    rows = dict(kernel_state.committed_rows())
+    assert {k for k, v in changelog.items() if v is not None} == set(rows)
+    last_value = {
+        KeyState.digest(m.key() or b""): m.value() for b in batches for m in b if _ok(s, m)
+    }
+    for digest, row in rows.items():
+        assert changelog[digest] == changelog_value(row, last_value[digest] or b"")
+    held = tables(got_all)
+    for active in s.grants:
+        expected = {
+            active.plan.key(key) for key, row in current.items() if active.plan.accepts(row)
+        }
+        assert held.get(active.plan.grant.id, set()) == expected, active.plan.grant.id
+
+
+def _ok(s: Setup, m: Message) -> bool:
+    record = SourceRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value())
+    return s.core.route(record, ()).rejection is None
