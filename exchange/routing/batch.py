@@ -39,7 +39,7 @@ from exchange.routing.core import (
     SourceRecord,
 )
 from exchange.routing.kernel import Deliveries, Feed, Kernels
-from exchange.routing.state import KeyState, StateBatch, changelog_value
+from exchange.routing.state import KeyState, StateBatch
 from exchange.rules.checksums import today_ordinal
 
 __all__ = [
@@ -420,8 +420,7 @@ def _route_by_core(batch: _Batch, out: Routed, report: _Backfill) -> None:
         out.deliveries.extend((record, entry, d) for d in outcome.deliveries)
         if state is not None and outcome.changed is not None:
             keys.append(KeyState.digest(outcome.changed))
-            row = state.row(outcome.changed)
-            values.append(None if row is None else changelog_value(row, record.value or b""))
+            values.append(state.row(outcome.changed))
             partitions.append(record.partition)
     for partition, state in made.items():
         seq = state.end()

@@ -32,7 +32,6 @@ __all__ = [
     "KeyState",
     "StateBatch",
     "StateChanges",
-    "changelog_value",
     "grant_action",
     "record_hash",
     "slot_of",
@@ -67,9 +66,3 @@ def grant_action(held: int | None, passes: bool, record: int | None) -> tuple[Ac
         return "c", record
     return ("skip", record) if held == record else ("u", record)
 
-
-def changelog_value(row: bytes, source: bytes) -> bytes:
-    """A changelog record's value: the row's length (4 bytes, little-endian), the row, the
-    key's current change record as its source wrote it (as ``kernel/src/state.rs`` writes it;
-    what a backfill will deliver)."""
-    return len(row).to_bytes(4, "little") + row + source

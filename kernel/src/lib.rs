@@ -908,8 +908,8 @@ struct Computed {
     grants: Vec<GrantOut>,
     /// Per source partition with a state: the batch's changes to it and the epoch they began in.
     states: Vec<(i32, u64, state::Changes)>,
-    /// The changes as changelog records (key digest, row and source record; a tombstone for a
-    /// key deleted), to the source partition's number.
+    /// The changes as changelog records (key digest -> row; a tombstone for a key deleted), to
+    /// the source partition's number.
     changelog: Deliveries,
 }
 
@@ -1129,10 +1129,8 @@ impl EntryKernel {
                     out.changelog.push(Some(&digest), None, partition, None);
                 } else {
                     row[..8].copy_from_slice(&version.to_le_bytes());
-                    let buffer = out.changelog.buffer();
-                    let start = buffer.len();
-                    state::changelog_value(&row, data, buffer);
-                    out.changelog.push_tail(Some(&digest), start, partition);
+                    out.changelog
+                        .push(Some(&digest), Some(&row), partition, None);
                     batch.set(digest, Some(row));
                 }
             }

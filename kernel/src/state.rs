@@ -34,6 +34,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use sha2::{Digest as _, Sha256};
 
+use crate::deliveries::Deliveries;
+
 /// The first 16 bytes of a key's SHA-256.
 pub type KeyDigest = [u8; 16];
 /// A key's row: version (8 bytes), then (slot, hash) pairs of 8 + 8 bytes, slots ascending.
@@ -82,14 +84,6 @@ pub fn held(row: &[u8], slot: u64) -> Option<u64> {
 
 fn valid_row(row: &[u8]) -> bool {
     row.len() >= VERSION && row.len() <= MAX_ROW && (row.len() - VERSION).is_multiple_of(PAIR)
-}
-
-/// A changelog record's value: the row's length (4 bytes, little-endian), the row, then the
-/// key's current change record as its source wrote it (what a backfill delivers).
-pub fn changelog_value(row: &[u8], source: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(row.len() as u32).to_le_bytes());
-    out.extend_from_slice(row);
-    out.extend_from_slice(source);
 }
 
 /// What a change means for one grant.
@@ -305,6 +299,31 @@ impl Inner {
         }
         self.committed.get(digest)
     }
+}
+
+impl Inner {
+    /// Every live key's digest as routing sees it now (pending batches included).
+    fn digests(&self) -> Vec<KeyDigest> {
+        let mut seen: DigestMap<()> = DigestMap::default();
+        for (digest, _) in self.committed.iter() {
+            seen.insert(*digest, ());
+        }
+        for (_, changes) in &self.pending {
+            for digest in changes.keys() {
+                seen.insert(*digest, ());
+            }
+        }
+        seen.into_keys().filter(|d| self.row(d).is_some()).collect()
+    }
+}
+
+/// What `slots` hold in `row` (pairs, slots ascending).
+fn holdings(row: &[u8], slots: &[u64]) -> Vec<(u64, u64)> {
+    row[VERSION..]
+        .chunks_exact(PAIR)
+        .map(|p| (word(p, 0), word(p, 8)))
+        .filter(|(s, _)| slots.contains(s))
+        .collect()
 }
 
 /// One batch's changes, read through to the state it began on.
@@ -563,6 +582,61 @@ impl KeyState {
             out.append((PyBytes::new(py, digest), PyBytes::new(py, row)))?;
         }
         Ok(out)
+    }
+
+    /// Hand grants over from a backfill's state (``source``) to this one: afterwards each of
+    /// ``slots`` holds here exactly what it holds there (pending changes of both included), so
+    /// the live stream goes on from what the backfill delivered. Returns the changes (pending
+    /// once ended) and their changelog records (to ``partition``).
+    fn take_over(
+        slf: &Bound<'_, Self>,
+        source: &Bound<'_, KeyState>,
+        slots: Vec<u64>,
+        partition: i32,
+    ) -> PyResult<(StateChanges, Deliveries)> {
+        let (this, source) = (slf.get(), source.get());
+        if std::ptr::eq(this, source) {
+            return Err(PyValueError::new_err(
+                "a state cannot take grants over from itself",
+            ));
+        }
+        let mut batch = this.batch();
+        let from = source.lock();
+        let mut changelog = Deliveries::default();
+        let mut digests = batch.inner.digests();
+        digests.extend(from.digests());
+        digests.sort_unstable();
+        digests.dedup();
+        for digest in digests {
+            let there = from
+                .row(&digest)
+                .map(|r| holdings(r, &slots))
+                .unwrap_or_default();
+            let here: Option<&[u8]> = batch.row(&digest);
+            if here.is_none() && there.is_empty() {
+                continue;
+            }
+            let version = here.or(from.row(&digest)).map_or(0, row_version);
+            let mut row: Row = here.map_or_else(|| with_holding(&[], version, 0, None), Box::from);
+            for slot in &slots {
+                let now = there.iter().find(|(s, _)| s == slot).map(|(_, h)| *h);
+                row = with_holding(&row, version, *slot, now);
+            }
+            if batch.row(&digest) != Some(&row[..]) {
+                changelog.push(Some(&digest), Some(&row), partition, None);
+                batch.set(digest, Some(row));
+            }
+        }
+        drop(from);
+        let (epoch, changes) = batch.release();
+        Ok((
+            StateChanges {
+                state: slf.clone().unbind(),
+                epoch,
+                changes: Some(changes),
+            },
+            changelog,
+        ))
     }
 
     /// Live keys committed, and batches pending.
