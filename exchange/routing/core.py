@@ -224,7 +224,6 @@ class Router:
             outcome.deliveries.extend(deliveries)
         return outcome
 
-
     def _route_keyed(
         self,
         route: EntryRoute,
@@ -238,9 +237,7 @@ class Router:
         """Deliveries of an accepted change as the per-key state makes them (``route``)."""
         key = record.key or b""
         op, after = change["op"], change["after"]
-        live = [
-            a for a in route.grants.values() if only is None or a.plan.grant.id in only
-        ]
+        live = [a for a in route.grants.values() if only is None or a.plan.grant.id in only]
         views: list[tuple[int, bool, int]] = []
         projected: list[bytes | None] = []
         for active in live:

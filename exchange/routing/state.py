@@ -65,4 +65,3 @@ def grant_action(held: int | None, passes: bool, record: int | None) -> tuple[Ac
     if held is None:
         return "c", record
     return ("skip", record) if held == record else ("u", record)
-
