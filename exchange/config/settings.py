@@ -171,6 +171,9 @@ class TopicSettings(_Section):
     audit_keys: str = "exchange.audit-keys"
     #: The router's backfill progress and hand-over offsets, per grant and source partition.
     router_backfills: str = "exchange.router-backfills"
+    #: Prefix of the router's per-key state changelogs: ``<this>.<entry>``, compacted, one
+    #: partition per source partition; only the router reads or writes them.
+    router_state: str = "exchange.router-state"
     source_prefix: str = "src."
     delivery_prefix: str = "dlv."
     #: 1 for the single local broker; 3 in production.
@@ -182,6 +185,10 @@ class TopicSettings(_Section):
         """Where a department's connectors save their source positions: one topic per
         department, so ACLs keep each to its own (ACLs cannot restrict a record key)."""
         return f"{self.connector_offsets}.{department}"
+
+    def router_state_of(self, entry: str) -> str:
+        """The changelog of the router's per-key state of one entry's source partitions."""
+        return f"{self.router_state}.{entry}"
 
 
 class PathSettings(_Section):
@@ -228,6 +235,12 @@ class AuditSettings(_Section):
 class RouterSettings(_Section):
     #: Consumer group of the router workers; workers of one group share the source partitions.
     group_id: str = "exchange-router"
+    #: Route with per-key state (``routing/state.py``): a grant receives a create when a key
+    #: enters its scope, a delete when it leaves or a key it held is deleted, and nothing when
+    #: what it sees did not change. Off only to measure what the state costs (the benchmark's
+    #: stateless baseline): then every change passing a filter is delivered as the source
+    #: says, and a key that leaves a grant's scope stays with its consumer.
+    key_state: bool = True
     #: The secret the grants' salts are derived from (``routing/salts.py``): made on a first
     #: start; every router worker must use the same file, and nobody else may read it.
     salt_secret_file: Path = Path("router-salt.key")

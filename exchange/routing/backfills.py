@@ -158,6 +158,7 @@ class BackfillRunner:
                 backfill.grants,
                 self.actor,
                 self.settings.topics.dlq,
+                backfill.state,
             )
             backfill.next_offset = chunk[-1].offset() + 1
         done = handover.finish(backfill, at_end)

@@ -225,19 +225,25 @@ def route_backfill(
     grants: Container[str],
     actor: str,
     dlq_topic: str,
+    state: KeyState | None = None,
 ) -> Routed:
     """Deliveries of a backfill chunk (one source partition) to the grants it backfills.
     Rejected records went to the DLQ when the live stream read them, so here they are passed
-    over; deliveries too large to write are the backfill's to report (:class:`_Backfill`)."""
+    over; deliveries too large to write are the backfill's to report (:class:`_Backfill`).
+
+    ``state``: the backfill's own per-key state (what its grants hold so far), kept in memory
+    until the live stream takes its grants over (``KeyState.take_over``): it has no changelog."""
     out = Routed(backfill=True, records=len(messages))
     compiled = kernels.get(topic, core.routes[topic])
     partitions = {m.partition() for m in messages[:1]}
     starts = [
         dict.fromkeys(partitions, 0) if g.plan.grant.id in grants else {} for g in compiled.grants
     ]
-    batch = _Batch(kernels, core, topic, messages, starts)
+    states = {} if state is None else dict.fromkeys(partitions, state)
+    batch = _Batch(kernels, core, topic, messages, starts, states)
     (result,) = run_kernels([batch])
     _route(batch, result, out, _Backfill(out, actor, int(time.time() * 1000), dlq_topic))
+    out.changelog = []
     return out
 
 

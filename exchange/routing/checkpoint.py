@@ -32,6 +32,7 @@ from exchange.routing import metrics
 from exchange.routing.backfill import Progress
 from exchange.routing.batch import Routed, Stream
 from exchange.routing.receipts import Hasher, ReceiptBook
+from exchange.routing.state import KeyState
 
 __all__ = ["CheckpointPolicy", "Checkpointer", "Pending", "checkpoint_due"]
 
@@ -68,6 +69,8 @@ class Pending:
     delivered: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     #: Source change times of the deliveries, per entry, for the routing latency.
     source_ms: dict[str, list[int]] = field(default_factory=dict)
+    #: Per-key state changes the transaction commits: ``(state, seq)`` in staging order.
+    state_seqs: list[tuple[KeyState, int]] = field(default_factory=list)
 
     def empty(self) -> bool:
         return not (self.records or self.progress or self.happenings)
@@ -88,8 +91,11 @@ class Checkpointer:
         group_metadata: Callable[[], Any],
         progress_topic: str,
         policy: CheckpointPolicy,
+        changelog_of: Callable[[str], str] = lambda topic: topic,
     ) -> None:
         self.audit = audit
+        #: The state changelog of a source topic's entry.
+        self._changelog_of = changelog_of
         self.actor = actor
         self._group_metadata = group_metadata
         self._progress_topic = progress_topic
@@ -138,6 +144,9 @@ class Checkpointer:
             self._stage_stream(routed.backfill, stream)
         for out in routed.dead:
             self.txn.produce_waiting(out.topic, out.key, out.value, out.headers)
+        for source_topic, records in routed.changelog:
+            self.txn.produce_all(self._changelog_of(source_topic), records)
+        p.state_seqs.extend(routed.state_seqs)
         p.happenings.extend(routed.happenings)
         p.offsets.update(routed.offsets)
         for progress in routed.progress:
@@ -204,6 +213,8 @@ class Checkpointer:
         self.audit.committed()
         self.carried = []
         self._reset()
+        for state, seq in p.state_seqs:
+            state.commit(seq)
         _count(p)
         return p
 

@@ -27,7 +27,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -39,6 +39,7 @@ from exchange.config import ExchangeSettings
 from exchange.config.settings import RouterSettings
 from exchange.errors import ExchangeError
 from exchange.grants.book import GrantBook
+from exchange.kafka.changelog import ensure_changelogs, read_changelog
 from exchange.kafka.control import read_table
 from exchange.kafka.errors import KafkaOpError, RegistryError
 from exchange.kafka.registry import Registry
@@ -54,6 +55,7 @@ from exchange.routing.core import DELIVERY_FRAMING_BYTES, Router
 from exchange.routing.grants import GrantTable
 from exchange.routing.kernel import Kernels, partition_runs
 from exchange.routing.salts import GrantSalts
+from exchange.routing.state import KeyState, slot_of
 from exchange.runtime import release_free_memory
 
 __all__ = [
@@ -148,7 +150,10 @@ class RouterWorker(Service):
             rs.batch_size,
             rs.batch_wait_s,
         )
-        self.handover = Handover()
+        #: Routing keeps per-key state (``router.key_state``): one per source partition owned.
+        self.keyed = rs.key_state
+        self.states: dict[TP, KeyState] = {}
+        self.handover = Handover(keyed=self.keyed)
         self.backfills = BackfillRunner(
             settings,
             self.core,
@@ -165,6 +170,10 @@ class RouterWorker(Service):
         self._checkpoints: Checkpointer | None = None
         #: Staging and committing exclude each other: a commit seals what was staged.
         self._gate = asyncio.Lock()
+        #: Held from planning a live batch to keeping its routing (taken before the gate):
+        #: a hand-over of per-key state staged under it comes after every live batch routed
+        #: before it, in the state's order and the transactions'.
+        self._routing = asyncio.Lock()
         self._grant_lock = asyncio.Lock()
         self._commit: asyncio.Future[None] | None = None
         #: Live batches routed and not staged yet, with their feed epoch.
@@ -190,7 +199,7 @@ class RouterWorker(Service):
         # The checkpointer first: opening it fences this worker's previous self, whose
         # transaction (open when it was killed) holds back committed reads of the progress.
         self._checkpoints = self._new_checkpointer()
-        self.handover = Handover(read_progress_patiently(self.settings))
+        self.handover = Handover(read_progress_patiently(self.settings), keyed=self.keyed)
         now = _now()
         happenings = self.grants.apply(self.grants.prepare(now), now)
         self.checkpoints.carry(happenings)
@@ -208,7 +217,11 @@ class RouterWorker(Service):
             self.feed.group_metadata,
             self.settings.topics.router_backfills,
             self.policy,
+            self._changelog_of,
         )
+
+    def _changelog_of(self, source_topic: str) -> str:
+        return self.settings.topics.router_state_of(self.core.routes[source_topic].entry.id)
 
     @property
     def checkpoints(self) -> Checkpointer:
@@ -279,15 +292,37 @@ class RouterWorker(Service):
         return batch
 
     async def _handle(self, batch: SourceBatch) -> None:
+        async with self._routing:
+            routed, begun, started, routed_at = await self._route_batch(batch)
+            self._routed.append((routed, batch.epoch))
+        metrics.BATCH_RECORDS.observe(routed.records)
+        metrics.BATCH_PHASE.labels("grants").observe(started - begun)
+        metrics.BATCH_PHASE.labels("route").observe(routed_at - started)
+        if self._may_route_ahead() and (self._gate.locked() or not self.feed.batches.empty()):
+            # Staged with the next batch (while the kernel routes that one), or after the
+            # checkpoint that is committing: either way this thread goes on routing.
+            return
+        routed_at = time.perf_counter()
+        await self._stage_routed()
+        metrics.BATCH_PHASE.labels("stage").observe(time.perf_counter() - routed_at)
+        if self.checkpoints.due(backlog=not self.feed.batches.empty()):
+            self._start_checkpoint()
+
+    async def _route_batch(self, batch: SourceBatch) -> tuple[Routed, float, float, float]:
         begun = time.perf_counter()
         try:
             await self.refresh_grants()
             runs = self._routable(batch)
             for topic, messages in _by_topic(runs).items():
                 await self.resolve_schemas(topic, messages)
+            await self._ensure_states({(r[0], r[1]) for r in runs})
             started = time.perf_counter()
             self.backfills.start(self.handover, {(r[0], r[1]) for r in runs})
-            plan = plan_live(self.core, self.kernels, self.handover, runs)
+            states = self.states if self.keyed else None
+            plan = plan_live(self.core, self.kernels, self.handover, runs, states)
+            # Grants handed over while planning: the live state takes their backfill's over
+            # before the kernel routes to them.
+            taken = self._take_over()
             # The kernel works without the GIL in its own thread; meanwhile this thread stages
             # what was routed before (produce calls), so the two overlap.
             results = asyncio.get_running_loop().run_in_executor(
@@ -300,22 +335,11 @@ class RouterWorker(Service):
                 if self.checkpoints.due(backlog=True):
                     self._start_checkpoint()
             routed = finish_live(plan, await results, self.actor, self.settings.topics.dlq)
+            _before(routed, taken)
             routed_at = time.perf_counter()
         finally:
             self.feed.done(batch)
-        metrics.BATCH_RECORDS.observe(routed.records)
-        metrics.BATCH_PHASE.labels("grants").observe(started - begun)
-        metrics.BATCH_PHASE.labels("route").observe(routed_at - started)
-        self._routed.append((routed, batch.epoch))
-        if self._may_route_ahead() and (self._gate.locked() or not self.feed.batches.empty()):
-            # Staged with the next batch (while the kernel routes that one), or after the
-            # checkpoint that is committing: either way this thread goes on routing.
-            return
-        routed_at = time.perf_counter()
-        await self._stage_routed()
-        metrics.BATCH_PHASE.labels("stage").observe(time.perf_counter() - routed_at)
-        if self.checkpoints.due(backlog=not self.feed.batches.empty()):
-            self._start_checkpoint()
+        return routed, begun, started, routed_at
 
     def _routable(self, batch: SourceBatch) -> list[Run]:
         """The batch's records of partitions still ours, by partition; a topic the catalog does
@@ -406,9 +430,12 @@ class RouterWorker(Service):
     async def _stage_backfill(
         self, routed: Routed, handover: Handover, valid: Callable[[], bool]
     ) -> bool:
-        async with self._gate:
+        async with self._routing, self._gate:
             if handover is not self.handover or not valid():
                 return False
+            # Live batches routed before a hand-over this chunk made go first (module doc).
+            self._stage_locked()
+            _before(routed, self._take_over())
             self.checkpoints.stage(routed)
         if self.checkpoints.due(backlog=not self.feed.batches.empty()):
             self._start_checkpoint()
@@ -600,8 +627,10 @@ class RouterWorker(Service):
         ``positions``), backfills again from ``progress``."""
         assigned = self.feed.assignment
         self.feed.rewind(positions)
+        for state in self.states.values():
+            state.rewind()
         self.handover.release(list(self.handover.partitions()))
-        self.handover = Handover(progress)
+        self.handover = Handover(progress, keyed=self.keyed)
         self.backfills.start(self.handover, assigned)
 
     async def _backoff(self, what: str) -> None:
@@ -629,6 +658,7 @@ class RouterWorker(Service):
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     async def _assigned(self, partitions: list[TP]) -> None:
+        await self._ensure_states(partitions)
         self.backfills.start(self.handover, partitions)
 
     async def _revoked(self, partitions: list[TP]) -> None:
@@ -641,6 +671,10 @@ class RouterWorker(Service):
         # Batches read but not routed yet may hold records of the partitions given up; they
         # are dropped, and the partitions kept are read again from what was just committed.
         self.feed.rewind()
+        # What was routed ahead from the kept partitions is routed again: its state too.
+        for state in self.states.values():
+            state.rewind()
+        self._drop_states(partitions)
 
     async def _lost(self, partitions: list[TP]) -> None:
         """Their offsets can no longer be committed: abort and route the rest again."""
@@ -648,6 +682,63 @@ class RouterWorker(Service):
         await self._await_commit()
         async with self._gate:
             await self._recover(TransactionError("partitions lost", code="_LOST", kind="abortable"))
+        self._drop_states(partitions)
+
+    # -- per-key state -----------------------------------------------------------------------
+
+    async def _ensure_states(self, partitions: Iterable[TP]) -> None:
+        """The per-key state of each source partition owned, read back from its changelog the
+        first time (before anything of the partition is routed)."""
+        if not self.keyed:
+            return
+        missing = sorted(
+            tp for tp in partitions if tp not in self.states and tp[0] in self.core.routes
+        )
+        if missing:
+            self.states.update(await self._run(self._restore_states, missing))
+
+    def _restore_states(self, partitions: list[TP]) -> dict[TP, KeyState]:
+        """Blocking: the changelogs made if missing, and each partition's state read back."""
+        topics = self.settings.topics
+        counts = self.grants.admin.partition_counts()
+        wanted = {self._changelog_of(t): counts.get(t, p + 1) for t, p in partitions}
+        ensure_changelogs(self.grants.admin, wanted, topics.replication_factor)
+        out = {}
+        for topic, partition in partitions:
+            begun = time.perf_counter()
+            state = KeyState()
+            changelog = self._changelog_of(topic)
+            read = read_changelog(self.settings.kafka, changelog, partition, state.restore)
+            log.info(
+                "per-key state of %s[%d]: %d keys from %d changelog records in %.1f s",
+                topic,
+                partition,
+                state.sizes()[0],
+                read,
+                time.perf_counter() - begun,
+            )
+            out[topic, partition] = state
+        return out
+
+    def _drop_states(self, partitions: Iterable[TP]) -> None:
+        for tp in partitions:
+            self.states.pop(tp, None)
+
+    def _take_over(self) -> list[tuple[KeyState, int, str, Any]]:
+        """The live state takes over each handed-over backfill's: ``(state, seq, source topic,
+        changelog records)`` for the routed batch that carries them."""
+        handed, self.handover.handed = self.handover.handed, []
+        out = []
+        for backfill in handed:
+            live = self.states.get((backfill.topic, backfill.partition))
+            if live is None or backfill.state is None:
+                continue  # given up meanwhile: its new owner backfills again
+            slots = [slot_of(g) for g in sorted(backfill.grants)]
+            changes, changelog = live.take_over(backfill.state, slots, backfill.partition)
+            seq = changes.end()
+            if seq is not None:
+                out.append((live, seq, backfill.topic, changelog))
+        return out
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -671,6 +762,13 @@ _TRANSIENT = frozenset(
         "NOT_COORDINATOR",
     }
 )
+
+
+def _before(routed: Routed, taken: list[tuple[KeyState, int, str, Any]]) -> None:
+    """Hand-overs go into ``routed``'s transaction ahead of its own state changes."""
+    if taken:
+        routed.state_seqs[:0] = [(state, seq) for state, seq, _topic, _records in taken]
+        routed.changelog[:0] = [(topic, records) for _state, _seq, topic, records in taken]
 
 
 def book_staleness(book: GrantBook, limit_s: float) -> RouterError | None:

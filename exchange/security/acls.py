@@ -129,6 +129,18 @@ def desired_acls(
     # Older deployments lack the backfill topic: the router creates it.
     acls |= _allow(r, "TOPIC", t.router_backfills, "LITERAL", "CREATE", "DESCRIBE_CONFIGS")
     acls |= _allow(r, "TOPIC", t.dlq, "LITERAL", "WRITE", "DESCRIBE")
+    # The per-key state's changelogs: the router's alone (they say who holds which key).
+    acls |= _allow(
+        r,
+        "TOPIC",
+        t.router_state_of(""),
+        "PREFIXED",
+        "READ",
+        "WRITE",
+        "DESCRIBE",
+        "CREATE",
+        "DESCRIBE_CONFIGS",
+    )
     acls |= _allow(r, "GROUP", settings.router.group_id, "LITERAL", "READ", "DESCRIBE")
     acls |= _allow(r, "GROUP", READER_GROUPS, "PREFIXED", "READ")
     acls |= _allow(

@@ -33,13 +33,18 @@ CHUNK = 5_000
 def test_sigkilled_workers_deliver_every_event_exactly_once(router_env: RouterEnv) -> None:
     env = router_env
     everyone, county = env.consumers["mzj"], env.consumers["county"]
-    env.grant(everyone, "x-all", fields=["citizen_id", "region_code"], masks={"citizen_id": "none"})
+    env.grant(
+        everyone,
+        "x-all",
+        fields=["citizen_id", "name", "region_code"],
+        masks={"citizen_id": "none", "name": "none"},
+    )
     env.grant(
         county,
         "x-county",
         fields=["citizen_id", "name"],
         row_filter={"region_code": {"in": ["140602"]}},
-        masks={"citizen_id": "none"},
+        masks={"citizen_id": "none", "name": "none"},
     )
     regions = ["140602" if i % 15_000 % 3 == 0 else "140603" for i in range(COUNT)]
     wanted = {
@@ -88,8 +93,10 @@ def _publish(env: RouterEnv, regions: list[str], done: threading.Event) -> None:
         records = []
         for i in range(start, start + CHUNK):
             # person() counts birth dates from 1980 on: past ~16,000 they lie in the future
-            # and fail the citizen ID rule, so people repeat (as updates) with new event ids.
-            row = person(i % 15_000, regions[i])
+            # and fail the citizen ID rule, so people repeat (as updates) with new event ids,
+            # each with a new name (an update that changes nothing a grant sees is not
+            # delivered to it).
+            row = {**person(i % 15_000, regions[i]), "name": f"张{i}"}
             records.append(
                 (row["citizen_id"], change_value(env.codec, row, env.provider, "c", f"x-{i}"))
             )

@@ -86,7 +86,9 @@ class Publisher(threading.Thread):
         while not self.stopping.is_set():
             for _ in range(50):
                 i = self.sent
-                row = person(i % 15_000, "140602" if i % 2 else "140603")
+                # A new name each time: every change is one its grants see (one that changes
+                # nothing a grant sees is not delivered to it).
+                row = {**person(i % 15_000, "140602" if i % 2 else "140603"), "name": f"张{i}"}
                 value = change_value(self.env.codec, row, self.env.provider, "c", f"o-{i}")
                 self.producer.produce(
                     self.env.project.source_topic, key=row["citizen_id"].encode(), value=value
@@ -102,13 +104,14 @@ def test_the_router_rides_out_a_broker_and_a_registry_outage(
 ) -> None:
     env, platform = outage_env
     c = env.consumers
-    env.grant(c["mzj"], "o-all", fields=["citizen_id", "region_code"], masks={"citizen_id": "none"})
+    plain = {"citizen_id": "none", "name": "none"}
+    env.grant(c["mzj"], "o-all", fields=["citizen_id", "name", "region_code"], masks=plain)
     env.grant(
         c["county"],
         "o-county",
         fields=["citizen_id", "name"],
         row_filter={"region_code": {"in": ["140602"]}},
-        masks={"citizen_id": "none"},
+        masks=plain,
     )
     env.start_router()
     publisher = Publisher(env)
@@ -125,7 +128,13 @@ def test_the_router_rides_out_a_broker_and_a_registry_outage(
         # A grant that starts while the registry is away: its delivery schema cannot be
         # registered, so it waits; the others go on.
         starts = dt.datetime.now(CN) + dt.timedelta(seconds=15)
-        env.grant(c["fresh"], "o-fresh", fields=["region_code"], valid_from=starts)
+        env.grant(
+            c["fresh"],
+            "o-fresh",
+            fields=["name", "region_code"],
+            masks={"name": "none"},
+            valid_from=starts,
+        )
         _kill(platform, "registry")
         before = _count(env, c["mzj"])
         _alive_for(env, REGISTRY_DOWN_S)
