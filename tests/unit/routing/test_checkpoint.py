@@ -15,7 +15,9 @@ from exchange.routing.backfill import Progress
 from exchange.routing.batch import Routed
 from exchange.routing.checkpoint import Checkpointer, CheckpointPolicy, checkpoint_due
 from exchange.routing.core import Delivery, SourceRecord
+from exchange.routing.kernel import Deliveries
 from exchange.routing.receipts import Hasher, ReceiptDigest, receipt_digest
+from exchange.routing.state import KeyState
 
 POLICY = CheckpointPolicy(min_interval_s=0.01, max_interval_s=0.5, max_deliveries=100)
 
@@ -226,3 +228,35 @@ def test_a_seal_the_queue_cannot_take_is_an_abortable_failure() -> None:
     with pytest.raises(TransactionError) as caught:
         cp.seal()
     assert caught.value.kind == "abortable" and caught.value.code == "_QUEUE_FULL"
+
+
+def test_state_changes_are_committed_with_their_transaction_and_only_then() -> None:
+    audit = FakeAudit()
+    cp = Checkpointer(
+        audit,  # type: ignore[arg-type]
+        "router.t",
+        lambda: "metadata",
+        "progress",
+        POLICY,
+        lambda topic: f"state-of-{topic}",
+    )
+    state = KeyState()
+    made = state.begin()
+    made.change(b"k", b"e1", [(KeyState.slot("g1"), True, 1)])
+    seq = made.end()
+    assert seq is not None
+    routed = _routed(range(0, 1))
+    routed.state_seqs = [(state, seq)]
+    routed.changelog = [
+        ("src.e", Deliveries.from_columns([KeyState.digest(b"k")], [b"row"], [0], {}))
+    ]
+    cp.stage(routed)
+    assert ("state-of-src.e", KeyState.digest(b"k"), b"row") in audit.txn.produced
+    assert state.sizes() == (0, 1)  # pending while the transaction is open
+    cp.seal()
+    audit.txn.fail_commit = [TransactionError("timed out", code="_TIMED_OUT", kind="retriable")]
+    with pytest.raises(TransactionError):
+        cp.finish()
+    assert state.sizes() == (0, 1)  # not committed: still pending
+    cp.finish()
+    assert state.sizes() == (1, 0)
