@@ -247,7 +247,8 @@ class Router:
             hashed = 0 if data is None else KeyState.record_hash(data)
             views.append((slot_of(active.plan.grant.id), passes, hashed))
         event_id = str(change["event_id"])
-        actions = state.change(key, event_id.encode(), views, delete=op == "d")
+        keep = [slot_of(g) for g in route.grants]
+        actions = state.change(key, event_id.encode(), views, delete=op == "d", keep=keep)
         outcome.changed = key
         for active, data, (_slot, action) in zip(live, projected, actions, strict=True):
             grant = active.plan.grant

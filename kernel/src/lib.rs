@@ -528,6 +528,8 @@ struct Reader {
     composite_key: bool,
     provider: String,
     grants: Vec<Grant>,
+    /// The grants' slots in the per-key state (holdings of any other grant are dropped).
+    slots: Vec<u64>,
 }
 
 struct Change<'a> {
@@ -1129,6 +1131,9 @@ impl EntryKernel {
                     out.changelog.push(Some(&digest), None, partition, None);
                 } else {
                     row[..8].copy_from_slice(&version.to_le_bytes());
+                    if let Some(less) = state::pruned(&row, &reader.slots) {
+                        row = less;
+                    }
                     out.changelog
                         .push(Some(&digest), Some(&row), partition, None);
                     batch.set(digest, Some(row));
@@ -1204,7 +1209,15 @@ impl EntryKernel {
             composite_key: key.len() > 1,
             key: key.into_iter().map(index).collect(),
             provider,
-            grants: grants.into_iter().map(grant).collect::<PyResult<_>>()?,
+            grants: grants
+                .into_iter()
+                .map(grant)
+                .collect::<PyResult<Vec<_>>>()?,
+            slots: Vec::new(),
+        };
+        let reader = Reader {
+            slots: reader.grants.iter().map(|g| g.slot).collect(),
+            ..reader
         };
         self.readers().insert(schema_id, Some(Arc::new(reader)));
         Ok(())

@@ -123,6 +123,23 @@ pub fn transition(held: Option<u64>, seen: Option<(bool, u64)>) -> (Action, Opti
     }
 }
 
+/// The row without the holdings of grants not in `slots` (ended grants: their holdings go when
+/// the key next changes), or `None` when it has none of those.
+pub fn pruned(row: &[u8], slots: &[u64]) -> Option<Row> {
+    let rest = &row[VERSION..];
+    if rest.chunks_exact(PAIR).all(|p| slots.contains(&word(p, 0))) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(row.len());
+    out.extend_from_slice(&row[..VERSION]);
+    for pair in rest.chunks_exact(PAIR) {
+        if slots.contains(&word(pair, 0)) {
+            out.extend_from_slice(pair);
+        }
+    }
+    Some(out.into_boxed_slice())
+}
+
 /// A row with one grant's holding changed (`None`: the grant no longer holds the key).
 pub fn with_holding(row: &[u8], version: u64, slot: u64, now: Option<u64>) -> Row {
     let mut out = Vec::with_capacity(row.len() + PAIR);
@@ -433,13 +450,16 @@ impl StateBatch {
     /// ``views``: ``[(slot, passes its row filter, hash of what it would receive)]``; for a
     /// delete, ``views`` are ``[(slot, False, 0)]``. Slots not named keep what they hold.
     /// Returns ``[(slot, action)]`` with action ``"c"``, ``"u"``, ``"d"`` or ``"skip"``.
-    #[pyo3(signature = (key, event_id, views, delete=false))]
+    ///
+    /// ``keep``: the slots of the entry's grants; holdings of others (ended grants) go.
+    #[pyo3(signature = (key, event_id, views, delete=false, keep=None))]
     fn change(
         &mut self,
         key: &[u8],
         event_id: &[u8],
         views: Vec<(u64, bool, u64)>,
         delete: bool,
+        keep: Option<Vec<u64>>,
     ) -> PyResult<Vec<(u64, &'static str)>> {
         if self.ended {
             return Err(PyValueError::new_err("the batch has ended"));
@@ -459,6 +479,9 @@ impl StateBatch {
             out.push((slot, action.name()));
         }
         row[..VERSION].copy_from_slice(&version.to_le_bytes());
+        if let Some(less) = keep.and_then(|slots| pruned(&row, &slots)) {
+            row = less;
+        }
         self.changes.insert(digest, (!delete).then_some(row));
         Ok(out)
     }

@@ -776,3 +776,36 @@ def test_with_a_key_state_the_kernel_delivers_what_the_core_does(entry_id: str, 
 def _ok(s: Setup, m: Message) -> bool:
     record = SourceRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value())
     return s.core.route(record, ()).rejection is None
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_kernel_drops_holdings_of_ended_grants_as_the_core_does(data: Any) -> None:
+    s = setup("gongan.resident_population")
+    rows = [m for m in data.draw(keyed_batches(s))[0] if _ok(s, m) and m.value()]
+    assume(rows)
+    ended = KeyState.slot("an-ended-grant")
+    states = {"kernel": KeyState(), "core": KeyState()}
+    for state in states.values():
+        made = state.begin()
+        for m in rows:
+            made.change(m.key() or b"", b"old", [(ended, True, 7)])
+        state.commit(made.end() or 0)
+    s.resolve(rows)
+    routed = route_live(
+        s.core,
+        s.kernels,
+        AllLive(),
+        [(s.topic, 0, rows[0].offset(), rows[-1].offset(), rows)],
+        "t",
+        "dlq",
+        {(s.topic, 0): states["kernel"]},
+    )
+    for state, seq in routed.state_seqs:
+        state.commit(seq)
+    by_core_keyed(s, rows, states["core"])
+    kernel_rows, core_rows = (sorted(st.committed_rows()) for st in states.values())
+    assert kernel_rows == core_rows
+    for m in rows:
+        row = states["kernel"].row(m.key() or b"")
+        assert row is None or ended not in dict(row[1])

@@ -194,3 +194,13 @@ def test_a_hand_over_gives_the_live_state_exactly_what_the_backfill_delivered() 
     live.commit(seq)
     with pytest.raises(ValueError, match="itself"):
         live.take_over(live, [new], 0)
+
+
+def test_holdings_of_grants_no_longer_there_go_when_the_key_next_changes() -> None:
+    state = KeyState()
+    ended = slot_of("revoked-grant")
+    made = state.begin()
+    made.change(b"k", b"e1", [(ended, True, 1), (CITY, True, 1)])
+    made.change(b"k", b"e2", [(CITY, True, 2)], keep=[CITY, COUNTY])
+    state.commit(made.end() or 0)
+    assert state.row(b"k") == (_version(b"e2"), [(CITY, 2)])
