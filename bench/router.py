@@ -115,8 +115,13 @@ DISTINCT_KEYS = 15_000
 
 
 def row(i: int) -> dict[str, Any]:
-    # Birth dates stay in the past (a future one is rejected).
-    return person(i % DISTINCT_KEYS, REGIONS[i % 4])
+    # Birth dates stay in the past (a future one is rejected). A person's next record moves
+    # it to another region and gives it another phone: every grant sees each record change
+    # (with per-key state, a record that changes nothing a grant sees is not delivered to it).
+    return {
+        **person(i % DISTINCT_KEYS, REGIONS[(i + i // DISTINCT_KEYS) % 4]),
+        "phone": f"138{i:08d}",
+    }
 
 
 def source_records(env: RouterEnv, n: int) -> list[tuple[str, bytes]]:

@@ -694,8 +694,17 @@ class RouterWorker(Service):
         missing = sorted(
             tp for tp in partitions if tp not in self.states and tp[0] in self.core.routes
         )
-        if missing:
-            self.states.update(await self._run(self._restore_states, missing))
+        while missing:
+            try:
+                self.states.update(await self._run(self._restore_states, missing))
+                return
+            except KafkaOpError as exc:
+                # Ridden out like a checkpoint: nothing of these partitions is routed meanwhile.
+                if not exc.retriable and exc.code not in _TRANSIENT:
+                    raise RouterError(
+                        f"the router cannot read its per-key state back: {exc}", code=exc.code
+                    ) from exc
+                await self._backoff(f"reading the per-key state back failed ({exc}); retrying")
 
     def _restore_states(self, partitions: list[TP]) -> dict[TP, KeyState]:
         """Blocking: the changelogs made if missing, and each partition's state read back."""
