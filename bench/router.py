@@ -74,14 +74,14 @@ GRANTS: list[tuple[str, dict[str, Any]]] = [
         "mzj",
         {
             "fields": ["citizen_id", "name", "region_code"],
-            "masks": {"citizen_id": {"keep": {"first": 6, "last": 4}}},
+            "masks": {"citizen_id": {"keep": {"first": 6, "last": 4}}, "name": "none"},
         },
     ),
     (
         "county",
         {
-            "fields": ["citizen_id", "region_code", "birth_date", "gender"],
-            "masks": {"citizen_id": "hash"},
+            "fields": ["citizen_id", "name", "region_code", "birth_date", "gender"],
+            "masks": {"citizen_id": "hash", "name": "none"},
         },
     ),
     ("ops", {"fields": ["citizen_id", "name", "address", "phone"], "masks": {"phone": "hash"}}),
@@ -115,11 +115,13 @@ DISTINCT_KEYS = 15_000
 
 
 def row(i: int) -> dict[str, Any]:
-    # Birth dates stay in the past (a future one is rejected). A person's next record moves
-    # it to another region and gives it another phone: every grant sees each record change
-    # (with per-key state, a record that changes nothing a grant sees is not delivered to it).
+    # Birth dates stay in the past (a future one is rejected). A person's next record has
+    # another name and phone, which every grant sees (with per-key state, a record that
+    # changes nothing a grant sees is not delivered to it); the region, part of the citizen
+    # ID, stays.
     return {
-        **person(i % DISTINCT_KEYS, REGIONS[(i + i // DISTINCT_KEYS) % 4]),
+        **person(i % DISTINCT_KEYS, REGIONS[i % 4]),
+        "name": f"张{i}",
         "phone": f"138{i:08d}",
     }
 
