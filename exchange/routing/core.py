@@ -215,13 +215,7 @@ class Router:
             deliveries = _deliveries(
                 active, record, op, after, ts_ms, str(change["event_id"]), route.entry.provider
             )
-            size = max(delivery_size(d) for d in deliveries)
-            if size > self.max_delivery_bytes:
-                outcome.refused.append(
-                    Refusal(grant.id, grant.consumer, active.topic, size, self.max_delivery_bytes)
-                )
-                continue
-            outcome.deliveries.extend(deliveries)
+            self._keep(outcome, active, deliveries)
         return outcome
 
     def _route_keyed(
@@ -266,13 +260,17 @@ class Router:
                 route.entry.provider,
                 data,
             )
-            size = max(delivery_size(d) for d in deliveries)
-            if size > self.max_delivery_bytes:
-                outcome.refused.append(
-                    Refusal(grant.id, grant.consumer, active.topic, size, self.max_delivery_bytes)
-                )
-                continue
-            outcome.deliveries.extend(deliveries)
+            self._keep(outcome, active, deliveries)
+
+    def _keep(self, outcome: Outcome, active: ActiveGrant, deliveries: list[Delivery]) -> None:
+        """A grant's deliveries of a record, or their refusal when one is over the limit."""
+        size = max(delivery_size(d) for d in deliveries)
+        if size > self.max_delivery_bytes:
+            grant = active.plan.grant
+            refusal = Refusal(grant.id, grant.consumer, active.topic, size, self.max_delivery_bytes)
+            outcome.refused.append(refusal)
+            return
+        outcome.deliveries.extend(deliveries)
 
 
 def delivery_size(d: Delivery) -> int:
