@@ -28,6 +28,7 @@ from exchange.routing.backfill import Backfill, Handover, Progress
 from exchange.routing.batch import Routed, route_backfill
 from exchange.routing.core import Router
 from exchange.routing.kernel import Kernels
+from exchange.routing.state import KeyState
 
 __all__ = ["BackfillRunner"]
 
@@ -49,10 +50,14 @@ class BackfillRunner:
         stage: Stage,
         refresh: Callable[[], Awaitable[None]],
         resolve: Callable[[str, list[Any]], Awaitable[None]],
+        current: Callable[[str, int], tuple[KeyState, int] | None] = lambda t, p: None,
     ) -> None:
         """``resolve``: fetches a chunk's writer schemas before it is routed (the worker's
-        ``resolve_schemas``); ``refresh``: brings the grants up to date."""
+        ``resolve_schemas``); ``refresh``: brings the grants up to date; ``current``: a
+        partition's live state and the offset its committed rows routed up to (with per-key
+        state: a backfill gives each key's current version only)."""
         self.settings = settings
+        self._current = current
         self.core = core
         self.kernels = kernels
         self.actor = actor
@@ -159,6 +164,7 @@ class BackfillRunner:
                 self.actor,
                 self.settings.topics.dlq,
                 backfill.state,
+                self._current(backfill.topic, backfill.partition),
             )
             backfill.next_offset = chunk[-1].offset() + 1
         done = handover.finish(backfill, at_end)

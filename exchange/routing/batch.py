@@ -124,16 +124,29 @@ class _Batch:
         messages: list[Any],
         starts: Any,
         states: dict[int, KeyState] | None = None,
+        current: dict[int, tuple[KeyState, int]] | None = None,
     ) -> None:
         self.core = core
         #: Per source partition of this batch, its per-key state (if routing keeps one).
         self.states = states or {}
+        #: A backfill's: per source partition, the live state and the offset its committed
+        #: rows routed up to (records below it are given only as their key's current version).
+        self.current = current or {}
         self.route = core.routes[topic]
         self.compiled = kernels.get(topic, self.route)
         self.topic = topic
         self.messages = messages
         #: Per grant (kernel order): source partition -> first offset delivered to it.
         self.starts: list[dict[int, int]] = starts
+
+    def superseded(self, record: SourceRecord, event_id: str) -> bool:
+        """The kernel's rule for a backfill (``superseded`` in ``kernel/src/lib.rs``): a
+        record below the live state's committed offset that is not its key's version there."""
+        found = self.current.get(record.partition)
+        if found is None or record.key is None:
+            return False
+        live, settled = found
+        return record.offset < settled and not live.is_current(record.key, event_id.encode())
 
     def live(self, record: SourceRecord) -> set[str]:
         return {
@@ -197,7 +210,9 @@ def run_kernels(plan: Sequence[_Batch]) -> list[KernelResult]:
     """The compiled kernel over each entry's records: any thread (it works without the GIL)."""
     today = today_ordinal()
     return [
-        b.compiled.kernel.route(b.topic, b.messages, b.starts, today, b.states or None)
+        b.compiled.kernel.route(
+            b.topic, b.messages, b.starts, today, b.states or None, b.current or None
+        )
         for b in plan
     ]
 
@@ -226,13 +241,17 @@ def route_backfill(
     actor: str,
     dlq_topic: str,
     state: KeyState | None = None,
+    current: tuple[KeyState, int] | None = None,
 ) -> Routed:
     """Deliveries of a backfill chunk (one source partition) to the grants it backfills.
     Rejected records went to the DLQ when the live stream read them, so here they are passed
     over; deliveries too large to write are the backfill's to report (:class:`_Backfill`).
 
     ``state``: the backfill's own per-key state (what its grants hold so far), kept in memory
-    until the live stream takes its grants over (``KeyState.take_over``): it has no changelog."""
+    until the live stream takes its grants over (``KeyState.take_over``): it has no changelog.
+    ``current``: the live stream's state of the partition and the offset its committed rows
+    routed up to: below that offset only each key's current version is given (no deleted
+    rows, no superseded versions); above it, the partition's changes since, as they come."""
     out = Routed(backfill=True, records=len(messages))
     compiled = kernels.get(topic, core.routes[topic])
     partitions = {m.partition() for m in messages[:1]}
@@ -240,7 +259,8 @@ def route_backfill(
         dict.fromkeys(partitions, 0) if g.plan.grant.id in grants else {} for g in compiled.grants
     ]
     states = {} if state is None else dict.fromkeys(partitions, state)
-    batch = _Batch(kernels, core, topic, messages, starts, states)
+    live = {} if current is None else dict.fromkeys(partitions, current)
+    batch = _Batch(kernels, core, topic, messages, starts, states, live)
     (result,) = run_kernels([batch])
     _route(batch, result, out, _Backfill(out, actor, int(time.time() * 1000), dlq_topic))
     out.changelog = []
@@ -409,7 +429,8 @@ def _keep_changes(
 
 
 def _core(batch: _Batch, record: SourceRecord, state: StateBatch | None = None) -> Outcome:
-    return batch.core.route(record, batch.live(record), state)
+    passed_over = batch.superseded if batch.current else None
+    return batch.core.route(record, batch.live(record), state, passed_over)
 
 
 def _route_by_core(batch: _Batch, out: Routed, report: _Backfill) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,8 +148,12 @@ class Router:
         record: SourceRecord,
         only: Container[str] | None = None,
         state: StateBatch | None = None,
+        superseded: Callable[[SourceRecord, str], bool] | None = None,
     ) -> Outcome:
         """Validate ``record`` and deliver it to each active grant (or to those in ``only``).
+
+        ``superseded`` (a backfill's): whether an accepted change (record, event id) is not
+        its key's current version; then nothing is delivered and nothing changes.
 
         With ``state`` (the per-key state of the record's partition), each grant gets what
         the change means for it (:mod:`exchange.routing.state`): a create on entering its
@@ -198,6 +202,8 @@ class Router:
         if problems:
             reason, errors = problems
             outcome.rejection = Rejection(reason, errors, route.entry.id, department)
+            return outcome
+        if superseded is not None and superseded(record, str(change["event_id"])):
             return outcome
         op, after = change["op"], change["after"]
         ts_ms = _millis(change["ts_ms"])

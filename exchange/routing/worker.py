@@ -153,6 +153,9 @@ class RouterWorker(Service):
         #: Routing keeps per-key state (``router.key_state``): one per source partition owned.
         self.keyed = rs.key_state
         self.states: dict[TP, KeyState] = {}
+        #: Per source partition with a state: the offset its committed rows routed up to.
+        #: Set after the rows are (committed state first: a backfill reads this, then rows).
+        self.settled: dict[TP, int] = {}
         self.handover = Handover(keyed=self.keyed)
         self.backfills = BackfillRunner(
             settings,
@@ -162,6 +165,7 @@ class RouterWorker(Service):
             self._stage_backfill,
             self.refresh_grants,
             self.resolve_schemas,
+            self._current,
         )
         self.backfills.on_failure = self._cannot_go_on
         self.policy = CheckpointPolicy(
@@ -541,6 +545,7 @@ class RouterWorker(Service):
                     await self._backoff(f"a checkpoint could not commit ({exc}); retrying")
             self._failures = 0
             self.feed.committed(committed.offsets)
+            self.settled.update((tp, o) for tp, o in committed.offsets.items() if tp in self.states)
             for progress in committed.progress.values():
                 self.handover.saved(progress)
             metrics.CHECKPOINTS.labels("committed").inc()
@@ -696,7 +701,10 @@ class RouterWorker(Service):
         )
         while missing:
             try:
-                self.states.update(await self._run(self._restore_states, missing))
+                restored = await self._run(self._restore_states, missing)
+                for tp, (state, settled) in restored.items():
+                    self.states[tp] = state
+                    self.settled[tp] = settled
                 return
             except KafkaOpError as exc:
                 # Ridden out like a checkpoint: nothing of these partitions is routed meanwhile.
@@ -706,12 +714,16 @@ class RouterWorker(Service):
                     ) from exc
                 await self._backoff(f"reading the per-key state back failed ({exc}); retrying")
 
-    def _restore_states(self, partitions: list[TP]) -> dict[TP, KeyState]:
-        """Blocking: the changelogs made if missing, and each partition's state read back."""
+    def _restore_states(self, partitions: list[TP]) -> dict[TP, tuple[KeyState, int]]:
+        """Blocking: the changelogs made if missing, and each partition's state read back,
+        with the offset its rows routed up to (the group's committed offset, read before the
+        changelog: the rows read after are at least that new)."""
         topics = self.settings.topics
-        counts = self.grants.admin.partition_counts()
+        admin = self.grants.admin
+        counts = admin.partition_counts()
         wanted = {self._changelog_of(t): counts.get(t, p + 1) for t, p in partitions}
-        ensure_changelogs(self.grants.admin, wanted, topics.replication_factor)
+        ensure_changelogs(admin, wanted, topics.replication_factor)
+        committed = admin.committed_offsets(self.settings.router.group_id)
         out = {}
         for topic, partition in partitions:
             begun = time.perf_counter()
@@ -726,12 +738,20 @@ class RouterWorker(Service):
                 read,
                 time.perf_counter() - begun,
             )
-            out[topic, partition] = state
+            out[topic, partition] = (state, committed.get((topic, partition), 0))
         return out
 
     def _drop_states(self, partitions: Iterable[TP]) -> None:
         for tp in partitions:
             self.states.pop(tp, None)
+            self.settled.pop(tp, None)
+
+    def _current(self, topic: str, partition: int) -> tuple[KeyState, int] | None:
+        """A backfill's view of the live state: the state and the offset its committed rows
+        routed up to (read first, so the rows read after are at least as new)."""
+        settled = self.settled.get((topic, partition))
+        state = self.states.get((topic, partition))
+        return None if state is None or settled is None else (state, settled)
 
     def _take_over(self) -> list[tuple[KeyState, int, str, Any]]:
         """The live state takes over each handed-over backfill's: ``(state, seq, source topic,

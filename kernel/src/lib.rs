@@ -14,7 +14,7 @@ mod state;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use hmac::{Hmac, Mac};
 use pyo3::exceptions::PyValueError;
@@ -495,6 +495,28 @@ fn partition_of(key: &[u8], partitions: u32) -> i32 {
 }
 
 /// The HMAC's hex digest (ASCII bytes).
+/// Whether a backfill passes this record over: the live state of its partition committed a
+/// later version of the key (or its delete) than the record, which lies below `settled` (the
+/// offset the committed state has routed up to). Records at or above it are the partition's
+/// changes since, routed as they come.
+fn superseded(
+    currents: &[(i32, MutexGuard<'_, state::Inner>, i64)],
+    partition: i32,
+    offset: i64,
+    key: Option<&[u8]>,
+    version: u64,
+) -> bool {
+    let Some((_, live, settled)) = currents.iter().find(|(p, _, _)| *p == partition) else {
+        return false;
+    };
+    match key {
+        Some(key) if offset < *settled => {
+            live.committed_version(&state::key_digest(key)) != Some(version)
+        }
+        _ => false,
+    }
+}
+
 fn hex_hmac(mac: &HmacSha256, data: &[u8]) -> [u8; 64] {
     let mut m = mac.clone();
     m.update(data);
@@ -946,6 +968,7 @@ impl EntryKernel {
     /// (`state::transition`: a create on entering its scope, a delete on leaving it or on a
     /// delete it held, nothing when what it sees did not change); without, every change that
     /// passes its filter, as the source op says.
+    #[allow(clippy::too_many_arguments)] // the route's inputs, passed through as they come
     fn compute(
         &self,
         readers: &Readers,
@@ -954,6 +977,7 @@ impl EntryKernel {
         starts: &[HashMap<i32, i64>],
         today: i64,
         states: &[(i32, &KeyState)],
+        current: &[(i32, &KeyState, i64)],
     ) -> Computed {
         let n = inputs.len();
         let mut out = Computed {
@@ -968,6 +992,12 @@ impl EntryKernel {
             states: Vec::new(),
             changelog: Deliveries::with_capacity(if states.is_empty() { 0 } else { n }, 0),
         };
+        // The live states a backfill reads current versions from, locked before its own state
+        // (the lock order `take_over` keeps too).
+        let currents: Vec<(i32, MutexGuard<'_, state::Inner>, i64)> = current
+            .iter()
+            .map(|(p, s, settled)| (*p, s.lock(), *settled))
+            .collect();
         let mut batches: Vec<(i32, state::Batch<'_>)> =
             states.iter().map(|(p, s)| (*p, s.batch())).collect();
         let mut buf = String::new();
@@ -1004,10 +1034,13 @@ impl EntryKernel {
                 out.fallback.push(i);
                 continue;
             }
+            let version = state::short_hash(change.event_id.as_bytes());
+            if superseded(&currents, partition, offset, input.key, version) {
+                continue; // a backfill gives a key's current version only
+            }
             position.clear();
             let _ = write!(position, "{topic}/{partition}/{offset}");
             // The key's state: (which batch, its digest, its row as it is now).
-            let version = state::short_hash(change.event_id.as_bytes());
             let mut keyed = batches
                 .iter()
                 .position(|(p, _)| *p == partition)
@@ -1251,13 +1284,19 @@ impl EntryKernel {
     /// ``states``: per source partition, its per-key state (`src/state.rs`); a partition
     /// without one is routed without (every change that passes a grant's filter, as is).
     ///
+    /// ``current`` (a backfill's): per source partition, the live stream's state and the
+    /// offset its committed rows have routed up to; a record below that offset is passed over
+    /// unless it is its key's committed version, so a backfill gives each live key once, as
+    /// it is now, and no deleted or superseded version.
+    ///
     /// Returns ``(missing, fallback, grants, offsets, changes, changelog)``: schema ids to
     /// resolve first (then nothing else is filled in; call again); indices of the records the
     /// Python core must route; per grant ``(deliveries, receipts, filtered)``; per partition
     /// the next offset; per partition with a state ``(partition, StateChanges)``, not pending
     /// until ended; the changelog records of those changes (``Deliveries``, to the source
     /// partition's number). The routing itself runs without the GIL.
-    #[pyo3(signature = (topic, messages, starts, today, states=None))]
+    #[pyo3(signature = (topic, messages, starts, today, states=None, current=None))]
+    #[allow(clippy::too_many_arguments)]
     fn route<'py>(
         &self,
         py: Python<'py>,
@@ -1266,9 +1305,26 @@ impl EntryKernel {
         starts: Vec<HashMap<i32, i64>>,
         today: i64,
         states: Option<HashMap<i32, Py<KeyState>>>,
+        current: Option<HashMap<i32, (Py<KeyState>, i64)>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         if starts.len() != self.grants {
             return Err(PyValueError::new_err("one start map per grant"));
+        }
+        let current: Vec<(i32, Py<KeyState>, i64)> = current
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(p, (s, settled))| (p, s, settled))
+            .collect();
+        for (p, live, _) in &current {
+            let same = states
+                .as_ref()
+                .and_then(|s| s.get(p))
+                .is_some_and(|s| s.is(live));
+            if same {
+                return Err(PyValueError::new_err(
+                    "a partition's current state must not be the state routed with",
+                ));
+            }
         }
         // Phase one, with the GIL: read the messages.
         let (n_partition, n_offset, n_key, n_value) = (
@@ -1338,6 +1394,10 @@ impl EntryKernel {
         let computed = py.allow_threads(|| {
             let borrowed: Vec<(i32, &KeyState)> =
                 states.iter().map(|(p, s)| (*p, s.get())).collect();
+            let live: Vec<(i32, &KeyState, i64)> = current
+                .iter()
+                .map(|(p, s, at)| (*p, s.get(), *at))
+                .collect();
             self.compute(
                 &readers,
                 topic,
@@ -1345,6 +1405,7 @@ impl EntryKernel {
                 &starts,
                 today - ORDINAL_1970,
                 &borrowed,
+                &live,
             )
         });
         drop(inputs);

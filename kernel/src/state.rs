@@ -307,6 +307,12 @@ pub struct Inner {
 }
 
 impl Inner {
+    /// The version of the key's committed row (`None`: not live when the last transaction
+    /// committed). A backfill keeps a record only when it is its key's committed version.
+    pub fn committed_version(&self, digest: &KeyDigest) -> Option<u64> {
+        self.committed.get(digest).map(row_version)
+    }
+
     /// The key's row as the batches so far left it (pending ones included).
     pub fn row(&self, digest: &KeyDigest) -> Option<&[u8]> {
         for (_, changes) in self.pending.iter().rev() {
@@ -388,7 +394,9 @@ pub struct KeyState {
 }
 
 impl KeyState {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    /// The state's lock. Lock order: a live state before a backfill's (`take_over` and the
+    /// kernel's backfill routing both take them so).
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -670,6 +678,12 @@ impl KeyState {
 
     /// A grant's slot: the first 8 bytes of its id's SHA-256 (stable, so rows read back from
     /// the changelog name the same grants).
+    /// Whether the change of ``key`` with ``event_id`` is the key's committed version (what a
+    /// backfill gives; the kernel's routing asks the same of each record it reads).
+    fn is_current(&self, key: &[u8], event_id: &[u8]) -> bool {
+        self.lock().committed_version(&key_digest(key)) == Some(short_hash(event_id))
+    }
+
     #[staticmethod]
     fn slot(grant_id: &str) -> u64 {
         short_hash(grant_id.as_bytes())
