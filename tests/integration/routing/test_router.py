@@ -286,6 +286,14 @@ def test_new_grant_is_backfilled_with_the_full_current_state(routed: RouterEnv) 
         if i != 2
     }
     routed.wait_for("the backfilled table", lambda: table() == expected)
+    # Current state, not history: the deleted row never reached the grant, not even as a
+    # delete, and the rows renamed before it arrived once, as they are now.
+    got = routed.deliveries(fresh)
+    assert rows[2]["citizen_id"].encode() not in {m.key for m, _v in got}
+    for i in (0, 1):
+        mine = [v for m, v in got if m.key == rows[i]["citizen_id"].encode()]
+        assert [(v["op"], v["after"]["name"]) for v in mine if v] == [("c", "李四")]
+        assert len(mine) == 1
     # Nothing arrived twice: not for the new grant, nor for anyone else.
     for consumer in (fresh, mzj):
         events = [v["event_id"] for _m, v in routed.deliveries(consumer) if v]
@@ -321,7 +329,14 @@ def test_a_new_grant_is_backfilled_from_wherever_the_source_log_starts(
     probe = reader(routed.settings.kafka)
     numbers = partitions(probe, topic, 10)
     marks = {p: watermarks(probe, topic, p, 10)[1] for p in numbers}
-    routed.publish([routed.change(r, "c") for r in kept])
+    # Above the new log start: creates, then two renames and a delete.
+    deletes = _deletes(routed)
+    renamed = [{**r, "name": "周七"} for r in kept[:2]]
+    routed.publish(
+        [routed.change(r, "c") for r in kept]
+        + [routed.change(r) for r in renamed]
+        + [routed.change(kept[2], "d")]
+    )
     admin = AdminClient(routed.settings.kafka.client_config())
     futures = admin.delete_records([TopicPartition(topic, p, o) for p, o in marks.items()])
     for future in futures.values():
@@ -329,20 +344,37 @@ def test_a_new_grant_is_backfilled_from_wherever_the_source_log_starts(
     assert all(watermarks(probe, topic, p, 10)[0] == marks[p] for p in numbers)
     assert any(marks[p] > 0 for p in numbers)
     probe.close()
+    routed.wait_for("the history routed live", lambda: _deletes(routed) > deletes)
     trimmed = routed.consumers["trimmed"]
     routed.grant(
         trimmed,
         "g-trimmed",
         row_filter={"region_code": {"prefix": "140612"}},
-        masks={"citizen_id": "none"},
+        masks={"citizen_id": "none", "name": "none"},
     )
 
-    def received() -> set[str]:
-        return {v["after"]["citizen_id"] for _m, v in routed.deliveries(trimmed) if v}
+    def received() -> list[tuple[str, str, str]]:
+        return [
+            (v["op"], v["after"]["citizen_id"], v["after"]["name"])
+            for _m, v in routed.deliveries(trimmed)
+            if v
+        ]
 
-    want = {r["citizen_id"] for r in kept}
-    routed.wait_for("the records still in the source log", lambda: received() >= want, 60)
-    assert not received() & {r["citizen_id"] for r in gone}
+    # Exactly the current rows the log still holds, each once: no deleted row, no older name.
+    current = [*renamed, *kept[3:]]
+    want = sorted(("c", r["citizen_id"], r["name"]) for r in current)
+    routed.wait_for(
+        "the current rows still in the source log",
+        lambda: len(received()) >= len(want),
+        60,
+    )
+    time.sleep(2)  # anything more would have come by now
+    assert sorted(received()) == want
+
+
+def _deletes(routed: RouterEnv) -> int:
+    """Deletes mzj (every row, no filter) has received: the live stream's committed progress."""
+    return sum(1 for _m, v in routed.deliveries(routed.consumers["mzj"]) if v and v["op"] == "d")
 
 
 def test_exchange_consume_and_a_plain_avro_consumer_read_the_same_deliveries(
