@@ -137,9 +137,8 @@ class Side:
             latest = registry.latest(f"{source_topic(self.settings.topics, e)}-value")
             assert latest is not None
             self.codecs.append(AvroCodec(latest.schema_id, latest.schema))
-        self.delivery_topics = [
-            delivery_topic(self.settings, c, e) for e in self.entries for c in self.consumers
-        ]
+        #: One per grant (its generation's topic), filled in by _grant_all.
+        self.delivery_topics: list[str] = []
         self._grant_all()
         self.log = project.root / "router.log"
 
@@ -167,10 +166,9 @@ class Side:
                     }
                 )
                 grant = new_grant(f"g-{n:04d}-{i}", request, operator, now, origin="bench")
-                for kind, g in (
-                    ("grant.requested", grant),
-                    ("grant.approved", approve(grant, loaded, operator, now, (self.uid,))),
-                ):
+                approved = approve(grant, loaded, operator, now, (self.uid,))
+                self.delivery_topics.append(delivery_topic(self.settings, approved.terms()))
+                for kind, g in (("grant.requested", grant), ("grant.approved", approved)):
                     happening = Happening(
                         kind=kind,
                         actor=str(operator),

@@ -6,8 +6,12 @@ id, the event id and the source position (only tombstones carry them as headers)
 writes in Kafka transactions and this consumer reads committed records only (librdkafka's
 default), so it sees every change once.
 
+A topic or a pattern: each grant generation has a topic of its own
+(``dlv.<dept>.<entry>.<grant>.r<revision>``), so a reader of every generation subscribes to
+``^dlv\\.<dept>\\.<entry>\\..*`` (docs/consuming.md).
+
     pip install 'confluent-kafka[avro,schemaregistry]'
-    python -m samples.plain_consumer dlv.minzheng.gongan.resident_population
+    python -m samples.plain_consumer '^dlv\\.mzj\\.gongan\\.resident_population\\..*' mzj.reports
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ def read_deliveries(
             "group.id": group_id,  # the department's own prefix, e.g. "minzheng.reports"
             "auto.offset.reset": "earliest",  # a new group reads the whole current table
             "enable.auto.commit": False,
+            # A pattern (^dlv\.<dept>\.<entry>\..*) finds a grant's new generations this fast.
+            "topic.metadata.refresh.interval.ms": 5000,
         }
     )
     consumer.subscribe([topic])
@@ -48,7 +54,8 @@ def read_deliveries(
                 raise RuntimeError(msg.error())
             if msg.value() is None:
                 continue  # a tombstone after a delete ("op": "d"), kept for compaction
-            change = deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE))
+            context = SerializationContext(msg.topic() or topic, MessageField.VALUE)
+            change = deserialize(msg.value(), context)
             key = msg.key()
             change["key"] = key.decode() if isinstance(key, bytes) else None
             changes.append(change)  # handle it, then commit

@@ -11,14 +11,18 @@ from rich.markup import escape
 from exchange.cli import output
 from exchange.cli.context import state
 from exchange.client import Change, DeliveryConsumer
-from exchange.kafka.control import partitions, reader
+from exchange.kafka.admin import Admin
 
 
 def consume(
     ctx: typer.Context,
     entries: Annotated[list[str], typer.Argument(help="Catalog entry id(s) to read.")],
     department: Annotated[
-        str, typer.Option("--as", help="The consuming department (reads dlv.<DEPT>.<entry>).")
+        str,
+        typer.Option(
+            "--as",
+            help="The consuming department (reads its grants' topics, dlv.<DEPT>.<entry>.*).",
+        ),
     ],
     group: Annotated[
         str | None,
@@ -35,19 +39,12 @@ def consume(
 ) -> None:
     """Print the changes delivered to a department; repeats are dropped, offsets committed."""
     settings = state(ctx).settings
-    probe = reader(settings.kafka)
-    try:
-        missing = [
-            e
-            for e in entries
-            if not partitions(
-                probe,
-                f"{settings.topics.delivery_prefix}{department}.{e}",
-                settings.kafka.request_timeout_s,
-            )
-        ]
-    finally:
-        probe.close()
+    topics = Admin(settings.kafka).partition_counts()
+    missing = [
+        e
+        for e in entries
+        if not any(t.startswith(settings.topics.deliveries_of(department, e)) for t in topics)
+    ]
     if missing:
         raise typer.BadParameter(
             f"no delivery topic for {', '.join(missing)}: {department} has no active grant for "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -32,6 +33,9 @@ from exchange.routing.core import EVENT_HEADER, GRANT_HEADER, SOURCE_HEADER
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: How often the consumer re-reads the cluster's topics (librdkafka's default is 5 minutes): a
+#: grant's new generation is read within this long of its topic being made.
+METADATA_REFRESH_MS = 5000
 
 
 class ClientError(ExchangeError):
@@ -71,7 +75,8 @@ class ConsumerStats:
 
 
 class DeliveryConsumer(Generic[T]):
-    """A department's consumer of its delivery topics (``dlv.<department>.<entry>``)."""
+    """A department's consumer of its delivery topics (``dlv.<department>.<entry>.<grant>.<gen>``:
+    one per grant generation, followed as grants change; ``docs/consuming.md``)."""
 
     def __init__(
         self,
@@ -84,8 +89,13 @@ class DeliveryConsumer(Generic[T]):
     ) -> None:
         self.settings = settings
         self.department = department
-        prefix = f"{settings.topics.delivery_prefix}{department}."
-        self.topics = [prefix + e for e in entries]
+        #: One pattern per entry: every grant generation's topic of this department on it
+        #: (``TopicSettings.delivery_of``). A grant that changes delivers to a new topic and
+        #: its old one is deleted; librdkafka follows both from the cluster's metadata.
+        self.topics = [
+            "^" + re.escape(settings.topics.deliveries_of(department, e)) + r"[^.]+\.[^.]+$"
+            for e in entries
+        ]
         if not self.topics:
             raise ClientError("name at least one entry to consume", code="NO_ENTRIES")
         self.model = model
@@ -106,6 +116,8 @@ class DeliveryConsumer(Generic[T]):
                     "enable.auto.commit": False,
                     # A new consumer rebuilds the full current table from the compacted topic.
                     "auto.offset.reset": "earliest",
+                    # New generations' topics are found from metadata: within seconds.
+                    "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
                     "client.id": f"{self.group_id}-{uuid.uuid4().hex[:8]}",
                 }
             )

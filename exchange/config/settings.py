@@ -186,6 +186,28 @@ class TopicSettings(_Section):
         department, so ACLs keep each to its own (ACLs cannot restrict a record key)."""
         return f"{self.connector_offsets}.{department}"
 
+    def delivery_of(self, consumer: str, entry: str, grant_id: str, generation: str) -> str:
+        """A grant generation's delivery topic: ``<prefix><consumer>.<entry>.<grant>.<gen>``.
+        One per grant and terms, so a grant that ends or changes what it lets through leaves
+        nothing behind once its topic is deleted, whatever the consumer's other grants."""
+        return f"{self.deliveries_of(consumer, entry)}{grant_id}.{generation}"
+
+    def deliveries_of(self, consumer: str, entry: str) -> str:
+        """The prefix of every delivery topic of ``consumer`` on ``entry``."""
+        return f"{self.delivery_prefix}{consumer}.{entry}."
+
+    def delivery_parts(self, topic: str) -> tuple[str, str, str, str] | None:
+        """``(consumer, entry, grant id, generation)`` of a delivery topic, or ``None`` for
+        a topic not named by :meth:`delivery_of` (department, grant and entry-name ids hold no
+        dots, so the five parts are unambiguous)."""
+        if not topic.startswith(self.delivery_prefix):
+            return None
+        parts = topic[len(self.delivery_prefix) :].split(".")
+        if len(parts) != 5 or not all(parts):
+            return None
+        consumer, provider, name, grant_id, generation = parts
+        return consumer, f"{provider}.{name}", grant_id, generation
+
     def router_state_of(self, entry: str) -> str:
         """The changelog of the router's per-key state of one entry's source partitions."""
         return f"{self.router_state}.{entry}"
@@ -287,6 +309,10 @@ class RouterSettings(_Section):
     #: for this long: its reader recovers from failures by itself (waits of 1, 2, 4 ... s),
     #: but a revocation must not go unheeded for longer than this.
     grant_book_stale_s: float = Field(60.0, ge=5)
+    #: A grant generation that ended or changed (``routing/reaper.py``) has its delivery topic
+    #: deleted once it stayed unwanted this long: longer than a worker takes to hear of the
+    #: change and commit what it routed before, short enough that nothing is left 30 s on.
+    ended_topic_grace_s: float = Field(10.0, ge=1, le=25)
     #: A worker silent this long leaves the group and its partitions go to the others; after
     #: a crash, the restarted worker waits this long for its old self to be dropped.
     session_timeout_s: float = Field(10.0, ge=6, le=300)

@@ -326,8 +326,8 @@ def registry_properties(endpoints: Endpoints, files: SecureFiles) -> str:
         "apicurio.auth.anonymous-read-access.enabled=true",
         "quarkus.http.auth.permission.health.paths=/health,/health/*",
         "quarkus.http.auth.permission.health.policy=permit",
-        # Reading needs a login too: anonymous readers would learn every dlv.<consumer>.<entry>
-        # subject and its masks, i.e. who receives what.
+        # Reading needs a login too: anonymous readers would learn every delivery subject
+        # (dlv.<consumer>.<entry>.<grant>...) and its masks, i.e. who receives what.
         "quarkus.http.auth.permission.read.paths=/apis/*",
         "quarkus.http.auth.permission.read.methods=GET,HEAD,OPTIONS",
         "quarkus.http.auth.permission.read.policy=readers",

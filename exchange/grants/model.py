@@ -257,6 +257,14 @@ class GrantTerms:
     def is_active(self, now: dt.datetime) -> bool:
         return self.status(now) == "active"
 
+    def generation(self) -> str:
+        """The grant's generation: ``r<revision>``. Every change to a grant (narrower, wider,
+        renewed, revoked) is a new revision, so an active grant's deliveries under each
+        revision go to a topic of their own (``TopicSettings.delivery_of``): the router
+        backfills the new one with the current rows under the new terms and deletes the old
+        one, and a grant made active again never meets an old generation's holdings."""
+        return f"r{self.revision}"
+
 
 def _status(
     state: GrantState, valid_from: dt.datetime, valid_until: dt.datetime, now: dt.datetime

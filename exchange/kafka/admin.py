@@ -176,6 +176,16 @@ class Admin:
         if alter:
             self._wait(self._admin.incremental_alter_configs(alter), "alter topic configs")
 
+    def delete_topics(self, topics: Iterable[str]) -> None:
+        """Delete the topics; one deleted meanwhile (by another router worker) is no error."""
+        names = sorted(set(topics))
+        if names:
+            self._wait(
+                self._admin.delete_topics(names, operation_timeout=self._timeout),
+                "delete topics",
+                ignore={KafkaError.UNKNOWN_TOPIC_OR_PART},
+            )
+
     # -- observing (monitor, status) -------------------------------------------------------
 
     def partition_counts(self) -> dict[str, int]:

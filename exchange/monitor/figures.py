@@ -175,8 +175,10 @@ def delivery_owner(
     """The (consumer, entry) a delivery topic belongs to: from the grants, else from its name."""
     if topic in known:
         return known[topic]
-    consumer, _, entry = topic.removeprefix(prefix).partition(".")
-    return consumer, entry
+    consumer, _, rest = topic.removeprefix(prefix).partition(".")
+    parts = rest.split(".")
+    # <entry>.<grant>.<generation> (an entry id is <provider>.<name>).
+    return consumer, ".".join(parts[:2]) if len(parts) == 4 else rest
 
 
 def group_lags(

@@ -76,11 +76,10 @@ class Observer:
         _version, grants = self.book.snapshot()
         counts = self.admin.partition_counts()
         prefix = s.topics.delivery_prefix
-        known = {
-            delivery_topic(s, g.consumer, g.entry): (g.consumer, g.entry) for g in grants.values()
-        }
+        known = {delivery_topic(s, g): (g.consumer, g.entry) for g in grants.values()}
         sources = {e.source_topic: e for e in catalog.entries.values()}
-        # Delivery topics of the catalog's entries (dlv.<consumer>.<entry>), whoever has a grant.
+        # Delivery topics of the catalog's entries (dlv.<consumer>.<entry>.<grant>.<generation>),
+        # whoever has a grant.
         deliveries = sorted(
             t
             for t in counts

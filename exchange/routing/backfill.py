@@ -32,8 +32,10 @@ class ProgressError(ValueError):
 
 @dataclass(frozen=True)
 class Progress:
-    """Saved state of one grant on one source partition."""
+    """Saved state of one grant generation on one source partition."""
 
+    #: The grant's routing key (``ActiveGrant.key``: id and generation), so a grant whose
+    #: terms changed is backfilled again.
     grant_id: str
     topic: str
     partition: int

@@ -185,8 +185,9 @@ def _backfilled_event(actor: str, ts_ms: int, entry: str, progress: Progress) ->
         actor=actor,
         ts_ms=ts_ms,
         entry=entry,
-        grant_id=progress.grant_id,
+        grant_id=progress.grant_id.split("@", 1)[0],
         details={
+            "generation": progress.grant_id.partition("@")[2],
             "source_topic": progress.topic,
             "partition": progress.partition,
             "handover_offset": progress.next_offset,

@@ -150,7 +150,7 @@ class _Batch:
 
     def live(self, record: SourceRecord) -> set[str]:
         return {
-            g.plan.grant.id
+            g.key
             for g, starts in zip(self.compiled.grants, self.starts, strict=True)
             if (start := starts.get(record.partition)) is not None and record.offset >= start
         }
@@ -193,7 +193,7 @@ def plan_live(
         for _topic, partition, first, last, _messages in topic_runs:
             spans = handover.live_span(topic, partition, first, last, route.grants)
             for i, g in enumerate(grants):
-                start = spans.get(g.plan.grant.id)
+                start = spans.get(g.key)
                 if start is not None:
                     starts[i][partition] = start
         messages = [m for run in topic_runs for m in run[4]]
@@ -255,9 +255,7 @@ def route_backfill(
     out = Routed(backfill=True, records=len(messages))
     compiled = kernels.get(topic, core.routes[topic])
     partitions = {m.partition() for m in messages[:1]}
-    starts = [
-        dict.fromkeys(partitions, 0) if g.plan.grant.id in grants else {} for g in compiled.grants
-    ]
+    starts = [dict.fromkeys(partitions, 0) if g.key in grants else {} for g in compiled.grants]
     states = {} if state is None else dict.fromkeys(partitions, state)
     live = {} if current is None else dict.fromkeys(partitions, current)
     batch = _Batch(kernels, core, topic, messages, starts, states, live)

@@ -109,6 +109,15 @@ class ActiveGrant:
     #: delivery's partition as librdkafka would (0: librdkafka picks it).
     partitions: int = 0
 
+    @functools.cached_property
+    def key(self) -> str:
+        """How routing names the grant: its id and generation (``GrantTerms.generation``).
+        Backfill progress, hand-overs and per-key holdings are kept under it, so a grant whose
+        terms change starts afresh: a backfill of the current rows under the new terms, into
+        the new generation's topic."""
+        grant = self.plan.grant
+        return f"{grant.id}@{grant.generation()}"
+
 
 class EntryRoute:
     """One catalog entry as the router knows it: its checks and its active grants."""
@@ -141,7 +150,7 @@ class Router:
         self.routes[topic] = route
 
     def set_grants(self, topic: str, grants: Iterable[ActiveGrant]) -> None:
-        self.routes[topic].grants = {g.plan.grant.id: g for g in grants}
+        self.routes[topic].grants = {g.key: g for g in grants}
 
     def route(
         self,
@@ -150,7 +159,8 @@ class Router:
         state: StateBatch | None = None,
         superseded: Callable[[SourceRecord, str], bool] | None = None,
     ) -> Outcome:
-        """Validate ``record`` and deliver it to each active grant (or to those in ``only``).
+        """Validate ``record`` and deliver it to each active grant (or to those whose routing
+        key, :attr:`ActiveGrant.key`, is in ``only``).
 
         ``superseded`` (a backfill's): whether an accepted change (record, event id) is not
         its key's current version; then nothing is delivered and nothing changes.
@@ -213,7 +223,7 @@ class Router:
         for active in route.grants.values():
             plan = active.plan
             grant = plan.grant
-            if only is not None and grant.id not in only:
+            if only is not None and active.key not in only:
                 continue
             if after is not None and not plan.accepts(after):
                 outcome.filtered.append((grant.id, grant.consumer))
@@ -237,7 +247,7 @@ class Router:
         """Deliveries of an accepted change as the per-key state makes them (``route``)."""
         key = record.key or b""
         op, after = change["op"], change["after"]
-        live = [a for a in route.grants.values() if only is None or a.plan.grant.id in only]
+        live = [a for a in route.grants.values() if only is None or a.key in only]
         views: list[tuple[int, bool, int]] = []
         projected: list[bytes | None] = []
         for active in live:
@@ -245,7 +255,7 @@ class Router:
             data = active.envelope.encode_after(active.plan.project(after)) if passes else None
             projected.append(data)
             hashed = 0 if data is None else KeyState.record_hash(data)
-            views.append((slot_of(active.plan.grant.id), passes, hashed))
+            views.append((slot_of(active.key), passes, hashed))
         event_id = str(change["event_id"])
         keep = [slot_of(g) for g in route.grants]
         actions = state.change(key, event_id.encode(), views, delete=op == "d", keep=keep)

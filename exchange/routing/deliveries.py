@@ -32,8 +32,9 @@ DELIVERY_COMPATIBILITY = "NONE"
 REGISTRY_CONCURRENCY = 8
 
 
-def delivery_topic(settings: ExchangeSettings, consumer: str, entry_id: str) -> str:
-    return f"{settings.topics.delivery_prefix}{consumer}.{entry_id}"
+def delivery_topic(settings: ExchangeSettings, grant: GrantTerms) -> str:
+    """The delivery topic of the grant's generation (``TopicSettings.delivery_of``)."""
+    return settings.topics.delivery_of(grant.consumer, grant.entry, grant.id, grant.generation())
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def prepare_deliveries(
         return {}
     wanted = []
     for grant, published in grants:
-        topic = delivery_topic(settings, grant.consumer, published.entry.id)
+        topic = delivery_topic(settings, grant)
         schema = delivery_schema(published.entry, published.record_schema, grant)
         wanted.append(_Wanted(grant, published, topic, schema, canonical_json(schema)))
     partitions = _create_topics(settings, admin, wanted)

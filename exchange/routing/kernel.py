@@ -28,6 +28,7 @@ from exchange.kafka.envelope import EnvelopeEncoder
 from exchange.kafka.errors import RegistryError
 from exchange.kafka.wire import SchemaLookup, WireFormatError, value_subject
 from exchange.routing.core import ActiveGrant, EntryRoute
+from exchange.routing.state import slot_of
 from exchange.routing.transform import _text
 from exchange.rules.rules import (
     CitizenIdRule,
@@ -247,7 +248,16 @@ def _grant(
         else:
             filters.append((src, "in", sorted({_text(v) for v in p.values})))
     template = _template(active.envelope, provider, plan.grant.id)
-    return (out, filters, plan.hashed_key, plan.salt, template, plan.grant.id, active.partitions)
+    return (
+        out,
+        filters,
+        plan.hashed_key,
+        plan.salt,
+        template,
+        plan.grant.id,
+        active.partitions,
+        slot_of(active.key),
+    )
 
 
 def _template(encoder: EnvelopeEncoder, provider: str, grant_id: str) -> list[tuple[str, bytes]]:

@@ -35,6 +35,10 @@ ROUTING_LATENCY = LabelledHistogram(
 ACTIVE_GRANTS = Gauge(
     "exchange_active_grants", "Grants the router currently delivers under.", ("entry",)
 )
+TOPICS_DELETED = Counter(
+    "exchange_router_delivery_topics_deleted_total",
+    "Delivery topics of grant generations that ended or changed, deleted by this worker.",
+)
 BACKFILLS = Gauge(
     "exchange_router_backfills_running", "Backfills of newly active grants in progress."
 )

@@ -89,7 +89,7 @@ def delivery_report(settings: ExchangeSettings, catalog: Catalog) -> list[GrantR
         entry = loaded.entry
         if entry.id not in sources:
             sources[entry.id] = _table(settings, source_topic(settings.topics, entry.id), lookup)[0]
-        topic = delivery_topic(settings, grant.request.consumer, entry.id)
+        topic = delivery_topic(settings, grant.terms())
         rows, bad = _table(settings, topic, lookup, grant.id)
         masks = effective_masks(grant.request, entry)
         reports.append(

@@ -54,6 +54,7 @@ from exchange.routing.checkpoint import Checkpointer, CheckpointPolicy
 from exchange.routing.core import DELIVERY_FRAMING_BYTES, Router
 from exchange.routing.grants import GrantTable
 from exchange.routing.kernel import Kernels, partition_runs
+from exchange.routing.reaper import Reaper
 from exchange.routing.salts import GrantSalts
 from exchange.routing.state import KeyState, slot_of
 from exchange.runtime import release_free_memory
@@ -84,6 +85,8 @@ PROGRESS_WAIT_S = 120.0
 TRIM_INTERVAL_S = 5.0
 #: How often the worker looks for catalog changes (new source topics), in seconds.
 CATALOG_CHECK_S = 10.0
+#: How often a worker looks for delivery topics of ended grant generations.
+REAP_INTERVAL_S = 2.0
 
 
 class RouterError(ExchangeError):
@@ -134,6 +137,7 @@ class RouterWorker(Service):
         else:
             log.info("grants' salt secret %s, fingerprint %s", path, salts.fingerprint)
         self.grants = GrantTable(settings, self.core, self.actor, salts)
+        self.reaper = Reaper(settings, self.grants.admin)
         self.feed = SourceFeed(
             settings.kafka.client_config(
                 **{
@@ -480,6 +484,17 @@ class RouterWorker(Service):
     async def _catalog_timer(self) -> None:
         await self._check_catalog()
 
+    @Service.timer(REAP_INTERVAL_S)
+    async def _reap_timer(self) -> None:
+        # Topics of grant generations that ended or changed go (routing/reaper.py).
+        book = self.grants.book
+        _version, grants = book.snapshot()
+        entries = set(self.grants.catalog.entries)
+        try:
+            await self._run(self.reaper.sweep, book.age_s(), grants, entries, _now())
+        except KafkaOpError as exc:
+            log.warning("cannot delete the topics of ended grant generations yet: %s", exc)
+
     @Service.timer(TRIM_INTERVAL_S)
     async def _trim_timer(self) -> None:
         # Routing frees what it made (delivery buffers, queued copies, batches) in other
@@ -738,7 +753,19 @@ class RouterWorker(Service):
                 read,
                 time.perf_counter() - begun,
             )
-            out[topic, partition] = (state, committed.get((topic, partition), 0))
+            settled = committed.get((topic, partition), 0)
+            if settled and not read:
+                # Routed before the router kept per-key state (an upgrade): no versions to
+                # pick current records by, so backfills give the history, as before.
+                log.warning(
+                    "per-key state of %s[%d] is empty though %d records were routed: backfills "
+                    "there give the partition's history until its keys change",
+                    topic,
+                    partition,
+                    settled,
+                )
+                settled = 0
+            out[topic, partition] = (state, settled)
         return out
 
     def _drop_states(self, partitions: Iterable[TP]) -> None:

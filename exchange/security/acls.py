@@ -113,14 +113,25 @@ def desired_acls(
         if not grant.is_active(now) or entry not in providers:
             continue
         p = consumer_principal(consumer)
-        topic = f"{t.delivery_prefix}{consumer}.{entry}"
+        # The grant generation's own topic: nothing of another grant, nor of these terms
+        # once they change (the router deletes the old generation's topic).
+        topic = t.delivery_of(consumer, entry, grant.id, grant.generation())
         acls |= _allow(p, "TOPIC", topic, "LITERAL", "READ", "DESCRIBE")
         acls |= _allow(p, "GROUP", f"{consumer}.", "PREFIXED", "READ", "DESCRIBE")
 
     r = ROUTER
     acls |= _allow(r, "TOPIC", t.source_prefix, "PREFIXED", "READ", "DESCRIBE")
+    # DELETE: the topics of grant generations that ended or changed (routing/reaper.py).
     acls |= _allow(
-        r, "TOPIC", t.delivery_prefix, "PREFIXED", "WRITE", "DESCRIBE", "CREATE", "DESCRIBE_CONFIGS"
+        r,
+        "TOPIC",
+        t.delivery_prefix,
+        "PREFIXED",
+        "WRITE",
+        "DESCRIBE",
+        "CREATE",
+        "DESCRIBE_CONFIGS",
+        "DELETE",
     )
     for topic in (t.grants, t.catalog):
         acls |= _allow(r, "TOPIC", topic, "LITERAL", "READ", "DESCRIBE")

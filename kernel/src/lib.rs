@@ -481,7 +481,8 @@ struct Grant {
     grant_id: Vec<u8>,
     /// The delivery topic's partition count (0: leave the choice to librdkafka).
     partitions: u32,
-    /// The grant's slot in the per-key state (`state::short_hash` of its id).
+    /// The grant's slot in the per-key state (`KeyState.slot` of its routing key: a grant's
+    /// generation holds keys of its own).
     slot: u64,
 }
 
@@ -764,6 +765,7 @@ type GrantSpec = (
     Vec<(String, Vec<u8>)>,
     String,
     u32,
+    u64,
 );
 
 fn index(i: i64) -> Option<usize> {
@@ -819,7 +821,7 @@ fn check(spec: CheckSpec) -> PyResult<(Option<usize>, Check)> {
 }
 
 fn grant(spec: GrantSpec) -> PyResult<Grant> {
-    let (out, filters, hashed_key, salt, template, grant_id, partitions) = spec;
+    let (out, filters, hashed_key, salt, template, grant_id, partitions, slot) = spec;
     let out = out
         .into_iter()
         .map(|(src, mask, first, last)| {
@@ -870,7 +872,7 @@ fn grant(spec: GrantSpec) -> PyResult<Grant> {
         hashed_key,
         mac,
         template,
-        slot: state::short_hash(grant_id.as_bytes()),
+        slot,
         grant_id: grant_id.into_bytes(),
         partitions,
     })

@@ -21,9 +21,11 @@ from exchange.catalog.load import load_catalog
 from exchange.config import ExchangeSettings
 from exchange.grants.model import Actor, Grant, GrantRequest
 from exchange.grants.store import GrantStore
+from exchange.kafka.admin import Admin
 from exchange.kafka.control import Message, publish, read_all
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import AvroCodec, SchemaLookup
+from exchange.routing.deliveries import delivery_topic
 from exchange.rules.checksums import make_citizen_id
 from tests.conftest import ROOT, Project
 from tests.integration.conftest import IsolatedProject
@@ -112,6 +114,8 @@ class RouterEnv:
         self.lookup = SchemaLookup(Registry(self.settings.registry).schema_by_id)
         self.process: subprocess.Popen[bytes] | None = None
         self.log = project.root / "router.log"
+        #: Per consumer, the delivery topic of the generation it was granted last here.
+        self._topics: dict[str, str] = {}
 
     # -- grants ------------------------------------------------------------------------------
 
@@ -138,6 +142,7 @@ class RouterEnv:
         approver = self.store(self.provider)
         approved = approver.approve(grant_id, "测试批准")
         approver.close()
+        self._topics[consumer] = delivery_topic(self.settings, approved.terms())
         return approved
 
     # -- source records ----------------------------------------------------------------------
@@ -179,7 +184,15 @@ class RouterEnv:
     # -- reading back ------------------------------------------------------------------------
 
     def delivery_topic(self, consumer: str) -> str:
-        return f"dlv.{consumer}.{self.project.entry_id}"
+        """The topic of the grant generation ``consumer`` was granted last here."""
+        return self._topics[consumer]
+
+    def delivery_topics(self, consumer: str, entry_id: str | None = None) -> list[str]:
+        """Every delivery topic of ``consumer`` on the entry there is now (one per grant
+        generation still active)."""
+        prefix = self.settings.topics.deliveries_of(consumer, entry_id or self.project.entry_id)
+        topics = Admin(self.settings.kafka).partition_counts()
+        return sorted(t for t in topics if t.startswith(prefix))
 
     def deliveries(self, consumer: str) -> list[tuple[Message, dict[str, Any] | None]]:
         return self.deliveries_of(consumer, self.project.entry_id)
@@ -187,9 +200,10 @@ class RouterEnv:
     def deliveries_of(
         self, consumer: str, entry_id: str
     ) -> list[tuple[Message, dict[str, Any] | None]]:
-        topic = f"dlv.{consumer}.{entry_id}"
+        """What the consumer can read of the entry: every delivery topic of it there is."""
         return [
             (m, None if m.value is None else self.lookup.decode(m.value))
+            for topic in self.delivery_topics(consumer, entry_id)
             for m in read_all(self.settings.kafka, topic, committed=True)
         ]
 

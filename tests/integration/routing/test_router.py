@@ -62,8 +62,7 @@ def test_county_grant_receives_only_its_county(routed: RouterEnv) -> None:
 
 
 def test_no_grant_no_delivery(routed: RouterEnv) -> None:
-    topic = routed.delivery_topic(routed.consumers["nogrant"])
-    assert read_all(routed.settings.kafka, topic) == []
+    assert routed.delivery_topics(routed.consumers["nogrant"]) == []
 
 
 def test_non_provider_and_malformed_records_go_to_the_dlq(routed: RouterEnv) -> None:
@@ -208,7 +207,9 @@ def test_revocation_stops_delivery_within_5_seconds(routed: RouterEnv) -> None:
             for _m, v in routed.deliveries(mzj)
         ),
     )
-    assert len(routed.deliveries(late)) == before
+    assert len(routed.deliveries(late)) <= before
+    # Within 30 s nothing of the revoked grant is left to read (its generation's topic goes).
+    routed.wait_for("the revoked grant's topic gone", lambda: not routed.delivery_topics(late), 30)
 
 
 def test_expired_grant_delivers_nothing_after_expiry(routed: RouterEnv) -> None:
@@ -234,8 +235,9 @@ def test_expired_grant_delivers_nothing_after_expiry(routed: RouterEnv) -> None:
     )
     assert stopped[0].detail()["why"] == "expired"
     assert stopped[0].ts_ms >= int(until.timestamp() * 1000)
-    assert len(routed.deliveries(c)) == before
+    assert len(routed.deliveries(c)) <= before
     assert "140612" not in _regions(routed.deliveries(c))
+    routed.wait_for("the expired grant's topic gone", lambda: not routed.delivery_topics(c), 30)
 
 
 def _regions(deliveries: list[tuple[Any, dict[str, Any] | None]]) -> set[str]:

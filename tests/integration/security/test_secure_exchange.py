@@ -138,6 +138,12 @@ class SecureExchange:
         self.store(consumer).request(request, grant_id=gid)
         self.store(self.provider).approve(gid, "批准")
 
+    def topic(self, consumer: str) -> str:
+        """The delivery topic of the consumer's grant (``<consumer>-grant``, requested and
+        approved: its revision 2)."""
+        entry = self.project.entry_id
+        return self.operator.topics.delivery_of(consumer, entry, f"{consumer}-grant", "r2")
+
     def store(self, department: str) -> GrantStore:
         # Grants are written by the platform (the operator principal) for the department.
         return GrantStore(self.operator, self.catalog, Actor(department=department, person="测"))
@@ -270,12 +276,12 @@ def test_a_department_cannot_read_another_departments_deliveries(
     exchange: SecureExchange,
 ) -> None:
     reader = exchange.settings(f"consumer-{exchange.reader}")
-    other_topic = f"dlv.{exchange.other}.{exchange.project.entry_id}"
+    other_topic = exchange.topic(exchange.other)
     assert (
         read_error(reader, other_topic, f"{exchange.reader}.peek") == "TOPIC_AUTHORIZATION_FAILED"
     )
     # Nor use a consumer group outside its own prefix.
-    own_topic = f"dlv.{exchange.reader}.{exchange.project.entry_id}"
+    own_topic = exchange.topic(exchange.reader)
     assert read_error(reader, own_topic, f"{exchange.other}.x") == "GROUP_AUTHORIZATION_FAILED"
 
 
@@ -300,14 +306,14 @@ def test_a_department_cannot_publish_an_entry_it_does_not_provide(
         exchange.operator.topics.grants,
         exchange.operator.topics.catalog,
         exchange.operator.topics.audit,
-        f"dlv.{exchange.reader}.{exchange.project.entry_id}",
+        exchange.topic(exchange.reader),
     ):
         assert publish_error(provider, topic) == "TOPIC_AUTHORIZATION_FAILED", topic
 
 
 def test_a_revoked_grant_closes_the_topic_by_itself(exchange: SecureExchange) -> None:
     other = exchange.settings(f"consumer-{exchange.other}")
-    topic = f"dlv.{exchange.other}.{exchange.project.entry_id}"
+    topic = exchange.topic(exchange.other)
     assert read_error(other, topic, f"{exchange.other}.before") is None
     exchange.watch = exchange.spawn(
         ["acl", "sync", "--watch"], exchange.platform.env("operator"), "acl-watch.log"
@@ -341,7 +347,7 @@ def test_approval_opens_and_expiry_closes_the_topic_by_themselves(
 ) -> None:
     assert exchange.watch is not None, "runs after the revocation test, which starts the watch"
     late = exchange.settings(f"consumer-{exchange.late}")
-    topic = f"dlv.{exchange.late}.{exchange.project.entry_id}"
+    topic = exchange.topic(exchange.late)
     assert read_error(late, topic, f"{exchange.late}.a") is not None  # no grant yet
     exchange.grant(exchange.late, lasting=dt.timedelta(seconds=40))
     # The router creates the topic and the watch adds the ACLs; then the grant runs out.
@@ -676,7 +682,7 @@ def test_the_salts_stay_with_the_router(exchange: SecureExchange) -> None:
     grant_id = f"{exchange.reader}-grant"
     salt = salts.salt(grant_id)
 
-    topic = f"dlv.{exchange.reader}.{exchange.project.entry_id}"
+    topic = exchange.topic(exchange.reader)
     keys = {m.key for m in read_all(exchange.operator.kafka, topic)}
     for row in ROWS:  # the rows of the first test, delivered under hashed keys
         assert hmac.digest(salt, row["citizen_id"].encode(), "sha256").hex().encode() in keys

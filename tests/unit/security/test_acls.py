@@ -21,10 +21,13 @@ def of(acls: set[Acl], principal: str) -> set[tuple[str, str, str, str]]:
 
 
 def test_a_consumer_reads_only_the_delivery_topics_of_its_active_grants() -> None:
-    acls = desired_acls(SETTINGS, PROVIDERS, [approved().terms()], NOW)
+    terms = approved().terms()
+    acls = desired_acls(SETTINGS, PROVIDERS, [terms], NOW)
+    # The topic of the grant's current generation: not its earlier ones, not another grant's.
+    topic = f"dlv.mzj.gongan.resident_population.{terms.id}.r{terms.revision}"
     assert of(acls, "consumer-mzj") == {
-        ("TOPIC", "dlv.mzj.gongan.resident_population", "LITERAL", "READ"),
-        ("TOPIC", "dlv.mzj.gongan.resident_population", "LITERAL", "DESCRIBE"),
+        ("TOPIC", topic, "LITERAL", "READ"),
+        ("TOPIC", topic, "LITERAL", "DESCRIBE"),
         ("GROUP", "mzj.", "PREFIXED", "READ"),
         ("GROUP", "mzj.", "PREFIXED", "DESCRIBE"),
     }
