@@ -51,7 +51,7 @@ class EntryKernel:
         starts: list[dict[int, int]],
         today: int,
         states: dict[int, KeyState] | None = None,
-        current: dict[int, tuple[KeyState, int]] | None = None,
+        settled: dict[int, int] | None = None,
     ) -> tuple[
         list[int],
         list[int],
@@ -75,9 +75,6 @@ class KeyState:
     def committed_rows(self) -> list[tuple[bytes, bytes]]: ...
     def sizes(self) -> tuple[int, int]: ...
     def is_current(self, key: bytes, event_id: bytes) -> bool: ...
-    def take_over(
-        self, source: KeyState, slots: list[int], partition: int
-    ) -> tuple[StateChanges, Deliveries]: ...
     @staticmethod
     def slot(grant_id: str) -> int: ...
     @staticmethod

@@ -5,11 +5,12 @@ that delivers to that grant alone, while the live stream skips the grant there. 
 has reached the end of the partition and the live stream has not gone past that point, it hands
 over: from that offset on the live stream delivers to the grant, and below it the live stream
 skips the grant (a replay after a restart). Backfill and live stream share one event loop and the
-hand-over is decided between awaits, so each record reaches the grant once; a crash repeats only
-the unacknowledged tail, with the same event ids, which the SDK drops.
+hand-over is decided between awaits, so each record reaches the grant once. With per-key state
+the backfill's grants hold their keys in the partition's state, beside the live stream's grants.
 
-Progress is saved in a compacted topic (:class:`Progress`), so a restarted router resumes a
-backfill where its last acknowledged chunk ended and never backfills a grant twice.
+Progress is saved in a compacted topic (:class:`Progress`) in the transaction of the chunk it
+covers (with the chunk's deliveries and state changes), so a restarted router resumes a backfill
+where its last committed chunk ended and never backfills a grant twice.
 
 :class:`Handover` decides; it does no I/O, so the interleavings are unit-tested without Kafka.
 """
@@ -20,8 +21,6 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-
-from exchange.routing.state import KeyState
 
 TP = tuple[str, int]
 
@@ -91,21 +90,12 @@ class Backfill:
     stopped: bool = field(default=False)
     #: The live stream delivers from ``next_offset`` on (the reader saves that and stops).
     handed_over: bool = field(default=False)
-    #: With per-key state: what the backfill's grants hold so far (in memory; the live
-    #: stream's state takes it over at the hand-over).
-    state: KeyState | None = field(default=None)
 
 
 class Handover:
     """Who delivers a record to a grant: its backfill or the live stream. One per router worker."""
 
-    def __init__(self, saved: Iterable[Progress] = (), keyed: bool = False) -> None:
-        #: Routing keeps per-key state: a backfill's state lives in memory only, so one that
-        #: did not finish starts again from the partition's start (its consumer gets those
-        #: changes again, and ends with exactly the current rows), and each backfill has one.
-        self.keyed = keyed
-        #: Backfills handed over whose state the live stream has not taken over yet.
-        self.handed: list[Backfill] = []
+    def __init__(self, saved: Iterable[Progress] = ()) -> None:
         self._saved: dict[tuple[str, str, int], Progress] = {}
         #: Handed over: per partition, the offset from which the live stream delivers to a grant.
         self._live_from: dict[TP, dict[str, int]] = {}
@@ -133,12 +123,11 @@ class Handover:
             if grant_id in live_from or grant_id in running:
                 continue
             saved = self._saved.get((grant_id, topic, partition))
-            start = saved.next_offset if saved is not None and not self.keyed else 0
+            start = saved.next_offset if saved is not None else 0
             by_start.setdefault(start, set()).add(grant_id)
         started = []
         for start, grants in sorted(by_start.items()):
-            state = KeyState() if self.keyed else None
-            backfill = Backfill(topic, partition, grants, start, state=state)
+            backfill = Backfill(topic, partition, grants, start)
             for grant_id in grants:
                 running[grant_id] = backfill
             started.append(backfill)
@@ -217,8 +206,6 @@ class Handover:
                 del running[grant_id]
             live_from[grant_id] = backfill.next_offset
         backfill.stopped = backfill.handed_over = True
-        if backfill.state is not None:
-            self.handed.append(backfill)
 
     def progress(self, backfill: Backfill, done: bool) -> list[Progress]:
         return [

@@ -50,14 +50,18 @@ class BackfillRunner:
         stage: Stage,
         refresh: Callable[[], Awaitable[None]],
         resolve: Callable[[str, list[Any]], Awaitable[None]],
-        current: Callable[[str, int], tuple[KeyState, int] | None] = lambda t, p: None,
+        state: Callable[[str, int], tuple[KeyState, int] | None] = lambda t, p: None,
+        routing: asyncio.Lock | None = None,
     ) -> None:
         """``resolve``: fetches a chunk's writer schemas before it is routed (the worker's
-        ``resolve_schemas``); ``refresh``: brings the grants up to date; ``current``: a
-        partition's live state and the offset its committed rows routed up to (with per-key
-        state: a backfill gives each key's current version only)."""
+        ``resolve_schemas``); ``refresh``: brings the grants up to date; ``state``: a
+        partition's per-key state and the offset its committed rows routed up to (the live
+        stream's, shared: see :func:`~exchange.routing.batch.route_backfill`); ``routing``:
+        held while a chunk is routed and staged, so no live batch routes between (both change
+        the same state, each reading through the other's pending changes)."""
         self.settings = settings
-        self._current = current
+        self._state = state
+        self._routing = routing or asyncio.Lock()
         self.core = core
         self.kernels = kernels
         self.actor = actor
@@ -127,14 +131,15 @@ class BackfillRunner:
                 await self._refresh()
                 if chunk:
                     await self._resolve(backfill.topic, chunk)
-                routed = self._route(handover, backfill, chunk, at_end)
-                if routed is None:
-                    continue
-                # Stopped while waiting to stage (its partition given up, a rewind): not ours.
-                # Handed over meanwhile is fine: the live stream starts after this chunk.
-                still_ours = lambda: not backfill.stopped or backfill.handed_over  # noqa: E731
-                if not await self._stage(routed, handover, still_ours):
-                    return
+                async with self._routing:
+                    routed = self._route(handover, backfill, chunk, at_end)
+                    if routed is None:
+                        continue
+                    # Stopped while waiting to stage (its partition given up, a rewind): not
+                    # ours. Handed over meanwhile is fine: the live stream starts after it.
+                    still_ours = lambda: not backfill.stopped or backfill.handed_over  # noqa: E731
+                    if not await self._stage(routed, handover, still_ours):
+                        return
                 if routed.happenings:
                     log.info(
                         "backfill of %s[%d] handed over at offset %d",
@@ -163,8 +168,7 @@ class BackfillRunner:
                 backfill.grants,
                 self.actor,
                 self.settings.topics.dlq,
-                backfill.state,
-                self._current(backfill.topic, backfill.partition),
+                *(self._state(backfill.topic, backfill.partition) or (None, None)),
             )
             backfill.next_offset = chunk[-1].offset() + 1
         done = handover.finish(backfill, at_end)

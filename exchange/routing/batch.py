@@ -124,14 +124,14 @@ class _Batch:
         messages: list[Any],
         starts: Any,
         states: dict[int, KeyState] | None = None,
-        current: dict[int, tuple[KeyState, int]] | None = None,
+        settled: dict[int, int] | None = None,
     ) -> None:
         self.core = core
         #: Per source partition of this batch, its per-key state (if routing keeps one).
         self.states = states or {}
-        #: A backfill's: per source partition, the live state and the offset its committed
-        #: rows routed up to (records below it are given only as their key's current version).
-        self.current = current or {}
+        #: A backfill's: per source partition, the offset the state's committed rows routed up
+        #: to (records below it are given only as their key's current version).
+        self.settled = settled or {}
         self.route = core.routes[topic]
         self.compiled = kernels.get(topic, self.route)
         self.topic = topic
@@ -142,11 +142,11 @@ class _Batch:
     def superseded(self, record: SourceRecord, event_id: str) -> bool:
         """The kernel's rule for a backfill (``superseded`` in ``kernel/src/lib.rs``): a
         record below the live state's committed offset that is not its key's version there."""
-        found = self.current.get(record.partition)
-        if found is None or record.key is None:
+        settled = self.settled.get(record.partition)
+        state = self.states.get(record.partition)
+        if settled is None or state is None or record.key is None:
             return False
-        live, settled = found
-        return record.offset < settled and not live.is_current(record.key, event_id.encode())
+        return record.offset < settled and not state.is_current(record.key, event_id.encode())
 
     def live(self, record: SourceRecord) -> set[str]:
         return {
@@ -211,7 +211,7 @@ def run_kernels(plan: Sequence[_Batch]) -> list[KernelResult]:
     today = today_ordinal()
     return [
         b.compiled.kernel.route(
-            b.topic, b.messages, b.starts, today, b.states or None, b.current or None
+            b.topic, b.messages, b.starts, today, b.states or None, b.settled or None
         )
         for b in plan
     ]
@@ -241,27 +241,27 @@ def route_backfill(
     actor: str,
     dlq_topic: str,
     state: KeyState | None = None,
-    current: tuple[KeyState, int] | None = None,
+    settled: int | None = None,
 ) -> Routed:
     """Deliveries of a backfill chunk (one source partition) to the grants it backfills.
     Rejected records went to the DLQ when the live stream read them, so here they are passed
     over; deliveries too large to write are the backfill's to report (:class:`_Backfill`).
 
-    ``state``: the backfill's own per-key state (what its grants hold so far), kept in memory
-    until the live stream takes its grants over (``KeyState.take_over``): it has no changelog.
-    ``current``: the live stream's state of the partition and the offset its committed rows
-    routed up to: below that offset only each key's current version is given (no deleted
-    rows, no superseded versions); above it, the partition's changes since, as they come."""
+    ``state``: the partition's per-key state, the live stream's: the backfill's grants hold
+    keys there beside the live stream's, committed (changelog included) with the chunk's
+    progress, so a backfill resumes after a crash without delivering anything again.
+    ``settled``: the offset the state's committed rows routed up to: below it only each key's
+    current version is given (no deleted rows, no superseded versions); above it, the
+    partition's changes since, as they come."""
     out = Routed(backfill=True, records=len(messages))
     compiled = kernels.get(topic, core.routes[topic])
     partitions = {m.partition() for m in messages[:1]}
     starts = [dict.fromkeys(partitions, 0) if g.key in grants else {} for g in compiled.grants]
     states = {} if state is None else dict.fromkeys(partitions, state)
-    live = {} if current is None else dict.fromkeys(partitions, current)
-    batch = _Batch(kernels, core, topic, messages, starts, states, live)
+    below = {} if state is None or settled is None else dict.fromkeys(partitions, settled)
+    batch = _Batch(kernels, core, topic, messages, starts, states, below)
     (result,) = run_kernels([batch])
     _route(batch, result, out, _Backfill(out, actor, int(time.time() * 1000), dlq_topic))
-    out.changelog = []
     return out
 
 
@@ -427,7 +427,7 @@ def _keep_changes(
 
 
 def _core(batch: _Batch, record: SourceRecord, state: StateBatch | None = None) -> Outcome:
-    passed_over = batch.superseded if batch.current else None
+    passed_over = batch.superseded if batch.settled else None
     return batch.core.route(record, batch.live(record), state, passed_over)
 
 

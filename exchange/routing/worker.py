@@ -56,7 +56,7 @@ from exchange.routing.grants import GrantTable
 from exchange.routing.kernel import Kernels, partition_runs
 from exchange.routing.reaper import Reaper
 from exchange.routing.salts import GrantSalts
-from exchange.routing.state import KeyState, slot_of
+from exchange.routing.state import KeyState
 from exchange.runtime import release_free_memory
 
 __all__ = [
@@ -160,7 +160,11 @@ class RouterWorker(Service):
         #: Per source partition with a state: the offset its committed rows routed up to.
         #: Set after the rows are (committed state first: a backfill reads this, then rows).
         self.settled: dict[TP, int] = {}
-        self.handover = Handover(keyed=self.keyed)
+        self.handover = Handover()
+        #: Held from planning a live batch to keeping its routing, and while a backfill chunk
+        #: is routed and staged (taken before the gate): both change the per-key state, so
+        #: each routes on the other's changes and they are staged in the state's order.
+        self._routing = asyncio.Lock()
         self.backfills = BackfillRunner(
             settings,
             self.core,
@@ -170,6 +174,7 @@ class RouterWorker(Service):
             self.refresh_grants,
             self.resolve_schemas,
             self._current,
+            self._routing,
         )
         self.backfills.on_failure = self._cannot_go_on
         self.policy = CheckpointPolicy(
@@ -178,10 +183,6 @@ class RouterWorker(Service):
         self._checkpoints: Checkpointer | None = None
         #: Staging and committing exclude each other: a commit seals what was staged.
         self._gate = asyncio.Lock()
-        #: Held from planning a live batch to keeping its routing (taken before the gate):
-        #: a hand-over of per-key state staged under it comes after every live batch routed
-        #: before it, in the state's order and the transactions'.
-        self._routing = asyncio.Lock()
         self._grant_lock = asyncio.Lock()
         self._commit: asyncio.Future[None] | None = None
         #: Live batches routed and not staged yet, with their feed epoch.
@@ -207,7 +208,7 @@ class RouterWorker(Service):
         # The checkpointer first: opening it fences this worker's previous self, whose
         # transaction (open when it was killed) holds back committed reads of the progress.
         self._checkpoints = self._new_checkpointer()
-        self.handover = Handover(read_progress_patiently(self.settings), keyed=self.keyed)
+        self.handover = Handover(read_progress_patiently(self.settings))
         now = _now()
         happenings = self.grants.apply(self.grants.prepare(now), now)
         self.checkpoints.carry(happenings)
@@ -328,9 +329,6 @@ class RouterWorker(Service):
             self.backfills.start(self.handover, {(r[0], r[1]) for r in runs})
             states = self.states if self.keyed else None
             plan = plan_live(self.core, self.kernels, self.handover, runs, states)
-            # Grants handed over while planning: the live state takes their backfill's over
-            # before the kernel routes to them.
-            taken = self._take_over()
             # The kernel works without the GIL in its own thread; meanwhile this thread stages
             # what was routed before (produce calls), so the two overlap.
             results = asyncio.get_running_loop().run_in_executor(
@@ -343,7 +341,6 @@ class RouterWorker(Service):
                 if self.checkpoints.due(backlog=True):
                     self._start_checkpoint()
             routed = finish_live(plan, await results, self.actor, self.settings.topics.dlq)
-            _before(routed, taken)
             routed_at = time.perf_counter()
         finally:
             self.feed.done(batch)
@@ -438,12 +435,12 @@ class RouterWorker(Service):
     async def _stage_backfill(
         self, routed: Routed, handover: Handover, valid: Callable[[], bool]
     ) -> bool:
-        async with self._routing, self._gate:
+        # The runner holds self._routing: no live batch routes between this chunk and here.
+        async with self._gate:
             if handover is not self.handover or not valid():
                 return False
-            # Live batches routed before a hand-over this chunk made go first (module doc).
+            # Live batches routed before this chunk go first: it read through their changes.
             self._stage_locked()
-            _before(routed, self._take_over())
             self.checkpoints.stage(routed)
         if self.checkpoints.due(backlog=not self.feed.batches.empty()):
             self._start_checkpoint()
@@ -650,7 +647,7 @@ class RouterWorker(Service):
         for state in self.states.values():
             state.rewind()
         self.handover.release(list(self.handover.partitions()))
-        self.handover = Handover(progress, keyed=self.keyed)
+        self.handover = Handover(progress)
         self.backfills.start(self.handover, assigned)
 
     async def _backoff(self, what: str) -> None:
@@ -780,22 +777,6 @@ class RouterWorker(Service):
         state = self.states.get((topic, partition))
         return None if state is None or settled is None else (state, settled)
 
-    def _take_over(self) -> list[tuple[KeyState, int, str, Any]]:
-        """The live state takes over each handed-over backfill's: ``(state, seq, source topic,
-        changelog records)`` for the routed batch that carries them."""
-        handed, self.handover.handed = self.handover.handed, []
-        out = []
-        for backfill in handed:
-            live = self.states.get((backfill.topic, backfill.partition))
-            if live is None or backfill.state is None:
-                continue  # given up meanwhile: its new owner backfills again
-            slots = [slot_of(g) for g in sorted(backfill.grants)]
-            changes, changelog = live.take_over(backfill.state, slots, backfill.partition)
-            seq = changes.end()
-            if seq is not None:
-                out.append((live, seq, backfill.topic, changelog))
-        return out
-
     # -- helpers -----------------------------------------------------------------------------
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -818,13 +799,6 @@ _TRANSIENT = frozenset(
         "NOT_COORDINATOR",
     }
 )
-
-
-def _before(routed: Routed, taken: list[tuple[KeyState, int, str, Any]]) -> None:
-    """Hand-overs go into ``routed``'s transaction ahead of its own state changes."""
-    if taken:
-        routed.state_seqs[:0] = [(state, seq) for state, seq, _topic, _records in taken]
-        routed.changelog[:0] = [(topic, records) for _state, _seq, topic, records in taken]
 
 
 def book_staleness(book: GrantBook, limit_s: float) -> RouterError | None:

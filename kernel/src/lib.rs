@@ -14,7 +14,7 @@ mod state;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use hmac::{Hmac, Mac};
 use pyo3::exceptions::PyValueError;
@@ -496,28 +496,6 @@ fn partition_of(key: &[u8], partitions: u32) -> i32 {
 }
 
 /// The HMAC's hex digest (ASCII bytes).
-/// Whether a backfill passes this record over: the live state of its partition committed a
-/// later version of the key (or its delete) than the record, which lies below `settled` (the
-/// offset the committed state has routed up to). Records at or above it are the partition's
-/// changes since, routed as they come.
-fn superseded(
-    currents: &[(i32, MutexGuard<'_, state::Inner>, i64)],
-    partition: i32,
-    offset: i64,
-    key: Option<&[u8]>,
-    version: u64,
-) -> bool {
-    let Some((_, live, settled)) = currents.iter().find(|(p, _, _)| *p == partition) else {
-        return false;
-    };
-    match key {
-        Some(key) if offset < *settled => {
-            live.committed_version(&state::key_digest(key)) != Some(version)
-        }
-        _ => false,
-    }
-}
-
 fn hex_hmac(mac: &HmacSha256, data: &[u8]) -> [u8; 64] {
     let mut m = mac.clone();
     m.update(data);
@@ -979,7 +957,7 @@ impl EntryKernel {
         starts: &[HashMap<i32, i64>],
         today: i64,
         states: &[(i32, &KeyState)],
-        current: &[(i32, &KeyState, i64)],
+        settled: &HashMap<i32, i64>,
     ) -> Computed {
         let n = inputs.len();
         let mut out = Computed {
@@ -994,12 +972,6 @@ impl EntryKernel {
             states: Vec::new(),
             changelog: Deliveries::with_capacity(if states.is_empty() { 0 } else { n }, 0),
         };
-        // The live states a backfill reads current versions from, locked before its own state
-        // (the lock order `take_over` keeps too).
-        let currents: Vec<(i32, MutexGuard<'_, state::Inner>, i64)> = current
-            .iter()
-            .map(|(p, s, settled)| (*p, s.lock(), *settled))
-            .collect();
         let mut batches: Vec<(i32, state::Batch<'_>)> =
             states.iter().map(|(p, s)| (*p, s.batch())).collect();
         let mut buf = String::new();
@@ -1037,23 +1009,25 @@ impl EntryKernel {
                 continue;
             }
             let version = state::short_hash(change.event_id.as_bytes());
-            if superseded(&currents, partition, offset, input.key, version) {
-                continue; // a backfill gives a key's current version only
+            // The key's state: (which batch, its digest, its row as it is now).
+            let found = batches
+                .iter()
+                .position(|(p, _)| *p == partition)
+                .and_then(|b| input.key.map(|k| (b, state::key_digest(k))));
+            if let (Some((b, digest)), Some(below)) = (&found, settled.get(&partition)) {
+                if offset < *below && batches[*b].1.committed_version(digest) != Some(version) {
+                    continue; // a backfill gives a key's current version only
+                }
             }
             position.clear();
             let _ = write!(position, "{topic}/{partition}/{offset}");
-            // The key's state: (which batch, its digest, its row as it is now).
-            let mut keyed = batches
-                .iter()
-                .position(|(p, _)| *p == partition)
-                .and_then(|b| input.key.map(|k| (b, state::key_digest(k))))
-                .map(|(b, digest)| {
-                    let row: state::Row = batches[b]
-                        .1
-                        .row(&digest)
-                        .map_or_else(|| state::with_holding(&[], version, 0, None), Box::from);
-                    (b, digest, row)
-                });
+            let mut keyed = found.map(|(b, digest)| {
+                let row: state::Row = batches[b]
+                    .1
+                    .row(&digest)
+                    .map_or_else(|| state::with_holding(&[], version, 0, None), Box::from);
+                (b, digest, row)
+            });
             for (g, grant) in reader.grants.iter().enumerate() {
                 match starts[g].get(&partition) {
                     Some(start) if offset >= *start => {}
@@ -1286,10 +1260,10 @@ impl EntryKernel {
     /// ``states``: per source partition, its per-key state (`src/state.rs`); a partition
     /// without one is routed without (every change that passes a grant's filter, as is).
     ///
-    /// ``current`` (a backfill's): per source partition, the live stream's state and the
-    /// offset its committed rows have routed up to; a record below that offset is passed over
-    /// unless it is its key's committed version, so a backfill gives each live key once, as
-    /// it is now, and no deleted or superseded version.
+    /// ``settled`` (a backfill's): per source partition with a state, the offset its committed
+    /// rows have routed up to; a record below it is passed over unless it is its key's
+    /// committed version, so a backfill gives each live key once, as it is now, and no deleted
+    /// or superseded version.
     ///
     /// Returns ``(missing, fallback, grants, offsets, changes, changelog)``: schema ids to
     /// resolve first (then nothing else is filled in; call again); indices of the records the
@@ -1297,7 +1271,7 @@ impl EntryKernel {
     /// the next offset; per partition with a state ``(partition, StateChanges)``, not pending
     /// until ended; the changelog records of those changes (``Deliveries``, to the source
     /// partition's number). The routing itself runs without the GIL.
-    #[pyo3(signature = (topic, messages, starts, today, states=None, current=None))]
+    #[pyo3(signature = (topic, messages, starts, today, states=None, settled=None))]
     #[allow(clippy::too_many_arguments)]
     fn route<'py>(
         &self,
@@ -1307,27 +1281,12 @@ impl EntryKernel {
         starts: Vec<HashMap<i32, i64>>,
         today: i64,
         states: Option<HashMap<i32, Py<KeyState>>>,
-        current: Option<HashMap<i32, (Py<KeyState>, i64)>>,
+        settled: Option<HashMap<i32, i64>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         if starts.len() != self.grants {
             return Err(PyValueError::new_err("one start map per grant"));
         }
-        let current: Vec<(i32, Py<KeyState>, i64)> = current
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(p, (s, settled))| (p, s, settled))
-            .collect();
-        for (p, live, _) in &current {
-            let same = states
-                .as_ref()
-                .and_then(|s| s.get(p))
-                .is_some_and(|s| s.is(live));
-            if same {
-                return Err(PyValueError::new_err(
-                    "a partition's current state must not be the state routed with",
-                ));
-            }
-        }
+        let settled = settled.unwrap_or_default();
         // Phase one, with the GIL: read the messages.
         let (n_partition, n_offset, n_key, n_value) = (
             intern!(py, "partition"),
@@ -1396,10 +1355,6 @@ impl EntryKernel {
         let computed = py.allow_threads(|| {
             let borrowed: Vec<(i32, &KeyState)> =
                 states.iter().map(|(p, s)| (*p, s.get())).collect();
-            let live: Vec<(i32, &KeyState, i64)> = current
-                .iter()
-                .map(|(p, s, at)| (*p, s.get(), *at))
-                .collect();
             self.compute(
                 &readers,
                 topic,
@@ -1407,7 +1362,7 @@ impl EntryKernel {
                 &starts,
                 today - ORDINAL_1970,
                 &borrowed,
-                &live,
+                &settled,
             )
         });
         drop(inputs);

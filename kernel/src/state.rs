@@ -8,7 +8,7 @@
 //! - the key's SHA-256, first 16 bytes (not the key: a citizen ID is not kept twice);
 //! - the version: the first 8 bytes of the SHA-256 of the event id of the last accepted change
 //!   (a change repeated by a crashed connector carries the same event id, and a backfill picks
-//!   a key's current record out of the changelog by it);
+//!   a key's current record out of the source log by it);
 //! - per grant holding the key, the grant's slot (a stable 64-bit number of the grant) and a
 //!   64-bit hash of what the grant received last (its projected, masked record).
 //!
@@ -17,7 +17,9 @@
 //! batched multi-gets from a 2,000,000-key store, `fjall` 8-10 µs per hit, `redb` 50 µs per
 //! insert. Here a record costs 1.1-1.5 µs with 10 grants (two SHA-256s, the map, the rows),
 //! and 2,000,000 keys held by 6 grants each take 298 MiB (the ignored test `two_million_keys`).
-//! The full records (what a backfill delivers) live on disk in the compacted changelog topic.
+//! The full records (what a backfill delivers) stay in the source topic (compacted: the latest
+//! record per key is kept). Backfills hold their grants' keys here too, beside the live
+//! stream's, so what a backfill delivered is committed with its progress and survives a crash.
 //!
 //! Changes are made in *batches*. A batch reads through the changes of earlier batches that are
 //! not committed yet (routing runs ahead of Kafka commits) and becomes *pending* when it ends;
@@ -33,8 +35,6 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use sha2::{Digest as _, Sha256};
-
-use crate::deliveries::Deliveries;
 
 /// The first 16 bytes of a key's SHA-256.
 pub type KeyDigest = [u8; 16];
@@ -324,31 +324,6 @@ impl Inner {
     }
 }
 
-impl Inner {
-    /// Every live key's digest as routing sees it now (pending batches included).
-    fn digests(&self) -> Vec<KeyDigest> {
-        let mut seen: DigestMap<()> = DigestMap::default();
-        for (digest, _) in self.committed.iter() {
-            seen.insert(*digest, ());
-        }
-        for (_, changes) in &self.pending {
-            for digest in changes.keys() {
-                seen.insert(*digest, ());
-            }
-        }
-        seen.into_keys().filter(|d| self.row(d).is_some()).collect()
-    }
-}
-
-/// What `slots` hold in `row` (pairs, slots ascending).
-fn holdings(row: &[u8], slots: &[u64]) -> Vec<(u64, u64)> {
-    row[VERSION..]
-        .chunks_exact(PAIR)
-        .map(|p| (word(p, 0), word(p, 8)))
-        .filter(|(s, _)| slots.contains(s))
-        .collect()
-}
-
 /// One batch's changes, read through to the state it began on.
 pub struct Batch<'s> {
     inner: MutexGuard<'s, Inner>,
@@ -362,6 +337,11 @@ impl Batch<'_> {
             Some(change) => change.as_deref(),
             None => self.inner.row(digest),
         }
+    }
+
+    /// The version of the key's committed row (see `Inner::committed_version`).
+    pub fn committed_version(&self, digest: &KeyDigest) -> Option<u64> {
+        self.inner.committed_version(digest)
     }
 
     pub fn set(&mut self, digest: KeyDigest, row: Option<Row>) {
@@ -394,9 +374,7 @@ pub struct KeyState {
 }
 
 impl KeyState {
-    /// The state's lock. Lock order: a live state before a backfill's (`take_over` and the
-    /// kernel's backfill routing both take them so).
-    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -613,61 +591,6 @@ impl KeyState {
             out.append((PyBytes::new(py, digest), PyBytes::new(py, row)))?;
         }
         Ok(out)
-    }
-
-    /// Hand grants over from a backfill's state (``source``) to this one: afterwards each of
-    /// ``slots`` holds here exactly what it holds there (pending changes of both included), so
-    /// the live stream goes on from what the backfill delivered. Returns the changes (pending
-    /// once ended) and their changelog records (to ``partition``).
-    fn take_over(
-        slf: &Bound<'_, Self>,
-        source: &Bound<'_, KeyState>,
-        slots: Vec<u64>,
-        partition: i32,
-    ) -> PyResult<(StateChanges, Deliveries)> {
-        let (this, source) = (slf.get(), source.get());
-        if std::ptr::eq(this, source) {
-            return Err(PyValueError::new_err(
-                "a state cannot take grants over from itself",
-            ));
-        }
-        let mut batch = this.batch();
-        let from = source.lock();
-        let mut changelog = Deliveries::default();
-        let mut digests = batch.inner.digests();
-        digests.extend(from.digests());
-        digests.sort_unstable();
-        digests.dedup();
-        for digest in digests {
-            let there = from
-                .row(&digest)
-                .map(|r| holdings(r, &slots))
-                .unwrap_or_default();
-            let here: Option<&[u8]> = batch.row(&digest);
-            if here.is_none() && there.is_empty() {
-                continue;
-            }
-            let version = here.or(from.row(&digest)).map_or(0, row_version);
-            let mut row: Row = here.map_or_else(|| with_holding(&[], version, 0, None), Box::from);
-            for slot in &slots {
-                let now = there.iter().find(|(s, _)| s == slot).map(|(_, h)| *h);
-                row = with_holding(&row, version, *slot, now);
-            }
-            if batch.row(&digest) != Some(&row[..]) {
-                changelog.push(Some(&digest), Some(&row), partition, None);
-                batch.set(digest, Some(row));
-            }
-        }
-        drop(from);
-        let (epoch, changes) = batch.release();
-        Ok((
-            StateChanges {
-                state: slf.clone().unbind(),
-                epoch,
-                changes: Some(changes),
-            },
-            changelog,
-        ))
     }
 
     /// Live keys committed, and batches pending.

@@ -131,28 +131,10 @@ def test_every_record_reaches_the_grant_exactly_once_in_order(seed: int) -> None
     assert delivered == list(range(log_end))
 
 
-def test_with_key_state_an_unfinished_backfill_starts_again_with_a_state_of_its_own() -> None:
+def test_an_unfinished_backfill_resumes_where_its_committed_progress_ended() -> None:
+    """What a backfill delivered is committed with its progress (deliveries, per-key state and
+    progress in one transaction), so a restarted worker goes on from there."""
     saved = [Progress("old", T, 0, 10, True), Progress("half", T, 0, 4, False)]
-    handover = Handover(saved, keyed=True)
-    # "half" lost its in-memory state with the worker: from the start, with "new".
-    (first,) = handover.plan(T, 0, ["old", "half", "new"])
-    assert (first.next_offset, first.grants) == (0, {"half", "new"})
-    (second,) = handover.plan(T, 0, ["old", "half", "new", "later"])
-    assert first.state is not None and second.state is not None
-    assert second.state is not first.state
-    second.next_offset = first.next_offset = 3
-    assert handover.finish(second, at_end=True)
-    assert handover.live_span(T, 0, 3, 5, ["half", "new", "later"]) == {
-        "half": 3,
-        "new": 3,
-        "later": 3,
-    }
-    # Both hand-overs wait for the live stream to take their states over, in order.
-    assert handover.handed == [second, first]
-
-
-def test_without_key_state_nothing_waits_to_be_taken_over() -> None:
-    handover = Handover()
-    (backfill,) = handover.plan(T, 0, ["g"])
-    assert backfill.state is None
-    assert handover.finish(backfill, at_end=True) and handover.handed == []
+    handover = Handover(saved)
+    by_start = {b.next_offset: b.grants for b in handover.plan(T, 0, ["old", "half", "new"])}
+    assert by_start == {4: {"half"}, 0: {"new"}}

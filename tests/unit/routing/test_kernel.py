@@ -15,7 +15,7 @@ import hashlib
 import json
 import string
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
@@ -694,12 +694,14 @@ def keyed_batches(draw: Any, s: Setup) -> list[list[Message]]:
     return out
 
 
-def by_core_keyed(s: Setup, batch: list[Message], state: KeyState) -> dict[str, Delivered]:
+def by_core_keyed(
+    s: Setup, batch: list[Message], state: KeyState, only: Container[str] | None = None
+) -> dict[str, Delivered]:
     out: dict[str, Delivered] = {g.plan.grant.id: [] for g in s.grants}
     made = state.begin()
     for m in batch:
         record = SourceRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value())
-        for d in s.core.route(record, None, made).deliveries:
+        for d in s.core.route(record, only, made).deliveries:
             out[d.grant_id].append((d.key, d.value, tuple(d.headers)))
     seq = made.end()
     assert seq is not None
@@ -855,35 +857,38 @@ def test_a_backfill_gives_each_live_key_once_as_it_is_now(entry_id: str, data: A
     s = setup(entry_id)
     history = distinct_event_ids(s, [m for b in data.draw(keyed_batches(s)) for m in b])
     cut = data.draw(st.integers(0, len(history)))
-    live = KeyState()
+    # The live stream routed the first `cut` records before the grants were active, and
+    # committed: each path has its state.
+    kernel_state, core_state = KeyState(), KeyState()
     if cut:
         s.resolve(history[:cut])
         routed = route_live(
             s.core,
             s.kernels,
-            AllLive(),
+            Handover(),
             [(s.topic, 0, 0, cut - 1, history[:cut])],
             "t",
             "dlq",
-            {(s.topic, 0): live},
+            {(s.topic, 0): kernel_state},
         )
         for state, seq in routed.state_seqs:
             state.commit(seq)
+        by_core_keyed(s, history[:cut], core_state, only=())
     s.resolve(history)
     grant_keys = {g.key for g in s.grants}
     routed = route_backfill(
-        s.core, s.kernels, s.topic, history, grant_keys, "t", "dlq", KeyState(), (live, cut)
+        s.core, s.kernels, s.topic, history, grant_keys, "t", "dlq", kernel_state, cut
     )
     got = by_kernel(routed)
     # The core, record by record, with the same rule.
     want: dict[str, Delivered] = {g.plan.grant.id: [] for g in s.grants}
-    made = KeyState().begin()
+    made = core_state.begin()
+
+    def superseded(r: SourceRecord, event_id: str) -> bool:
+        return r.offset < cut and not core_state.is_current(r.key or b"", event_id.encode())
+
     for m in history:
         record = SourceRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value())
-
-        def superseded(r: SourceRecord, event_id: str) -> bool:
-            return r.offset < cut and not live.is_current(r.key or b"", event_id.encode())
-
         for d in s.core.route(record, None, made, superseded).deliveries:
             want[d.grant_id].append((d.key, d.value, tuple(d.headers)))
     for grant_id, items in want.items():

@@ -166,36 +166,6 @@ def _row(event_id: bytes, pairs: list[tuple[int, int]]) -> bytes:
     return out
 
 
-def test_a_hand_over_gives_the_live_state_exactly_what_the_backfill_delivered() -> None:
-    live, backfill = KeyState(), KeyState()
-    new = slot_of("new-grant")
-    made = live.begin()
-    made.change(b"a", b"e1", [(CITY, True, 1)])
-    made.change(b"b", b"e2", [(CITY, True, 2)])
-    live.commit(made.end() or 0)
-    # A stale holding of the new grant (an earlier hand-over, then a rewind) goes.
-    stale = live.begin()
-    stale.change(b"b", b"e2", [(new, True, 9)])
-    live.commit(stale.end() or 0)
-    made = backfill.begin()
-    made.change(b"a", b"e1", [(new, True, 5)])
-    made.change(b"b", b"e2", [(new, False, 0)])
-    assert made.end() is not None  # pending in the backfill's state: taken over too
-    changes, changelog = live.take_over(backfill, [new], 3)
-    assert len(changes) == 2 and set(changelog.partitions()) == {3}
-    seq = changes.end()
-    assert seq is not None
-    assert live.row(b"a") == (_version(b"e1"), sorted([(CITY, 1), (new, 5)]))
-    assert live.row(b"b") == (_version(b"e2"), [(CITY, 2)])
-    assert dict(zip(changelog.keys(), changelog.values(), strict=True)) == {
-        KeyState.digest(b"a"): _row(b"e1", [(CITY, 1), (new, 5)]),
-        KeyState.digest(b"b"): _row(b"e2", [(CITY, 2)]),
-    }
-    live.commit(seq)
-    with pytest.raises(ValueError, match="itself"):
-        live.take_over(live, [new], 0)
-
-
 def test_holdings_of_grants_no_longer_there_go_when_the_key_next_changes() -> None:
     state = KeyState()
     ended = slot_of("revoked-grant")
