@@ -17,6 +17,9 @@ class KafkaOpError(ExchangeError):
         err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else exc
         if isinstance(err, KafkaError):
             return cls(f"{what}: {err.str()}", code=err.name(), retriable=err.retriable())
+        if isinstance(exc, TimeoutError):
+            # An admin future that did not resolve in time: the broker is away or busy.
+            return cls(f"{what}: no answer in time", code="_TIMED_OUT", retriable=True)
         return cls(f"{what}: {exc}")
 
 

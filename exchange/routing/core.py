@@ -17,6 +17,7 @@ from exchange.catalog.avro import FieldType, record_fields
 from exchange.catalog.keys import record_key
 from exchange.catalog.model import CatalogEntry
 from exchange.errors import ExchangeError
+from exchange.grants.model import GrantTerms
 from exchange.kafka.envelope import EnvelopeEncoder
 from exchange.kafka.errors import RegistryError
 from exchange.kafka.wire import SchemaLookup, WireFormatError, schema_id_of, value_subject
@@ -111,12 +112,16 @@ class ActiveGrant:
 
     @functools.cached_property
     def key(self) -> str:
-        """How routing names the grant: its id and generation (``GrantTerms.generation``).
-        Backfill progress, hand-overs and per-key holdings are kept under it, so a grant whose
-        terms change starts afresh: a backfill of the current rows under the new terms, into
-        the new generation's topic."""
-        grant = self.plan.grant
-        return f"{grant.id}@{grant.generation()}"
+        """How routing names the grant (:func:`grant_key`)."""
+        return grant_key(self.plan.grant)
+
+
+def grant_key(grant: GrantTerms) -> str:
+    """How routing names a grant: its id and generation (``GrantTerms.generation``). Backfill
+    progress, hand-overs and per-key holdings are kept under it, so a grant whose terms change
+    starts afresh: a backfill of the current rows under the new terms, into the new
+    generation's topic."""
+    return f"{grant.id}@{grant.generation()}"
 
 
 class EntryRoute:

@@ -21,7 +21,7 @@ from exchange.kafka.control import read_all
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import SchemaLookup, WireFormatError
 from exchange.monitor.figures import lag
-from exchange.routing.core import GRANT_HEADER
+from exchange.routing.core import GRANT_HEADER, grant_key
 from exchange.routing.deliveries import delivery_topic
 from exchange.routing.worker import read_progress
 
@@ -134,6 +134,7 @@ def router_backlog(settings: ExchangeSettings, catalog: Catalog) -> Backlog:
         for grant in read_grants(settings).grants.values()
         if grant.is_active(now) and grant.request.entry in numbers
         for p in numbers[grant.request.entry]
-        if (grant.id, source_topic(settings.topics, grant.request.entry), p) not in done
+        if (grant_key(grant.terms()), source_topic(settings.topics, grant.request.entry), p)
+        not in done
     )
     return Backlog(unrouted, backfilling)
