@@ -23,12 +23,41 @@ from exchange.kafka.admin import Admin, TopicChange, TopicSpec
 from exchange.kafka.control import partitions, reader, watermarks
 from exchange.kafka.errors import KafkaOpError
 
-__all__ = ["ChangelogRecords", "ensure_changelogs", "read_changelog"]
+__all__ = [
+    "SETTLED_KEY",
+    "ChangelogRecords",
+    "ensure_changelogs",
+    "read_changelog",
+    "settled_record",
+    "split_settled",
+]
 
 #: A chunk of changelog records: ``(key, value)``, a ``None`` value for a tombstone.
 ChangelogRecords = list[tuple[bytes, bytes | None]]
 #: Records handed over per call while reading back.
 CHUNK = 10_000
+#: The key of a partition's settled-offset record: the source offset its committed rows routed
+#: up to, written in each checkpoint's transaction (16 bytes, as a key digest is; a digest
+#: equal to it is a 1 in 2**128 chance). Compaction keeps the latest.
+SETTLED_KEY = b"exchange.settled"
+
+
+def settled_record(offset: int) -> tuple[bytes, bytes]:
+    """The settled-offset record of a checkpoint that committed its partition up to ``offset``."""
+    return SETTLED_KEY, offset.to_bytes(8, "little")
+
+
+def split_settled(records: ChangelogRecords) -> tuple[ChangelogRecords, int | None]:
+    """The state rows of a chunk read back, and the last settled offset in it (if any)."""
+    rows: ChangelogRecords = []
+    settled = None
+    for key, value in records:
+        if key == SETTLED_KEY:
+            if value is not None and len(value) == 8:
+                settled = int.from_bytes(value, "little")
+        else:
+            rows.append((key, value))
+    return rows, settled
 
 
 def ensure_changelogs(admin: Admin, wanted: Mapping[str, int], replication_factor: int) -> None:

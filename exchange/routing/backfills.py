@@ -33,6 +33,8 @@ from exchange.routing.state import KeyState
 __all__ = ["BackfillRunner"]
 
 log = logging.getLogger(__name__)
+#: How often a backfill looks whether its partition's per-key state is ready.
+STATE_WAIT_S = 0.1
 #: Stages a chunk unless its handover is gone or the check says the run was stopped meanwhile;
 #: ``False`` when it was not staged.
 Stage = Callable[[Routed, Handover, Callable[[], bool]], Awaitable[bool]]
@@ -50,7 +52,9 @@ class BackfillRunner:
         stage: Stage,
         refresh: Callable[[], Awaitable[None]],
         resolve: Callable[[str, list[Any]], Awaitable[None]],
-        state: Callable[[str, int], tuple[KeyState, int] | None] = lambda t, p: None,
+        state: Callable[[str, int], tuple[KeyState | None, int | None] | None] = (
+            lambda t, p: (None, None)
+        ),
         routing: asyncio.Lock | None = None,
     ) -> None:
         """``resolve``: fetches a chunk's writer schemas before it is routed (the worker's
@@ -131,6 +135,11 @@ class BackfillRunner:
                 await self._refresh()
                 if chunk:
                     await self._resolve(backfill.topic, chunk)
+                # The partition's state read back and settled (it routes with it).
+                while self._state(backfill.topic, backfill.partition) is None:
+                    if backfill.stopped and not backfill.handed_over:
+                        return
+                    await asyncio.sleep(STATE_WAIT_S)
                 async with self._routing:
                     routed = self._route(handover, backfill, chunk, at_end)
                     if routed is None:

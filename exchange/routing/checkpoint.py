@@ -27,6 +27,7 @@ from confluent_kafka import TopicPartition
 from exchange.audit.events import Happening
 from exchange.audit.receipts import receipt_happenings
 from exchange.audit.writer import AuditWriter
+from exchange.kafka.changelog import settled_record
 from exchange.kafka.transactions import TransactionalProducer, TransactionError
 from exchange.routing import metrics
 from exchange.routing.backfill import Progress
@@ -91,10 +92,10 @@ class Checkpointer:
         group_metadata: Callable[[], Any],
         progress_topic: str,
         policy: CheckpointPolicy,
-        changelog_of: Callable[[str], str] = lambda topic: topic,
+        changelog_of: Callable[[str], str] | None = None,
     ) -> None:
         self.audit = audit
-        #: The state changelog of a source topic's entry.
+        #: The state changelog of a source topic's entry (``None``: routing keeps no state).
         self._changelog_of = changelog_of
         self.actor = actor
         self._group_metadata = group_metadata
@@ -145,6 +146,7 @@ class Checkpointer:
         for out in routed.dead:
             self.txn.produce_waiting(out.topic, out.key, out.value, out.headers)
         for source_topic, records in routed.changelog:
+            assert self._changelog_of is not None, "state changes without a changelog"
             self.txn.produce_all(self._changelog_of(source_topic), records)
         p.state_seqs.extend(routed.state_seqs)
         p.happenings.extend(routed.happenings)
@@ -189,6 +191,13 @@ class Checkpointer:
                 self.txn.produce_waiting(
                     self._progress_topic, progress.key, progress.encode(), None
                 )
+            if self._changelog_of is not None:
+                # Each partition's state says how far its committed rows routed (a backfill
+                # gives current versions below it), committed with those rows.
+                for (topic, partition), offset in sorted(p.offsets.items()):
+                    key, value = settled_record(offset)
+                    changelog = self._changelog_of(topic)
+                    self.txn.produce_waiting(changelog, key, value, None, partition)
             self.audit.stage(events)
         except BufferError as exc:
             # The broker took nothing for the queue-full wait: give this transaction up (the

@@ -39,7 +39,12 @@ from exchange.config import ExchangeSettings
 from exchange.config.settings import RouterSettings
 from exchange.errors import ExchangeError
 from exchange.grants.book import GrantBook
-from exchange.kafka.changelog import ensure_changelogs, read_changelog
+from exchange.kafka.changelog import (
+    ChangelogRecords,
+    ensure_changelogs,
+    read_changelog,
+    split_settled,
+)
 from exchange.kafka.control import read_table
 from exchange.kafka.errors import KafkaOpError, RegistryError
 from exchange.kafka.registry import Registry
@@ -66,6 +71,7 @@ __all__ = [
     "producer_overrides",
     "read_progress",
     "read_progress_patiently",
+    "read_state",
 ]
 
 log = logging.getLogger(__name__)
@@ -160,6 +166,7 @@ class RouterWorker(Service):
         #: Per source partition with a state: the offset its committed rows routed up to.
         #: Set after the rows are (committed state first: a backfill reads this, then rows).
         self.settled: dict[TP, int] = {}
+
         self.handover = Handover()
         #: Held from planning a live batch to keeping its routing, and while a backfill chunk
         #: is routed and staged (taken before the gate): both change the per-key state, so
@@ -226,7 +233,7 @@ class RouterWorker(Service):
             self.feed.group_metadata,
             self.settings.topics.router_backfills,
             self.policy,
-            self._changelog_of,
+            self._changelog_of if self.keyed else None,
         )
 
     def _changelog_of(self, source_topic: str) -> str:
@@ -716,7 +723,7 @@ class RouterWorker(Service):
                 restored = await self._run(self._restore_states, missing)
                 for tp, (state, settled) in restored.items():
                     self.states[tp] = state
-                    self.settled[tp] = settled
+                    self.settled[tp] = max(self.settled.get(tp, 0), settled)
                 return
             except KafkaOpError as exc:
                 # Ridden out like a checkpoint: nothing of these partitions is routed meanwhile.
@@ -728,20 +735,18 @@ class RouterWorker(Service):
 
     def _restore_states(self, partitions: list[TP]) -> dict[TP, tuple[KeyState, int]]:
         """Blocking: the changelogs made if missing, and each partition's state read back,
-        with the offset its rows routed up to (the group's committed offset, read before the
-        changelog: the rows read after are at least that new)."""
+        with the source offset its rows routed up to (the last checkpoint's settled-offset
+        record; 0 for a state never checkpointed)."""
         topics = self.settings.topics
         admin = self.grants.admin
         counts = admin.partition_counts()
         wanted = {self._changelog_of(t): counts.get(t, p + 1) for t, p in partitions}
         ensure_changelogs(admin, wanted, topics.replication_factor)
-        committed = admin.committed_offsets(self.settings.router.group_id)
         out = {}
         for topic, partition in partitions:
             begun = time.perf_counter()
-            state = KeyState()
             changelog = self._changelog_of(topic)
-            read = read_changelog(self.settings.kafka, changelog, partition, state.restore)
+            state, settled, read = read_state(self.settings, changelog, partition)
             log.info(
                 "per-key state of %s[%d]: %d keys from %d changelog records in %.1f s",
                 topic,
@@ -750,18 +755,6 @@ class RouterWorker(Service):
                 read,
                 time.perf_counter() - begun,
             )
-            settled = committed.get((topic, partition), 0)
-            if settled and not read:
-                # Routed before the router kept per-key state (an upgrade): no versions to
-                # pick current records by, so backfills give the history, as before.
-                log.warning(
-                    "per-key state of %s[%d] is empty though %d records were routed: backfills "
-                    "there give the partition's history until its keys change",
-                    topic,
-                    partition,
-                    settled,
-                )
-                settled = 0
             out[topic, partition] = (state, settled)
         return out
 
@@ -770,12 +763,18 @@ class RouterWorker(Service):
             self.states.pop(tp, None)
             self.settled.pop(tp, None)
 
-    def _current(self, topic: str, partition: int) -> tuple[KeyState, int] | None:
-        """A backfill's view of the live state: the state and the offset its committed rows
-        routed up to (read first, so the rows read after are at least as new)."""
-        settled = self.settled.get((topic, partition))
-        state = self.states.get((topic, partition))
-        return None if state is None or settled is None else (state, settled)
+    def _current(self, topic: str, partition: int) -> tuple[KeyState | None, int | None] | None:
+        """What a backfill of the partition routes with: its per-key state and the offset the
+        state's committed rows routed up to (read first, so the rows read after are at least
+        as new); ``(None, None)`` without per-key state; ``None`` while the state or that
+        offset is not known yet (the backfill waits)."""
+        if not self.keyed:
+            return None, None
+        tp = (topic, partition)
+        settled, state = self.settled.get(tp), self.states.get(tp)
+        if state is None or settled is None:
+            return None
+        return state, settled
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -799,6 +798,25 @@ _TRANSIENT = frozenset(
         "NOT_COORDINATOR",
     }
 )
+
+
+def read_state(
+    settings: ExchangeSettings, changelog: str, partition: int
+) -> tuple[KeyState, int, int]:
+    """Blocking: one partition's per-key state read back from its changelog, the source offset
+    its rows routed up to (0 before its first checkpoint), and the records read."""
+    state = KeyState()
+    settled = 0
+
+    def restore(records: ChangelogRecords) -> None:
+        nonlocal settled
+        rows, at = split_settled(records)
+        state.restore(rows)
+        if at is not None:
+            settled = at
+
+    read = read_changelog(settings.kafka, changelog, partition, restore)
+    return state, settled, read
 
 
 def book_staleness(book: GrantBook, limit_s: float) -> RouterError | None:

@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from exchange.audit.events import Happening
+from exchange.kafka.changelog import settled_record, split_settled
 from exchange.kafka.transactions import TransactionError, failure_kind
 from exchange.routing.backfill import Progress
 from exchange.routing.batch import Routed
@@ -52,7 +53,9 @@ class FakeTxn:
             self.calls.append("begin")
         self.in_transaction = True
 
-    def produce(self, topic: str, key: Any, value: Any, headers: Any = None, **_: Any) -> None:
+    def produce(
+        self, topic: str, key: Any, value: Any, headers: Any = None, partition: int = -1
+    ) -> None:
         self.produced.append((topic, key, value))
 
     produce_waiting = produce
@@ -254,6 +257,13 @@ def test_state_changes_are_committed_with_their_transaction_and_only_then() -> N
     assert ("state-of-src.e", KeyState.digest(b"k"), b"row") in audit.txn.produced
     assert state.sizes() == (0, 1)  # pending while the transaction is open
     cp.seal()
+    # How far the partition's committed rows routed, in the same transaction.
+    settled = ("state-of-src.e", *settled_record(1))
+    assert settled in audit.txn.produced
+    assert split_settled([(KeyState.digest(b"k"), b"row"), settled[1:]]) == (
+        [(KeyState.digest(b"k"), b"row")],
+        1,
+    )
     audit.txn.fail_commit = [TransactionError("timed out", code="_TIMED_OUT", kind="retriable")]
     with pytest.raises(TransactionError):
         cp.finish()
