@@ -348,7 +348,10 @@ class SourceFeed:
 
 def read_chunk(consumer: Consumer, size: int, wait_s: float = 0.2) -> tuple[list[Any], bool]:
     """Up to ``size`` records of an assigned partition (a backfill's reader); ``True`` when the
-    read reached the partition's end."""
+    read reached the partition's end (librdkafka's end-of-partition event, which comes each
+    time the reader gets there). Nothing within the wait is not the end: a reader just
+    assigned may not have fetched yet (on a busy machine a backfill took that for the end and
+    handed over at offset 0, past records the live stream had skipped)."""
     records: list[Any] = []
     at_end = False
     # A short wait: under a steady stream the reader must keep pace, not wait for a full chunk.
@@ -361,5 +364,4 @@ def read_chunk(consumer: Consumer, size: int, wait_s: float = 0.2) -> tuple[list
             continue
         at_end = False  # records that arrived after the end was seen
         records.append(msg)
-    # Nothing within the timeout is the end too: the end-of-partition event comes only once.
-    return records, at_end or not records
+    return records, at_end

@@ -90,6 +90,8 @@ class Backfill:
     stopped: bool = field(default=False)
     #: The live stream delivers from ``next_offset`` on (the reader saves that and stops).
     handed_over: bool = field(default=False)
+    #: Where the reader last reached the partition's end (``None``: not yet).
+    end_at: int | None = field(default=None)
 
 
 class Handover:

@@ -129,6 +129,12 @@ class BackfillRunner:
                         None, read_chunk, consumer, self.settings.router.batch_size
                     )
                 )
+                # The end event comes once per arrival there: an empty read after it, with
+                # nothing read since, is still at the end.
+                if at_end:
+                    backfill.end_at = chunk[-1].offset() + 1 if chunk else backfill.next_offset
+                elif not chunk and backfill.end_at == backfill.next_offset:
+                    at_end = True
                 if backfill.stopped and not backfill.handed_over:
                     return
                 # A grant may have been revoked or expired during the read.
