@@ -115,6 +115,14 @@ class Handover:
             tp = (progress.topic, progress.partition)
             self._live_from.setdefault(tp, {})[progress.grant_id] = progress.next_offset
 
+    def resume(self, topic: str, partition: int, offset: int) -> None:
+        """The live stream resumes the partition at ``offset`` (its committed offset, after an
+        assignment or a rewind): a backfill hands over at the end only if that is not below it.
+        Without it the position was unknown until the live stream routed something, and a
+        backfill of a partition the live stream had already passed handed over below it."""
+        tp = (topic, partition)
+        self._live_next[tp] = max(self._live_next.get(tp, 0), offset)
+
     def plan(self, topic: str, partition: int, grant_ids: Iterable[str]) -> list[Backfill]:
         """Backfills to start so that each of ``grant_ids`` is backfilling or handed over."""
         tp = (topic, partition)

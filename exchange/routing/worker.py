@@ -655,6 +655,8 @@ class RouterWorker(Service):
             state.rewind()
         self.handover.release(list(self.handover.partitions()))
         self.handover = Handover(progress)
+        for tp, settled in self.settled.items():
+            self.handover.resume(tp[0], tp[1], settled)
         self.backfills.start(self.handover, assigned)
 
     async def _backoff(self, what: str) -> None:
@@ -724,6 +726,7 @@ class RouterWorker(Service):
                 for tp, (state, settled) in restored.items():
                     self.states[tp] = state
                     self.settled[tp] = max(self.settled.get(tp, 0), settled)
+                    self.handover.resume(tp[0], tp[1], self.settled[tp])
                 return
             except KafkaOpError as exc:
                 # Ridden out like a checkpoint: nothing of these partitions is routed meanwhile.

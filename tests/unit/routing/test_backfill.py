@@ -138,3 +138,15 @@ def test_an_unfinished_backfill_resumes_where_its_committed_progress_ended() -> 
     handover = Handover(saved)
     by_start = {b.next_offset: b.grants for b in handover.plan(T, 0, ["old", "half", "new"])}
     assert by_start == {4: {"half"}, 0: {"new"}}
+
+
+def test_a_backfill_does_not_hand_over_below_where_the_live_stream_resumes() -> None:
+    """After an assignment the live stream resumes at its committed offset: a backfill that
+    found the partition's end earlier (it read before records arrived) reads on up to it."""
+    handover = Handover()
+    handover.resume(T, 0, 13)
+    (backfill,) = handover.plan(T, 0, ["g"])
+    assert not handover.finish(backfill, at_end=True)  # records 0-12 are still to be read
+    backfill.next_offset = 13
+    assert handover.finish(backfill, at_end=True)
+    assert handover.live(T, 0, 13, ["g"]) == {"g"}
