@@ -56,6 +56,7 @@ class BackfillRunner:
             lambda t, p: (None, None)
         ),
         routing: asyncio.Lock | None = None,
+        current: Callable[[Handover], bool] = lambda h: True,
     ) -> None:
         """``resolve``: fetches a chunk's writer schemas before it is routed (the worker's
         ``resolve_schemas``); ``refresh``: brings the grants up to date; ``state``: a
@@ -66,6 +67,8 @@ class BackfillRunner:
         self.settings = settings
         self._state = state
         self._routing = routing or asyncio.Lock()
+        #: Whether a handover is still the worker's (a rewind replaces it).
+        self._current = current
         self.core = core
         self.kernels = kernels
         self.actor = actor
@@ -147,6 +150,13 @@ class BackfillRunner:
                         return
                     await asyncio.sleep(STATE_WAIT_S)
                 async with self._routing:
+                    # Routing changes the partition's state: a run of a replaced handover, or
+                    # one stopped meanwhile, must not (its changes would stay pending unstaged
+                    # and be committed with the next transaction, holdings nobody delivered).
+                    if not self._current(handover) or (
+                        backfill.stopped and not backfill.handed_over
+                    ):
+                        return
                     routed = self._route(handover, backfill, chunk, at_end)
                     if routed is None:
                         continue

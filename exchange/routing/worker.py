@@ -182,6 +182,7 @@ class RouterWorker(Service):
             self.resolve_schemas,
             self._current,
             self._routing,
+            lambda handover: handover is self.handover,
         )
         self.backfills.on_failure = self._cannot_go_on
         self.policy = CheckpointPolicy(
