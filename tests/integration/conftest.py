@@ -43,6 +43,7 @@ def rename_control_topics(exchange_yaml: str, uid: str) -> str:
         "dlq",
         "connector-offsets",
         "router-backfills",
+        "router-state",
     ):
         exchange_yaml = exchange_yaml.replace(f"exchange.{name}\n", f"exchange.{name}.{uid}\n")
     return exchange_yaml
