@@ -755,16 +755,7 @@ def test_with_a_key_state_the_kernel_delivers_what_the_core_does(entry_id: str, 
     assert sorted(core_state.committed_rows()) == sorted(kernel_state.committed_rows())
     assert kernel_state.sizes()[1] == 0
     # What each consumer holds is exactly the current rows its grant lets through.
-    current: dict[bytes, dict[str, Any]] = {}
-    for batch in batches:
-        for m in batch:
-            change = s.core._lookup.decode(m.value() or b"", strict=True) if _ok(s, m) else None
-            if change is None:
-                continue
-            if change["op"] == "d":
-                current.pop(m.key() or b"", None)
-            else:
-                current[m.key() or b""] = change["after"]
+    current = current_rows(s, [m for batch in batches for m in batch])
     # The changelog's last record per key is the committed row (a tombstone once deleted).
     rows = dict(kernel_state.committed_rows())
     assert {k: v for k, v in changelog.items() if v is not None} == rows
