@@ -25,6 +25,7 @@ class AckTracker:
         self._next = 0
         self._sent = 0
         self._position: Any = None
+        self._newest: Any = None
         self._completed = 0
         self._lock = threading.Lock()
         #: Delivery errors, in the order they came; any error freezes the position.
@@ -38,6 +39,7 @@ class AckTracker:
             self._next += 1
             self._sent += records
             self._pending.append((seq, position, records))
+            self._newest = position
             return seq
 
     def ack(self, seq: int) -> None:
@@ -59,12 +61,18 @@ class AckTracker:
         """The newest position all of whose records (and all before) are acknowledged."""
         return self._position
 
+    @property
+    def newest(self) -> Any:
+        """The newest position added, acknowledged or not (a transaction's commit covers it)."""
+        return self._newest
+
     def reset(self) -> None:
         """Start a new sequence of positions (e.g. the next file); nothing may be in flight."""
         with self._lock:
             if self._pending:
                 raise RuntimeError("cannot reset while records are in flight")
             self._position = None
+            self._newest = None
 
     @property
     def completed(self) -> int:

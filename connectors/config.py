@@ -158,6 +158,11 @@ class PublishConfig(_Model):
     linger_ms: int = Field(20, ge=0, le=10_000)
     #: How often the source position is saved (once every record before it is acknowledged).
     checkpoint_interval_s: float = Field(1.0, gt=0)
+    #: File and table sources: the records and the saved position are committed together, one
+    #: Kafka transaction per checkpoint, so a restart repeats nothing (``connectors/publisher.py``).
+    #: Off: a restart repeats what was published since the last saved position. HTTP pushes are
+    #: never transactional (each sender is answered once Kafka has its record, and resends).
+    exactly_once: bool = True
     #: A record Kafka has not acknowledged after this long stops the connector.
     delivery_timeout_s: float = Field(120.0, gt=0)
     #: Processes that convert and encode file rows; 0 = all in the connector's own process.

@@ -82,7 +82,8 @@ def saved_position(settings: ExchangeSettings, config: ConnectorConfig) -> dict[
     resumed from: a connector resuming from a forged position would silently skip (or repeat)
     what its source holds."""
     topic = settings.topics.connector_offsets_of(config.department)
-    raw = read_table(settings.kafka, topic).get(config.id)
+    # Committed only: a position of an aborted transaction (a crash) was never reached.
+    raw = read_table(settings.kafka, topic, committed=True).get(config.id)
     return None if raw is None else position_from(raw, config, topic)
 
 

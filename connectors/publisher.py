@@ -1,13 +1,25 @@
 """Sends one connector's change records, dead letters and source positions to Kafka.
 
 The producer is idempotent with ``acks=all``. Every record carries a *marker* (its place in the
-source); the :class:`AckTracker` turns acknowledgements into the newest marker that is safe to
-save, and only that is written to ``exchange.connector-offsets``. A crash therefore repeats the
-unacknowledged tail (with the same event ids) and never skips a row.
+source).
+
+With ``publish.exactly_once`` (the default for file and table sources) the producer is
+transactional: the records since the last checkpoint and the position they reach are committed
+in one transaction, once per ``checkpoint_interval_s``. Readers of the source topics read
+committed (the router does), so a crash leaves nothing of the open transaction visible (the next
+start's ``init_transactions`` aborts it) and the restart resumes exactly at the saved position:
+no row twice, none lost. A commit costs one round trip to the transaction coordinator per
+checkpoint.
+
+Without it (HTTP pushes, whose senders are answered per record), the :class:`AckTracker` turns
+acknowledgements into the newest marker that is safe to save, and only that is written to
+``exchange.connector-offsets``: a crash repeats what was published since (with the same event
+ids) and never skips a row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -18,7 +30,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connectors.checkpoint import AckGroup, AckTracker, Done
-from connectors.config import ConnectorConfig
+from connectors.config import ConnectorConfig, HttpSourceConfig
 from connectors.encoding import MESSAGE_MAX_BYTES, ChangeEncoder, EncoderSpec
 from connectors.errors import ConnectorError
 from connectors.metrics import ConnectorMetrics
@@ -27,6 +39,8 @@ from connectors.records import Identity, Op, RowError, RowMapper
 from exchange.config import ExchangeSettings
 from exchange.dlq import DeadLetter
 from exchange.kafka.producing import POLL_EVERY, produce
+from exchange.kafka.transactions import failure_kind
+from exchange.security.acls import connector_transactional_id
 
 log = logging.getLogger(__name__)
 #: A rejected row for :meth:`Publisher.send_batch`: its cells, why, and where it was.
@@ -52,6 +66,20 @@ class Publisher:
         self._compacted = target.entry.retention.compaction
         publish = config.publish
         self._delivery_timeout = publish.delivery_timeout_s
+        #: Records and positions committed together (module docstring); the transaction is
+        #: begun on the first record, not here (no network in a constructor).
+        self.transactional = publish.exactly_once and not isinstance(
+            config.source, HttpSourceConfig
+        )
+        self._in_transaction = False
+        self._initialised = False
+        extra: dict[str, Any] = {}
+        if self.transactional:
+            extra["transactional.id"] = connector_transactional_id(config.department, config.id)
+            # librdkafka requires it >= the delivery timeout. A transaction a crashed connector
+            # left open holds back read_committed readers of its partitions (its own src topic,
+            # a DLQ partition) until its restart fences it, or this long at most.
+            extra["transaction.timeout.ms"] = int(publish.delivery_timeout_s * 1000)
         try:
             self._producer = Producer(
                 settings.kafka.client_config(
@@ -62,6 +90,7 @@ class Publisher:
                         "linger.ms": publish.linger_ms,
                         "delivery.timeout.ms": int(publish.delivery_timeout_s * 1000),
                         "client.id": f"connector-{config.id}",
+                        **extra,
                         **publish.producer,
                     }
                 )
@@ -145,6 +174,7 @@ class Publisher:
             if on_done is not None:
                 on_done(None)
             return
+        self._transaction()
         group = AckGroup(self.tracker, marker, size, op, self._acked, on_done)
         self.sent_changes += len(values)
         topic, producer, change = self.target.topic, self._producer, group.change
@@ -199,6 +229,7 @@ class Publisher:
         )
         self.metrics.rejected(reason)
         self.sent_rejections += 1
+        self._transaction()
         produce(
             self._producer,
             self._dlq,
@@ -253,17 +284,18 @@ class Publisher:
         now = time.monotonic()
         if not force and now - self._last_save < self.config.publish.checkpoint_interval_s:
             return
-        marker = tracker.position
+        # In a transaction, the commit makes every record sent so far visible with the position:
+        # the newest one sent counts, acknowledged or not.
+        marker = tracker.newest if self.transactional else tracker.position
         if marker is None or marker == self._saved_marker:
             return
         self.save_position(self._state_for(marker), marker)
 
     def save_position(self, position: dict[str, Any], marker: Any = None) -> None:
         """Write ``position`` as the connector's saved position. ``marker`` is the newest record
-        it covers (default: the newest acknowledged), so a later checkpoint does not repeat it."""
+        it covers (default: the newest acknowledged), so a later checkpoint does not repeat it.
+        Transactional: committed now, with every record sent before it."""
         tracker = self.tracker
-        self._saved_marker = marker if marker is not None else tracker.position
-        self._saved_completed = tracker.completed
         self._last_save = time.monotonic()
         value = json.dumps(
             {
@@ -281,16 +313,72 @@ class Publisher:
             if err is not None:
                 self._offset_errors.append(f"{self._offsets}: {err.str()} ({err.name()})")
 
+        self._transaction()
         self._producer.produce(
             self._offsets, key=self.identity.connector.encode(), value=value, on_delivery=delivered
         )
         self._producer.poll(0)
+        if self.transactional:
+            self._commit()
+        self._saved_marker = marker if marker is not None else tracker.position
+        self._saved_completed = tracker.completed
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def _transaction(self) -> None:
+        """Begin a transaction unless one is open. The first call registers the connector's
+        ``transactional.id``, which fences an earlier process of it and aborts what that left
+        open (its records never become visible)."""
+        if not self.transactional or self._in_transaction:
+            return
+        try:
+            if not self._initialised:
+                self._producer.init_transactions(self._delivery_timeout)
+                self._initialised = True
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            raise self._failed("cannot begin a transaction", exc) from exc
+        self._in_transaction = True
+
+    def _commit(self) -> None:
+        """Commit the open transaction (it flushes first); a timeout is tried again, anything
+        else aborts it and stops the connector at its saved position."""
+        for attempt in range(3):
+            try:
+                self._producer.commit_transaction(self._delivery_timeout)
+                self._in_transaction = False
+                self._count_acknowledged()
+                return
+            except KafkaException as exc:
+                if failure_kind(exc.args[0]) == "retriable" and attempt < 2:
+                    continue
+                error = self._failed("cannot commit the transaction", exc)
+                if failure_kind(exc.args[0]) == "abortable":
+                    with contextlib.suppress(KafkaException):
+                        self._producer.abort_transaction(self._delivery_timeout)
+                    self._in_transaction = False
+                raise error from exc
+
+    def _failed(self, what: str, exc: KafkaException) -> ConnectorError:
+        err = exc.args[0]
+        kind = failure_kind(err)
+        if kind in ("fenced", "fatal"):
+            hint = (
+                "another process of this connector (same id) took over; only one may run"
+                if kind == "fenced"
+                else "the producer cannot go on"
+            )
+        else:
+            hint = "what was sent since the saved position is aborted; a restart sends it again"
+        return ConnectorError(f"{what}: {err.str()} ({hint})", code=err.name())
 
     def settle(self) -> None:
         """Wait for everything sent, then save the position it reaches and wait for that: what
         a source does when it stops, for whatever reason."""
         self.flush()
         self.checkpoint(force=True)
+        if self._in_transaction:
+            self._commit()  # dead letters sent after the last position
         self.flush()
 
     def flush(self) -> None:

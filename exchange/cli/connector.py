@@ -140,7 +140,7 @@ def positions(
     rows = [
         _position_row(topic[len(prefix) :], connector_id, raw)
         for topic in topics
-        for connector_id, raw in sorted(read_table(settings.kafka, topic).items())
+        for connector_id, raw in sorted(read_table(settings.kafka, topic, committed=True).items())
     ]
     output.table(
         f"saved positions ({t.connector_offsets_of('<department>')})",

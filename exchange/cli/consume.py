@@ -37,7 +37,7 @@ def consume(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """Print the changes delivered to a department; repeats are dropped, offsets committed."""
+    """Print the changes delivered to a department, committing offsets as it goes."""
     settings = state(ctx).settings
     topics = Admin(settings.kafka).partition_counts()
     missing = [
@@ -75,8 +75,7 @@ def consume(
     finally:
         consumer.close()
     output.err.print(
-        f"{stats.handled} change(s) handled, {stats.repeats} repeat(s) dropped, "
-        f"{len(stats.undecodable)} undecodable set aside"
+        f"{stats.handled} change(s) handled, {len(stats.undecodable)} undecodable set aside"
     )
 
 

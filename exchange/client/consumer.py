@@ -1,10 +1,11 @@
-"""Reading one's own deliveries: decoded changes, committed after the handler, repeats dropped.
+"""Reading one's own deliveries: decoded changes, committed after the handler.
 
 A department system hands :meth:`DeliveryConsumer.run` a function; it is called once per change,
 in order per key. The consumer commits a record's offset only after the handler returned for it
-(synchronously, per polled batch), together with what :class:`RepeatFilter` needs to recognise
-the router's repeats after a restart. A handler that raises stops the consumer: what it had
-handled before is committed, the failing record is not, and is handed over again next time.
+(synchronously, per polled batch). A handler that raises stops the consumer: what it had handled
+before is committed, the failing record is not, and is handed over again next time. It reads
+committed records only (librdkafka's default ``isolation.level``): the router writes each change
+once in its transactions, so there are no repeats to drop.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any, Generic, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import BaseModel, ValidationError
 
-from exchange.client.repeats import RepeatFilter
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
 from exchange.kafka.control import to_message
@@ -61,7 +61,8 @@ class Change(Generic[T]):
     topic: str
     partition: int
     offset: int
-    #: Where the router read it: ``topic/partition/offset`` of the source topic.
+    #: Its place in the source, as a token of the grant (the same if it is ever delivered again;
+    #: nothing in common with its token under another grant), like ``event_id``.
     source: str | None
 
 
@@ -69,7 +70,6 @@ class Change(Generic[T]):
 class ConsumerStats:
     received: int = 0
     handled: int = 0
-    repeats: int = 0
     #: Records that could not be decoded, set aside (logged) with the reason.
     undecodable: list[str] = field(default_factory=list)
 
@@ -108,7 +108,6 @@ class DeliveryConsumer(Generic[T]):
             )
         self.lookup = SchemaLookup(Registry(settings.registry).schema_by_id)
         self.stats = ConsumerStats()
-        self._filters: dict[tuple[str, int], RepeatFilter] = {}
         self._consumer = Consumer(
             settings.kafka.client_config(
                 **{
@@ -127,11 +126,8 @@ class DeliveryConsumer(Generic[T]):
         self.assigned = False
         self._consumer.subscribe(self.topics, on_assign=self._on_assign)
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
         self.assigned = True
-        committed = consumer.committed(partitions, timeout=self.settings.kafka.request_timeout_s)
-        for tp in committed:
-            self._filters[(tp.topic, tp.partition)] = RepeatFilter.from_metadata(tp.metadata)
 
     def run(
         self,
@@ -208,7 +204,6 @@ class DeliveryConsumer(Generic[T]):
         self.stats.received += 1
         topic, partition = str(msg.topic()), int(msg.partition() or 0)
         headers = _headers(msg)
-        marks = self._filters.setdefault((topic, partition), RepeatFilter())
         try:
             change = self._decode(msg, headers)
         except (WireFormatError, ValidationError) as exc:
@@ -216,12 +211,7 @@ class DeliveryConsumer(Generic[T]):
             log.error("setting aside undecodable delivery at %s: %s", where, exc)
             self.stats.undecodable.append(f"{where}: {exc}")
             return
-        grant_id, source = change.grant_id, change.source
-        if marks.is_repeat(grant_id, source):
-            self.stats.repeats += 1
-            return
         handler(change)
-        marks.handled(grant_id, source)
         self.stats.handled += 1
 
     def _decode(self, msg: Message, headers: dict[str, str]) -> Change[T]:
@@ -261,12 +251,7 @@ class DeliveryConsumer(Generic[T]):
     def _commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
         if not next_offsets:
             return
-        offsets = [
-            TopicPartition(
-                t, p, o, metadata=self._filters.setdefault((t, p), RepeatFilter()).metadata()
-            )
-            for (t, p), o in next_offsets.items()
-        ]
+        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:

@@ -53,7 +53,9 @@ class Observer:
         self.admin = Admin(settings.kafka)
         self.book = GrantBook(settings)
         self.book.start(settings.kafka.request_timeout_s * 4)
-        self._dlq = Follower(settings.kafka, settings.topics.dlq)
+        # Committed only: the router and the connectors write dead letters in transactions, and
+        # an aborted one's letters are written again by the retry.
+        self._dlq = Follower(settings.kafka, settings.topics.dlq, committed=True)
         self._audit = Follower(settings.kafka, settings.topics.audit, committed=True)
         self._lookup = SchemaLookup(Registry(settings.registry).schema_by_id)
         self._chains = ChainWatch(load_key(settings), read_register(settings).book)

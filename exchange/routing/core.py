@@ -314,13 +314,16 @@ def _deliveries(
     """The delivery of a change to one grant (and a tombstone after a delete); ``projected``:
     the record's ``after`` already projected and encoded for the grant."""
     plan, grant, envelope = active.plan, active.plan.grant, active.envelope
+    # Per grant: one change's copies under two grants cannot be joined by these.
+    event_token = plan.token("event", event_id)
+    position_token = plan.token("position", record.position)
     fields = {
         "op": op,
         "provider": provider,
         "ts_ms": ts_ms,
-        "event_id": event_id,
+        "event_id": event_token,
         "grant_id": grant.id,
-        "source_position": record.position,
+        "source_position": position_token,
     }
     if after is not None and projected is None:
         projected = envelope.encode_after(plan.project(after))
@@ -331,7 +334,7 @@ def _deliveries(
     out = [Delivery(grant.id, grant.consumer, active.topic, key, value, (), ts_ms)]
     if op == "d" and key is not None:
         # Delivery topics are compacted: the tombstone lets compaction drop the key entirely.
-        headers = tombstone_headers(grant.id, event_id, record.position)
+        headers = tombstone_headers(grant.id, event_token, position_token)
         out.append(Delivery(grant.id, grant.consumer, active.topic, key, None, headers, ts_ms))
     return out
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import hmac
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from exchange.catalog.model import CatalogEntry
 from exchange.grants.model import GrantTerms, Mask, Predicate
@@ -131,14 +132,20 @@ def delivery_schema(
                 "type": {"type": "long", "logicalType": "timestamp-millis"},
                 "doc": "When the change was read at the source.",
             },
-            {"name": "event_id", "type": "string", "doc": "The source change's event id."},
+            {
+                "name": "event_id",
+                "type": "string",
+                "doc": "The change's id under this grant: the same for a repeat, unrelated to "
+                "its id under any other grant.",
+            },
             {"name": "grant_id", "type": "string", "doc": "The grant this delivery is made under."},
             {
                 "name": "source_position",
                 "type": ["null", "string"],
                 "default": None,
-                "doc": "Where the router read the change: source topic/partition/offset. "
-                "Optional so that deliveries written before it existed stay readable.",
+                "doc": "The change's place in the source, as a token of this grant (the same "
+                "for a repeat). Optional so that deliveries written before it existed stay "
+                "readable.",
             },
         ],
     }
@@ -192,3 +199,31 @@ class DeliveryPlan:
         if key is None or not self.hashed_key:
             return key
         return hmac.digest(self.salt, key, "sha256").hex().encode("ascii")
+
+    @functools.cached_property
+    def ids_key(self) -> bytes:
+        """The key of the grant's event ids and source positions (:func:`delivery_token`)."""
+        return ids_key(self.salt)
+
+    def token(self, kind: TokenKind, value: str) -> str:
+        """``value`` (a source event id or position) as this grant's consumer sees it."""
+        return delivery_token(self.ids_key, kind, value)
+
+
+#: What a delivery token stands for: a source change's event id, or its place in the source.
+TokenKind = Literal["event", "position"]
+_TOKEN_TAGS: dict[str, bytes] = {"event": b"e\0", "position": b"p\0"}
+
+
+def ids_key(salt: bytes) -> bytes:
+    """A grant's key for :func:`delivery_token`, derived from its salt (``routing/salts.py``)."""
+    return hmac.digest(salt, b"exchange delivery ids", "sha256")
+
+
+def delivery_token(key: bytes, kind: TokenKind, value: str) -> str:
+    """A source event id or position as one grant delivers it: 32 hex digits of
+    HMAC-SHA256(grant's ids key, tag + value). The same change delivered again under the grant
+    has the same token, so a repeat is still recognised; two grants' tokens of one change have
+    nothing in common, so a department's copies under different grants (or two departments')
+    cannot be joined by them. The router's kernel writes the same (``kernel/src/lib.rs``)."""
+    return hmac.digest(key, _TOKEN_TAGS[kind] + value.encode(), "sha256")[:16].hex()

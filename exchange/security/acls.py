@@ -5,8 +5,9 @@ Who may do what (everything else is denied by the broker's authorizer):
 - ``connector-<dept>`` writes the ``src.*`` topics of the entries its department provides, and
   rejected rows to the DLQ; it reads the catalog and keeps its source positions on its
   department's own ``exchange.connector-offsets.<dept>`` (no other department reads or writes
-  it).
-- ``consumer-<dept>`` reads ``dlv.<dept>.<entry>`` while a grant for it is active, in consumer
+  it), writing both in transactions whose ids start ``exchange-connector.<dept>.``.
+- ``consumer-<dept>`` reads ``dlv.<dept>.<entry>.<grant>.r<revision>`` (the current generation
+  of each of its grants) while the grant is active, in consumer
   groups named ``<dept>.*``.
 - ``router`` reads ``src.*`` and the control topics, writes ``dlv.*`` (creating them), the audit
   trail (transactionally, as ``exchange-audit.router.*``), the DLQ and its backfill progress.
@@ -28,6 +29,8 @@ ROUTER = "router"
 MONITOR = "monitor"
 CONSUMER_PREFIX = "consumer-"
 CONNECTOR_PREFIX = "connector-"
+#: Prefix of the connectors' ``transactional.id`` s (``connector_transactional_id``).
+CONNECTOR_TRANSACTIONS = "exchange-connector."
 #: Control-topic readers use throwaway group ids with this prefix (``kafka.control.reader``).
 READER_GROUPS = "exchange-reader-"
 ROLES = ("consumer", "connector")
@@ -39,6 +42,13 @@ def consumer_principal(department: str) -> str:
 
 def connector_principal(department: str) -> str:
     return f"{CONNECTOR_PREFIX}{department}"
+
+
+def connector_transactional_id(department: str, connector: str) -> str:
+    """A connector's ``transactional.id``: its department's prefix, so the department's principal
+    may use its own and no other department's (a second process with the same id fences the
+    first, so the id names one connector)."""
+    return f"{CONNECTOR_TRANSACTIONS}{department}.{connector}"
 
 
 def principal_for(department: str, role: str) -> str:
@@ -107,6 +117,9 @@ def desired_acls(
         offsets = t.connector_offsets_of(dept)
         acls |= _allow(p, "TOPIC", offsets, "LITERAL", "READ", "WRITE", "DESCRIBE")
         acls |= _allow(p, "GROUP", READER_GROUPS, "PREFIXED", "READ")
+        # Records and saved position in one transaction (publish.exactly_once).
+        own = connector_transactional_id(dept, "")
+        acls |= _allow(p, "TRANSACTIONAL_ID", own, "PREFIXED", "WRITE", "DESCRIBE")
 
     for grant in grants:
         entry, consumer = grant.entry, grant.consumer

@@ -476,6 +476,8 @@ struct Grant {
     filters: Vec<Filter>,
     hashed_key: bool,
     mac: HmacSha256,
+    /// Keyed with the grant's ids key: its event ids and positions (`delivery_token`).
+    ids: HmacSha256,
     template: Vec<Part>,
     /// For the headers of tombstones (`exchange.grant`).
     grant_id: Vec<u8>,
@@ -493,6 +495,23 @@ fn partition_of(key: &[u8], partitions: u32) -> i32 {
         return -1;
     }
     (crc32fast::hash(key) % partitions) as i32
+}
+
+/// A source event id or position as one grant delivers it, as
+/// `exchange.routing.transform.delivery_token` makes it: the hex of the first 16 bytes of
+/// HMAC-SHA256(ids key, tag + value), `tag` `b"e\0"` (event) or `b"p\0"` (position).
+fn hex_token(ids: &HmacSha256, tag: &[u8; 2], value: &[u8]) -> [u8; 32] {
+    let mut m = ids.clone();
+    m.update(tag);
+    m.update(value);
+    let digest = m.finalize().into_bytes();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, b) in digest.iter().take(16).enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0x0F)];
+    }
+    out
 }
 
 /// The HMAC's hex digest (ASCII bytes).
@@ -844,11 +863,17 @@ fn grant(spec: GrantSpec) -> PyResult<Grant> {
         .collect::<PyResult<Vec<_>>>()?;
     let mac =
         HmacSha256::new_from_slice(&salt).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    // `exchange.routing.transform.ids_key`: HMAC(salt, "exchange delivery ids").
+    let mut derive = mac.clone();
+    derive.update(b"exchange delivery ids");
+    let ids = HmacSha256::new_from_slice(&derive.finalize().into_bytes())
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(Grant {
         out,
         filters,
         hashed_key,
         mac,
+        ids,
         template,
         slot,
         grant_id: grant_id.into_bytes(),
@@ -1083,6 +1108,9 @@ impl EntryKernel {
                     receipts,
                     ..
                 } = &mut *go;
+                // Per grant: one change's copies under two grants cannot be joined by these.
+                let event_token = hex_token(&grant.ids, b"e\0", change.event_id.as_bytes());
+                let position_token = hex_token(&grant.ids, b"p\0", position.as_bytes());
                 let buffer = deliveries.buffer();
                 let start = buffer.len();
                 for part in &grant.template {
@@ -1102,10 +1130,10 @@ impl EntryKernel {
                             }
                         },
                         Part::Ts => put_long(buffer, change.ts),
-                        Part::EventId => put_bytes(buffer, change.event_id.as_bytes()),
+                        Part::EventId => put_bytes(buffer, &event_token),
                         Part::Position => {
                             buffer.push(2);
-                            put_bytes(buffer, position.as_bytes());
+                            put_bytes(buffer, &position_token);
                         }
                     }
                 }
@@ -1125,11 +1153,7 @@ impl EntryKernel {
                 deliveries.push_tail(key, start, target);
                 if tombstone {
                     // Delivery topics are compacted: the tombstone lets compaction drop the key.
-                    let headers = tombstone_headers(
-                        &grant.grant_id,
-                        change.event_id.as_bytes(),
-                        position.as_bytes(),
-                    );
+                    let headers = tombstone_headers(&grant.grant_id, &event_token, &position_token);
                     deliveries.push(key, None, target, Some(headers));
                 }
             }

@@ -95,14 +95,18 @@ class ConnectorEnv:
         spec = {"type": "file", "folder": str(self.inbox), "settle_s": 0, **source}
         return load_connector_config(self.connector_file(spec, POPULATION_FIELDS))
 
-    def changes(self) -> list[Change]:
+    def changes(self, *, committed: bool = True) -> list[Change]:
+        """The source topic's records as the router reads them (committed); ``committed=False``
+        also gives those of aborted and open transactions."""
         out = []
-        for msg in read_all(self.settings.kafka, self.project.source_topic):
+        topic = self.project.source_topic
+        for msg in read_all(self.settings.kafka, topic, committed=committed):
             out.append(Change(msg, None if msg.value is None else self.codec.decode(msg.value)))
         return out
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        return [json.loads(m.value or b"{}") for m in read_all(self.settings.kafka, self.dlq_topic)]
+        letters = read_all(self.settings.kafka, self.dlq_topic, committed=True)
+        return [json.loads(m.value or b"{}") for m in letters]
 
     @property
     def dlq_topic(self) -> str:
@@ -111,7 +115,7 @@ class ConnectorEnv:
     def saved(self) -> dict[str, Any] | None:
         """The test connector's saved position, as on its department's offsets topic."""
         topic = self.settings.topics.connector_offsets_of(self.uid)
-        raw = read_table(self.settings.kafka, topic).get(f"{self.uid}-conn")
+        raw = read_table(self.settings.kafka, topic, committed=True).get(f"{self.uid}-conn")
         return None if raw is None else dict(json.loads(raw)["position"])
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ from exchange.kafka.control import Message, publish, read_all
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import AvroCodec, SchemaLookup
 from exchange.routing.deliveries import delivery_topic
+from exchange.routing.salts import GrantSalts
+from exchange.routing.transform import TokenKind, delivery_token, ids_key
 from exchange.rules.checksums import make_citizen_id
 from tests.conftest import ROOT, Project
 from tests.integration.conftest import IsolatedProject
@@ -206,6 +208,26 @@ class RouterEnv:
             for topic in self.delivery_topics(consumer, entry_id)
             for m in read_all(self.settings.kafka, topic, committed=True)
         ]
+
+    def token(self, grant_id: str, kind: TokenKind, value: str) -> str:
+        """A source event id or position (``topic/partition/offset``) as grant ``grant_id``
+        delivers it (``routing.transform.delivery_token``), with the router's salt secret."""
+        (token,) = self.tokens(grant_id, kind, [value])
+        return token
+
+    def tokens(self, grant_id: str, kind: TokenKind, values: Iterable[str]) -> dict[str, str]:
+        """:meth:`token` -> value, of each of ``values``: what a delivered token stands for."""
+        salts, _made = GrantSalts.load(self.settings)
+        key = ids_key(salts.salt(grant_id))
+        return {delivery_token(key, kind, v): v for v in values}
+
+    def source_positions(self) -> list[str]:
+        """``topic/partition/offset`` of every offset of the source topic up to its end."""
+        topic = self.project.source_topic
+        admin = Admin(self.settings.kafka)
+        counts = admin.partition_counts()
+        ends = admin.end_offsets({(topic, p): 0 for p in range(counts[topic])})
+        return [f"{topic}/{p}/{o}" for (_t, p), end in ends.items() for o in range(end)]
 
     def wait_for(self, what: str, check: Callable[[], bool], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -47,9 +47,12 @@ def test_sigkilled_workers_deliver_every_event_exactly_once(router_env: RouterEn
         masks={"citizen_id": "none", "name": "none"},
     )
     regions = ["140602" if i % 15_000 % 3 == 0 else "140603" for i in range(COUNT)]
+    county_rows = [i for i, r in enumerate(regions) if r == "140602"]
+    # Event ids as each grant delivers them (tokens of its own).
+    grant_of = {everyone: "x-all", county: "x-county"}
     wanted = {
-        everyone: {f"x-{i}" for i in range(COUNT)},
-        county: {f"x-{i}" for i in range(COUNT) if regions[i] == "140602"},
+        everyone: set(env.tokens("x-all", "event", (f"x-{i}" for i in range(COUNT)))),
+        county: set(env.tokens("x-county", "event", (f"x-{i}" for i in county_rows))),
     }
     workers = {w: _start(env, w) for w in ("x1", "x2")}
     published = threading.Event()
@@ -76,7 +79,9 @@ def test_sigkilled_workers_deliver_every_event_exactly_once(router_env: RouterEn
         assert set(counts) == events, f"{consumer}: missing or extra events"
         repeated = {e: n for e, n in counts.items() if n > 1}
         assert not repeated, f"{consumer}: {len(repeated)} event(s) delivered more than once"
-    _receipts_match(env, seen)
+    positions = env.source_positions()
+    tokens = {c: env.tokens(g, "position", positions) for c, g in grant_of.items()}
+    _receipts_match(env, seen, tokens)
 
 
 def _start(env: RouterEnv, worker: str) -> subprocess.Popen[bytes]:
@@ -105,12 +110,12 @@ def _publish(env: RouterEnv, regions: list[str], done: threading.Event) -> None:
     done.set()
 
 
-Seen = tuple[Counter[str], list[tuple[str, int, bytes | None, bytes | None]]]
+Seen = tuple[Counter[str], list[tuple[str, bytes | None, bytes | None]]]
 
 
 def _read_committed(env: RouterEnv, topic: str) -> Seen:
-    """Event ids counted, and ``(source partition, source offset, key, value)`` of each record,
-    as a plain read_committed consumer of ``topic`` sees them."""
+    """Event ids counted, and ``(position token, key, value)`` of each record, as a plain
+    read_committed consumer of ``topic`` sees them."""
     counts: Counter[str] = Counter()
     records = []
     for msg in plain_committed(env.settings, topic):
@@ -121,8 +126,7 @@ def _read_committed(env: RouterEnv, topic: str) -> Seen:
             value = env.lookup.decode(msg.value())
             event_id, position = value["event_id"].encode(), value["source_position"].encode()
         counts[event_id.decode()] += 1
-        _topic, partition, offset = position.decode().rsplit("/", 2)
-        records.append((partition, int(offset), msg.key(), msg.value()))
+        records.append((position.decode(), msg.key(), msg.value()))
     return counts, records
 
 
@@ -139,8 +143,11 @@ def _wait_for_all(
         time.sleep(5)
 
 
-def _receipts_match(env: RouterEnv, seen: dict[str, Seen]) -> None:
-    """Each committed receipt row's count and digest equal the delivered records it covers."""
+def _receipts_match(
+    env: RouterEnv, seen: dict[str, Seen], positions: dict[str, dict[str, str]]
+) -> None:
+    """Each committed receipt row's count and digest equal the delivered records it covers.
+    ``positions``: per consumer, its grant's position tokens -> source positions."""
     grant_of = {env.consumers["mzj"]: "x-all", env.consumers["county"]: "x-county"}
     rows: dict[str, list[Any]] = defaultdict(list)
     for read in read_trail(env.settings):
@@ -153,8 +160,9 @@ def _receipts_match(env: RouterEnv, seen: dict[str, Seen]) -> None:
         grant_rows = rows[grant_of[consumer]]
         assert sum(r.count for r in grant_rows) == len(records)
         by_partition: dict[int, list[tuple[int, bytes | None, bytes | None]]] = defaultdict(list)
-        for partition, offset, key, value in records:
-            by_partition[int(partition)].append((offset, key, value))
+        for token, key, value in records:
+            _topic, partition, offset = positions[consumer][token].rsplit("/", 2)
+            by_partition[int(partition)].append((int(offset), key, value))
         for delivered in by_partition.values():
             delivered.sort(key=lambda r: r[0])
         for row in grant_rows:

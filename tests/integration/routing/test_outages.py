@@ -39,6 +39,8 @@ PORTS = {
 }
 BROKER_DOWN_S = 120
 REGISTRY_DOWN_S = 60
+#: The grants of mzj (every row) and of the county (its rows only).
+GRANTS = ("o-all", "o-county")
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +107,10 @@ def test_the_router_rides_out_a_broker_and_a_registry_outage(
     env, platform = outage_env
     c = env.consumers
     plain = {"citizen_id": "none", "name": "none"}
-    env.grant(c["mzj"], "o-all", fields=["citizen_id", "name", "region_code"], masks=plain)
+    env.grant(c["mzj"], GRANTS[0], fields=["citizen_id", "name", "region_code"], masks=plain)
     env.grant(
         c["county"],
-        "o-county",
+        GRANTS[1],
         fields=["citizen_id", "name"],
         row_filter={"region_code": {"in": ["140602"]}},
         masks=plain,
@@ -154,12 +156,12 @@ def test_the_router_rides_out_a_broker_and_a_registry_outage(
         c["mzj"]: source_offsets["all"],
         c["county"]: source_offsets["140602"],
     }.items():
-        seen = _positions(env, consumer)
+        seen = _positions(env, consumer, GRANTS[consumer == c["county"]])
         assert set(seen) == entitled, consumer
         assert max(seen.values()) == 1, f"{consumer}: a source record delivered twice"
     # The grant that started late got the current rows (each key's last record), and what
     # changed after its backfill read the key: nothing twice, nothing the source lacks.
-    seen = _positions(env, c["fresh"])
+    seen = _positions(env, c["fresh"], "o-fresh")
     assert source_offsets["latest"] <= set(seen) <= source_offsets["all"]
     assert max(seen.values()) == 1, "a source record delivered twice"
     assert len(seen) < len(source_offsets["all"])  # not the history
@@ -181,8 +183,8 @@ def _alive_for(env: RouterEnv, seconds: float) -> None:
 
 
 def _read(env: RouterEnv, topic: str) -> list[tuple[str, int]]:
-    """``(source position, partition)`` of every committed record of ``topic``; none while the
-    broker is away."""
+    """``(source position token, partition)`` of every committed record of ``topic``; none
+    while the broker is away."""
     try:
         return [
             (_source_position(env, m), m.partition())
@@ -193,7 +195,8 @@ def _read(env: RouterEnv, topic: str) -> list[tuple[str, int]]:
 
 
 def _source_position(env: RouterEnv, msg: Any) -> str:
-    """A delivery's value says where it was read; a tombstone says it in a header."""
+    """A delivery's value gives its source position's token; a tombstone gives it in a
+    header."""
     if msg.value() is None:
         return str(dict(msg.headers() or [])["exchange.source"].decode())
     return str(env.lookup.decode(msg.value())["source_position"])
@@ -203,8 +206,10 @@ def _count(env: RouterEnv, consumer: str) -> int:
     return len(_read(env, env.delivery_topic(consumer)))
 
 
-def _positions(env: RouterEnv, consumer: str) -> Counter[str]:
-    return Counter(position for position, _p in _read(env, env.delivery_topic(consumer)))
+def _positions(env: RouterEnv, consumer: str, grant: str) -> Counter[str]:
+    """The source positions of the consumer's deliveries (from its grant's position tokens)."""
+    source = env.tokens(grant, "position", env.source_positions())
+    return Counter(source[token] for token, _p in _read(env, env.delivery_topic(consumer)))
 
 
 def _source_offsets(env: RouterEnv) -> dict[str, set[str]]:

@@ -15,6 +15,17 @@ def test_position_moves_only_past_contiguous_acknowledgements() -> None:
     assert tracker.position == 13 and tracker.in_flight == 0
 
 
+def test_newest_is_the_last_position_added_acknowledged_or_not() -> None:
+    # A transaction's commit makes every record sent visible: its position is the newest sent.
+    tracker = AckTracker()
+    assert tracker.newest is None
+    first = tracker.add(10)
+    tracker.add(11)
+    assert tracker.newest == 11 and tracker.position is None
+    tracker.ack(first)
+    assert tracker.newest == 11 and tracker.position == 10
+
+
 def test_a_failure_is_kept_and_freezes_the_position() -> None:
     tracker = AckTracker()
     tracker.add(1)
@@ -29,7 +40,7 @@ def test_reset_starts_a_new_run_only_when_nothing_is_in_flight() -> None:
     tracker = AckTracker()
     tracker.ack(tracker.add(5))
     tracker.reset()
-    assert tracker.position is None
+    assert tracker.position is None and tracker.newest is None
     tracker.add(1)
     try:
         tracker.reset()

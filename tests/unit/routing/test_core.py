@@ -9,19 +9,20 @@ from exchange.catalog.model import CatalogEntry
 from exchange.grants.model import Grant
 from exchange.kafka.envelope import EnvelopeEncoder
 from exchange.kafka.errors import RegistryError
-from exchange.kafka.wire import AvroCodec, SchemaLookup
+from exchange.kafka.wire import AvroCodec, SchemaLookup, schema_id_of
 from exchange.routing.core import (
     EVENT_HEADER,
     GRANT_HEADER,
     SOURCE_HEADER,
     ActiveGrant,
+    Delivery,
     EntryRoute,
     Router,
     SourceRecord,
 )
 from exchange.routing.receipts import receipt_digest
 from exchange.routing.salts import GrantSalts
-from exchange.routing.transform import DeliveryPlan, delivery_schema
+from exchange.routing.transform import DeliveryPlan, delivery_schema, delivery_token, ids_key
 from tests.conftest import ROOT
 from tests.unit.grants.fixtures import SCHEMA, grant
 
@@ -126,10 +127,10 @@ def test_each_grant_gets_its_projection() -> None:
         "name": "张*丰",
         "region_code": "140602",
     }
-    assert (
-        value["event_id"] == "ev1" and value["grant_id"] == "g3" and value["provider"] == "gongan"
-    )
-    assert value["source_position"] == f"{TOPIC}/1/5"
+    assert value["grant_id"] == "g3" and value["provider"] == "gongan"
+    ids = ids_key(SALTS.salt("g3"))
+    assert value["event_id"] == delivery_token(ids, "event", "ev1")
+    assert value["source_position"] == delivery_token(ids, "position", f"{TOPIC}/1/5")
     assert d.headers == ()  # headers only on tombstones
     assert d.key is not None and CID.encode() not in d.key
 
@@ -139,11 +140,29 @@ def test_deletes_become_a_delete_and_a_tombstone() -> None:
     assert [d.value is None for d in out.deliveries] == [False, True]
     assert out.deliveries[0].key == out.deliveries[1].key
     # The tombstone has no value to say what it is: its headers do.
+    ids = ids_key(SALTS.salt("g"))
     assert dict(out.deliveries[1].headers) == {
         GRANT_HEADER: b"g",
-        EVENT_HEADER: b"ev1",
-        SOURCE_HEADER: f"{TOPIC}/1/5".encode(),
+        EVENT_HEADER: delivery_token(ids, "event", "ev1").encode(),
+        SOURCE_HEADER: delivery_token(ids, "position", f"{TOPIC}/1/5").encode(),
     }
+
+
+def test_event_ids_and_positions_are_per_grant_and_the_same_for_a_repeat() -> None:
+    two = router(approved("a"), approved("b", consumer="rsj"))
+    first, again = two.route(record(change())), two.route(record(change()))
+    def decode(d: Delivery) -> dict[str, Any]:
+        schema = delivery_schema(ENTRY, SCHEMA, approved(d.grant_id).terms())
+        return AvroCodec(schema_id_of(d.value or b""), schema).decode(d.value or b"")
+
+    def ids(deliveries: list[Delivery]) -> dict[str, tuple[str, str]]:
+        values = {d.grant_id: decode(d) for d in deliveries}
+        return {g: (v["event_id"], v["source_position"]) for g, v in values.items()}
+
+    assert ids(first.deliveries) == ids(again.deliveries)  # a repeat is recognised
+    (a_event, a_position), (b_event, b_position) = ids(first.deliveries).values()
+    assert len({a_event, b_event, a_position, b_position, "ev1"}) == 5  # nothing to join on
+    assert all(len(t) == 32 for t in (a_event, a_position))
 
 
 def test_source_tombstones_are_skipped() -> None:

@@ -2,7 +2,14 @@ import datetime as dt
 
 from exchange.config.settings import ExchangeSettings
 from exchange.grants.model import Actor, Decision
-from exchange.security.acls import Acl, desired_acls, is_managed, next_grant_edge, plan_acls
+from exchange.security.acls import (
+    Acl,
+    connector_transactional_id,
+    desired_acls,
+    is_managed,
+    next_grant_edge,
+    plan_acls,
+)
 from tests.unit.grants.fixtures import T0, grant
 
 SETTINGS = ExchangeSettings()
@@ -55,12 +62,26 @@ def test_a_grant_for_an_entry_no_longer_in_the_catalog_gives_nothing() -> None:
 
 def test_a_connector_writes_only_its_departments_entries() -> None:
     acls = desired_acls(SETTINGS, PROVIDERS, [], NOW)
-    writes = {a.name for a in acls if a.principal == "connector-gongan" and a.operation == "WRITE"}
+    writes = {
+        a.name
+        for a in acls
+        if a.principal == "connector-gongan" and a.operation == "WRITE" and a.resource == "TOPIC"
+    }
     assert writes == {
         "src.gongan.resident_population",
         "exchange.dlq",
         "exchange.connector-offsets.gongan",
     }
+
+
+def test_a_connector_may_use_only_its_own_departments_transactional_ids() -> None:
+    acls = desired_acls(SETTINGS, PROVIDERS, [], NOW)
+    ids = {(a.principal, a.name, a.pattern) for a in acls if a.resource == "TRANSACTIONAL_ID"}
+    connectors = {i for i in ids if i[0].startswith("connector-")}
+    assert connectors == {
+        (f"connector-{d}", f"exchange-connector.{d}.", "PREFIXED") for d in set(PROVIDERS.values())
+    }
+    assert connector_transactional_id("gongan", "hukou").startswith("exchange-connector.gongan.")
 
 
 def test_a_connector_keeps_positions_only_on_its_departments_topic() -> None:
