@@ -26,9 +26,11 @@ import argparse
 import datetime as dt
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,8 @@ REGIONS = ("140602", "140603", "140621", "140622")
 CHUNK = 200_000
 #: 10 grants over 5 consumers; the odd ones keep one county's rows only.
 CONSUMERS = ("mzj", "county", "ops", "fresh", "late")
+#: ``EXCHANGE_BENCH_PROFILE=<dir>``: py-spy profiles of each routing run there (collapsed stacks).
+PROFILE_DIR = os.environ.get("EXCHANGE_BENCH_PROFILE")
 RESTORED = re.compile(
     r"per-key state of \S+\[(\d+)\]: ([\d,]+) keys from [\d,]+ changelog records in ([\d.]+) s"
 )
@@ -100,12 +104,51 @@ def committed(env: RouterEnv, group: str, ends: dict[tuple[str, int], int]) -> i
     return sum(min(offsets.get(tp, 0), end) for tp, end in ends.items())
 
 
-def route_all(env: RouterEnv, group: str, key_state: bool, keys: int) -> tuple[float, int]:
-    """Records/s routed by one worker of ``group`` from offset 0 to the end, and its peak
-    RSS in bytes (``VmHWM``). The worker keeps running (returned in ``env.process``)."""
+@dataclass(frozen=True)
+class Run:
+    """One worker routing every record: records/s, its peak RSS (bytes), and the CPU seconds
+    the worker and the broker spent meanwhile (on 2 cores shared by both, CPU is the limit)."""
+
+    rate: float
+    rss: int
+    worker_cpu_s: float
+    broker_cpu_s: float
+
+    def per_record_us(self, keys: int) -> str:
+        w, b = self.worker_cpu_s / keys * 1e6, self.broker_cpu_s / keys * 1e6
+        return f"CPU per record: worker {w:.1f} µs, broker {b:.1f} µs"
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pid() -> int:
+    dev: ExchangeSettings = load_settings(ROOT / "config" / "exchange.yaml")
+    return int((dev.resolve(dev.dev.state_dir) / "run" / "kafka.pid").read_text().split()[0])
+
+
+def route_all(env: RouterEnv, group: str, key_state: bool, keys: int) -> Run:
+    """One worker of ``group`` routing from offset 0 to the end (:class:`Run`). The worker
+    keeps running (returned in ``env.process``)."""
     source = {(env.project.source_topic, p): 0 for p in range(PARTITIONS)}
     ends = Admin(env.settings.kafka).end_offsets(source)
+    broker = broker_pid()
+    broker_before = cpu_s(broker)
     process = start(env, group, key_state, f"{group}-w1")
+    profiler = None
+    if PROFILE_DIR:
+        out = Path(PROFILE_DIR) / f"{'state' if key_state else 'plain'}.txt"
+        profiler = subprocess.Popen(
+            [
+                *("py-spy", "record", "--native", "--format", "raw"),
+                *("-r", "50", "-p", str(process.pid), "-o", str(out)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     first_at = None
     last_report = time.monotonic()
     while True:
@@ -115,8 +158,12 @@ def route_all(env: RouterEnv, group: str, key_state: bool, keys: int) -> tuple[f
             first_at, first_done = now, done
         if done >= keys:
             assert first_at is not None
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(60)
             rate = (done - first_done) / max(now - first_at, 1e-9)
-            return rate, peak_rss(process.pid)
+            worker_cpu = cpu_s(process.pid)
+            return Run(rate, peak_rss(process.pid), worker_cpu, cpu_s(broker) - broker_before)
         if process.poll() is not None:
             raise SystemExit(f"the router exited:\n{env.log.read_text()[-3000:]}")
         if time.monotonic() - last_report > 10:
@@ -177,16 +224,20 @@ def measure(keys: int) -> None:
         produce_keys(env, keys)
 
         print("routing them without per-key state", flush=True)
-        plain, plain_rss = route_all(env, f"router-{uid}-plain", False, keys)
+        plain_run = route_all(env, f"router-{uid}-plain", False, keys)
         assert env.process is not None
         stop_workers(env, [env.process])
+        plain, plain_rss = plain_run.rate, plain_run.rss
         print(f"  {plain:,.0f} records/s, peak RSS {plain_rss / 2**20:,.0f} MiB", flush=True)
+        print(f"  {plain_run.per_record_us(keys)}", flush=True)
 
         print("routing them with per-key state", flush=True)
         group = f"router-{uid}-state"
-        keyed, keyed_rss = route_all(env, group, True, keys)
+        keyed_run = route_all(env, group, True, keys)
         assert env.process is not None
+        keyed, keyed_rss = keyed_run.rate, keyed_run.rss
         print(f"  {keyed:,.0f} records/s, peak RSS {keyed_rss / 2**20:,.0f} MiB", flush=True)
+        print(f"  {keyed_run.per_record_us(keys)}", flush=True)
         stop_workers(env, [env.process])
         on_disk = changelog_bytes(env)
 
@@ -211,6 +262,8 @@ def measure(keys: int) -> None:
     print(f"throughput without state: {plain:,.0f} records/s")
     print(f"throughput with state:    {keyed:,.0f} records/s")
     print(f"ratio with / without:     {keyed / plain:.2f} (target >= 0.8)")
+    print(f"without state, {plain_run.per_record_us(keys)}")
+    print(f"with state,    {keyed_run.per_record_us(keys)}")
     print(
         f"peak RSS with state:      {keyed_rss / 2**20:,.0f} MiB (target <= 500); "
         f"without: {plain_rss / 2**20:,.0f} MiB"

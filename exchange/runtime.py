@@ -31,18 +31,39 @@ def release_free_memory() -> None:
     with 10,000 grants stayed about 45 MB larger than it needed (bench/many_grants.py).
     ``malloc_trim`` returns the free pages. A no-op where the C library has no such call.
     """
-    trim = _malloc_trim()
+    trim = _libc_call("malloc_trim", (ctypes.c_size_t,))
     if trim is not None:
         trim(0)
 
 
+#: glibc's ``mallopt`` parameter ``M_MMAP_THRESHOLD``.
+_M_MMAP_THRESHOLD = -3
+#: glibc's initial threshold: blocks from 128 KiB up are mapped on their own.
+MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+def map_large_blocks() -> None:
+    """Keep large allocations mapped on their own, so memory they free goes back at once.
+
+    glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB); after
+    that, large blocks come from its heaps, and what they free stays in the process. The
+    router's per-key state grows in large blocks (hash tables that double, 1 MiB row blocks),
+    so each doubling left the old table behind: 407 -> 372 MiB peak RSS for 1,000,000 keys
+    (bench/key_state.py, docs/benchmarks.md). Setting the threshold also turns the raising off.
+    A no-op where the C library has no ``mallopt``."""
+    mallopt = _libc_call("mallopt", (ctypes.c_int, ctypes.c_int))
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _libc_call(name: str, argtypes: tuple[type, ...]) -> Callable[..., int] | None:
+    """The C library's function ``name``, or ``None`` where it has none."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        call = getattr(libc, name)
     except (OSError, AttributeError):  # not glibc (musl, macOS)
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return cast(Callable[[int], int], trim)
+    call.argtypes = list(argtypes)
+    call.restype = ctypes.c_int
+    return cast(Callable[..., int], call)

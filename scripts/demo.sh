@@ -104,6 +104,39 @@ echo "reports of the processed files: $work/*/inbox/done/*.report.csv"
 echo "== what each consumer received (router log: .exchange/router-demo.log)"
 $x deliveries --wait 180
 
+# What a grant does not allow is not there, read as a hostile consumer would: every delivery
+# topic it has, from offset 0 (`exchange readable`).
+moved=140602194001010011   # 许桂红, 朔城区 (140602): in the county grant shuocheng-population
+echo "== $moved moves from 朔城区 (140602) to 平鲁区 (140603); the county's table before…"
+$x readable shuocheng_rsj gongan.resident_population --key "$moved"
+# The next full export (GBK, as the population system writes it): that person's region changed.
+$py - "$work/gongan/inbox/population-moved.csv" "$moved" <<'PY'
+import sys
+text = open("samples/data/gongan/population.csv", "rb").read().decode("gbk")
+lines = [
+    line.replace(",140602,", ",140603,") if line.startswith(sys.argv[2] + ",") else line
+    for line in text.splitlines()
+]
+open(sys.argv[1], "wb").write(("\n".join(lines) + "\n").encode("gbk"))
+PY
+as connector-gongan $x connector run config/connectors/gongan-population.yaml --once --log-level warning
+$x deliveries --wait 180 > /dev/null
+echo "…and after: gone from the county's table (a delete was delivered)"
+$x readable shuocheng_rsj gongan.resident_population --key "$moved"
+
+echo "== a grant revoked: within 30 s nothing of it is left for its consumer to read"
+grant="mzj-demo-$(date +%s)"
+$x grant request --as mzj --entry gongan.resident_population --fields name,region_code \
+  --purpose data_verification --legal-basis 演示 --days 1 --id "$grant"
+$x grant approve "$grant" --as gongan --by 王科长 --note 演示
+$x deliveries --wait 180 --consumer mzj
+$x grant revoke "$grant" --as gongan --by 王科长 --note 演示结束
+for _ in $(seq 1 30); do
+  $x readable mzj gongan.resident_population 2>/dev/null | grep -q "$grant" || break
+  sleep 1
+done
+$x readable mzj gongan.resident_population   # only mzj's standing grant is left
+
 if $secure; then
   echo "== consumers as themselves: mzj reads its granted deliveries…"
   as consumer-mzj $x consume gongan.resident_population --as mzj --max 3 --idle 20

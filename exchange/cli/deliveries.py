@@ -1,7 +1,9 @@
-"""``exchange deliveries``: per active grant, what its consumer has received."""
+"""``exchange deliveries``: per active grant, what its consumer has received; ``exchange
+readable``: everything a consumer could read of an entry now."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated
 
@@ -10,7 +12,7 @@ import typer
 from exchange.catalog.load import load_catalog
 from exchange.cli import output
 from exchange.cli.context import state
-from exchange.routing.report import delivery_report, router_backlog
+from exchange.routing.report import delivery_report, readable, router_backlog
 
 
 def deliveries(
@@ -73,3 +75,32 @@ def deliveries(
             output.out.print(f"[bold]{r.grant.request.consumer}[/bold] sees e.g.: {shown}")
         for bad in r.undecodable:
             output.err.print(f"[yellow]undecodable delivery[/yellow] {bad}")
+
+
+def readable_now(
+    ctx: typer.Context,
+    consumer: Annotated[str, typer.Argument(help="The consumer department.")],
+    entry: Annotated[str, typer.Argument(help="Catalog entry id.")],
+    key: Annotated[
+        str | None, typer.Option(help="Also show this delivered key's row in each topic.")
+    ] = None,
+) -> None:
+    """Everything CONSUMER could read of ENTRY now: each delivery topic there is for it, read
+    from offset 0 (committed records, as a consumer reads), replayed into its current table."""
+    settings = state(ctx).settings
+    topics = readable(settings, consumer, entry)
+    columns = ["topic", "rows", "fields"] + ([f"row of {key}"] if key is not None else [])
+    rows = []
+    for t in topics:
+        fields = sorted({f for row in t.rows.values() for f in row})
+        row: list[object] = [t.topic, len(t.rows), ", ".join(fields) or "-"]
+        if key is not None:
+            found = t.rows.get(key.encode())
+            row.append("absent" if found is None else json.dumps(found, ensure_ascii=False))
+        rows.append(row)
+    output.table(f"what {consumer} can read of {entry} (from offset 0)", columns, rows)
+    if not topics:
+        output.out.print(f"nothing: no delivery topic of {consumer} on {entry}")
+    for t in topics:
+        for problem in t.undecodable:
+            output.err.print(f"[yellow]undecodable:[/yellow] {problem}")

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "router": ("exchange.cli.router", "router"),
     "consume": ("exchange.cli.consume", "consume"),
     "deliveries": ("exchange.cli.deliveries", "deliveries"),
+    "readable": ("exchange.cli.deliveries", "readable_now"),
     "monitor": ("exchange.cli.monitor", "monitor"),
     "status": ("exchange.cli.monitor", "status"),
 }

@@ -17,7 +17,7 @@ from exchange.kafka.admin import Admin, plan_topics
 from exchange.metrics import MetricsServer
 from exchange.routing.app import build_app
 from exchange.routing.worker import RouterError, RouterWorker
-from exchange.runtime import freeze_startup_objects
+from exchange.runtime import freeze_startup_objects, map_large_blocks
 
 
 def router(
@@ -58,6 +58,7 @@ def router(
     )
     datadir = settings.resolve(settings.router.data_dir) / worker_name
     datadir.mkdir(parents=True, exist_ok=True)
+    map_large_blocks()
     app = build_app(settings, datadir)
     freeze_startup_objects()
     try:

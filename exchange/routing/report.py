@@ -55,7 +55,8 @@ def _table(
     """
     current: dict[bytes, Any] = {}
     bad: list[str] = []
-    for msg in read_all(settings.kafka, topic):
+    # Committed only, as a consumer reads (an aborted transaction's records never count).
+    for msg in read_all(settings.kafka, topic, committed=True):
         key = msg.key or b""
         if msg.value is None:
             # Only a tombstone names its grant in a header (a delivery's value says it).
@@ -109,6 +110,27 @@ def delivery_report(settings: ExchangeSettings, catalog: Catalog) -> list[GrantR
             )
         )
     return reports
+
+
+@dataclass(frozen=True)
+class Readable:
+    """One delivery topic of a consumer, read from offset 0 as the consumer could."""
+
+    topic: str
+    #: The current row per delivered key (the topic replayed: deletes and tombstones remove).
+    rows: dict[bytes, Any]
+    undecodable: list[str]
+
+
+def readable(settings: ExchangeSettings, consumer: str, entry_id: str) -> list[Readable]:
+    """Every delivery topic there is for ``consumer`` on the entry, each replayed from offset 0:
+    what a hostile reader with the consumer's rights could get of it now, whatever the SDK
+    would show. An ended or changed grant generation's topic is deleted (``routing/reaper.py``),
+    so only current generations should be here."""
+    prefix = settings.topics.deliveries_of(consumer, entry_id)
+    topics = sorted(t for t in Admin(settings.kafka).partition_counts() if t.startswith(prefix))
+    lookup = SchemaLookup(Registry(settings.registry).schema_by_id)
+    return [Readable(t, *_table(settings, t, lookup)) for t in topics]
 
 
 @dataclass(frozen=True)

@@ -1050,7 +1050,7 @@ impl EntryKernel {
                 let row: state::Row = batches[b]
                     .1
                     .row(&digest)
-                    .map_or_else(|| state::with_holding(&[], version, 0, None), Box::from);
+                    .unwrap_or_else(|| state::with_holding(&[], version, 0, None));
                 (b, digest, row)
             });
             for (g, grant) in reader.grants.iter().enumerate() {

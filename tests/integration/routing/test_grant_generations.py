@@ -14,6 +14,7 @@ import pytest
 
 from exchange.client import DeliveryConsumer
 from exchange.grants.model import GrantRequest
+from exchange.routing import report
 from tests.integration.routing.conftest import CN, RouterEnv, person, plain_committed
 
 COUNTY = "140602"
@@ -110,6 +111,10 @@ def test_revoking_one_of_two_grants_leaves_nothing_of_it_readable(generations: R
     assert set(left) == {narrow}
     assert table(left[narrow]) == expected(rows, ["citizen_id", "region_code"], False)
     assert all(v is None or "name" not in (v["after"] or {}) for _k, v in left[narrow])
+    # `exchange readable` (what operators and the demo show) says the same.
+    (shown,) = report.readable(env.settings, mzj, env.project.entry_id)
+    assert shown.topic == narrow and len(shown.rows) == 20 and not shown.undecodable
+    assert {f for row in shown.rows.values() for f in row} == {"citizen_id", "region_code"}
 
 
 def test_narrowing_redelivers_the_current_rows_under_the_new_terms_and_widening_backfills(

@@ -151,6 +151,7 @@ def test_deletes_become_a_delete_and_a_tombstone() -> None:
 def test_event_ids_and_positions_are_per_grant_and_the_same_for_a_repeat() -> None:
     two = router(approved("a"), approved("b", consumer="rsj"))
     first, again = two.route(record(change())), two.route(record(change()))
+
     def decode(d: Delivery) -> dict[str, Any]:
         schema = delivery_schema(ENTRY, SCHEMA, approved(d.grant_id).terms())
         return AvroCodec(schema_id_of(d.value or b""), schema).decode(d.value or b"")
