@@ -49,6 +49,8 @@ CHUNK = 200_000
 CONSUMERS = ("mzj", "county", "ops", "fresh", "late")
 #: ``EXCHANGE_BENCH_PROFILE=<dir>``: py-spy profiles of each routing run there (collapsed stacks).
 PROFILE_DIR = os.environ.get("EXCHANGE_BENCH_PROFILE")
+#: ``EXCHANGE_BENCH_SMAPS=<dir>``: each worker's memory map there once it routed every record.
+SMAPS_DIR = os.environ.get("EXCHANGE_BENCH_SMAPS")
 RESTORED = re.compile(
     r"per-key state of \S+\[(\d+)\]: ([\d,]+) keys from [\d,]+ changelog records in ([\d.]+) s"
 )
@@ -163,6 +165,9 @@ def route_all(env: RouterEnv, group: str, key_state: bool, keys: int) -> Run:
                 profiler.wait(60)
             rate = (done - first_done) / max(now - first_at, 1e-9)
             worker_cpu = cpu_s(process.pid)
+            if SMAPS_DIR:
+                smaps = Path(f"/proc/{process.pid}/smaps").read_text()
+                (Path(SMAPS_DIR) / f"smaps-{group}.txt").write_text(smaps)
             return Run(rate, peak_rss(process.pid), worker_cpu, cpu_s(broker) - broker_before)
         if process.poll() is not None:
             raise SystemExit(f"the router exited:\n{env.log.read_text()[-3000:]}")
@@ -203,59 +208,69 @@ def changelog_bytes(env: RouterEnv) -> int:
     return sum(f.stat().st_size for d in data.glob(f"{topic}-*") for f in d.glob("*.log"))
 
 
+def drop_topics(env: RouterEnv) -> None:
+    """The run's topics (8 GB at 2,000,000 keys: sources, two routings' deliveries, the
+    state's changelog), deleted so that runs do not fill the broker's disk."""
+    admin = Admin(env.settings.kafka)
+    admin.delete_topics(t for t in admin.partition_counts() if env.uid in t)
+
+
 def measure(keys: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = setup(Path(tmp))
-        grant_all(env)
-        uid = env.uid
-        # Join once on the empty source: every grant's topic made, every backfill handed over.
-        warm = start(env, f"router-{uid}-warm", False, "warm")
-        admin = Admin(env.settings.kafka)
-        env.wait_for(
-            "the grants' topics and hand-overs",
-            lambda: (
-                router_backlog(env.settings, env.catalog).backfilling == 0
-                and len([t for t in admin.partition_counts() if t.startswith("dlv.")]) > 0
-            ),
-            300,
-        )
-        stop_workers(env, [warm])
-        print(f"writing {keys:,} records, one per key", flush=True)
-        produce_keys(env, keys)
+        try:
+            grant_all(env)
+            uid = env.uid
+            # Join once on the empty source: every grant's topic made, every backfill handed over.
+            warm = start(env, f"router-{uid}-warm", False, "warm")
+            admin = Admin(env.settings.kafka)
+            env.wait_for(
+                "the grants' topics and hand-overs",
+                lambda: (
+                    router_backlog(env.settings, env.catalog).backfilling == 0
+                    and len([t for t in admin.partition_counts() if t.startswith("dlv.")]) > 0
+                ),
+                300,
+            )
+            stop_workers(env, [warm])
+            print(f"writing {keys:,} records, one per key", flush=True)
+            produce_keys(env, keys)
 
-        print("routing them without per-key state", flush=True)
-        plain_run = route_all(env, f"router-{uid}-plain", False, keys)
-        assert env.process is not None
-        stop_workers(env, [env.process])
-        plain, plain_rss = plain_run.rate, plain_run.rss
-        print(f"  {plain:,.0f} records/s, peak RSS {plain_rss / 2**20:,.0f} MiB", flush=True)
-        print(f"  {plain_run.per_record_us(keys)}", flush=True)
+            print("routing them without per-key state", flush=True)
+            plain_run = route_all(env, f"router-{uid}-plain", False, keys)
+            assert env.process is not None
+            stop_workers(env, [env.process])
+            plain, plain_rss = plain_run.rate, plain_run.rss
+            print(f"  {plain:,.0f} records/s, peak RSS {plain_rss / 2**20:,.0f} MiB", flush=True)
+            print(f"  {plain_run.per_record_us(keys)}", flush=True)
 
-        print("routing them with per-key state", flush=True)
-        group = f"router-{uid}-state"
-        keyed_run = route_all(env, group, True, keys)
-        assert env.process is not None
-        keyed, keyed_rss = keyed_run.rate, keyed_run.rss
-        print(f"  {keyed:,.0f} records/s, peak RSS {keyed_rss / 2**20:,.0f} MiB", flush=True)
-        print(f"  {keyed_run.per_record_us(keys)}", flush=True)
-        stop_workers(env, [env.process])
-        on_disk = changelog_bytes(env)
+            print("routing them with per-key state", flush=True)
+            group = f"router-{uid}-state"
+            keyed_run = route_all(env, group, True, keys)
+            assert env.process is not None
+            keyed, keyed_rss = keyed_run.rate, keyed_run.rss
+            print(f"  {keyed:,.0f} records/s, peak RSS {keyed_rss / 2**20:,.0f} MiB", flush=True)
+            print(f"  {keyed_run.per_record_us(keys)}", flush=True)
+            stop_workers(env, [env.process])
+            on_disk = changelog_bytes(env)
 
-        print("restarting the worker", flush=True)
-        since = env.log.stat().st_size
-        begun = time.monotonic()
-        first = start(env, group, True, f"{group}-again")
-        back = wait_restored(env, since, PARTITIONS, 1800)
-        ready_s = time.monotonic() - begun
-        restart_rss = peak_rss(first.pid)
+            print("restarting the worker", flush=True)
+            since = env.log.stat().st_size
+            begun = time.monotonic()
+            first = start(env, group, True, f"{group}-again")
+            back = wait_restored(env, since, PARTITIONS, 1800)
+            ready_s = time.monotonic() - begun
+            restart_rss = peak_rss(first.pid)
 
-        print("a second worker joins", flush=True)
-        since = env.log.stat().st_size
-        second = start(env, group, True, f"{group}-second")
-        moved = wait_restored(env, since, 1, 600)
-        time.sleep(5)  # the rest of the partitions it was given
-        moved = restored(env.log, since)
-        stop_workers(env, [first, second])
+            print("a second worker joins", flush=True)
+            since = env.log.stat().st_size
+            second = start(env, group, True, f"{group}-second")
+            moved = wait_restored(env, since, 1, 600)
+            time.sleep(5)  # the rest of the partitions it was given
+            moved = restored(env.log, since)
+            stop_workers(env, [first, second])
+        finally:
+            drop_topics(env)
 
     print()
     print(f"keys: {keys:,} in one entry, {PARTITIONS} partitions; 10 grants, 5 row-filtered")

@@ -81,10 +81,6 @@ class SourceFeed:
             # The router's own deliveries and audit are transactional; sources are read
             # committed too, so an aborted connector write is never routed.
             "isolation.level": "read_committed",
-            # Records fetched ahead of routing: 16 MiB is under a second of routing at full
-            # speed, and librdkafka's 64 MiB default was a tenth of a catching-up worker's peak
-            # RSS (bench/key_state.py).
-            "queued.max.messages.kbytes": 16_384,
             # A new src.* topic is found by the next metadata refresh.
             "topic.metadata.refresh.interval.ms": 10_000,
         }

@@ -29,6 +29,8 @@
 //! ends, so nothing routed against forgotten changes is kept.
 
 use std::collections::{HashMap, VecDeque};
+
+use hashbrown::HashTable;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use pyo3::exceptions::PyValueError;
@@ -194,20 +196,19 @@ impl std::hash::Hasher for DigestHasher {
 
 type DigestMap<V> = HashMap<KeyDigest, V, std::hash::BuildHasherDefault<DigestHasher>>;
 
-/// Committed rows in 1 MiB blocks, the map holding each row's place: 24 bytes a key in the map
-/// and the row's own bytes, where a map of boxed rows costs 32 bytes a key, a heap header and
-/// the allocator's rounding besides (measured: 377 MiB for 2,000,000 keys held by 6 grants
-/// each, against 298 MiB so). A row rewritten at its length is overwritten where it is; others
-/// are appended and the old bytes counted as garbage, and when garbage outgrows the live rows
-/// the blocks are rewritten.
-///
-/// Rows are kept with each grant's 8-byte slot replaced by its 4-byte number in `slots` (a
-/// partition sees tens of grants, not billions): 12 bytes a holding instead of 16, 235 MiB
-/// for the 2,000,000 keys above (`cargo test --release -- --ignored --nocapture`). `get`
-/// gives the row back as routing and the changelog know it.
+/// Committed rows in 1 MiB blocks, each kept as the key's digest, the version and the holdings
+/// with each grant's 8-byte slot replaced by its 4-byte number in `slots` (a partition sees tens
+/// of grants, not billions): 12 bytes a holding instead of 16. The index holds only each row's
+/// place (8 bytes and a control byte a bucket); a lookup compares the digest at that place.
+/// Measured for 2,000,000 keys held by 6 grants each (`cargo test --release -- --ignored
+/// --nocapture`): a map of boxed rows 377 MiB; a map from digest to place with the rows in
+/// blocks 298 MiB; with slot numbers 253 MiB; this, the digest moved into the row, 225 MiB.
+/// A row rewritten at its length is overwritten where it is; others are appended and the old
+/// bytes counted as garbage, and when garbage outgrows the live rows the blocks are rewritten.
+/// `get` gives the row back as routing and the changelog know it (version and 16-byte pairs).
 #[derive(Default)]
 pub struct Store {
-    index: DigestMap<u64>,
+    index: HashTable<u64>,
     blocks: Vec<Vec<u8>>,
     live: usize,
     garbage: usize,
@@ -220,6 +221,8 @@ pub struct Store {
 
 /// A holding as the store keeps it: slot number (4 bytes), hash (8).
 const KEPT_PAIR: usize = 12;
+/// A kept row starts with its key's digest.
+const DIGEST: usize = 16;
 
 const BLOCK: usize = 1 << 20;
 /// A row's place: block (24 bits), offset in it (20 bits), length (20 bits).
@@ -234,16 +237,40 @@ fn place(at: u64) -> (usize, usize, usize) {
     (block, offset, len)
 }
 
+/// The kept row at `at` (digest first).
+fn kept_at(blocks: &[Vec<u8>], at: u64) -> &[u8] {
+    let (block, offset, len) = place(at);
+    &blocks[block][offset..offset + len]
+}
+
+/// A digest's hash in the index: its first 8 bytes (see `DigestHasher`).
+fn digest_hash(digest: &[u8]) -> u64 {
+    word(digest, 0)
+}
+
+fn append(blocks: &mut Vec<Vec<u8>>, row: &[u8]) -> u64 {
+    if blocks.last().is_none_or(|b| b.len() + row.len() > BLOCK) {
+        blocks.push(Vec::with_capacity(BLOCK));
+    }
+    let block = blocks.len() - 1;
+    let last = &mut blocks[block];
+    let offset = last.len();
+    last.extend_from_slice(row);
+    ((block as u64) << (LEN_BITS + OFFSET_BITS)) | ((offset as u64) << LEN_BITS) | row.len() as u64
+}
+
 impl Store {
     pub fn len(&self) -> usize {
         self.index.len()
     }
 
     fn kept(&self, digest: &KeyDigest) -> Option<&[u8]> {
-        self.index.get(digest).map(|at| {
-            let (block, offset, len) = place(*at);
-            &self.blocks[block][offset..offset + len]
-        })
+        let blocks = &self.blocks;
+        self.index
+            .find(digest_hash(digest), |at| {
+                &kept_at(blocks, *at)[..DIGEST] == digest
+            })
+            .map(|at| &kept_at(blocks, *at)[DIGEST..])
     }
 
     /// The key's row (version, then `(slot, hash)` pairs).
@@ -256,6 +283,7 @@ impl Store {
         self.kept(digest).map(row_version)
     }
 
+    /// A kept row (without its digest) as routing knows it.
     fn unpack(&self, kept: &[u8]) -> Row {
         let mut out = Vec::with_capacity(VERSION + (kept.len() - VERSION) / KEPT_PAIR * PAIR);
         out.extend_from_slice(&kept[..VERSION]);
@@ -267,10 +295,11 @@ impl Store {
         out.into_boxed_slice()
     }
 
-    /// `row` as kept, in `self.scratch`.
-    fn pack(&mut self, row: &[u8]) {
+    /// `digest` and `row` as kept, in `self.scratch`.
+    fn pack(&mut self, digest: &KeyDigest, row: &[u8]) {
         let mut kept = std::mem::take(&mut self.scratch);
         kept.clear();
+        kept.extend_from_slice(digest);
         kept.extend_from_slice(&row[..VERSION]);
         for pair in row[VERSION..].chunks_exact(PAIR) {
             let slot = word(pair, 0);
@@ -290,31 +319,51 @@ impl Store {
     }
 
     pub fn put(&mut self, digest: KeyDigest, row: &[u8]) {
-        assert!(row.len() <= MAX_ROW.min(BLOCK), "a state row over 1 MiB");
-        self.pack(row);
+        assert!(
+            row.len() <= MAX_ROW.min(BLOCK) - DIGEST,
+            "a state row over 1 MiB"
+        );
+        self.pack(&digest, row);
         let kept = std::mem::take(&mut self.scratch);
-        self.put_kept(digest, &kept);
+        self.put_kept(&digest, &kept);
         self.scratch = kept;
     }
 
-    fn put_kept(&mut self, digest: KeyDigest, row: &[u8]) {
-        if let Some(at) = self.index.get(&digest).copied() {
-            let (block, offset, len) = place(at);
-            if len == row.len() {
-                self.blocks[block][offset..offset + len].copy_from_slice(row);
-                return;
+    fn put_kept(&mut self, digest: &KeyDigest, row: &[u8]) {
+        let hash = digest_hash(digest);
+        let blocks = &mut self.blocks;
+        let found = self
+            .index
+            .find_mut(hash, |at| &kept_at(blocks, *at)[..DIGEST] == digest);
+        match found {
+            Some(at) => {
+                let (block, offset, len) = place(*at);
+                if len == row.len() {
+                    blocks[block][offset..offset + len].copy_from_slice(row);
+                    return;
+                }
+                *at = append(blocks, row);
+                self.live -= len;
+                self.garbage += len;
             }
-            self.live -= len;
-            self.garbage += len;
+            None => {
+                let at = append(blocks, row);
+                let blocks = &self.blocks;
+                self.index
+                    .insert_unique(hash, at, |at| digest_hash(kept_at(blocks, *at)));
+            }
         }
-        let at = self.append(row);
-        self.index.insert(digest, at);
         self.live += row.len();
         self.compact_if_wasteful();
     }
 
     pub fn remove(&mut self, digest: &KeyDigest) {
-        if let Some(at) = self.index.remove(digest) {
+        let blocks = &self.blocks;
+        let entry = self.index.find_entry(digest_hash(digest), |at| {
+            &kept_at(blocks, *at)[..DIGEST] == digest
+        });
+        if let Ok(entry) = entry {
+            let (at, _) = entry.remove();
             let (_, _, len) = place(at);
             self.live -= len;
             self.garbage += len;
@@ -323,28 +372,12 @@ impl Store {
     }
 
     /// Every key and its row.
-    pub fn iter(&self) -> impl Iterator<Item = (&KeyDigest, Row)> {
-        self.index.iter().map(|(d, at)| {
-            let (block, offset, len) = place(*at);
-            (d, self.unpack(&self.blocks[block][offset..offset + len]))
+    pub fn iter(&self) -> impl Iterator<Item = (KeyDigest, Row)> + '_ {
+        self.index.iter().map(|at| {
+            let kept = kept_at(&self.blocks, *at);
+            let digest: KeyDigest = kept[..DIGEST].try_into().expect("16 bytes");
+            (digest, self.unpack(&kept[DIGEST..]))
         })
-    }
-
-    fn append(&mut self, row: &[u8]) -> u64 {
-        if self
-            .blocks
-            .last()
-            .is_none_or(|b| b.len() + row.len() > BLOCK)
-        {
-            self.blocks.push(Vec::with_capacity(BLOCK));
-        }
-        let block = self.blocks.len() - 1;
-        let last = &mut self.blocks[block];
-        let offset = last.len();
-        last.extend_from_slice(row);
-        ((block as u64) << (LEN_BITS + OFFSET_BITS))
-            | ((offset as u64) << LEN_BITS)
-            | row.len() as u64
     }
 
     fn compact_if_wasteful(&mut self) {
@@ -352,11 +385,9 @@ impl Store {
             return;
         }
         let old = std::mem::take(&mut self.blocks);
-        let places: Vec<(KeyDigest, u64)> = self.index.iter().map(|(d, a)| (*d, *a)).collect();
-        for (digest, at) in places {
-            let (block, offset, len) = place(at);
-            let new = self.append(&old[block][offset..offset + len]);
-            self.index.insert(digest, new);
+        let blocks = &mut self.blocks;
+        for at in self.index.iter_mut() {
+            *at = append(blocks, kept_at(&old, *at));
         }
         self.garbage = 0;
     }
@@ -656,7 +687,7 @@ impl KeyState {
         let inner = self.lock();
         let out = PyList::empty(py);
         for (digest, row) in inner.committed.iter() {
-            out.append((PyBytes::new(py, digest), PyBytes::new(py, &row)))?;
+            out.append((PyBytes::new(py, &digest), PyBytes::new(py, &row)))?;
         }
         Ok(out)
     }
