@@ -209,14 +209,22 @@ def router_deliveries(env: RouterEnv, copies: dict[str, str]) -> ByPosition:
     """What the router delivered, by source ``(partition, offset)``, each delivery aimed at its
     topic's copy in ``copies``."""
     out: ByPosition = {}
+    positions = env.source_positions()
+    #: Per grant: its position tokens -> source positions (tokens are keyed per grant).
+    sources: dict[str, dict[str, str]] = {}
     for topic, copy in copies.items():
         for msg in plain_committed(env.settings, topic):
             value = msg.value()
             if value is None:
-                position = dict(msg.headers() or [])["exchange.source"].decode()
+                headers = dict(msg.headers() or [])
+                grant = headers["exchange.grant"].decode()
+                token = headers["exchange.source"].decode()
             else:
-                position = str(env.lookup.decode(value)["source_position"])
-            _t, partition, offset = position.rsplit("/", 2)
+                decoded = env.lookup.decode(value)
+                grant, token = str(decoded["grant_id"]), str(decoded["source_position"])
+            if grant not in sources:
+                sources[grant] = env.tokens(grant, "position", positions)
+            _t, partition, offset = sources[grant][token].rsplit("/", 2)
             item = (copy, msg.key(), value, msg.headers(), int(msg.partition() or 0))
             out.setdefault((int(partition), int(offset)), []).append(item)
     return out

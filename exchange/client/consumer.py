@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import re
 import time
@@ -124,10 +125,20 @@ class DeliveryConsumer(Generic[T]):
         #: The group gave this consumer its partitions: only then does waiting count as idle
         #: (a member that died holds its partitions until its session times out).
         self.assigned = False
+        #: Per partition, the last delete handed over: ``(key, event id)``. The router writes a
+        #: tombstone right after each delete, for compaction; it is the same change, so it is
+        #: handed over only when its delete is not (compacted away). Kept in the committed
+        #: offset's metadata, so a consumer restarted between the two still knows.
+        self._deleted: dict[tuple[str, int], tuple[str | None, str | None]] = {}
         self._consumer.subscribe(self.topics, on_assign=self._on_assign)
 
-    def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = True
+        committed = consumer.committed(partitions, timeout=self.settings.kafka.request_timeout_s)
+        for tp in committed:
+            last = _last_delete(tp.metadata)
+            if last is not None:
+                self._deleted[(tp.topic, tp.partition)] = last
 
     def run(
         self,
@@ -211,8 +222,15 @@ class DeliveryConsumer(Generic[T]):
             log.error("setting aside undecodable delivery at %s: %s", where, exc)
             self.stats.undecodable.append(f"{where}: {exc}")
             return
+        if msg.value() is None and self._deleted.get((topic, partition)) == (
+            change.key,
+            change.event_id,
+        ):
+            return  # the tombstone of the delete just handed over
         handler(change)
         self.stats.handled += 1
+        if change.op == "d":
+            self._deleted[(topic, partition)] = (change.key, change.event_id)
 
     def _decode(self, msg: Message, headers: dict[str, str]) -> Change[T]:
         key_bytes = msg.key()
@@ -251,7 +269,10 @@ class DeliveryConsumer(Generic[T]):
     def _commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
         if not next_offsets:
             return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+        offsets = [
+            TopicPartition(t, p, o, metadata=_delete_metadata(self._deleted.get((t, p))))
+            for (t, p), o in next_offsets.items()
+        ]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
@@ -269,3 +290,26 @@ class DeliveryConsumer(Generic[T]):
 
 def _headers(msg: Message) -> dict[str, str]:
     return {k: v.decode("utf-8", "replace") for k, v in to_message(msg).headers}
+
+
+def _delete_metadata(last: tuple[str | None, str | None] | None) -> str:
+    """Commit metadata naming the partition's last delete handed over (``""``: none)."""
+    if last is None:
+        return ""
+    return json.dumps({"deleted": list(last)}, ensure_ascii=False, separators=(",", ":"))
+
+
+def _last_delete(metadata: str | None) -> tuple[str | None, str | None] | None:
+    """The last delete named by commit metadata; ``None`` for anything else (then a tombstone
+    whose delete was handled before a restart is handed over as a delete again)."""
+    try:
+        data = json.loads(metadata or "")
+    except ValueError:
+        return None
+    last = data.get("deleted") if isinstance(data, dict) else None
+    if not isinstance(last, list) or len(last) != 2:
+        return None
+    key, event = last
+    if not all(v is None or isinstance(v, str) for v in (key, event)):
+        return None
+    return key, event

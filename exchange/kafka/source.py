@@ -81,6 +81,13 @@ class SourceFeed:
             # The router's own deliveries and audit are transactional; sources are read
             # committed too, so an aborted connector write is never routed.
             "isolation.level": "read_committed",
+            # Read ahead of routing at most 16 MiB (under a second at full speed): librdkafka's
+            # 64 MiB default was most of what a catching-up worker's peak RSS held above its
+            # steady size (bench/key_state.py). At the bound librdkafka postpones a partition's
+            # next fetch by fetch.queue.backoff.ms: its 1 s default idled the worker
+            # (docs/benchmarks.md, router throughput), so it retries after 10 ms.
+            "queued.max.messages.kbytes": 16_384,
+            "fetch.queue.backoff.ms": 10,
             # A new src.* topic is found by the next metadata refresh.
             "topic.metadata.refresh.interval.ms": 10_000,
         }
