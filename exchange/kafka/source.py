@@ -27,14 +27,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from exchange.kafka.errors import KafkaOpError
 
-__all__ = ["Rebalance", "SourceBatch", "SourceFeed", "read_chunk"]
+__all__ = ["Rebalance", "SourceBatch", "SourceFeed", "batch_ends", "read_chunk"]
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
@@ -58,6 +58,28 @@ class SourceBatch:
     epoch: int
     #: confluent-kafka ``Message`` objects, none of them an error.
     messages: list[Any]
+    #: Per partition: the offset after the batch's last record, and the consumer's position
+    #: then (:func:`batch_ends`).
+    ends: Mapping[TP, tuple[int, int]] = field(default_factory=dict)
+
+
+def batch_ends(consumer: Consumer, messages: list[Any]) -> dict[TP, tuple[int, int]]:
+    """Per partition of ``messages``: the offset after its last record, and the consumer's
+    position, which lies past any transaction markers right after that record (a connector's
+    commits). Committing the position, not the offset after the record, leaves a caught-up
+    router no lag of one marker per partition (librdkafka issue 3917; the Java consumer's
+    ``position`` steps over markers the same way)."""
+    after: dict[TP, int] = {}
+    for m in messages:
+        after[(str(m.topic()), int(m.partition() or 0))] = int(m.offset() or 0) + 1
+    if not after:
+        return {}
+    positions = consumer.position([TopicPartition(t, p) for t, p in after])
+    return {
+        (tp.topic, tp.partition): (after[(tp.topic, tp.partition)], tp.offset)
+        for tp in positions
+        if tp.error is None
+    }
 
 
 class SourceFeed:
@@ -244,7 +266,7 @@ class SourceFeed:
         if not good or stale:
             self._slots.release()
             return
-        self._hand(SourceBatch(epoch, good))
+        self._hand(SourceBatch(epoch, good, batch_ends(consumer, good)))
 
     def _hand(self, batch: SourceBatch) -> None:
         assert self._loop is not None

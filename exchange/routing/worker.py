@@ -27,7 +27,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -68,6 +68,7 @@ __all__ = [
     "RouterError",
     "RouterWorker",
     "book_staleness",
+    "past_markers",
     "producer_overrides",
     "read_progress",
     "read_progress_patiently",
@@ -349,6 +350,7 @@ class RouterWorker(Service):
                 if self.checkpoints.due(backlog=True):
                     self._start_checkpoint()
             routed = finish_live(plan, await results, self.actor, self.settings.topics.dlq)
+            past_markers(routed.offsets, batch.ends)
             routed_at = time.perf_counter()
         finally:
             self.feed.done(batch)
@@ -802,6 +804,15 @@ _TRANSIENT = frozenset(
         "NOT_COORDINATOR",
     }
 )
+
+
+def past_markers(offsets: dict[TP, int], ends: Mapping[TP, tuple[int, int]]) -> None:
+    """Commit a partition routed to its batch's last record at the consumer's position there
+    (past the transaction markers after that record, ``kafka.source.batch_ends``); a partition
+    routed only part of the way keeps its offset."""
+    for tp, (after_last, position) in ends.items():
+        if offsets.get(tp) == after_last and position > after_last:
+            offsets[tp] = position
 
 
 def read_state(

@@ -3,59 +3,20 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 from samples.generate import write_population_csv
+from tests.integration import crashing
 from tests.integration.connectors.conftest import POPULATION_FIELDS, ConnectorEnv
-
-EXCHANGE = Path(sys.executable).parent / "exchange"
-
-
-def start(env: ConnectorEnv, connector_file: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            str(EXCHANGE),
-            "--config",
-            str(env.project.exchange_yaml),
-            "connector",
-            "run",
-            str(connector_file),
-            "--once",
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
 
 
 def kill_mid_file(
     env: ConnectorEnv, connector_file: Path, after_row: int, pause_s: float = 0.0
 ) -> int:
-    """Start the connector, SIGKILL it ``pause_s`` after it saved a position past
-    ``after_row``; the saved row then (the file not yet complete)."""
-    process = start(env, connector_file)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        saved = env.saved()
-        if saved and saved["row"] > after_row:
-            break
-        assert process.poll() is None, process.communicate()[0].decode()
-        time.sleep(0.05)
-    else:
-        raise AssertionError(f"no position past row {after_row} saved in time")
-    time.sleep(pause_s)  # into the next transaction (a position is saved every 0.2 s)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    at_kill = env.saved()
-    assert at_kill is not None and not at_kill["complete"], "killed after the end of the file"
-    return int(at_kill["row"])
+    return crashing.kill_mid_file(
+        env.project.exchange_yaml, connector_file, env.saved, after_row, pause_s
+    )
 
 
 def test_killed_three_times_mid_export_publishes_each_row_once(env: ConnectorEnv) -> None:
@@ -67,9 +28,7 @@ def test_killed_three_times_mid_export_publishes_each_row_once(env: ConnectorEnv
     saved_rows = [0]
     for _ in range(3):
         saved_rows.append(kill_mid_file(env, connector_file, saved_rows[-1], 0.1))
-    restarted = start(env, connector_file)
-    output = restarted.communicate(timeout=300)[0].decode()
-    assert restarted.returncode == 0, output
+    crashing.run_to_the_end(env.project.exchange_yaml, connector_file)
 
     changes = env.changes()  # as the router reads them: committed
     counts = Counter(c.key for c in changes)
@@ -97,9 +56,7 @@ def test_without_transactions_sigkill_repeats_only_what_followed_the_saved_posit
     published_before_restart = len(env.changes())
     assert published_before_restart >= killed_after - 1  # rows 2..killed_after were acknowledged
 
-    restarted = start(env, connector_file)
-    output = restarted.communicate(timeout=300)[0].decode()
-    assert restarted.returncode == 0, output
+    crashing.run_to_the_end(env.project.exchange_yaml, connector_file)
 
     changes = env.changes()
     counts = Counter(c.key for c in changes)
