@@ -160,9 +160,11 @@ class PublishConfig(_Model):
     checkpoint_interval_s: float = Field(1.0, gt=0)
     #: File and table sources: the records and the saved position are committed together, one
     #: Kafka transaction per checkpoint, so a restart repeats nothing (``connectors/publisher.py``).
-    #: Off: a restart repeats what was published since the last saved position. HTTP pushes are
-    #: never transactional (each sender is answered once Kafka has its record, and resends).
-    exactly_once: bool = True
+    #: Off (the default until the monitor counts records rather than offsets on source topics:
+    #: each commit's marker takes an offset): a restart repeats what was published since the
+    #: last saved position, which the router's per-key state passes over unless a row changed
+    #: again meanwhile. HTTP pushes are never transactional (a sender is answered per record).
+    exactly_once: bool = False
     #: A record Kafka has not acknowledged after this long stops the connector.
     delivery_timeout_s: float = Field(120.0, gt=0)
     #: Processes that convert and encode file rows; 0 = all in the connector's own process.

@@ -3,7 +3,7 @@
 The producer is idempotent with ``acks=all``. Every record carries a *marker* (its place in the
 source).
 
-With ``publish.exactly_once`` (the default for file and table sources) the producer is
+With ``publish.exactly_once`` (file and table sources; off by default) the producer is
 transactional: the records since the last checkpoint and the position they reach are committed
 in one transaction, once per ``checkpoint_interval_s``. Readers of the source topics read
 committed (the router does), so a crash leaves nothing of the open transaction visible (the next

@@ -24,6 +24,7 @@ def test_killed_three_times_mid_export_publishes_each_row_once(env: ConnectorEnv
     connector_file = env.connector_file(
         {"type": "file", "folder": str(env.inbox), "settle_s": 0, "mode": "snapshot"},
         POPULATION_FIELDS,
+        publish={"checkpoint_interval_s": 0.2, "exactly_once": True},
     )
     saved_rows = [0]
     for _ in range(3):

@@ -34,7 +34,7 @@ def connector_file(env: RouterEnv, inbox: Path) -> Path:
         "entry": env.project.entry_id,
         "source": {"type": "file", "folder": str(inbox), "settle_s": 0, "mode": "snapshot"},
         "fields": POPULATION_FIELDS,
-        "publish": {"checkpoint_interval_s": 0.2},
+        "publish": {"checkpoint_interval_s": 0.2, "exactly_once": True},
     }
     path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
     return path
