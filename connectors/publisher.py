@@ -3,7 +3,7 @@
 The producer is idempotent with ``acks=all``. Every record carries a *marker* (its place in the
 source).
 
-With ``publish.exactly_once`` (file and table sources; off by default) the producer is
+With ``publish.exactly_once`` (file and table sources; on by default) the producer is
 transactional: the records since the last checkpoint and the position they reach are committed
 in one transaction, once per ``checkpoint_interval_s``. Readers of the source topics read
 committed (the router does), so a crash leaves nothing of the open transaction visible (the next
@@ -350,10 +350,11 @@ class Publisher:
                 self._count_acknowledged()
                 return
             except KafkaException as exc:
-                if failure_kind(exc.args[0]) == "retriable" and attempt < 2:
+                kind = failure_kind(exc.args[0])
+                if kind == "retriable" and attempt < 2:
                     continue
                 error = self._failed("cannot commit the transaction", exc)
-                if failure_kind(exc.args[0]) == "abortable":
+                if kind == "abortable":
                     with contextlib.suppress(KafkaException):
                         self._producer.abort_transaction(self._delivery_timeout)
                     self._in_transaction = False

@@ -250,6 +250,11 @@ def server_properties(endpoints: Endpoints, listeners: list[str], log_dir: str) 
             # No 3 s wait before the first consumer group rebalance: tests start faster.
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=false",
+            # A transaction left open holds back every read-committed reader of its partitions
+            # (a department's connector: its own source topics and the shared DLQ) until the
+            # broker aborts it; 5 min rather than 15 (connectors ask for their
+            # delivery_timeout_s, at most 300 s; the router for 60 s).
+            "transaction.max.timeout.ms=300000",
             "",
         ]
     )

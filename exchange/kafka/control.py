@@ -105,7 +105,9 @@ def read_range(
                 if err.code() != KafkaError._PARTITION_EOF:
                     raise KafkaOpError.wrap(f"cannot read {topic}", KafkaException(err))
                 # Read-committed: the end may lie beyond a transaction still being committed.
-                if _position(consumer, topic, partition) >= end:
+                # The event's offset is the fetch position, past transaction markers, which
+                # the consumer's position does not step over at the end (librdkafka #3917).
+                if max(_position(consumer, topic, partition), int(msg.offset() or 0)) >= end:
                     return out
                 continue
             offset = int(msg.offset() or 0)
@@ -117,6 +119,75 @@ def read_range(
                 return out
     finally:
         consumer.unassign()
+
+
+def last_record_below(
+    settings: KafkaSettings, topic: str, partition: int, low: int, end: int
+) -> int | None:
+    """The offset of the last committed record of a partition with ``low <= offset < end``,
+    or ``None``; ``end`` at most the partition's last stable offset.
+
+    Read committed, in windows going back from ``end`` (64 offsets, then 8 times more each
+    time): transaction markers and aborted records take offsets but are no records, and there
+    are seldom more than a few of them at the end.
+    """
+    consumer = reader(settings, committed=True)
+    try:
+        high, width = end, 64
+        while high > low:
+            start = max(low, high - width)
+            found = read_range(consumer, topic, partition, start, high, settings.request_timeout_s)
+            if found:
+                return found[-1].offset
+            high, width = start, width * 8
+        return None
+    finally:
+        consumer.close()
+
+
+#: A caught-up reader's committed offset can stay behind the end by the marker of the last
+#: transaction that wrote the partition (a connector's commit): librdkafka's consumer position
+#: does not step over a trailing marker (librdkafka issue 3917). Lags up to this many offsets
+#: are read, to count the records truly left.
+MARKER_SLACK = 64
+
+
+def records_between(settings: KafkaSettings, tp: tuple[str, int], start: int, end: int) -> int:
+    """Committed records of one partition with ``start <= offset < end`` (markers take offsets
+    but are no records); ``end - start`` if that cannot be told within the request timeout (an
+    open transaction holds the partition's readable end below ``end``)."""
+    consumer = reader(settings, committed=True)
+    try:
+        return len(read_range(consumer, *tp, start, end, settings.request_timeout_s))
+    except KafkaOpError as exc:
+        if exc.code != "_TIMED_OUT":
+            raise
+        return end - start
+    finally:
+        consumer.close()
+
+
+Offsets = dict[tuple[str, int], int]
+
+
+def records_behind(
+    settings: KafkaSettings,
+    tps: Iterable[tuple[str, int]],
+    ends: Offsets,
+    starts: Offsets,
+    committed: Offsets,
+) -> Offsets:
+    """Per partition, what a group has left to read: offsets from its committed offset (or the
+    log start) to the end, read and counted as records where that is at most
+    :data:`MARKER_SLACK` (so a caught-up group shows none, whatever markers trail)."""
+    out = {}
+    for tp in tps:
+        end = ends.get(tp, 0)
+        behind = end - max(committed.get(tp, 0), starts.get(tp, 0))
+        if 0 < behind <= MARKER_SLACK:
+            behind = records_between(settings, tp, end - behind, end)
+        out[tp] = max(behind, 0)
+    return out
 
 
 def to_message(msg: Any) -> Message:

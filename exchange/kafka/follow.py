@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Mapping
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from exchange.config.settings import KafkaSettings
 from exchange.kafka.control import Message, partitions, reader, to_message, watermarks
@@ -76,3 +78,76 @@ class Follower:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+class RecordCounter:
+    """Counts the committed records of a set of topics with one consumer: each call reads only
+    what is new since the last (the monitor's source figures).
+
+    A topic's end offset also counts its writers' transaction markers and aborted records
+    (a transactional connector leaves one marker per partition per checkpoint), so the records
+    on it are counted by reading, read committed, without keeping them. What compaction removed
+    before the first read is not counted (a restarted monitor counts what the topics hold).
+    """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._consumer: Consumer | None = None
+        #: Per assigned partition, the offset after the last record read (or its end marker).
+        self._next: dict[tuple[str, int], int] = {}
+        self.counts: Counter[str] = Counter()
+        #: The last call read every partition to its end (rather than running out of budget).
+        self.caught_up = False
+
+    def update(self, topics: Mapping[str, int], budget_s: float = 5.0) -> Counter[str]:
+        """The records counted per topic after reading what is new in ``topics`` (name ->
+        partition count) within ``budget_s``; topics no longer named are dropped."""
+        consumer = self._client()
+        timeout = self._settings.request_timeout_s
+        self._follow(consumer, topics)
+        pending = {}
+        for tp, after in self._next.items():
+            low, high = watermarks(consumer, *tp, timeout)
+            if max(after, low) < high:
+                pending[tp] = high
+        deadline = time.monotonic() + budget_s
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, 0.2):
+                tp = (str(msg.topic()), int(msg.partition() or 0))
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaOpError.wrap(f"cannot read {tp[0]}", KafkaException(err))
+                    if tp in pending and int(msg.offset() or 0) >= pending[tp]:
+                        self._next[tp] = max(self._next[tp], pending.pop(tp))
+                    continue
+                offset = int(msg.offset() or 0)
+                self._next[tp] = offset + 1
+                self.counts[tp[0]] += 1
+                if tp in pending and offset + 1 >= pending[tp]:
+                    del pending[tp]
+        self.caught_up = not pending
+        return self.counts
+
+    def _client(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = reader(self._settings, committed=True)
+        return self._consumer
+
+    def _follow(self, consumer: Consumer, topics: Mapping[str, int]) -> None:
+        wanted = {(t, p) for t, count in topics.items() for p in range(count)}
+        gone = sorted(set(self._next) - wanted)
+        if gone:
+            consumer.incremental_unassign([TopicPartition(t, p) for t, p in gone])
+            for tp in gone:
+                del self._next[tp]
+            for topic in {t for t, _p in gone} - set(topics):
+                self.counts.pop(topic, None)
+        new = sorted(wanted - set(self._next))
+        if new:
+            consumer.incremental_assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in new])
+            self._next.update(dict.fromkeys(new, 0))
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()

@@ -30,7 +30,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
 from exchange.kafka.errors import KafkaOpError
 
@@ -46,9 +46,10 @@ ERROR_LOG_EVERY_S = 30.0
 class Rebalance(Protocol):
     """Told of partition moves, in the feed's thread. Each returns a future; the feed waits for
     it (librdkafka waits for the callback), serving :meth:`SourceFeed.call` meanwhile, since
-    handling a move may need the consumer (the committed offsets)."""
+    handling a move may need the consumer (the committed offsets). ``assigned``'s result says
+    where to read partitions from instead of their committed offsets."""
 
-    def assigned(self, partitions: list[TP]) -> Future[None]: ...
+    def assigned(self, partitions: list[TP]) -> Future[Mapping[TP, int]]: ...
     def revoked(self, partitions: list[TP]) -> Future[None]: ...
     def lost(self, partitions: list[TP]) -> Future[None]: ...
 
@@ -344,7 +345,15 @@ class SourceFeed:
         if self._paused and partitions:
             consumer.pause(partitions)
         self._metadata = consumer.consumer_group_metadata()
-        self._wait(consumer, self._listener.assigned(tps))
+        starts = self._wait(consumer, self._listener.assigned(tps))
+        if starts:
+            # Assigning here replaces the client's own assignment after this callback, which
+            # starts each partition at its committed offset (OFFSET_INVALID keeps that).
+            consumer.incremental_assign(
+                [TopicPartition(t, p, starts.get((t, p), OFFSET_INVALID)) for t, p in tps]
+            )
+            if self._paused:
+                consumer.pause(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
@@ -357,11 +366,10 @@ class SourceFeed:
         self._wait(consumer, self._listener.lost(tps))
         self._forget(tps)
 
-    def _wait(self, consumer: Consumer, handled: Future[None]) -> None:
+    def _wait(self, consumer: Consumer, handled: Future[T]) -> T:
         while True:
             try:
-                handled.result(timeout=0.05)
-                return
+                return handled.result(timeout=0.05)
             except TimeoutError:
                 self._serve_calls(consumer)
 

@@ -24,7 +24,7 @@ def families(snap: Snapshot | None) -> list[Metric]:
     """Every family the monitor exports; empty ones (names, help, labels) when ``snap`` is None."""
     source = CounterMetricFamily(
         "exchange_source_records",
-        "Records written to an entry's source topic (end offsets), by provider and entry.",
+        "Committed records on an entry's source topic (counted by reading), by provider and entry.",
         labels=("department", "entry"),
     )
     router_lag = GaugeMetricFamily(

@@ -21,9 +21,10 @@ class SourceFigures:
     entry: str
     department: str
     topic: str
-    #: Records ever written to the source topic (its end offsets summed).
+    #: Committed records on the source topic (counted by reading: markers take offsets).
     records: int
-    #: Records the router's group has not committed yet.
+    #: What the router's group has not committed yet: offsets, counted as records where a
+    #: partition is at most ``kafka.control.MARKER_SLACK`` behind (so caught up shows 0).
     router_lag: int
 
 
@@ -148,11 +149,6 @@ class Snapshot:
             },
             "problems": list(self.problems),
         }
-
-
-def written(ends: Offsets, topic: str) -> int:
-    """Records ever written to ``topic``: the sum of its partitions' end offsets."""
-    return sum(end for (t, _p), end in ends.items() if t == topic)
 
 
 def lag(ends: Offsets, committed: Offsets, topic: str, starts: Offsets | None = None) -> int:

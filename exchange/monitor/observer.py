@@ -2,8 +2,8 @@
 
 Everything is read from the cluster, never from the processes' own counters, so the figures are
 right whichever processes ran (a connector run once and gone, a router restarted) and several
-monitors agree. The DLQ and the audit trail are followed: read once, then only what is new, and
-the audit chains are verified as they grow.
+monitors agree. The DLQ, the audit trail and the source topics (their records counted) are
+followed: read once, then only what is new, and the audit chains are verified as they grow.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from exchange.config import ExchangeSettings
 from exchange.dlq import ORIGIN_HEADER, REASON_HEADER
 from exchange.grants.book import GrantBook
 from exchange.kafka.admin import Admin
-from exchange.kafka.control import Message
-from exchange.kafka.follow import Follower
+from exchange.kafka.control import Message, records_behind
+from exchange.kafka.follow import Follower, RecordCounter
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import SchemaLookup
 from exchange.monitor.figures import (
@@ -36,8 +36,6 @@ from exchange.monitor.figures import (
     delivery_owner,
     grant_figures,
     group_lags,
-    lag,
-    written,
 )
 from exchange.monitor.routers import scrape_router
 from exchange.routing.deliveries import delivery_topic
@@ -56,6 +54,9 @@ class Observer:
         # Committed only: the router and the connectors write dead letters in transactions, and
         # an aborted one's letters are written again by the retry.
         self._dlq = Follower(settings.kafka, settings.topics.dlq, committed=True)
+        # Source topics' records are counted by reading: transactional connectors' markers
+        # take offsets too.
+        self._sources = RecordCounter(settings.kafka)
         self._audit = Follower(settings.kafka, settings.topics.audit, committed=True)
         self._lookup = SchemaLookup(Registry(settings.registry).schema_by_id)
         self._chains = ChainWatch(load_key(settings), read_register(settings).book)
@@ -67,6 +68,7 @@ class Observer:
     def close(self) -> None:
         self.book.stop()
         self._dlq.close()
+        self._sources.close()
         self._audit.close()
 
     def snapshot(self, budget_s: float = 5.0) -> Snapshot:
@@ -97,6 +99,9 @@ class Observer:
             if g != s.router.group_id
         }
         router = self.admin.committed_offsets(s.router.group_id)
+        source_tps = [tp for tp in tps if tp[0] in sources]
+        behind = records_behind(s.kafka, source_tps, ends, starts, router)
+        records = self._sources.update({t: counts[t] for t in sources if t in counts}, budget_s)
         self._follow_dlq(budget_s)
         self._follow_audit(budget_s)
         verified = self._chains.result
@@ -110,8 +115,8 @@ class Observer:
                     entry=e.entry.id,
                     department=e.entry.provider,
                     topic=topic,
-                    records=written(ends, topic),
-                    router_lag=lag(ends, router, topic, starts),
+                    records=records[topic],
+                    router_lag=sum(behind.get((topic, p), 0) for p in range(counts.get(topic, 0))),
                 )
                 for topic, e in sorted(sources.items())
             ],
@@ -145,8 +150,9 @@ class Observer:
 
     @property
     def caught_up(self) -> bool:
-        """The DLQ and the audit trail were read to their ends by the last snapshot."""
-        return self._dlq.caught_up and self._audit.caught_up
+        """The DLQ, the audit trail and the source topics were read to their ends by the last
+        snapshot."""
+        return self._dlq.caught_up and self._audit.caught_up and self._sources.caught_up
 
     def _follow_dlq(self, budget_s: float) -> None:
         for msg in self._dlq.read_new(budget_s):

@@ -218,11 +218,17 @@ def run_kernels(plan: Sequence[_Batch]) -> list[KernelResult]:
 
 
 def finish_live(
-    plan: Sequence[_Batch], results: Sequence[KernelResult], actor: str, dlq_topic: str
+    plan: Sequence[_Batch],
+    results: Sequence[KernelResult],
+    actor: str,
+    dlq_topic: str,
+    reported: Mapping[TP, int] | None = None,
 ) -> Routed:
-    """The kernel's results as a :class:`Routed`, with the core routing what it left."""
+    """The kernel's results as a :class:`Routed`, with the core routing what it left.
+    ``reported``: per partition, the offset below which rejections were reported before (a
+    state rebuilt from the log start, ``rebuild.py``)."""
     out = Routed(backfill=False)
-    report = _Live(out, actor, int(time.time() * 1000), dlq_topic)
+    report = _Live(out, actor, int(time.time() * 1000), dlq_topic, reported or {})
     for batch, result in zip(plan, results, strict=True):
         out.records += len(batch.messages)
         metrics.RECORDS_IN.inc((batch.route.entry.id,), len(batch.messages))
@@ -348,11 +354,16 @@ class _Live(_Backfill):
     """The live stream reports them: a dead letter and a happening per rejected record, row
     filters counted for the denial metric."""
 
-    def __init__(self, out: Routed, actor: str, now_ms: int, dlq_topic: str) -> None:
+    def __init__(
+        self, out: Routed, actor: str, now_ms: int, dlq_topic: str, reported: Mapping[TP, int]
+    ) -> None:
         super().__init__(out, actor, now_ms, dlq_topic)
         self.denied: Counter[tuple[str, str, str, str]] = Counter()
+        self.reported = reported
 
     def rejected(self, record: SourceRecord, entry: str, rejection: Rejection) -> None:
+        if record.offset < self.reported.get((record.topic, record.partition), 0):
+            return  # set aside when it was first routed
         self._set_aside(record, entry, rejection.reason, rejection.errors, rejection.department, {})
         details = {
             "reason": rejection.reason,

@@ -7,11 +7,8 @@ spot checks, not for very large entries; ``exchange status`` (metrics) is the li
 from __future__ import annotations
 
 import datetime as dt
-import time
 from dataclasses import dataclass, field
 from typing import Any
-
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from exchange.catalog.apply import source_topic
 from exchange.catalog.load import Catalog
@@ -20,8 +17,7 @@ from exchange.grants.model import Grant
 from exchange.grants.rules import effective_masks
 from exchange.grants.store import read_grants
 from exchange.kafka.admin import Admin
-from exchange.kafka.control import read_all, reader
-from exchange.kafka.errors import KafkaOpError
+from exchange.kafka.control import read_all, records_behind
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import SchemaLookup, WireFormatError
 from exchange.routing.core import GRANT_HEADER, grant_key
@@ -144,40 +140,6 @@ class Backlog:
     backfilling: int
 
 
-#: A caught-up router's committed offset can stay behind the end by the marker of the last
-#: transaction that wrote the partition (a connector's commit): librdkafka's consumer position
-#: does not step over a trailing marker (librdkafka issue 3917). Lags up to this many offsets
-#: are read, to count the records truly left.
-MARKER_SLACK = 64
-
-
-def records_between(settings: ExchangeSettings, tp: tuple[str, int], start: int, end: int) -> int:
-    """Committed records of one partition with ``start <= offset < end`` (markers take offsets
-    but are no records); ``end - start`` if that cannot be told within the request timeout (an
-    open transaction holds the partition's readable end below ``end``)."""
-    topic, partition = tp
-    consumer = reader(settings.kafka, committed=True)
-    try:
-        consumer.assign([TopicPartition(topic, partition, start)])
-        deadline = time.monotonic() + settings.kafka.request_timeout_s
-        found = 0
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None and err.code() != KafkaError._PARTITION_EOF:
-                raise KafkaOpError.wrap(f"cannot read {topic}", KafkaException(err))
-            # The end-of-partition event's offset is the fetch position: past the markers.
-            if int(msg.offset() or 0) >= end:
-                return found
-            if err is None:
-                found += 1
-        return end - start
-    finally:
-        consumer.close()
-
-
 def router_backlog(settings: ExchangeSettings, catalog: Catalog) -> Backlog:
     now = dt.datetime.now(dt.UTC)
     admin = Admin(settings.kafka)
@@ -186,12 +148,7 @@ def router_backlog(settings: ExchangeSettings, catalog: Catalog) -> Backlog:
     tps = [(source_topic(settings.topics, e), p) for e, ps in numbers.items() for p in ps]
     ends, starts = admin.end_offsets(tps), admin.start_offsets(tps)
     committed = admin.committed_offsets(settings.router.group_id)
-    unrouted = 0
-    for tp in tps:
-        behind = ends.get(tp, 0) - max(committed.get(tp, 0), starts.get(tp, 0))
-        if 0 < behind <= MARKER_SLACK:
-            behind = records_between(settings, tp, ends[tp] - behind, ends[tp])
-        unrouted += max(behind, 0)
+    unrouted = sum(records_behind(settings.kafka, tps, ends, starts, committed).values())
     done = {(p.grant_id, p.topic, p.partition) for p in read_progress(settings) if p.done}
     backfilling = sum(
         1

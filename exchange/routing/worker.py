@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import KafkaException, TopicPartition
 from mode import Service
@@ -45,7 +45,7 @@ from exchange.kafka.changelog import (
     read_changelog,
     split_settled,
 )
-from exchange.kafka.control import read_table
+from exchange.kafka.control import last_record_below, read_table
 from exchange.kafka.errors import KafkaOpError, RegistryError
 from exchange.kafka.registry import Registry
 from exchange.kafka.source import SourceBatch, SourceFeed
@@ -60,6 +60,7 @@ from exchange.routing.core import DELIVERY_FRAMING_BYTES, Router
 from exchange.routing.grants import GrantTable
 from exchange.routing.kernel import Kernels, partition_runs
 from exchange.routing.reaper import Reaper
+from exchange.routing.rebuild import Rebuild, Rebuilds, plan_rebuild
 from exchange.routing.salts import GrantSalts
 from exchange.routing.state import KeyState
 from exchange.runtime import release_free_memory
@@ -75,6 +76,7 @@ __all__ = [
     "read_state",
 ]
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
 #: Longest pause between two tries of a failing checkpoint or re-opening.
@@ -167,6 +169,8 @@ class RouterWorker(Service):
         #: Per source partition with a state: the offset its committed rows routed up to.
         #: Set after the rows are (committed state first: a backfill reads this, then rows).
         self.settled: dict[TP, int] = {}
+        #: Partitions whose state the live stream rebuilds from their log start (``rebuild.py``).
+        self.rebuilds = Rebuilds()
 
         self.handover = Handover()
         #: Held from planning a live batch to keeping its routing, and while a backfill chunk
@@ -349,7 +353,13 @@ class RouterWorker(Service):
                 metrics.BATCH_PHASE.labels("stage").observe(time.perf_counter() - staging)
                 if self.checkpoints.due(backlog=True):
                     self._start_checkpoint()
-            routed = finish_live(plan, await results, self.actor, self.settings.topics.dlq)
+            routed = finish_live(
+                plan,
+                await results,
+                self.actor,
+                self.settings.topics.dlq,
+                self.rebuilds.reported() if self.rebuilds else None,
+            )
             past_markers(routed.offsets, batch.ends)
             routed_at = time.perf_counter()
         finally:
@@ -567,7 +577,9 @@ class RouterWorker(Service):
                     await self._backoff(f"a checkpoint could not commit ({exc}); retrying")
             self._failures = 0
             self.feed.committed(committed.offsets)
-            self.settled.update((tp, o) for tp, o in committed.offsets.items() if tp in self.states)
+            for tp, offset in committed.offsets.items():
+                if tp in self.states and self.rebuilds.committed(tp, offset):
+                    self.settled[tp] = offset
             for progress in committed.progress.values():
                 self.handover.saved(progress)
             metrics.CHECKPOINTS.labels("committed").inc()
@@ -630,12 +642,14 @@ class RouterWorker(Service):
         metrics.CHECKPOINTS.labels("reloaded").inc()
         self._rewind(positions, progress)
 
-    def _committed_positions(self) -> dict[TP, int]:
-        """Blocking: the group's committed offsets of the assigned partitions."""
+    def _committed_positions(self, partitions: Iterable[TP] | None = None) -> dict[TP, int]:
+        """Blocking: the group's committed offsets of ``partitions`` (default: those
+        assigned); 0 where the group committed none."""
         timeout = self.settings.kafka.request_timeout_s
+        wanted = sorted(self.feed.assignment if partitions is None else partitions)
 
         def committed(consumer: Any) -> list[TopicPartition]:
-            tps = [TopicPartition(t, p) for t, p in sorted(self.feed.assignment)]
+            tps = [TopicPartition(t, p) for t, p in wanted]
             return consumer.committed(tps, timeout=timeout) if tps else []
 
         try:
@@ -653,6 +667,10 @@ class RouterWorker(Service):
         """Forget everything since the last commit: read again from the committed offsets (or
         ``positions``), backfills again from ``progress``."""
         assigned = self.feed.assignment
+        if positions is not None:
+            # The group's offset of a partition being rebuilt is the old router's until the
+            # rebuild's first checkpoint: the rebuild reads again from where it stands.
+            positions = {**positions, **self.rebuilds.positions()}
         self.feed.rewind(positions)
         for state in self.states.values():
             state.rewind()
@@ -660,6 +678,8 @@ class RouterWorker(Service):
         self.handover = Handover(progress)
         for tp, settled in self.settled.items():
             self.handover.resume(tp[0], tp[1], settled)
+        for tp, until in self.rebuilds.bounds().items():
+            self.handover.resume(tp[0], tp[1], until)
         self.backfills.start(self.handover, assigned)
 
     async def _backoff(self, what: str) -> None:
@@ -670,7 +690,7 @@ class RouterWorker(Service):
 
     # -- partition moves (called in the feed's thread) ---------------------------------------
 
-    def assigned(self, partitions: list[TP]) -> Future[None]:
+    def assigned(self, partitions: list[TP]) -> Future[Mapping[TP, int]]:
         log.info("assigned %d source partition(s)", len(partitions))
         return self._call(self._assigned(partitions))
 
@@ -682,13 +702,16 @@ class RouterWorker(Service):
         log.warning("lost %d source partition(s) (the group moved on without us)", len(partitions))
         return self._call(self._lost(partitions))
 
-    def _call(self, coro: Coroutine[Any, Any, None]) -> Future[None]:
+    def _call(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
-    async def _assigned(self, partitions: list[TP]) -> None:
-        await self._ensure_states(partitions)
+    async def _assigned(self, partitions: list[TP]) -> Mapping[TP, int]:
+        """Their states read back; returns where the feed reads a partition from instead of
+        its committed offset (a state rebuilt from the log start)."""
+        starts = await self._ensure_states(partitions, assigning=True)
         self.backfills.start(self.handover, partitions)
+        return starts
 
     async def _revoked(self, partitions: list[TP]) -> None:
         """Commit what was routed from them before they go (the next owner starts there)."""
@@ -715,22 +738,32 @@ class RouterWorker(Service):
 
     # -- per-key state -----------------------------------------------------------------------
 
-    async def _ensure_states(self, partitions: Iterable[TP]) -> None:
+    async def _ensure_states(
+        self, partitions: Iterable[TP], assigning: bool = False
+    ) -> Mapping[TP, int]:
         """The per-key state of each source partition owned, read back from its changelog the
-        first time (before anything of the partition is routed)."""
+        first time (before anything of the partition is routed). ``assigning``: the feed has
+        not read the partitions yet, so a state never checkpointed may be rebuilt from the log
+        start (``rebuild.py``); returns where to read those from."""
         if not self.keyed:
-            return
+            return {}
         missing = sorted(
             tp for tp in partitions if tp not in self.states and tp[0] in self.core.routes
         )
         while missing:
             try:
-                restored = await self._run(self._restore_states, missing)
+                restored = await self._run(self._restore_states, missing, assigning)
+                starts = {}
                 for tp, (state, settled) in restored.items():
                     self.states[tp] = state
+                    if isinstance(settled, Rebuild):
+                        self.rebuilds.start(tp, settled)
+                        self.handover.resume(tp[0], tp[1], settled.until)
+                        starts[tp] = settled.restart_at
+                        continue
                     self.settled[tp] = max(self.settled.get(tp, 0), settled)
                     self.handover.resume(tp[0], tp[1], self.settled[tp])
-                return
+                return starts
             except KafkaOpError as exc:
                 # Ridden out like a checkpoint: nothing of these partitions is routed meanwhile.
                 if not exc.retriable and exc.code not in _TRANSIENT:
@@ -738,17 +771,20 @@ class RouterWorker(Service):
                         f"the router cannot read its per-key state back: {exc}", code=exc.code
                     ) from exc
                 await self._backoff(f"reading the per-key state back failed ({exc}); retrying")
+        return {}
 
-    def _restore_states(self, partitions: list[TP]) -> dict[TP, tuple[KeyState, int]]:
+    def _restore_states(
+        self, partitions: list[TP], assigning: bool
+    ) -> dict[TP, tuple[KeyState, int | Rebuild]]:
         """Blocking: the changelogs made if missing, and each partition's state read back,
         with the source offset its rows routed up to (the last checkpoint's settled-offset
-        record; 0 for a state never checkpointed)."""
+        record; 0 for a state never checkpointed), or the rebuild it needs first."""
         topics = self.settings.topics
         admin = self.grants.admin
         counts = admin.partition_counts()
         wanted = {self._changelog_of(t): counts.get(t, p + 1) for t, p in partitions}
         ensure_changelogs(admin, wanted, topics.replication_factor)
-        out = {}
+        read_back: dict[TP, tuple[KeyState, int | None]] = {}
         for topic, partition in partitions:
             begun = time.perf_counter()
             changelog = self._changelog_of(topic)
@@ -761,10 +797,75 @@ class RouterWorker(Service):
                 read,
                 time.perf_counter() - begun,
             )
-            out[topic, partition] = (state, settled)
+            read_back[topic, partition] = (state, settled)
+        rebuilds = self._plan_rebuilds(read_back) if assigning else {}
+        return {
+            tp: (state, rebuilds.get(tp, settled if settled is not None else 0))
+            for tp, (state, settled) in read_back.items()
+        }
+
+    def _plan_rebuilds(self, read_back: dict[TP, tuple[KeyState, int | None]]) -> dict[TP, Rebuild]:
+        """Blocking: the partitions whose state was never checkpointed and must be built from
+        their log start before their backfills run, each with its :class:`Rebuild`
+        (``rebuild.py``)."""
+        fresh = [tp for tp, (_state, settled) in read_back.items() if settled is None]
+        if not fresh:
+            return {}
+        committed = self._committed_positions(fresh)
+        marks = self._watermarks(fresh)
+        out = {}
+        for tp in fresh:
+            low, stable_end = marks[tp]
+            plan = plan_rebuild(None, committed.get(tp) or None, low, stable_end)
+            if plan is None:
+                continue
+            bound, reported = plan
+            last = last_record_below(self.settings.kafka, tp[0], tp[1], low, bound)
+            if last is None:
+                continue
+            log.warning(
+                "per-key state of %s[%d] was never checkpointed; %s: building it from offset "
+                "%d to %d before its backfills run (they give current rows, not history)",
+                tp[0],
+                tp[1],
+                f"the router's group routed it up to offset {reported} without per-key state "
+                "(an exchange upgraded, or its changelog deleted)"
+                if reported
+                else "the router's first start on it",
+                low,
+                last + 1,
+            )
+            out[tp] = Rebuild(until=last + 1, restart_at=low, reported=reported)
         return out
 
+    def _watermarks(self, partitions: list[TP]) -> dict[TP, tuple[int, int]]:
+        """Blocking: each partition's log start and last stable offset (the feed's consumer
+        reads committed, and librdkafka's query then answers with the last stable offset)."""
+        timeout = self.settings.kafka.request_timeout_s
+
+        def marks(consumer: Any) -> dict[TP, tuple[int, int]]:
+            return {
+                tp: consumer.get_watermark_offsets(TopicPartition(*tp), timeout=timeout)
+                for tp in partitions
+            }
+
+        try:
+            found: dict[TP, tuple[int, int]] = self.feed.call(marks).result(
+                timeout * (len(partitions) + 1)
+            )
+            return found
+        except KafkaException as exc:
+            raise KafkaOpError.wrap("cannot read the source partitions' log starts", exc) from exc
+        except TimeoutError as exc:
+            raise KafkaOpError(
+                "timed out reading the source partitions' log starts",
+                code="_TIMED_OUT",
+                retriable=True,
+            ) from exc
+
     def _drop_states(self, partitions: Iterable[TP]) -> None:
+        partitions = list(partitions)
+        self.rebuilds.drop(partitions)
         for tp in partitions:
             self.states.pop(tp, None)
             self.settled.pop(tp, None)
@@ -817,11 +918,11 @@ def past_markers(offsets: dict[TP, int], ends: Mapping[TP, tuple[int, int]]) -> 
 
 def read_state(
     settings: ExchangeSettings, changelog: str, partition: int
-) -> tuple[KeyState, int, int]:
+) -> tuple[KeyState, int | None, int]:
     """Blocking: one partition's per-key state read back from its changelog, the source offset
-    its rows routed up to (0 before its first checkpoint), and the records read."""
+    its rows routed up to (``None`` before its first checkpoint), and the records read."""
     state = KeyState()
-    settled = 0
+    settled: int | None = None
 
     def restore(records: ChangelogRecords) -> None:
         nonlocal settled

@@ -7,7 +7,6 @@ from exchange.monitor.figures import (
     grant_figures,
     group_lags,
     lag,
-    written,
 )
 from exchange.monitor.view import status_views
 from tests.unit.grants.fixtures import T0, grant
@@ -16,9 +15,7 @@ from tests.unit.monitor.fixtures import snapshot
 ENDS = {("src.a", 0): 10, ("src.a", 1): 5, ("dlv.mzj.a", 0): 7, ("dlv.mzj.a", 1): 3}
 
 
-def test_written_and_lag_sum_partitions() -> None:
-    assert written(ENDS, "src.a") == 15
-    assert written(ENDS, "src.none") == 0
+def test_lag_sums_partitions() -> None:
     assert lag(ENDS, {("src.a", 0): 8, ("src.a", 1): 5}, "src.a") == 2
     # A partition never committed is read from the start: all of it is lag.
     assert lag(ENDS, {("src.a", 0): 10}, "src.a") == 5
