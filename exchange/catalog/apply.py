@@ -61,6 +61,15 @@ def control_topic_specs(topics: TopicSettings) -> list[TopicSpec]:
         TopicSpec(topics.grants, 1, rf, compact),
         TopicSpec(topics.audit_keys, 1, rf, compact),
         TopicSpec(topics.router_backfills, 1, rf, compact),
+        *(
+            TopicSpec(t, 1, rf, compact)
+            for t in (
+                topics.portal_accounts,
+                topics.portal_tokens,
+                topics.portal_sessions,
+                topics.portal_lockouts,
+            )
+        ),
         # The audit trail is never deleted by retention; its chains are keyed by writer. The
         # broker stamps each record with its own time: signing keys' validity is judged by it,
         # not by a time the writer chose (which could backdate a forgery).

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "readable": ("exchange.cli.deliveries", "readable_now"),
     "monitor": ("exchange.cli.monitor", "monitor"),
     "status": ("exchange.cli.monitor", "status"),
+    "portal": ("exchange.cli.portal", "app"),
 }
 
 

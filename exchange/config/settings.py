@@ -174,6 +174,12 @@ class TopicSettings(_Section):
     #: Prefix of the router's per-key state changelogs: ``<this>.<entry>``, compacted, one
     #: partition per source partition; only the router reads or writes them.
     router_state: str = "exchange.router-state"
+    #: The portal's people, department tokens, sessions and login lockouts (compacted, JSON;
+    #: only the portal reads or writes them: they hold password hashes).
+    portal_accounts: str = "exchange.portal-accounts"
+    portal_tokens: str = "exchange.portal-tokens"
+    portal_sessions: str = "exchange.portal-sessions"
+    portal_lockouts: str = "exchange.portal-lockouts"
     source_prefix: str = "src."
     delivery_prefix: str = "dlv."
     #: 1 for the single local broker; 3 in production.
@@ -331,6 +337,29 @@ class MonitorSettings(_Section):
     interval_s: float = Field(15.0, ge=1)
 
 
+class PortalSettings(_Section):
+    """``exchange portal``: the departments' API and web portal (``exchange/portal/``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8600, ge=0, le=65535)
+    #: A session ends this long after login, whatever its use ...
+    session_max_s: float = Field(8 * 3600, gt=0)
+    #: ... and after this long unused.
+    session_idle_s: float = Field(30 * 60, gt=0)
+    #: Failed logins of one account within ``lockout_window_s`` that lock it ...
+    login_max_failures: int = Field(5, ge=1)
+    lockout_window_s: float = Field(15 * 60, gt=0)
+    #: ... for this long.
+    lockout_s: float = Field(15 * 60, gt=0)
+    #: Failed logins from one address per minute, per replica (successful ones are free: a
+    #: department's whole office may share one address).
+    login_failures_per_ip_per_minute: int = Field(30, ge=1)
+    #: The longest an API token may live.
+    token_max_days: int = Field(365, ge=1)
+    #: Cookies only over HTTPS (``Secure``). Browsers treat http://localhost as secure too.
+    secure_cookies: bool = True
+
+
 class DevPlatformSettings(_Section):
     """The local platform started by ``exchange dev up`` (development, demo and tests)."""
 
@@ -366,6 +395,7 @@ class ExchangeSettings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    portal: PortalSettings = Field(default_factory=PortalSettings)
     dev: DevPlatformSettings = Field(default_factory=DevPlatformSettings)
     #: The folder relative paths are resolved against (the config file's folder).
     base_dir: Path = Path(".")

@@ -98,8 +98,12 @@ class GrantStore:
         *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         writer: AuditWriter | None = None,
+        grants: Callable[[], GrantTable] | None = None,
     ) -> None:
         self.settings = settings
+        #: Where the current grants come from: the topic read whole (the CLI), or a table a
+        #: service follows (the portal).
+        self._grants = grants or (lambda: read_grants(settings))
         self.catalog = catalog
         self.actor = actor
         self.clock = clock
@@ -111,7 +115,7 @@ class GrantStore:
     # -- reading -----------------------------------------------------------------------------
 
     def table(self) -> GrantTable:
-        return read_grants(self.settings)
+        return self._grants()
 
     def get(self, grant_id: str) -> Grant:
         grant = self.table().grants.get(grant_id)

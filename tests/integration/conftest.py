@@ -44,6 +44,10 @@ def rename_control_topics(exchange_yaml: str, uid: str) -> str:
         "connector-offsets",
         "router-backfills",
         "router-state",
+        "portal-accounts",
+        "portal-tokens",
+        "portal-sessions",
+        "portal-lockouts",
     ):
         exchange_yaml = exchange_yaml.replace(f"exchange.{name}\n", f"exchange.{name}.{uid}\n")
     return exchange_yaml

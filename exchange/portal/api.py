@@ -1,0 +1,388 @@
+"""The portal's HTTP API, ``/api/v1``: thin handlers over :class:`~exchange.portal.service.Portal`.
+
+Callers are people with a session cookie (from ``POST /api/v1/session``) or department systems
+with ``Authorization: Bearer exk_...``. A change made with a cookie must carry the session's
+CSRF token in ``X-CSRF-Token`` (a token-authenticated call cannot be forged by another site: a
+browser never adds the header by itself). Errors are ``{"error": {"code", "message"}}`` with
+the status of :mod:`exchange.portal.errors`; the OpenAPI document is ``/api/v1/openapi.json``.
+Handlers are plain functions (FastAPI runs them in its thread pool): the service blocks on
+Kafka only for writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from exchange.catalog.model import CatalogEntry
+from exchange.grants.model import Grant, GrantRequest
+from exchange.portal.errors import (
+    BadRequestError,
+    NotFoundError,
+    PortalError,
+    UnauthenticatedError,
+)
+from exchange.portal.model import Account, ApiToken, Principal, Role
+from exchange.portal.service import Portal
+
+__all__ = [
+    "SESSION_COOKIE",
+    "AccountBody",
+    "AccountChange",
+    "AccountView",
+    "Decision",
+    "EntryView",
+    "IssuedToken",
+    "LoginAnswer",
+    "LoginBody",
+    "Me",
+    "Rejection",
+    "TokenBody",
+    "TokenView",
+    "api_router",
+    "caller",
+    "install_error_handlers",
+]
+
+SESSION_COOKIE = "exchange_session"
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginBody(_Body):
+    department: str
+    username: str
+    password: str
+
+
+class LoginAnswer(BaseModel):
+    account: str
+    department: str
+    roles: list[str]
+    #: Send it back in ``X-CSRF-Token`` with every change made with the session cookie.
+    csrf_token: str
+
+
+class Me(BaseModel):
+    kind: Literal["person", "token"]
+    name: str
+    department: str
+    roles: list[str]
+
+
+class Decision(_Body):
+    note: str = Field("", max_length=2000)
+
+
+class Rejection(_Body):
+    #: Required: the legal or factual basis for refusing.
+    reason: str = Field(..., max_length=2000)
+
+
+class AccountBody(_Body):
+    username: str
+    password: str
+    roles: list[Role]
+    display_name: str = Field("", max_length=100)
+
+
+class AccountChange(_Body):
+    roles: list[Role] | None = None
+    disabled: bool | None = None
+    password: str | None = None
+
+
+class AccountView(BaseModel):
+    id: str
+    department: str
+    username: str
+    display_name: str
+    roles: list[str]
+    disabled: bool
+    created_at: dt.datetime
+    created_by: str
+
+
+class TokenBody(_Body):
+    name: str = Field(..., max_length=100)
+    roles: list[Role]
+    days: int = 90
+
+
+class TokenView(BaseModel):
+    id: str
+    department: str
+    name: str
+    roles: list[str]
+    created_at: dt.datetime
+    created_by: str
+    expires_at: dt.datetime
+    revoked: bool
+
+
+class IssuedToken(TokenView):
+    #: Shown once: the portal keeps only its hash.
+    token: str
+
+
+class EntryView(BaseModel):
+    id: str
+    title: str
+    provider: str
+    sharing: str
+    update_cycle: str
+    fields: list[dict[str, Any]]
+
+
+def _account_view(a: Account) -> AccountView:
+    return AccountView(
+        id=a.id,
+        department=a.department,
+        username=a.username,
+        display_name=a.display_name,
+        roles=sorted(a.roles),
+        disabled=a.disabled,
+        created_at=a.created_at,
+        created_by=a.created_by,
+    )
+
+
+def _token_view(t: ApiToken) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "department": t.department,
+        "name": t.name,
+        "roles": sorted(t.roles),
+        "created_at": t.created_at,
+        "created_by": t.created_by,
+        "expires_at": t.expires_at,
+        "revoked": t.revoked,
+    }
+
+
+def _entry_view(e: CatalogEntry) -> EntryView:
+    dumped = e.model_dump(mode="json")
+    return EntryView(
+        id=e.id,
+        title=str(dumped.get("title", "")),
+        provider=e.provider,
+        sharing=e.sharing,
+        update_cycle=str(dumped.get("update_cycle", "")),
+        fields=[
+            {"name": name, "sensitivity": e.sensitivity(name)}
+            for name in dumped.get("fields", {}) or {}
+        ],
+    )
+
+
+def _grant_view(g: Grant) -> dict[str, Any]:
+    out: dict[str, Any] = g.model_dump(mode="json")
+    return out
+
+
+def _portal(request: Request) -> Portal:
+    portal: Portal = request.app.state.portal
+    return portal
+
+
+def caller(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_csrf_token: Annotated[str | None, Header()] = None,
+) -> Principal:
+    """The authenticated caller; a cookie-authenticated change must carry its CSRF token."""
+    portal = _portal(request)
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise UnauthenticatedError(
+                "Authorization must be 'Bearer <API token>'", code="BAD_AUTHORIZATION"
+            )
+        return portal.by_token(token.strip())
+    session = request.cookies.get(SESSION_COOKIE)
+    if not session:
+        raise UnauthenticatedError(
+            "log in first (POST /api/v1/session) or send an API token", code="NO_SESSION"
+        )
+    principal = portal.by_session(session)
+    if request.method in UNSAFE:
+        portal.check_csrf(principal, x_csrf_token)
+    return principal
+
+
+Caller = Annotated[Principal, Depends(caller)]
+
+
+def api_router() -> APIRouter:
+    r = APIRouter(prefix="/api/v1")
+
+    @r.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @r.post("/session", response_model=LoginAnswer)
+    def login(body: LoginBody, request: Request, response: Response) -> LoginAnswer:
+        portal = _portal(request)
+        address = request.client.host if request.client else "unknown"
+        made = portal.login(body.department, body.username, body.password, address)
+        response.set_cookie(
+            SESSION_COOKIE,
+            made.session_id,
+            max_age=int(portal.settings.portal.session_max_s),
+            httponly=True,
+            secure=portal.settings.portal.secure_cookies,
+            samesite="strict",
+            path="/",
+        )
+        p = made.principal
+        return LoginAnswer(
+            account=p.name, department=p.department, roles=sorted(p.roles), csrf_token=made.csrf
+        )
+
+    @r.delete("/session", status_code=204)
+    def logout(who: Caller, request: Request, response: Response) -> None:
+        _portal(request).logout(who)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+
+    @r.get("/me", response_model=Me)
+    def me(who: Caller) -> Me:
+        return Me(kind=who.kind, name=who.name, department=who.department, roles=sorted(who.roles))
+
+    @r.get("/catalog", response_model=list[EntryView])
+    def catalog(
+        who: Caller,
+        request: Request,
+        q: str = "",
+        provider: str | None = None,
+        sharing: str | None = None,
+        update_cycle: str | None = None,
+    ) -> list[EntryView]:
+        views = [_entry_view(e) for e in _portal(request).entries().values()]
+        words = [w.lower() for w in q.split()]
+
+        def matches(v: EntryView) -> bool:
+            text = " ".join([v.id, v.title, *(f["name"] for f in v.fields)]).lower()
+            return (
+                all(w in text for w in words)
+                and provider in (None, v.provider)
+                and sharing in (None, v.sharing)
+                and update_cycle in (None, v.update_cycle)
+            )
+
+        return sorted((v for v in views if matches(v)), key=lambda v: v.id)
+
+    @r.get("/catalog/{entry_id}", response_model=EntryView)
+    def entry(entry_id: str, who: Caller, request: Request) -> EntryView:
+        found = _portal(request).entry(entry_id)
+        if found is None:
+            raise NotFoundError(f"no catalog entry {entry_id!r}", code="NO_ENTRY")
+        return _entry_view(found)
+
+    @r.get("/grants")
+    def grants(who: Caller, request: Request) -> list[dict[str, Any]]:
+        return [_grant_view(g) for g in _portal(request).grants(who)]
+
+    @r.get("/inbox")
+    def inbox(who: Caller, request: Request) -> list[dict[str, Any]]:
+        return [_grant_view(g) for g in _portal(request).inbox(who)]
+
+    @r.get("/grants/{grant_id}")
+    def grant(grant_id: str, who: Caller, request: Request) -> dict[str, Any]:
+        return _grant_view(_portal(request).grant(who, grant_id))
+
+    @r.post("/grants", status_code=201)
+    def request_grant(body: dict[str, Any], who: Caller, request: Request) -> dict[str, Any]:
+        body = {"consumer": who.department, **body}
+        try:
+            grant_request = GrantRequest.model_validate(body)
+        except ValidationError as exc:
+            raise BadRequestError(_problems(exc), code="BAD_REQUEST") from exc
+        return _grant_view(_portal(request).request(who, grant_request))
+
+    @r.post("/grants/{grant_id}/approve")
+    def approve(grant_id: str, body: Decision, who: Caller, request: Request) -> dict[str, Any]:
+        return _grant_view(_portal(request).decide(who, grant_id, True, body.note))
+
+    @r.post("/grants/{grant_id}/reject")
+    def reject(grant_id: str, body: Rejection, who: Caller, request: Request) -> dict[str, Any]:
+        return _grant_view(_portal(request).decide(who, grant_id, False, body.reason))
+
+    @r.post("/grants/{grant_id}/revoke")
+    def revoke(grant_id: str, body: Decision, who: Caller, request: Request) -> dict[str, Any]:
+        return _grant_view(_portal(request).revoke(who, grant_id, body.note))
+
+    @r.get("/departments/{department}/accounts", response_model=list[AccountView])
+    def accounts(department: str, who: Caller, request: Request) -> list[AccountView]:
+        return [_account_view(a) for a in _portal(request).accounts(who, department)]
+
+    @r.post("/departments/{department}/accounts", response_model=AccountView, status_code=201)
+    def create_account(
+        department: str, body: AccountBody, who: Caller, request: Request
+    ) -> AccountView:
+        made = _portal(request).create_account(
+            who, department, body.username, body.password, body.roles, body.display_name
+        )
+        return _account_view(made)
+
+    @r.patch("/departments/{department}/accounts/{username}", response_model=AccountView)
+    def change_account(
+        department: str, username: str, body: AccountChange, who: Caller, request: Request
+    ) -> AccountView:
+        changed = _portal(request).update_account(
+            who,
+            f"{department}/{username}",
+            roles=body.roles,
+            disabled=body.disabled,
+            password=body.password,
+        )
+        return _account_view(changed)
+
+    @r.get("/departments/{department}/tokens", response_model=list[TokenView])
+    def tokens(department: str, who: Caller, request: Request) -> list[dict[str, Any]]:
+        return [_token_view(t) for t in _portal(request).tokens(who, department)]
+
+    @r.post("/departments/{department}/tokens", response_model=IssuedToken, status_code=201)
+    def issue_token(
+        department: str, body: TokenBody, who: Caller, request: Request
+    ) -> dict[str, Any]:
+        token, secret = _portal(request).issue_token(
+            who, department, body.name, body.roles, body.days
+        )
+        return {**_token_view(token), "token": secret}
+
+    @r.delete("/tokens/{token_id}", response_model=TokenView)
+    def revoke_token(token_id: str, who: Caller, request: Request) -> dict[str, Any]:
+        return _token_view(_portal(request).revoke_token(who, token_id))
+
+    return r
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every refusal as ``{"error": {"code", "message"}}`` with its status."""
+
+    @app.exception_handler(PortalError)
+    def portal_error(_request: Request, exc: PortalError) -> JSONResponse:
+        return JSONResponse(
+            {"error": {"code": exc.code, "message": exc.message}}, status_code=exc.status
+        )
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        message = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return JSONResponse({"error": {"code": "BAD_REQUEST", "message": message}}, status_code=422)
