@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The sample exchange, end to end on the local platform: catalog and grants applied, each sample
 # department's connector publishes its source data (GBK CSV with bad rows, XLSX, SQLite, HTTP
-# push), the router delivers to the granted consumers, and the audit trail is verified.
+# push), the router delivers to the granted consumers, a department requests data through the
+# portal's API and the provider approves it, and the audit trail is verified. The portal stays
+# running at the end (its URL and the sample accounts are printed).
 #
 # --secure: the same on the secure platform (SASL/SCRAM over TLS, broker ACLs derived from the
 # grants, data in .exchange-secure/): every connector, the router and each consumer act as their
@@ -59,6 +61,33 @@ if $secure; then
   watch=$!
 fi
 
+if ! $secure; then
+  echo "== the portal: sample accounts, then one replica in the background"
+  portal_password=.exchange/portal-demo-password
+  [ -f "$portal_password" ] || $py -c 'import secrets; print("demo-" + secrets.token_urlsafe(12))' > "$portal_password"
+  while read -r dept user roles name; do
+    $x portal accounts add "$dept" "$user" --roles "$roles" --display-name "$name" \
+      --password-file "$portal_password" --exist-ok
+  done <<'ACCOUNTS'
+dsj root operator,admin 平台管理员
+mzj wang applicant,viewer 王民政
+gongan li approver,viewer 李公安
+ACCOUNTS
+  portal_port=${EXCHANGE_PORTAL__PORT:-8600}
+  # The portal an earlier run of this demo left running (by its pid, never by name).
+  if [ -f .exchange/portal-demo.pid ] && kill -0 "$(cat .exchange/portal-demo.pid)" 2>/dev/null; then
+    kill -TERM "$(cat .exchange/portal-demo.pid)" && sleep 1
+  fi
+  $x portal serve --replica demo --port "$portal_port" > .exchange/portal-demo.log 2>&1 &
+  portal=$!
+  echo "$portal" > .exchange/portal-demo.pid
+  for _ in $(seq 1 120); do
+    curl -sf "http://127.0.0.1:$portal_port/api/v1/health" >/dev/null && break
+    kill -0 "$portal" 2>/dev/null || { cat .exchange/portal-demo.log >&2; exit 1; }
+    sleep 0.5
+  done
+fi
+
 echo "== the router (faust-streaming), in the background"
 mkdir -p .exchange
 env $(env_of router) $x router --worker-id demo --metrics-port 0 --log-level warning > .exchange/router-demo.log 2>&1 &
@@ -67,7 +96,13 @@ stop_router() {
   kill -TERM "$router" 2>/dev/null && wait "$router" 2>/dev/null || true
   if $secure; then kill -TERM "$watch" 2>/dev/null && wait "$watch" 2>/dev/null || true; fi
 }
-trap stop_router EXIT
+# On a failure the portal goes too; a demo that ends well leaves it running.
+on_exit() {
+  local rc=$?
+  stop_router
+  if [ "$rc" -ne 0 ] && [ -n "${portal:-}" ]; then kill -TERM "$portal" 2>/dev/null || true; fi
+}
+trap on_exit EXIT
 
 echo "== sample source data (samples/data) into the connectors' drop folders and database"
 work=.exchange/connectors
@@ -85,7 +120,7 @@ done
 echo "== connector mzj-marriage-push (HTTP): a good batch, then a batch with a wrong citizen ID"
 env $(env_of connector-mzj) $x connector run config/connectors/mzj-marriage-push.yaml --log-level warning &
 pid=$!
-trap 'kill -TERM $pid 2>/dev/null || true; stop_router' EXIT
+trap 'rc=$?; kill -TERM $pid 2>/dev/null || true; (exit $rc); on_exit' EXIT
 url=http://127.0.0.1:8480/v1/entries/mzj.marriage_registration/records
 for _ in $(seq 1 100); do
   curl_ok=$($py -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8480/healthz', timeout=1); print(1)" 2>/dev/null || true)
@@ -96,7 +131,7 @@ token=sample-mzj-token-change-me
 $py -m samples.push "$url" "$token" samples/data/mzj/registrations.json
 $py -m samples.push "$url" "$token" samples/data/mzj/bad-batch.json || echo "(refused, as it should be)"
 kill -TERM $pid && wait $pid || true
-trap stop_router EXIT
+trap on_exit EXIT
 
 $x connector positions
 echo "reports of the processed files: $work/*/inbox/done/*.report.csv"
@@ -147,6 +182,11 @@ if $secure; then
   fi
 fi
 
+if ! $secure; then
+  echo "== through the portal's API: mzj's applicant requests data, gongan's approver approves it"
+  $py -m samples.portal_request "http://127.0.0.1:$portal_port" "$portal_password"
+fi
+
 echo "== the platform's figures (exchange status; exchange monitor serves them to Prometheus)"
 as monitor $x status --once
 stop_router
@@ -155,3 +195,10 @@ trap - EXIT
 echo "== the audit trail"
 $x audit query --consumer mzj --entry gongan.resident_population --kind delivery.receipt | tail -n 12
 $x audit verify
+
+if ! $secure; then
+  echo
+  echo "== the portal runs on: http://127.0.0.1:$portal_port/ (pid $portal; stop it with: kill $portal)"
+  echo "   sample accounts (department / username, password in $portal_password: $(cat "$portal_password")):"
+  echo "   dsj / root (platform operator), mzj / wang (applicant), gongan / li (approver)"
+fi

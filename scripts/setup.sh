@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # --test: also what only the tests need (a PostgreSQL server for the SQL connector's tests,
-# promtool to check and unit-test the Prometheus alert rules).
+# promtool to check and unit-test the Prometheus alert rules, Chromium and its driver for the
+# portal's browser tests).
 need_apt=()
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
@@ -13,6 +14,10 @@ if [ "${1:-}" = "--test" ]; then
   ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 \
     || need_apt+=(postgresql)
   command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+  [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+  [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
+  # A Chinese font, so the pages' screenshots show characters rather than boxes.
+  [ -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || need_apt+=(fonts-wqy-zenhei)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -17,6 +17,7 @@ from exchange.cli.security import sync_after_grant_change
 from exchange.grants.model import PURPOSE_LABELS, Actor, Grant, GrantRequest, Mask, Predicate
 from exchange.grants.rules import effective_masks
 from exchange.grants.store import GrantStore, read_grants
+from exchange.security.acls import OPERATOR
 
 app = typer.Typer(help="Grants: who receives which fields of which entry.", no_args_is_help=True)
 As = Annotated[str, typer.Option("--as", help="Your department id (who acts).")]
@@ -26,6 +27,16 @@ Note = Annotated[str, typer.Option(help="Reason or remark, recorded in the audit
 
 def _store(ctx: typer.Context, department: str, person: str) -> GrantStore:
     settings = state(ctx).settings
+    security = settings.kafka.security
+    if security.protocol == "SASL_SSL" and security.username != OPERATOR:
+        # --as is a claim nobody checks at a shell: on the secure platform departments act
+        # through the portal, which knows who is asking.
+        raise typer.BadParameter(
+            f"this command runs as {security.username}, not as the platform operator: on the "
+            "secure platform departments request, decide and end grants in the portal "
+            "(exchange portal serve), which checks who they are",
+            param_hint="--as",
+        )
     catalog = load_catalog(settings).require_valid()
     if department not in catalog.departments:
         raise typer.BadParameter(f"unknown department {department!r}", param_hint="--as")

@@ -14,7 +14,8 @@ from exchange.catalog.load import load_catalog
 from exchange.cli import output
 from exchange.cli.context import configure_logging, state
 from exchange.config import ExchangeSettings
-from exchange.portal.errors import BadRequestError
+from exchange.portal.errors import BadRequestError, PortalError
+from exchange.portal.model import account_id
 from exchange.portal.service import Portal, parse_roles
 
 app = typer.Typer(help="The departments' API and web portal.", no_args_is_help=True)
@@ -73,6 +74,9 @@ def add_account(
         Path | None,
         typer.Option(help="Read the password from this file (default: asked for)."),
     ] = None,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="An account of that name already there is fine.")
+    ] = False,
 ) -> None:
     """Make an account from the shell: the first platform operator, or a department's first
     administrator. Whoever runs it holds the platform's configuration; it is audited as
@@ -94,7 +98,13 @@ def add_account(
     portal = _portal(settings, "shell")
     portal.start()
     try:
+        existing = portal.state.account(account_id(department, username))
+        if existing is not None and exist_ok:
+            output.err.print(f"{existing.id} is there already: left as it is")
+            return
         account = portal.create_account(None, department, username, password, wanted, display_name)
+    except PortalError as exc:
+        raise typer.BadParameter(exc.message) from exc
     finally:
         portal.stop()
     output.table(

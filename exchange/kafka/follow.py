@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -11,6 +12,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from exchange.config.settings import KafkaSettings
 from exchange.kafka.control import Message, partitions, reader, to_message, watermarks
 from exchange.kafka.errors import KafkaOpError
+
+log = logging.getLogger(__name__)
+#: Errors that say this principal may not read a topic.
+REFUSED = frozenset({"TOPIC_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED"})
 
 
 class Follower:
@@ -95,19 +100,30 @@ class RecordCounter:
         self._consumer: Consumer | None = None
         #: Per assigned partition, the offset after the last record read (or its end marker).
         self._next: dict[tuple[str, int], int] = {}
+        self._wanted: dict[str, int] = {}
         self.counts: Counter[str] = Counter()
+        #: Topics this principal may not read (the secure platform's monitor may not read
+        #: source topics: only the router reads what departments publish).
+        self.refused: set[str] = set()
         #: The last call read every partition to its end (rather than running out of budget).
         self.caught_up = False
 
     def update(self, topics: Mapping[str, int], budget_s: float = 5.0) -> Counter[str]:
         """The records counted per topic after reading what is new in ``topics`` (name ->
-        partition count) within ``budget_s``; topics no longer named are dropped."""
+        partition count) within ``budget_s``; topics no longer named, or refused to this
+        principal (:attr:`refused`), are dropped."""
         consumer = self._client()
         timeout = self._settings.request_timeout_s
-        self._follow(consumer, topics)
+        self._follow(consumer, {t: n for t, n in topics.items() if t not in self.refused})
         pending = {}
-        for tp, after in self._next.items():
-            low, high = watermarks(consumer, *tp, timeout)
+        for tp, after in list(self._next.items()):
+            try:
+                low, high = watermarks(consumer, *tp, timeout)
+            except KafkaOpError as exc:
+                if exc.code not in REFUSED:
+                    raise
+                self._refuse(consumer, tp[0], exc)
+                continue
             if max(after, low) < high:
                 pending[tp] = high
         deadline = time.monotonic() + budget_s
@@ -116,6 +132,10 @@ class RecordCounter:
                 tp = (str(msg.topic()), int(msg.partition() or 0))
                 err = msg.error()
                 if err is not None:
+                    if err.name() in REFUSED:
+                        self._refuse(consumer, tp[0], err.str())
+                        pending = {p: e for p, e in pending.items() if p[0] != tp[0]}
+                        continue
                     if err.code() != KafkaError._PARTITION_EOF:
                         raise KafkaOpError.wrap(f"cannot read {tp[0]}", KafkaException(err))
                     if tp in pending and int(msg.offset() or 0) >= pending[tp]:
@@ -129,12 +149,20 @@ class RecordCounter:
         self.caught_up = not pending
         return self.counts
 
+    def _refuse(self, consumer: Consumer, topic: str, why: object) -> None:
+        if topic in self.refused:
+            return
+        log.warning("may not read %s (%s): its records are counted as offsets", topic, why)
+        self.refused.add(topic)
+        self._follow(consumer, {t: n for t, n in self._wanted.items() if t not in self.refused})
+
     def _client(self) -> Consumer:
         if self._consumer is None:
             self._consumer = reader(self._settings, committed=True)
         return self._consumer
 
     def _follow(self, consumer: Consumer, topics: Mapping[str, int]) -> None:
+        self._wanted = dict(topics)
         wanted = {(t, p) for t, count in topics.items() for p in range(count)}
         gone = sorted(set(self._next) - wanted)
         if gone:

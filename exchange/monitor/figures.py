@@ -21,7 +21,9 @@ class SourceFigures:
     entry: str
     department: str
     topic: str
-    #: Committed records on the source topic (counted by reading: markers take offsets).
+    #: Committed records on the source topic (counted by reading: markers take offsets), or
+    #: its offsets where the monitor may not read it (the secure platform: only the router
+    #: reads source topics).
     records: int
     #: What the router's group has not committed yet: offsets, counted as records where a
     #: partition is at most ``kafka.control.MARKER_SLACK`` behind (so caught up shows 0).

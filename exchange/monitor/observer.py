@@ -115,7 +115,11 @@ class Observer:
                     entry=e.entry.id,
                     department=e.entry.provider,
                     topic=topic,
-                    records=records[topic],
+                    records=(
+                        records[topic]
+                        if topic not in self._sources.refused
+                        else sum(ends.get((topic, p), 0) for p in range(counts.get(topic, 0)))
+                    ),
                     router_lag=sum(behind.get((topic, p), 0) for p in range(counts.get(topic, 0))),
                 )
                 for topic, e in sorted(sources.items())

@@ -1,4 +1,4 @@
-"""The portal's ASGI application: the API (and, later, the pages) over one :class:`Portal`.
+"""The portal's ASGI application: the API and the pages over one :class:`Portal`.
 
 Building the app touches no network; the portal starts (follows its topics, opens its audit
 chain) in the app's lifespan, so ``uvicorn`` workers and tests start it the same way.
@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from exchange.portal.api import api_router, install_error_handlers
+from exchange.portal.pages import install_page_errors, page_router
 from exchange.portal.service import Portal
 
 __all__ = ["create_app"]
@@ -37,5 +38,7 @@ def create_app(portal: Portal) -> FastAPI:
     )
     app.state.portal = portal
     install_error_handlers(app)
+    install_page_errors(app)
     app.include_router(api_router())
+    app.include_router(page_router())
     return app

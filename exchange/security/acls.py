@@ -27,6 +27,8 @@ from exchange.grants.model import GrantTerms
 
 ROUTER = "router"
 MONITOR = "monitor"
+#: The platform operator's principal (a super user on the secure platform).
+OPERATOR = "operator"
 CONSUMER_PREFIX = "consumer-"
 CONNECTOR_PREFIX = "connector-"
 #: Prefix of the connectors' ``transactional.id`` s (``connector_transactional_id``).

@@ -13,36 +13,6 @@ from tests.integration.portal.conftest import PASSWORD, Caller, PortalEnv
 
 pytestmark = pytest.mark.integration
 
-STAFF: dict[str, list[tuple[str, list[str]]]] = {
-    "provider": [
-        ("p_admin", ["admin"]),
-        ("p_approver", ["approver", "viewer"]),
-        ("p_applicant", ["applicant"]),
-    ],
-    "consumer": [
-        ("c_admin", ["admin"]),
-        ("c_applicant", ["applicant", "viewer"]),
-        ("c_viewer", ["viewer"]),
-        ("c_approver", ["approver"]),
-    ],
-    "bystander": [("b_approver", ["approver", "viewer"]), ("b_admin", ["admin"])],
-}
-
-
-@pytest.fixture(scope="module")
-def staffed(portal_env: PortalEnv) -> PortalEnv:
-    env = portal_env
-    root = env.person(env.ops, "root")
-    for side, people in STAFF.items():
-        department = getattr(env, side)
-        for username, roles in people:
-            made = root.post(
-                f"/api/v1/departments/{department}/accounts",
-                {"username": username, "password": PASSWORD, "roles": roles},
-            )
-            assert made.status_code == 201, made.text
-    return env
-
 
 def _error(answer: Any) -> str:
     code: str = answer.json()["error"]["code"]

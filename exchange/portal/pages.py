@@ -1,0 +1,545 @@
+"""The portal's web pages: server-rendered HTML forms over the same :class:`Portal` as the API.
+
+No script is needed to use them (a government office's browsers vary); every form that changes
+something carries the session's CSRF token in a hidden field, and the login form a token of its
+own (a double-submit cookie), so no other site can submit one. Chinese first; ``?lang=en``
+switches to English (kept in a cookie). A refusal is shown on the page with the service's own
+message, the same words as the API and the CLI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from exchange.catalog.avro import record_fields
+from exchange.grants.model import PURPOSE_LABELS, Grant, GrantRequest
+from exchange.portal import policy
+from exchange.portal.api import SESSION_COOKIE
+from exchange.portal.errors import ForbiddenError, PortalError, UnauthenticatedError
+from exchange.portal.i18n import Language, translate
+from exchange.portal.model import ROLES, TOKEN_ROLES, Principal
+from exchange.portal.secrets import new_secret
+from exchange.portal.service import Portal, parse_roles
+
+__all__ = [
+    "CSRF_COOKIE",
+    "LANG_COOKIE",
+    "LOGIN_COOKIE",
+    "Page",
+    "PageError",
+    "install_page_errors",
+    "page_router",
+]
+
+LOGIN_COOKIE = "exchange_login"
+LANG_COOKIE = "exchange_lang"
+#: A grant ending within this many days is marked as expiring soon.
+EXPIRING_DAYS = 7
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+class PageError(Exception):
+    """A page cannot be shown; the wrapped portal error says why."""
+
+    def __init__(self, error: PortalError, lang: Language) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.lang = lang
+
+
+def _portal(request: Request) -> Portal:
+    portal: Portal = request.app.state.portal
+    return portal
+
+
+def _lang(request: Request) -> Language:
+    wanted = request.query_params.get("lang") or request.cookies.get(LANG_COOKIE) or "zh"
+    return "en" if wanted == "en" else "zh"
+
+
+def _t(lang: Language) -> Callable[[str], str]:
+    return lambda key: translate(key, lang)
+
+
+class Page:
+    """What every page handler gets: the caller (or none), the language, and the renderer."""
+
+    def __init__(self, request: Request, who: Principal | None, csrf: str | None) -> None:
+        self.request = request
+        self.who = who
+        self.csrf = csrf
+        self.lang = _lang(request)
+        self.portal = _portal(request)
+
+    def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        names = {d: dept.name for d, dept in self.portal.catalog.departments.items()}
+        response = TEMPLATES.TemplateResponse(
+            self.request,
+            template,
+            {
+                "t": _t(self.lang),
+                "lang": self.lang,
+                "who": self.who,
+                "csrf": self.csrf,
+                "department_names": names,
+                **context,
+            },
+            status_code=status,
+        )
+        if self.request.query_params.get("lang") in ("zh", "en"):
+            response.set_cookie(LANG_COOKIE, self.lang, httponly=True, samesite="strict")
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def fail(self, error: PortalError) -> PageError:
+        return PageError(error, self.lang)
+
+
+def _page(request: Request) -> Page:
+    """A logged-in person's page; the CSRF token is the one their session was given (kept in a
+    cookie the pages read: the session cookie holds only the session id)."""
+    portal = _portal(request)
+    session = request.cookies.get(SESSION_COOKIE)
+    if not session:
+        raise PageError(UnauthenticatedError("log in", code="NO_SESSION"), _lang(request))
+    try:
+        who = portal.by_session(session)
+    except PortalError as exc:
+        raise PageError(exc, _lang(request)) from exc
+    csrf = request.cookies.get(CSRF_COOKIE)
+    return Page(request, who, csrf)
+
+
+#: The session's CSRF token, for the pages to put in their forms (HttpOnly: no script reads
+#: it; a form posted from another site carries none, and SameSite=Strict keeps both cookies
+#: from being sent with it at all).
+CSRF_COOKIE = "exchange_csrf"
+Logged = Annotated[Page, Depends(_page)]
+
+
+def _checked(page: Page, csrf: str) -> None:
+    assert page.who is not None
+    try:
+        page.portal.check_csrf(page.who, csrf)
+    except PortalError as exc:
+        raise page.fail(exc) from exc
+
+
+def _redirect(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+def _entry_view(portal: Portal, entry_id: str) -> dict[str, Any] | None:
+    loaded = portal.catalog.entries.get(entry_id)
+    if loaded is None:
+        return None
+    e = loaded.entry
+    docs = {f["name"]: f.get("doc", "") for f in (loaded.schema or {}).get("fields", [])}
+    fields = record_fields(loaded.schema) if loaded.schema else {}
+    return {
+        "id": e.id,
+        "title": e.title,
+        "provider": e.provider,
+        "description": e.description,
+        "sharing": e.sharing,
+        "update_cycle": e.update_cycle,
+        "fields": [
+            {"name": name, "doc": docs.get(name, ""), "sensitivity": e.sensitivity(name)}
+            for name in fields
+        ],
+    }
+
+
+def _grant_view(portal: Portal, who: Principal, g: Grant, now: dt.datetime) -> dict[str, Any]:
+    entry = portal.entry(g.request.entry)
+    req = g.request
+    status = g.status(now)
+    try:
+        policy.require_revoker(who, g, entry, portal.operators)
+        may_revoke = g.state in ("requested", "approved")
+    except PortalError:
+        may_revoke = False
+    decision = g.decision
+    return {
+        "id": g.id,
+        "entry": req.entry,
+        "entry_title": entry.title if entry else req.entry,
+        "consumer": req.consumer,
+        "provider": entry.provider if entry else "",
+        "fields": list(req.fields),
+        "purpose": PURPOSE_LABELS.get(req.purpose, req.purpose),
+        "purpose_text": req.purpose_text,
+        "legal_basis": req.legal_basis,
+        "valid_from": req.valid_from.date().isoformat(),
+        "valid_until": req.valid_until.date().isoformat(),
+        "status": status,
+        "expiring": status == "active"
+        and req.valid_until - now <= dt.timedelta(days=EXPIRING_DAYS),
+        "requested_by": str(g.requested_by),
+        "decided_by": str(decision.by) if decision else "",
+        "decision_note": decision.note if decision else "",
+        "may_revoke": may_revoke,
+    }
+
+
+def page_router() -> APIRouter:
+    r = APIRouter(include_in_schema=False)
+
+    @r.get("/", response_class=HTMLResponse)
+    def home(request: Request) -> Response:
+        if not request.cookies.get(SESSION_COOKIE):
+            return _redirect("/login")
+        return _redirect("/catalog")
+
+    @r.get("/login", response_class=HTMLResponse)
+    def login_page(request: Request) -> Response:
+        return _login_form(Page(request, None, None))
+
+    @r.post("/login", response_class=HTMLResponse)
+    def login(
+        request: Request,
+        department: Annotated[str, Form()],
+        username: Annotated[str, Form()],
+        password: Annotated[str, Form()],
+        csrf: Annotated[str, Form()] = "",
+    ) -> Response:
+        page = Page(request, None, None)
+        expected = request.cookies.get(LOGIN_COOKIE) or ""
+        if not expected or not hmac.compare_digest(csrf.encode(), expected.encode()):
+            raise page.fail(ForbiddenError("the login form has expired; reload it", code="CSRF"))
+        address = request.client.host if request.client else "unknown"
+        try:
+            made = page.portal.login(department, username, password, address)
+        except PortalError as exc:
+            raise page.fail(exc) from exc
+        response = _redirect("/catalog")
+        secure = page.portal.settings.portal.secure_cookies
+        max_age = int(page.portal.settings.portal.session_max_s)
+        for name, value in ((SESSION_COOKIE, made.session_id), (CSRF_COOKIE, made.csrf)):
+            response.set_cookie(
+                name, value, max_age=max_age, httponly=True, secure=secure, samesite="strict"
+            )
+        response.delete_cookie(LOGIN_COOKIE)
+        return response
+
+    @r.post("/logout")
+    def logout(page: Logged, csrf: Annotated[str, Form()] = "") -> Response:
+        _checked(page, csrf)
+        assert page.who is not None
+        page.portal.logout(page.who)
+        response = _redirect("/login")
+        response.delete_cookie(SESSION_COOKIE)
+        response.delete_cookie(CSRF_COOKIE)
+        return response
+
+    @r.get("/catalog", response_class=HTMLResponse)
+    def catalog(
+        page: Logged,
+        q: str = "",
+        provider: str = "",
+        sharing: str = "",
+        update_cycle: str = "",
+    ) -> Response:
+        views = [_entry_view(page.portal, e) for e in sorted(page.portal.catalog.entries)]
+        words = [w.lower() for w in q.split()]
+
+        def matches(v: dict[str, Any]) -> bool:
+            text = " ".join(
+                [v["id"], v["title"], v["description"]]
+                + [f"{f['name']} {f['doc']}" for f in v["fields"]]
+            ).lower()
+            return (
+                all(w in text for w in words)
+                and provider in ("", v["provider"])
+                and sharing in ("", v["sharing"])
+                and update_cycle in ("", v["update_cycle"])
+            )
+
+        entries = [v for v in views if v is not None and matches(v)]
+        every = [v for v in views if v is not None]
+        return page.render(
+            "catalog.html",
+            entries=entries,
+            q=q,
+            provider=provider,
+            sharing=sharing,
+            update_cycle=update_cycle,
+            providers=sorted({v["provider"] for v in every}),
+            cycles=sorted({v["update_cycle"] for v in every}),
+        )
+
+    @r.get("/catalog/{entry_id}", response_class=HTMLResponse)
+    def entry(entry_id: str, page: Logged) -> Response:
+        view = _entry_view(page.portal, entry_id)
+        if view is None:
+            return page.render("error.html", 404, message=f"no catalog entry {entry_id!r}")
+        return page.render("entry.html", entry=view)
+
+    @r.get("/grants/new", response_class=HTMLResponse)
+    def request_form(page: Logged, entry: str) -> Response:
+        view = _entry_view(page.portal, entry)
+        if view is None:
+            return page.render("error.html", 404, message=f"no catalog entry {entry!r}")
+        today = dt.date.today()
+        form = {
+            "fields": [],
+            "purpose": "data_verification",
+            "purpose_text": "",
+            "legal_basis": "",
+            "valid_from": today.isoformat(),
+            "valid_until": today.replace(year=today.year + 1).isoformat(),
+            "filter_field": "",
+            "filter_prefix": "",
+        }
+        return page.render("request.html", entry=view, form=form, purposes=PURPOSE_LABELS)
+
+    @r.post("/grants/new", response_class=HTMLResponse)
+    async def request_grant(page: Logged, request: Request) -> Response:
+        form = await request.form()
+        _checked(page, str(form.get("csrf", "")))
+        assert page.who is not None
+        entry_id = str(form.get("entry", ""))
+        view = _entry_view(page.portal, entry_id)
+        if view is None:
+            return page.render("error.html", 404, message=f"no catalog entry {entry_id!r}")
+        values: dict[str, Any] = {
+            "fields": [str(f) for f in form.getlist("fields")],
+            "purpose": str(form.get("purpose", "")),
+            "purpose_text": str(form.get("purpose_text", "")),
+            "legal_basis": str(form.get("legal_basis", "")),
+            "valid_from": str(form.get("valid_from", "")),
+            "valid_until": str(form.get("valid_until", "")),
+            "filter_field": str(form.get("filter_field", "")),
+            "filter_prefix": str(form.get("filter_prefix", "")).strip(),
+        }
+        body: dict[str, Any] = {
+            "consumer": page.who.department,
+            "entry": entry_id,
+            "fields": values["fields"],
+            "purpose": values["purpose"],
+            "purpose_text": values["purpose_text"],
+            "legal_basis": values["legal_basis"],
+            "valid_from": _day(values["valid_from"]),
+            "valid_until": _day(values["valid_until"]),
+        }
+        if values["filter_field"] and values["filter_prefix"]:
+            body["row_filter"] = {values["filter_field"]: {"prefix": values["filter_prefix"]}}
+        try:
+            grant_request = GrantRequest.model_validate(body)
+            made = await _in_thread(page.portal.request, page.who, grant_request)
+        except ValidationError as exc:
+            problems = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            return page.render(
+                "request.html",
+                422,
+                entry=view,
+                form=values,
+                purposes=PURPOSE_LABELS,
+                problems=problems,
+            )
+        except PortalError as exc:
+            return page.render(
+                "request.html",
+                exc.status,
+                entry=view,
+                form=values,
+                purposes=PURPOSE_LABELS,
+                problems=exc.message.splitlines(),
+            )
+        return _redirect(f"/grants/{made.id}")
+
+    @r.get("/grants", response_class=HTMLResponse)
+    def grants(page: Logged) -> Response:
+        assert page.who is not None
+        now = dt.datetime.now(dt.UTC)
+        views = [_grant_view(page.portal, page.who, g, now) for g in page.portal.grants(page.who)]
+        mine = page.who.department
+        received = [{**v, "other": v["provider"]} for v in views if v["consumer"] == mine]
+        provided = [{**v, "other": v["consumer"]} for v in views if v["provider"] == mine]
+        return page.render("grants.html", received=received, provided=provided)
+
+    @r.get("/grants/{grant_id}", response_class=HTMLResponse)
+    def grant(grant_id: str, page: Logged) -> Response:
+        assert page.who is not None
+        try:
+            found = page.portal.grant(page.who, grant_id)
+        except PortalError as exc:
+            raise page.fail(exc) from exc
+        view = _grant_view(page.portal, page.who, found, dt.datetime.now(dt.UTC))
+        return page.render("grant.html", grant=view)
+
+    @r.get("/inbox", response_class=HTMLResponse)
+    def inbox(page: Logged) -> Response:
+        assert page.who is not None
+        now = dt.datetime.now(dt.UTC)
+        pending = [_grant_view(page.portal, page.who, g, now) for g in page.portal.inbox(page.who)]
+        return page.render("inbox.html", pending=pending)
+
+    @r.post("/grants/{grant_id}/{action}")
+    def decide(
+        grant_id: str,
+        action: str,
+        page: Logged,
+        csrf: Annotated[str, Form()] = "",
+        note: Annotated[str, Form()] = "",
+        reason: Annotated[str, Form()] = "",
+    ) -> Response:
+        _checked(page, csrf)
+        assert page.who is not None
+        try:
+            if action == "approve":
+                page.portal.decide(page.who, grant_id, True, note)
+            elif action == "reject":
+                page.portal.decide(page.who, grant_id, False, reason)
+            elif action == "revoke":
+                page.portal.revoke(page.who, grant_id, note)
+            else:
+                return page.render("error.html", 404, message=f"no action {action!r}")
+        except PortalError as exc:
+            raise page.fail(exc) from exc
+        return _redirect("/inbox" if action in ("approve", "reject") else "/grants")
+
+    @r.get("/accounts", response_class=HTMLResponse)
+    def accounts(page: Logged, department: str = "", issued: str = "") -> Response:
+        assert page.who is not None
+        department = department or page.who.department
+        try:
+            people = page.portal.accounts(page.who, department)
+            tokens = page.portal.tokens(page.who, department)
+        except PortalError as exc:
+            raise page.fail(exc) from exc
+        return page.render(
+            "accounts.html",
+            department=department,
+            accounts=[{**a.model_dump(), "roles": sorted(a.roles)} for a in people],
+            tokens=[{**k.model_dump(), "roles": sorted(k.roles)} for k in tokens],
+            roles=ROLES,
+            token_roles=TOKEN_ROLES,
+            issued=issued,
+        )
+
+    @r.post("/accounts/{department}")
+    async def create_account(department: str, page: Logged, request: Request) -> Response:
+        form = await request.form()
+        _checked(page, str(form.get("csrf", "")))
+        assert page.who is not None
+        try:
+            await _in_thread(
+                page.portal.create_account,
+                page.who,
+                department,
+                str(form.get("username", "")),
+                str(form.get("password", "")),
+                parse_roles(str(r) for r in form.getlist("roles")),
+                str(form.get("display_name", "")),
+            )
+        except PortalError as exc:
+            raise page.fail(exc) from exc
+        return _redirect(f"/accounts?department={department}")
+
+    @r.post("/accounts/{department}/{username}/{change}")
+    def change_account(
+        department: str, username: str, change: str, page: Logged, csrf: Annotated[str, Form()] = ""
+    ) -> Response:
+        _checked(page, csrf)
+        assert page.who is not None
+        if change not in ("disable", "enable"):
+            return page.render("error.html", 404, message=f"no change {change!r}")
+        try:
+            page.portal.update_account(
+                page.who, f"{department}/{username}", disabled=change == "disable"
+            )
+        except PortalError as exc:
+            raise page.fail(exc) from exc
+        return _redirect(f"/accounts?department={department}")
+
+    @r.post("/accounts/{department}/tokens", response_class=HTMLResponse)
+    async def issue_token(department: str, page: Logged, request: Request) -> Response:
+        form = await request.form()
+        _checked(page, str(form.get("csrf", "")))
+        assert page.who is not None
+        try:
+            days = int(str(form.get("days", "90")))
+            _token, secret = await _in_thread(
+                page.portal.issue_token,
+                page.who,
+                department,
+                str(form.get("name", "")),
+                parse_roles(str(r) for r in form.getlist("roles")),
+                days,
+            )
+        except ValueError:
+            return page.render("error.html", 422, message="days: a whole number")
+        except PortalError as exc:
+            raise page.fail(exc) from exc
+        # Shown once, on this page; not in a URL (it would stay in the browser's history).
+        return accounts(page, department=department, issued=secret)
+
+    @r.post("/tokens/{token_id}/revoke")
+    def revoke_token(token_id: str, page: Logged, csrf: Annotated[str, Form()] = "") -> Response:
+        _checked(page, csrf)
+        assert page.who is not None
+        try:
+            token = page.portal.revoke_token(page.who, token_id)
+        except PortalError as exc:
+            raise page.fail(exc) from exc
+        return _redirect(f"/accounts?department={token.department}")
+
+    return r
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """A blocking service call (a Kafka transaction, a password hash) off the event loop."""
+    return await run_in_threadpool(fn, *args)
+
+
+def _day(value: str) -> str:
+    """A form's date as the start of that day in China Standard Time."""
+    return f"{value}T00:00:00+08:00" if value else ""
+
+
+def _login_form(page: Page, refused: PortalError | None = None) -> HTMLResponse:
+    """The login page, with a fresh token for its form in a cookie of its own (the form and
+    the cookie must match: another site can post the form, but not set the cookie)."""
+    token = new_secret()
+    departments = sorted(page.portal.catalog.departments.values(), key=lambda d: d.id)
+    response = page.render(
+        "login.html",
+        refused.status if refused else 200,
+        login_csrf=token,
+        departments=departments,
+        flash=refused.message if refused else None,
+        flash_kind="error",
+    )
+    response.set_cookie(
+        LOGIN_COOKIE,
+        token,
+        httponly=True,
+        secure=page.portal.settings.portal.secure_cookies,
+        samesite="strict",
+    )
+    return response
+
+
+def install_page_errors(app: FastAPI) -> None:
+    """A page refused: back to the login page when not logged in, else the reason."""
+
+    @app.exception_handler(PageError)
+    def page_error(request: Request, exc: PageError) -> Response:
+        if isinstance(exc.error, UnauthenticatedError) and exc.error.code != "BAD_CREDENTIALS":
+            return _redirect("/login")
+        page = Page(request, None, None)
+        page.lang = exc.lang
+        if exc.error.code in ("BAD_CREDENTIALS", "LOCKED", "RATE_LIMITED"):
+            return _login_form(page, exc.error)
+        return page.render("error.html", exc.error.status, message=exc.error.message)

@@ -1,0 +1,138 @@
+"""Issue 22: the portal's pages in a real headless Chromium (Debian's chromium and
+chromium-driver, driven by Selenium): a consumer finds data in the catalog and requests it, the
+provider's approver approves it from the inbox, the consumer sees it active and ends it.
+Screenshots of the main pages go to docs/portal/ (``EXCHANGE_SCREENSHOTS=1``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from tests.conftest import ROOT
+from tests.integration.portal.conftest import PASSWORD, PortalEnv
+
+pytestmark = pytest.mark.integration
+CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+SHOTS = ROOT / "docs" / "portal"
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    if not (CHROMIUM.exists() and DRIVER.exists()):
+        pytest.fail("chromium and chromium-driver are not installed (scripts/setup.sh --test does)")
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium fetch a driver
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+    driver.implicitly_wait(5)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "chromium", ignore_errors=True)
+
+
+def _shot(driver: WebDriver, name: str) -> None:
+    if os.environ.get("EXCHANGE_SCREENSHOTS") == "1":
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def _login(driver: WebDriver, env: PortalEnv, department: str, username: str) -> None:
+    driver.delete_all_cookies()
+    driver.get(f"{env.r1.url}/login")
+    Select(driver.find_element(By.ID, "department")).select_by_value(department)
+    driver.find_element(By.ID, "username").send_keys(username)
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "login").click()
+    WebDriverWait(driver, 10).until(ec.presence_of_element_located((By.ID, "catalog-search")))
+
+
+def test_request_approve_and_end_a_grant_in_the_browser(
+    staffed: PortalEnv, browser: WebDriver
+) -> None:
+    env, d = staffed, browser
+    _login(d, env, env.consumer, "c_applicant")
+    _shot(d, "catalog")
+    # Search by a Chinese field name of the entry's schema.
+    d.find_element(By.ID, "q").send_keys("公民身份号码")
+    d.find_element(By.ID, "search").click()
+    rows = d.find_elements(By.CSS_SELECTOR, "#entries tr.entry")
+    assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in rows] == [env.entry]
+    d.find_element(By.ID, "q").clear()
+    d.find_element(By.ID, "q").send_keys("no such words anywhere")
+    d.find_element(By.ID, "search").click()
+    assert d.find_elements(By.CSS_SELECTOR, "#entries tr.entry") == []
+    d.get(f"{env.r1.url}/catalog/{env.entry}")
+    assert "sensitive" in d.find_element(By.ID, "fields").get_attribute("innerHTML")
+    _shot(d, "entry")
+    d.find_element(By.ID, "request-link").click()
+    for name in ("citizen_id", "region_code"):
+        d.find_element(By.CSS_SELECTOR, f"input[name=fields][value={name}]").click()
+    d.find_element(By.ID, "purpose_text").send_keys("低保资格核查")
+    d.find_element(By.ID, "legal_basis").send_keys("《社会救助暂行办法》第十一条")
+    _shot(d, "request")
+    d.find_element(By.ID, "submit-request").click()
+    status = WebDriverWait(d, 10).until(ec.presence_of_element_located((By.ID, "grant-status")))
+    assert status.text == "待审批"
+    grant_id = d.find_element(By.TAG_NAME, "h1").text
+
+    _login(d, env, env.provider, "p_approver")
+    d.get(f"{env.r1.url}/inbox")
+    row = d.find_element(By.CSS_SELECTOR, f"tr.pending[data-grant='{grant_id}']")
+    assert "低保资格核查" in row.text
+    _shot(d, "inbox")
+    row.find_element(By.CSS_SELECTOR, "button.approve").click()
+    WebDriverWait(d, 10).until(ec.presence_of_element_located((By.ID, "inbox")))
+    assert d.find_elements(By.CSS_SELECTOR, f"tr.pending[data-grant='{grant_id}']") == []
+
+    _login(d, env, env.consumer, "c_applicant")
+    d.get(f"{env.r1.url}/grants")
+    mine = d.find_element(By.CSS_SELECTOR, f"#as-consumer tr.grant[data-grant='{grant_id}']")
+    assert mine.find_element(By.CLASS_NAME, "status").text.startswith("生效中")
+    _shot(d, "grants")
+    mine.find_element(By.CSS_SELECTOR, "button.revoke").click()
+    mine = d.find_element(By.CSS_SELECTOR, f"#as-consumer tr.grant[data-grant='{grant_id}']")
+    assert mine.find_element(By.CLASS_NAME, "status").text.startswith("已终止")
+    # In English too.
+    d.get(f"{env.r1.url}/grants?lang=en")
+    mine = d.find_element(By.CSS_SELECTOR, f"#as-consumer tr.grant[data-grant='{grant_id}']")
+    assert mine.find_element(By.CLASS_NAME, "status").text.startswith("ended")
+
+
+def test_a_form_posted_without_its_csrf_token_is_refused(
+    staffed: PortalEnv, browser: WebDriver
+) -> None:
+    env, d = staffed, browser
+    _login(d, env, env.consumer, "c_applicant")
+    d.get(f"{env.r1.url}/grants")
+    # A forged form: the same action, no token (as another site's page would post it).
+    d.execute_script(
+        "const f = document.createElement('form'); f.method = 'post';"
+        "f.action = '/logout'; document.body.appendChild(f); f.submit();"
+    )
+    message = WebDriverWait(d, 10).until(ec.presence_of_element_located((By.ID, "error-message")))
+    assert "CSRF" in message.text
