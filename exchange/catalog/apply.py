@@ -68,6 +68,7 @@ def control_topic_specs(topics: TopicSettings) -> list[TopicSpec]:
                 topics.portal_tokens,
                 topics.portal_sessions,
                 topics.portal_lockouts,
+                topics.portal_demands,
             )
         ),
         # The audit trail is never deleted by retention; its chains are keyed by writer. The

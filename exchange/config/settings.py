@@ -180,6 +180,8 @@ class TopicSettings(_Section):
     portal_tokens: str = "exchange.portal-tokens"
     portal_sessions: str = "exchange.portal-sessions"
     portal_lockouts: str = "exchange.portal-lockouts"
+    #: 供需对接清单: data departments need, and the answers (compacted, JSON; all may read).
+    portal_demands: str = "exchange.portal-demands"
     source_prefix: str = "src."
     delivery_prefix: str = "dlv."
     #: 1 for the single local broker; 3 in production.

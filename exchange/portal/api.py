@@ -36,6 +36,8 @@ __all__ = [
     "AccountChange",
     "AccountView",
     "Decision",
+    "DemandAnswer",
+    "DemandBody",
     "EntryView",
     "IssuedToken",
     "LoginAnswer",
@@ -131,6 +133,26 @@ class TokenView(BaseModel):
 class IssuedToken(TokenView):
     #: Shown once: the portal keeps only its hash.
     token: str
+
+
+class DemandBody(_Body):
+    #: What data, in the department's words.
+    title: str
+    #: What for.
+    purpose: str
+    fields: list[str] = []
+    #: The department believed to hold it, if known.
+    holder: str | None = None
+
+
+class DemandAnswer(_Body):
+    outcome: Literal["matched", "accepted", "declined"]
+    #: matched: the catalog entry that has the data.
+    entry: str | None = None
+    #: accepted: when it will be catalogued.
+    due: dt.date | None = None
+    #: declined: the reason (required); otherwise a note.
+    note: str = Field("", max_length=2000)
 
 
 class EntryView(BaseModel):
@@ -318,6 +340,25 @@ def api_router() -> APIRouter:
     @r.post("/grants/{grant_id}/revoke")
     def revoke(grant_id: str, body: Decision, who: Caller, request: Request) -> dict[str, Any]:
         return _grant_view(_portal(request).revoke(who, grant_id, body.note))
+
+    @r.get("/demands")
+    def demands(who: Caller, request: Request, state: str | None = None) -> list[dict[str, Any]]:
+        """供需对接清单: every department's needs and their answers."""
+        return [d.model_dump(mode="json") for d in _portal(request).demands(state)]
+
+    @r.post("/demands", status_code=201)
+    def post_demand(body: DemandBody, who: Caller, request: Request) -> dict[str, Any]:
+        made = _portal(request).post_demand(who, body.title, body.purpose, body.fields, body.holder)
+        return made.model_dump(mode="json")
+
+    @r.post("/demands/{demand_id}/answer")
+    def answer_demand(
+        demand_id: str, body: DemandAnswer, who: Caller, request: Request
+    ) -> dict[str, Any]:
+        answered = _portal(request).answer_demand(
+            who, demand_id, body.outcome, entry=body.entry, due=body.due, note=body.note
+        )
+        return answered.model_dump(mode="json")
 
     @r.get("/departments/{department}/accounts", response_model=list[AccountView])
     def accounts(department: str, who: Caller, request: Request) -> list[AccountView]:

@@ -89,6 +89,18 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "sh_conditional": ("有条件共享", "conditional"),
     "sh_none": ("不予共享", "not shared"),
     "error": ("出错了", "Something is wrong"),
+    "demands": ("供需对接清单", "Data needs"),
+    "new_demand": ("发布需求", "Post a need"),
+    "demand_title": ("所需数据", "Data needed"),
+    "holder": ("可能提供部门", "Believed holder"),
+    "unknown": ("不清楚", "Not known"),
+    "age": ("已发布", "Age"),
+    "days_old": ("天", "days"),
+    "due": ("预计", "due"),
+    "dm_open": ("待答复", "open"),
+    "dm_matched": ("已有目录", "matched"),
+    "dm_accepted": ("纳入编目", "accepted"),
+    "dm_declined": ("不予提供", "declined"),
 }
 
 

@@ -19,6 +19,8 @@ __all__ = [
     "TOKEN_ROLES",
     "Account",
     "ApiToken",
+    "Demand",
+    "DemandState",
     "Lockout",
     "Principal",
     "Role",
@@ -152,3 +154,40 @@ class Principal(_Model):
 
     def has(self, role: Role) -> bool:
         return role in self.roles
+
+
+DemandState = Literal["open", "matched", "accepted", "declined"]
+
+
+class Demand(_Model):
+    """A need for data posted on the 供需对接清单, and its answer.
+
+    open → matched (to an existing entry: one click makes a grant request), accepted (for
+    cataloguing, with a due date) or declined (with the reason); each answer says who and when.
+    """
+
+    id: str
+    #: The department that needs the data.
+    department: str
+    #: What data (in the department's words).
+    title: str = Field(..., min_length=2, max_length=200)
+    #: Which fields, as the department names them.
+    fields: tuple[str, ...] = ()
+    purpose: str = Field(..., min_length=2, max_length=1000)
+    #: The department it believes holds the data (``None``: it does not know).
+    holder: str | None = None
+    state: DemandState = "open"
+    created_at: dt.datetime
+    created_by: str
+    answered_at: dt.datetime | None = None
+    answered_by: str | None = None
+    #: matched: the catalog entry that has it.
+    entry: str | None = None
+    #: accepted: when the holder means to have it catalogued.
+    due: dt.date | None = None
+    #: declined: why; or a note with another answer.
+    note: str = ""
+
+    @classmethod
+    def decode(cls, value: bytes) -> Demand:
+        return cls.model_validate_json(value)

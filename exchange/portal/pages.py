@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from exchange.catalog.avro import record_fields
 from exchange.grants.model import PURPOSE_LABELS, Grant, GrantRequest
@@ -81,6 +82,13 @@ class Page:
         self.lang = _lang(request)
         self.portal = _portal(request)
 
+    @property
+    def person(self) -> Principal:
+        """The logged-in caller (pages behind ``Logged`` always have one)."""
+        if self.who is None:
+            raise PageError(UnauthenticatedError("log in", code="NO_SESSION"), self.lang)
+        return self.who
+
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         names = {d: dept.name for d, dept in self.portal.catalog.departments.items()}
         response = TEMPLATES.TemplateResponse(
@@ -128,11 +136,17 @@ Logged = Annotated[Page, Depends(_page)]
 
 
 def _checked(page: Page, csrf: str) -> None:
-    assert page.who is not None
     try:
-        page.portal.check_csrf(page.who, csrf)
+        page.portal.check_csrf(page.person, csrf)
     except PortalError as exc:
         raise page.fail(exc) from exc
+
+
+async def _posted(page: Page, request: Request) -> FormData:
+    """A posted form, once its CSRF field matched the session's."""
+    form = await request.form()
+    _checked(page, str(form.get("csrf", "")))
+    return form
 
 
 def _redirect(path: str) -> RedirectResponse:
@@ -235,8 +249,7 @@ def page_router() -> APIRouter:
     @r.post("/logout")
     def logout(page: Logged, csrf: Annotated[str, Form()] = "") -> Response:
         _checked(page, csrf)
-        assert page.who is not None
-        page.portal.logout(page.who)
+        page.portal.logout(page.person)
         response = _redirect("/login")
         response.delete_cookie(SESSION_COOKIE)
         response.delete_cookie(CSRF_COOKIE)
@@ -305,9 +318,7 @@ def page_router() -> APIRouter:
 
     @r.post("/grants/new", response_class=HTMLResponse)
     async def request_grant(page: Logged, request: Request) -> Response:
-        form = await request.form()
-        _checked(page, str(form.get("csrf", "")))
-        assert page.who is not None
+        form = await _posted(page, request)
         entry_id = str(form.get("entry", ""))
         view = _entry_view(page.portal, entry_id)
         if view is None:
@@ -323,7 +334,7 @@ def page_router() -> APIRouter:
             "filter_prefix": str(form.get("filter_prefix", "")).strip(),
         }
         body: dict[str, Any] = {
-            "consumer": page.who.department,
+            "consumer": page.person.department,
             "entry": entry_id,
             "fields": values["fields"],
             "purpose": values["purpose"],
@@ -336,7 +347,7 @@ def page_router() -> APIRouter:
             body["row_filter"] = {values["filter_field"]: {"prefix": values["filter_prefix"]}}
         try:
             grant_request = GrantRequest.model_validate(body)
-            made = await _in_thread(page.portal.request, page.who, grant_request)
+            made = await _in_thread(page.portal.request, page.person, grant_request)
         except ValidationError as exc:
             problems = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
             return page.render(
@@ -360,29 +371,28 @@ def page_router() -> APIRouter:
 
     @r.get("/grants", response_class=HTMLResponse)
     def grants(page: Logged) -> Response:
-        assert page.who is not None
         now = dt.datetime.now(dt.UTC)
-        views = [_grant_view(page.portal, page.who, g, now) for g in page.portal.grants(page.who)]
-        mine = page.who.department
+        who = page.person
+        views = [_grant_view(page.portal, who, g, now) for g in page.portal.grants(who)]
+        mine = page.person.department
         received = [{**v, "other": v["provider"]} for v in views if v["consumer"] == mine]
         provided = [{**v, "other": v["consumer"]} for v in views if v["provider"] == mine]
         return page.render("grants.html", received=received, provided=provided)
 
     @r.get("/grants/{grant_id}", response_class=HTMLResponse)
     def grant(grant_id: str, page: Logged) -> Response:
-        assert page.who is not None
         try:
-            found = page.portal.grant(page.who, grant_id)
+            found = page.portal.grant(page.person, grant_id)
         except PortalError as exc:
             raise page.fail(exc) from exc
-        view = _grant_view(page.portal, page.who, found, dt.datetime.now(dt.UTC))
+        view = _grant_view(page.portal, page.person, found, dt.datetime.now(dt.UTC))
         return page.render("grant.html", grant=view)
 
     @r.get("/inbox", response_class=HTMLResponse)
     def inbox(page: Logged) -> Response:
-        assert page.who is not None
         now = dt.datetime.now(dt.UTC)
-        pending = [_grant_view(page.portal, page.who, g, now) for g in page.portal.inbox(page.who)]
+        who = page.person
+        pending = [_grant_view(page.portal, who, g, now) for g in page.portal.inbox(who)]
         return page.render("inbox.html", pending=pending)
 
     @r.post("/grants/{grant_id}/{action}")
@@ -395,27 +405,93 @@ def page_router() -> APIRouter:
         reason: Annotated[str, Form()] = "",
     ) -> Response:
         _checked(page, csrf)
-        assert page.who is not None
         try:
             if action == "approve":
-                page.portal.decide(page.who, grant_id, True, note)
+                page.portal.decide(page.person, grant_id, True, note)
             elif action == "reject":
-                page.portal.decide(page.who, grant_id, False, reason)
+                page.portal.decide(page.person, grant_id, False, reason)
             elif action == "revoke":
-                page.portal.revoke(page.who, grant_id, note)
+                page.portal.revoke(page.person, grant_id, note)
             else:
                 return page.render("error.html", 404, message=f"no action {action!r}")
         except PortalError as exc:
             raise page.fail(exc) from exc
         return _redirect("/inbox" if action in ("approve", "reject") else "/grants")
 
+    @r.get("/demands", response_class=HTMLResponse)
+    def demands(page: Logged, state: str = "") -> Response:
+        who = page.person
+        now = dt.datetime.now(dt.UTC)
+        rows = []
+        for d in page.portal.demands(state or None):
+            try:
+                policy.require_demand_answerer(who, d.holder, page.portal.operators)
+                may_answer = d.state == "open"
+            except PortalError:
+                may_answer = False
+            rows.append(
+                {
+                    **d.model_dump(),
+                    "age_days": (now - d.created_at).days,
+                    "may_answer": may_answer,
+                }
+            )
+        try:
+            policy.require_demand_poster(who)
+            may_post = True
+        except PortalError:
+            may_post = False
+        entries = sorted(page.portal.entries().values(), key=lambda e: e.id)
+        return page.render(
+            "demands.html", demands=rows, state=state, may_post=may_post, entries=entries
+        )
+
+    @r.post("/demands")
+    async def post_demand(page: Logged, request: Request) -> Response:
+        form = await _posted(page, request)
+        try:
+            await _in_thread(
+                page.portal.post_demand,
+                page.person,
+                str(form.get("title", "")),
+                str(form.get("purpose", "")),
+                str(form.get("fields", "")).replace("，", ",").split(","),
+                str(form.get("holder", "")) or None,
+            )
+        except PortalError as exc:
+            raise page.fail(exc) from exc
+        return _redirect("/demands")
+
+    @r.post("/demands/{demand_id}/answer")
+    async def answer_demand(demand_id: str, page: Logged, request: Request) -> Response:
+        form = await _posted(page, request)
+        due_text = str(form.get("due", ""))
+        try:
+            due = dt.date.fromisoformat(due_text) if due_text else None
+        except ValueError:
+            return page.render("error.html", 422, message=f"due: not a date: {due_text!r}")
+        outcome = str(form.get("outcome", ""))
+        try:
+            await _in_thread(
+                lambda: page.portal.answer_demand(
+                    page.person,
+                    demand_id,
+                    outcome,
+                    entry=str(form.get("entry", "")) or None,
+                    due=due,
+                    note=str(form.get("note", "")),
+                )
+            )
+        except PortalError as exc:
+            raise page.fail(exc) from exc
+        return _redirect("/demands")
+
     @r.get("/accounts", response_class=HTMLResponse)
     def accounts(page: Logged, department: str = "", issued: str = "") -> Response:
-        assert page.who is not None
-        department = department or page.who.department
+        department = department or page.person.department
         try:
-            people = page.portal.accounts(page.who, department)
-            tokens = page.portal.tokens(page.who, department)
+            people = page.portal.accounts(page.person, department)
+            tokens = page.portal.tokens(page.person, department)
         except PortalError as exc:
             raise page.fail(exc) from exc
         return page.render(
@@ -430,13 +506,11 @@ def page_router() -> APIRouter:
 
     @r.post("/accounts/{department}")
     async def create_account(department: str, page: Logged, request: Request) -> Response:
-        form = await request.form()
-        _checked(page, str(form.get("csrf", "")))
-        assert page.who is not None
+        form = await _posted(page, request)
         try:
             await _in_thread(
                 page.portal.create_account,
-                page.who,
+                page.person,
                 department,
                 str(form.get("username", "")),
                 str(form.get("password", "")),
@@ -452,12 +526,11 @@ def page_router() -> APIRouter:
         department: str, username: str, change: str, page: Logged, csrf: Annotated[str, Form()] = ""
     ) -> Response:
         _checked(page, csrf)
-        assert page.who is not None
         if change not in ("disable", "enable"):
             return page.render("error.html", 404, message=f"no change {change!r}")
         try:
             page.portal.update_account(
-                page.who, f"{department}/{username}", disabled=change == "disable"
+                page.person, f"{department}/{username}", disabled=change == "disable"
             )
         except PortalError as exc:
             raise page.fail(exc) from exc
@@ -465,14 +538,12 @@ def page_router() -> APIRouter:
 
     @r.post("/accounts/{department}/tokens", response_class=HTMLResponse)
     async def issue_token(department: str, page: Logged, request: Request) -> Response:
-        form = await request.form()
-        _checked(page, str(form.get("csrf", "")))
-        assert page.who is not None
+        form = await _posted(page, request)
         try:
             days = int(str(form.get("days", "90")))
             _token, secret = await _in_thread(
                 page.portal.issue_token,
-                page.who,
+                page.person,
                 department,
                 str(form.get("name", "")),
                 parse_roles(str(r) for r in form.getlist("roles")),
@@ -488,9 +559,8 @@ def page_router() -> APIRouter:
     @r.post("/tokens/{token_id}/revoke")
     def revoke_token(token_id: str, page: Logged, csrf: Annotated[str, Form()] = "") -> Response:
         _checked(page, csrf)
-        assert page.who is not None
         try:
-            token = page.portal.revoke_token(page.who, token_id)
+            token = page.portal.revoke_token(page.person, token_id)
         except PortalError as exc:
             raise page.fail(exc) from exc
         return _redirect(f"/accounts?department={token.department}")

@@ -19,6 +19,8 @@ __all__ = [
     "concerns",
     "require_account_admin",
     "require_decider",
+    "require_demand_answerer",
+    "require_demand_poster",
     "require_requester",
     "require_revoker",
     "require_roles_grantable",
@@ -163,3 +165,27 @@ def require_roles_grantable(
             )
         if not _operator(p, operators):
             raise ForbiddenError("only a platform operator makes operators", code="NOT_OPERATOR")
+
+
+def require_demand_poster(p: Principal) -> None:
+    """A department's applicants (or administrators) post its needs."""
+    if not (p.has("applicant") or p.has("admin")):
+        raise ForbiddenError(
+            f"{p.name} may not post a need: that needs the applicant or admin role in "
+            f"{p.department}",
+            code="NOT_APPLICANT",
+        )
+
+
+def require_demand_answerer(p: Principal, holder: str | None, operators: Collection[str]) -> None:
+    """The department named as holder (its approvers or administrators) or a platform
+    operator answers a need."""
+    if _operator(p, operators):
+        return
+    if holder is not None and p.department == holder and (p.has("approver") or p.has("admin")):
+        return
+    named = f"{holder}'s approvers or administrators, or " if holder else ""
+    raise ForbiddenError(
+        f"{p.name} may not answer this need: {named}a platform operator may",
+        code="NOT_ANSWERER",
+    )

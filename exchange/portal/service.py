@@ -41,6 +41,7 @@ from exchange.portal.model import (
     ROLES,
     Account,
     ApiToken,
+    Demand,
     Principal,
     Role,
     Session,
@@ -544,6 +545,103 @@ class Portal:
                 continue
             out.append(grant)
         return out
+
+    # -- 供需对接清单 ------------------------------------------------------------------------
+
+    def demands(self, state: str | None = None) -> list[Demand]:
+        """Every department's needs (the list is public to all departments), newest first."""
+        found = [d for d in self.state.demands().values() if state in (None, "", d.state)]
+        return sorted(found, key=lambda d: d.created_at, reverse=True)
+
+    def post_demand(
+        self,
+        principal: Principal,
+        title: str,
+        purpose: str,
+        fields: Sequence[str] = (),
+        holder: str | None = None,
+    ) -> Demand:
+        policy.require_demand_poster(principal)
+        if holder and holder not in self.catalog.departments:
+            raise BadRequestError(f"holder: unknown department {holder!r}", code="BAD_DEPT")
+        try:
+            demand = Demand(
+                id=f"need-{stdlib_secrets.token_hex(4)}",
+                department=principal.department,
+                title=title.strip(),
+                fields=tuple(f.strip() for f in fields if f.strip()),
+                purpose=purpose.strip(),
+                holder=holder or None,
+                created_at=self.clock(),
+                created_by=principal.name,
+            )
+        except ValidationError as exc:
+            raise BadRequestError(_first(exc), code="BAD_DEMAND") from exc
+        self._write(
+            "portal.demand.posted",
+            principal.name,
+            {"demand": demand.id, "title": demand.title, "holder": demand.holder},
+            [(self.settings.topics.portal_demands, demand.id, demand)],
+        )
+        return demand
+
+    def answer_demand(
+        self,
+        principal: Principal,
+        demand_id: str,
+        outcome: str,
+        *,
+        entry: str | None = None,
+        due: dt.date | None = None,
+        note: str = "",
+    ) -> Demand:
+        """matched (to ``entry``), accepted (for cataloguing by ``due``) or declined (``note``
+        says why)."""
+        demand = self.state.demand(demand_id)
+        if demand is None:
+            raise NotFoundError(f"no need {demand_id!r}", code="NO_DEMAND")
+        policy.require_demand_answerer(principal, demand.holder, self.operators)
+        if demand.state != "open":
+            raise ConflictError(
+                f"{demand_id} was answered already ({demand.state})", code="ANSWERED"
+            )
+        changes: dict[str, Any] = {"note": note.strip()}
+        if outcome == "matched":
+            if not entry or self.entry(entry) is None:
+                raise BadRequestError(f"entry: no catalog entry {entry!r}", code="BAD_ENTRY")
+            changes["entry"] = entry
+        elif outcome == "accepted":
+            if due is None or due <= self.clock().date():
+                raise BadRequestError("due: a date after today", code="BAD_DUE")
+            changes["due"] = due
+        elif outcome == "declined":
+            if not note.strip():
+                raise BadRequestError("a declined need needs its reason", code="REASON_REQUIRED")
+        else:
+            raise BadRequestError(
+                f"outcome: matched, accepted or declined, not {outcome!r}", code="BAD_OUTCOME"
+            )
+        answered = demand.model_copy(
+            update={
+                **changes,
+                "state": outcome,
+                "answered_at": self.clock(),
+                "answered_by": principal.name,
+            }
+        )
+        self._write(
+            "portal.demand.answered",
+            principal.name,
+            {
+                "demand": demand_id,
+                "outcome": outcome,
+                "entry": answered.entry,
+                "due": answered.due.isoformat() if answered.due else None,
+                "note": answered.note,
+            },
+            [(self.settings.topics.portal_demands, demand_id, answered)],
+        )
+        return answered
 
 
 def _person(account: Account) -> str:

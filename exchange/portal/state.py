@@ -16,7 +16,7 @@ from exchange.config import ExchangeSettings
 from exchange.grants.model import Grant
 from exchange.grants.store import GrantTable
 from exchange.kafka.tables import Tables
-from exchange.portal.model import Account, ApiToken, Lockout, Session
+from exchange.portal.model import Account, ApiToken, Demand, Lockout, Session
 
 __all__ = ["PortalState"]
 
@@ -34,6 +34,7 @@ class PortalState:
                 t.portal_tokens: ApiToken.decode,
                 t.portal_sessions: Session.decode,
                 t.portal_lockouts: Lockout.decode,
+                t.portal_demands: Demand.decode,
                 t.grants: Grant.decode,
                 t.catalog: parse_catalog_record,
             },
@@ -75,6 +76,13 @@ class PortalState:
     def lockout(self, account_id: str) -> Lockout | None:
         found: Lockout | None = self.tables.get(self.topics.portal_lockouts, account_id)
         return found
+
+    def demand(self, demand_id: str) -> Demand | None:
+        found: Demand | None = self.tables.get(self.topics.portal_demands, demand_id)
+        return found
+
+    def demands(self) -> dict[str, Demand]:
+        return self.tables.items(self.topics.portal_demands)
 
     def grant(self, grant_id: str) -> Grant | None:
         found: Grant | None = self.tables.get(self.topics.grants, grant_id)

@@ -48,6 +48,7 @@ def rename_control_topics(exchange_yaml: str, uid: str) -> str:
         "portal-tokens",
         "portal-sessions",
         "portal-lockouts",
+        "portal-demands",
     ):
         exchange_yaml = exchange_yaml.replace(f"exchange.{name}\n", f"exchange.{name}.{uid}\n")
     return exchange_yaml

@@ -252,3 +252,43 @@ def test_every_login_failure_and_change_is_on_the_portals_audit_chain(staffed: P
     ):
         assert kinds.get(kind, 0) >= 1, (kind, kinds)
     assert f"{env.consumer} ({env.consumer}/c_applicant)" in actors
+
+
+def test_a_need_is_posted_seen_by_all_and_answered_by_the_named_holder(staffed: PortalEnv) -> None:
+    env = staffed
+    applicant = env.person(env.consumer, "c_applicant")
+    viewer = env.person(env.consumer, "c_viewer")
+    body = {
+        "title": "人口出生日期",
+        "purpose": "老年人补贴核对",
+        "fields": ["citizen_id", "birth_date"],
+        "holder": env.provider,
+    }
+    refused = viewer.post("/api/v1/demands", body)
+    assert refused.status_code == 403 and _error(refused) == "NOT_APPLICANT"
+    posted = applicant.post("/api/v1/demands", body)
+    assert posted.status_code == 201, posted.text
+    need = posted.json()
+    assert need["state"] == "open" and need["department"] == env.consumer
+    # The list is public to every department.
+    stranger = env.person(env.bystander, "b_approver")
+    assert need["id"] in [d["id"] for d in stranger.get("/api/v1/demands?state=open").json()]
+    answer = {"outcome": "matched", "entry": env.entry}
+    not_holder = stranger.post(f"/api/v1/demands/{need['id']}/answer", answer)
+    assert not_holder.status_code == 403 and _error(not_holder) == "NOT_ANSWERER"
+    holder = env.person(env.provider, "p_approver")
+    no_reason = holder.post(f"/api/v1/demands/{need['id']}/answer", {"outcome": "declined"})
+    assert no_reason.status_code == 422 and _error(no_reason) == "REASON_REQUIRED"
+    wrong_entry = holder.post(
+        f"/api/v1/demands/{need['id']}/answer", {"outcome": "matched", "entry": "no.such"}
+    )
+    assert wrong_entry.status_code == 422 and _error(wrong_entry) == "BAD_ENTRY"
+    matched = holder.post(f"/api/v1/demands/{need['id']}/answer", answer)
+    assert matched.status_code == 200, matched.text
+    assert matched.json()["state"] == "matched" and matched.json()["entry"] == env.entry
+    assert matched.json()["answered_by"] == f"{env.provider}/p_approver"
+    again = holder.post(f"/api/v1/demands/{need['id']}/answer", answer)
+    assert again.status_code == 409
+    assert [d["state"] for d in viewer.get("/api/v1/demands").json() if d["id"] == need["id"]] == [
+        "matched"
+    ]

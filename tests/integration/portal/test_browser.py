@@ -136,3 +136,35 @@ def test_a_form_posted_without_its_csrf_token_is_refused(
     )
     message = WebDriverWait(d, 10).until(ec.presence_of_element_located((By.ID, "error-message")))
     assert "CSRF" in message.text
+
+
+def test_post_a_need_and_answer_it_in_the_browser(staffed: PortalEnv, browser: WebDriver) -> None:
+    env, d = staffed, browser
+    _login(d, env, env.consumer, "c_applicant")
+    d.get(f"{env.r1.url}/demands")
+    d.find_element(By.ID, "demand-title").send_keys("婚姻登记信息")
+    d.find_element(By.ID, "demand-fields").send_keys("male_citizen_id，female_citizen_id")
+    d.find_element(By.ID, "demand-purpose").send_keys("家庭关系核查")
+    Select(d.find_element(By.ID, "demand-holder")).select_by_value(env.provider)
+    d.find_element(By.ID, "post-demand").click()
+    row = d.find_element(By.XPATH, "//tr[contains(@class,'demand')][contains(., '婚姻登记信息')]")
+    need = row.get_attribute("data-demand")
+    assert row.find_element(By.CLASS_NAME, "demand-state").text.startswith("待答复")
+    assert "female_citizen_id" in row.text
+
+    _login(d, env, env.provider, "p_approver")
+    d.get(f"{env.r1.url}/demands?state=open")
+    row = d.find_element(By.CSS_SELECTOR, f"tr.demand[data-demand='{need}']")
+    _shot(d, "demands")
+    Select(row.find_element(By.NAME, "outcome")).select_by_value("matched")
+    Select(row.find_element(By.NAME, "entry")).select_by_value(env.entry)
+    row.find_element(By.CLASS_NAME, "answer-button").click()
+
+    _login(d, env, env.consumer, "c_applicant")
+    d.get(f"{env.r1.url}/demands")
+    row = d.find_element(By.CSS_SELECTOR, f"tr.demand[data-demand='{need}']")
+    assert row.find_element(By.CLASS_NAME, "demand-state").text.startswith("已有目录")
+    # One click from the answer to the request form for the entry that has the data.
+    row.find_element(By.CLASS_NAME, "request-matched").click()
+    assert d.find_element(By.ID, "request-form") is not None
+    assert env.entry in d.current_url

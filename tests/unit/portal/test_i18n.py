@@ -9,6 +9,7 @@ from typing import get_args
 from exchange.catalog.model import FieldSpec
 from exchange.grants.model import Status
 from exchange.portal.i18n import MESSAGES, translate
+from exchange.portal.model import DemandState
 
 TEMPLATES = Path(__file__).parents[3] / "exchange" / "portal" / "templates"
 
@@ -20,6 +21,7 @@ def test_every_key_the_templates_use_is_in_both_languages() -> None:
     # Keys made from values: t('st_' ~ status), t('sh_' ~ sharing), t(f.sensitivity).
     used |= {f"st_{s}" for s in get_args(Status)}
     used |= {"sh_unconditional", "sh_conditional", "sh_none"}
+    used |= {f"dm_{s}" for s in get_args(DemandState)}
     used |= set(get_args(FieldSpec.model_fields["sensitivity"].annotation))
     missing = sorted(k for k in used if k not in MESSAGES or not all(MESSAGES[k]))
     assert not missing, f"not in both languages: {missing}"
