@@ -320,6 +320,12 @@ def api_router() -> APIRouter:
     def grant(grant_id: str, who: Caller, request: Request) -> dict[str, Any]:
         return _grant_view(_portal(request).grant(who, grant_id))
 
+    @r.get("/grants/{grant_id}/activity")
+    def activity(grant_id: str, who: Caller, request: Request) -> dict[str, Any]:
+        """What was delivered under the grant (records, the latest receipts) and its history,
+        from the audit trail; only for its consumer and its entry's provider."""
+        return _portal(request).activity(who, grant_id)
+
     @r.post("/grants", status_code=201)
     def request_grant(body: dict[str, Any], who: Caller, request: Request) -> dict[str, Any]:
         body = {"consumer": who.department, **body}

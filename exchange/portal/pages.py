@@ -174,7 +174,9 @@ def _entry_view(portal: Portal, entry_id: str) -> dict[str, Any] | None:
     }
 
 
-def _grant_view(portal: Portal, who: Principal, g: Grant, now: dt.datetime) -> dict[str, Any]:
+def _grant_view(
+    portal: Portal, who: Principal, g: Grant, now: dt.datetime, delivered: int = 0
+) -> dict[str, Any]:
     entry = portal.entry(g.request.entry)
     req = g.request
     status = g.status(now)
@@ -203,6 +205,7 @@ def _grant_view(portal: Portal, who: Principal, g: Grant, now: dt.datetime) -> d
         "decided_by": str(decision.by) if decision else "",
         "decision_note": decision.note if decision else "",
         "may_revoke": may_revoke,
+        "delivered": delivered,
     }
 
 
@@ -373,7 +376,11 @@ def page_router() -> APIRouter:
     def grants(page: Logged) -> Response:
         now = dt.datetime.now(dt.UTC)
         who = page.person
-        views = [_grant_view(page.portal, who, g, now) for g in page.portal.grants(who)]
+        volumes = page.portal.trail.delivered()
+        views = [
+            _grant_view(page.portal, who, g, now, volumes.get(g.id, 0))
+            for g in page.portal.grants(who)
+        ]
         mine = page.person.department
         received = [{**v, "other": v["provider"]} for v in views if v["consumer"] == mine]
         provided = [{**v, "other": v["consumer"]} for v in views if v["provider"] == mine]
@@ -386,7 +393,10 @@ def page_router() -> APIRouter:
         except PortalError as exc:
             raise page.fail(exc) from exc
         view = _grant_view(page.portal, page.person, found, dt.datetime.now(dt.UTC))
-        return page.render("grant.html", grant=view)
+        activity = page.portal.activity(page.person, grant_id)
+        for item in [*activity["recent"], *activity["history"]]:
+            item["at"] = _local(item["ts_ms"])
+        return page.render("grant.html", grant=view, activity=activity)
 
     @r.get("/inbox", response_class=HTMLResponse)
     def inbox(page: Logged) -> Response:
@@ -571,6 +581,12 @@ def page_router() -> APIRouter:
 async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     """A blocking service call (a Kafka transaction, a password hash) off the event loop."""
     return await run_in_threadpool(fn, *args)
+
+
+def _local(ts_ms: int) -> str:
+    """An instant as China Standard Time, to the second."""
+    at = dt.datetime.fromtimestamp(ts_ms / 1000, tz=dt.timezone(dt.timedelta(hours=8)))
+    return at.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _day(value: str) -> str:

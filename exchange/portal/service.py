@@ -58,6 +58,7 @@ from exchange.portal.secrets import (
     verify_password,
 )
 from exchange.portal.state import PortalState
+from exchange.portal.trail import TrailView
 
 __all__ = ["Login", "Portal", "parse_roles"]
 
@@ -107,6 +108,7 @@ class Portal:
         self.replica = replica
         self.clock = clock
         self.state = PortalState(settings)
+        self.trail = TrailView(settings)
         self.operators: Collection[str] = settings.grants.operators
         self._writer: AuditWriter | None = None
         #: The chain's writer is one transaction at a time.
@@ -119,8 +121,10 @@ class Portal:
         """Follow the topics (until read to their end) and open the audit chain."""
         self.state.start(self.settings.kafka.request_timeout_s * 4)
         self._writer = AuditWriter.connect(self.settings, f"portal.{self.replica}")
+        self.trail.start()
 
     def stop(self) -> None:
+        self.trail.stop()
         self.state.stop()
         if self._writer is not None:
             self._writer.close()
@@ -509,6 +513,12 @@ class Portal:
             raise NotFoundError(f"no grant {grant_id!r}", code="NO_SUCH_GRANT")
         policy.require_visible(principal, grant, self.entry(grant.request.entry), self.operators)
         return grant
+
+    def activity(self, principal: Principal, grant_id: str) -> dict[str, Any]:
+        """What was delivered under a grant and what happened to it (the audit trail), for
+        its consumer and provider only."""
+        self.grant(principal, grant_id)
+        return self.trail.activity(grant_id)
 
     def request(self, principal: Principal, request: GrantRequest) -> Grant:
         policy.require_requester(principal, request.consumer, self.operators)

@@ -20,9 +20,12 @@ import pytest
 from exchange.catalog.apply import apply_catalog
 from exchange.catalog.load import load_catalog
 from exchange.config import ExchangeSettings
+from exchange.kafka.control import publish
+from exchange.kafka.registry import Registry
+from exchange.kafka.wire import AvroCodec
 from tests.conftest import ROOT, Project
 from tests.integration.conftest import IsolatedProject
-from tests.integration.routing.conftest import EXCHANGE
+from tests.integration.routing.conftest import EXCHANGE, change_value, person, router_command
 
 PASSWORD = "长城-correct-horse-9"
 
@@ -174,10 +177,29 @@ class PortalEnv:
             check=True,
             capture_output=True,
         )
+        self.router: subprocess.Popen[bytes] | None = None
         self.r1 = Replica(project.exchange_yaml, f"{uid}-r1", root / "r1.log")
         self.r2 = Replica(short, f"{uid}-r2", root / "r2.log")
         self.r1.wait_ready()
         self.r2.wait_ready()
+
+    def publish_people(self, count: int, region: str = "140602") -> None:
+        """``count`` valid people on the entry's source topic, as its provider publishes them."""
+        latest = Registry(self.settings.registry).latest(self.project.subject)
+        assert latest is not None
+        codec = AvroCodec(latest.schema_id, latest.schema)
+        rows = [person(5000 + i, region) for i in range(count)]
+        records = [(r["citizen_id"], change_value(codec, r, self.provider, "c")) for r in rows]
+        publish(self.settings.kafka, self.project.source_topic, records)
+
+    def start_router(self) -> None:
+        log = (self.project.root / "router.log").open("ab")
+        self.router = subprocess.Popen(
+            router_command(self.project.exchange_yaml, f"{self.project.uid}-w1"),
+            cwd=self.project.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def caller(self, replica: Replica | None = None) -> Caller:
         return Caller((replica or self.r1).url)
@@ -203,6 +225,9 @@ class PortalEnv:
     def stop(self) -> None:
         self.r1.stop()
         self.r2.stop()
+        if self.router is not None and self.router.poll() is None:
+            self.router.terminate()
+            self.router.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")

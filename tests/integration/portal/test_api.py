@@ -127,6 +127,16 @@ def test_a_department_never_sees_another_departments_grants(staffed: PortalEnv) 
     gid = _request(env, env.person(env.consumer, "c_applicant")).json()["id"]
     stranger = env.person(env.bystander, "b_approver")
     assert stranger.get(f"/api/v1/grants/{gid}").status_code == 404
+    # Nor its audit records.
+    assert stranger.get(f"/api/v1/grants/{gid}/activity").status_code == 404
+    consumer = env.person(env.consumer, "c_viewer")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        history = consumer.get(f"/api/v1/grants/{gid}/activity").json()["history"]
+        if history:
+            break
+        time.sleep(0.5)
+    assert [h["kind"] for h in history] == ["grant.requested"]
     assert gid not in [g["id"] for g in stranger.get("/api/v1/grants").json()]
     for side, username in (("consumer", "c_viewer"), ("provider", "p_approver")):
         seen = env.person(getattr(env, side), username).get("/api/v1/grants").json()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,10 +110,23 @@ def test_request_approve_and_end_a_grant_in_the_browser(
     WebDriverWait(d, 10).until(ec.presence_of_element_located((By.ID, "inbox")))
     assert d.find_elements(By.CSS_SELECTOR, f"tr.pending[data-grant='{grant_id}']") == []
 
+    # The provider's records flow: the consumer sees them delivered under the grant.
+    env.publish_people(5)
+    env.start_router()
     _login(d, env, env.consumer, "c_applicant")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        d.get(f"{env.r1.url}/grants/{grant_id}")
+        if d.find_element(By.ID, "delivered-count").text == "5":
+            break
+        time.sleep(1)
+    assert d.find_element(By.ID, "delivered-count").text == "5"
+    assert "grant.approved" in d.find_element(By.ID, "history").text
+    _shot(d, "grant")
     d.get(f"{env.r1.url}/grants")
     mine = d.find_element(By.CSS_SELECTOR, f"#as-consumer tr.grant[data-grant='{grant_id}']")
     assert mine.find_element(By.CLASS_NAME, "status").text.startswith("生效中")
+    assert mine.find_element(By.CLASS_NAME, "delivered").text == "5"
     _shot(d, "grants")
     mine.find_element(By.CSS_SELECTOR, "button.revoke").click()
     mine = d.find_element(By.CSS_SELECTOR, f"#as-consumer tr.grant[data-grant='{grant_id}']")
