@@ -14,12 +14,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from exchange.catalog.model import CatalogEntry
 from exchange.grants.model import Grant, GrantRequest
 from exchange.portal.errors import (
     BadRequestError,
@@ -27,6 +26,7 @@ from exchange.portal.errors import (
     PortalError,
     UnauthenticatedError,
 )
+from exchange.portal.listing import PAGE_SIZE, EntryRow, search
 from exchange.portal.model import Account, ApiToken, Principal, Role
 from exchange.portal.service import Portal
 
@@ -35,6 +35,7 @@ __all__ = [
     "AccountBody",
     "AccountChange",
     "AccountView",
+    "CatalogPage",
     "Decision",
     "DemandAnswer",
     "DemandBody",
@@ -159,9 +160,18 @@ class EntryView(BaseModel):
     id: str
     title: str
     provider: str
+    description: str
     sharing: str
     update_cycle: str
-    fields: list[dict[str, Any]]
+    #: name, description (from the record schema) and sensitivity of each field.
+    fields: list[dict[str, str]]
+
+
+class CatalogPage(BaseModel):
+    #: Entries matching, in all.
+    total: int
+    offset: int
+    entries: list[EntryView]
 
 
 def _account_view(a: Account) -> AccountView:
@@ -190,17 +200,16 @@ def _token_view(t: ApiToken) -> dict[str, Any]:
     }
 
 
-def _entry_view(e: CatalogEntry) -> EntryView:
-    dumped = e.model_dump(mode="json")
+def _entry_view(e: EntryRow) -> EntryView:
     return EntryView(
         id=e.id,
-        title=str(dumped.get("title", "")),
+        title=e.title,
         provider=e.provider,
+        description=e.description,
         sharing=e.sharing,
-        update_cycle=str(dumped.get("update_cycle", "")),
+        update_cycle=e.update_cycle,
         fields=[
-            {"name": name, "sensitivity": e.sensitivity(name)}
-            for name in dumped.get("fields", {}) or {}
+            {"name": f.name, "description": f.doc, "sensitivity": f.sensitivity} for f in e.fields
         ],
     )
 
@@ -278,7 +287,7 @@ def api_router() -> APIRouter:
     def me(who: Caller) -> Me:
         return Me(kind=who.kind, name=who.name, department=who.department, roles=sorted(who.roles))
 
-    @r.get("/catalog", response_model=list[EntryView])
+    @r.get("/catalog", response_model=CatalogPage)
     def catalog(
         who: Caller,
         request: Request,
@@ -286,24 +295,21 @@ def api_router() -> APIRouter:
         provider: str | None = None,
         sharing: str | None = None,
         update_cycle: str | None = None,
-    ) -> list[EntryView]:
-        views = [_entry_view(e) for e in _portal(request).entries().values()]
-        words = [w.lower() for w in q.split()]
-
-        def matches(v: EntryView) -> bool:
-            text = " ".join([v.id, v.title, *(f["name"] for f in v.fields)]).lower()
-            return (
-                all(w in text for w in words)
-                and provider in (None, v.provider)
-                and sharing in (None, v.sharing)
-                and update_cycle in (None, v.update_cycle)
-            )
-
-        return sorted((v for v in views if matches(v)), key=lambda v: v.id)
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=4 * PAGE_SIZE)] = PAGE_SIZE,
+    ) -> CatalogPage:
+        """Catalog entries with every word of ``q`` in their id, title, description or fields
+        (names and descriptions), and the given provider, sharing class and update cycle; a page
+        of them."""
+        rows = list(_portal(request).entry_rows.values())
+        found = search(rows, q, provider, sharing, update_cycle, offset, limit)
+        return CatalogPage(
+            total=found.total, offset=offset, entries=[_entry_view(e) for e in found.rows]
+        )
 
     @r.get("/catalog/{entry_id}", response_model=EntryView)
     def entry(entry_id: str, who: Caller, request: Request) -> EntryView:
-        found = _portal(request).entry(entry_id)
+        found = _portal(request).entry_rows.get(entry_id)
         if found is None:
             raise NotFoundError(f"no catalog entry {entry_id!r}", code="NO_ENTRY")
         return _entry_view(found)

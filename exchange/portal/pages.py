@@ -15,19 +15,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from exchange.catalog.avro import record_fields
 from exchange.grants.model import PURPOSE_LABELS, Grant, GrantRequest
 from exchange.portal import policy
 from exchange.portal.api import SESSION_COOKIE
 from exchange.portal.errors import ForbiddenError, PortalError, UnauthenticatedError
 from exchange.portal.i18n import Language, translate
+from exchange.portal.listing import PAGE_SIZE, EntryRow, search
 from exchange.portal.model import ROLES, TOKEN_ROLES, Principal
 from exchange.portal.secrets import new_secret
 from exchange.portal.service import Portal, parse_roles
@@ -153,25 +153,8 @@ def _redirect(path: str) -> RedirectResponse:
     return RedirectResponse(path, status_code=303)
 
 
-def _entry_view(portal: Portal, entry_id: str) -> dict[str, Any] | None:
-    loaded = portal.catalog.entries.get(entry_id)
-    if loaded is None:
-        return None
-    e = loaded.entry
-    docs = {f["name"]: f.get("doc", "") for f in (loaded.schema or {}).get("fields", [])}
-    fields = record_fields(loaded.schema) if loaded.schema else {}
-    return {
-        "id": e.id,
-        "title": e.title,
-        "provider": e.provider,
-        "description": e.description,
-        "sharing": e.sharing,
-        "update_cycle": e.update_cycle,
-        "fields": [
-            {"name": name, "doc": docs.get(name, ""), "sensitivity": e.sensitivity(name)}
-            for name in fields
-        ],
-    }
+def _entry_view(portal: Portal, entry_id: str) -> EntryRow | None:
+    return portal.entry_rows.get(entry_id)
 
 
 def _grant_view(
@@ -265,33 +248,25 @@ def page_router() -> APIRouter:
         provider: str = "",
         sharing: str = "",
         update_cycle: str = "",
+        p: Annotated[int, Query(ge=1)] = 1,
     ) -> Response:
-        views = [_entry_view(page.portal, e) for e in sorted(page.portal.catalog.entries)]
-        words = [w.lower() for w in q.split()]
-
-        def matches(v: dict[str, Any]) -> bool:
-            text = " ".join(
-                [v["id"], v["title"], v["description"]]
-                + [f"{f['name']} {f['doc']}" for f in v["fields"]]
-            ).lower()
-            return (
-                all(w in text for w in words)
-                and provider in ("", v["provider"])
-                and sharing in ("", v["sharing"])
-                and update_cycle in ("", v["update_cycle"])
-            )
-
-        entries = [v for v in views if v is not None and matches(v)]
-        every = [v for v in views if v is not None]
+        every = list(page.portal.entry_rows.values())
+        found = search(every, q, provider, sharing, update_cycle, (p - 1) * PAGE_SIZE)
+        pages = max(1, -(-found.total // PAGE_SIZE))
+        query = {"q": q, "provider": provider, "sharing": sharing, "update_cycle": update_cycle}
         return page.render(
             "catalog.html",
-            entries=entries,
+            entries=found.rows,
+            total=found.total,
+            page_number=p,
+            pages=pages,
+            query=query,
             q=q,
             provider=provider,
             sharing=sharing,
             update_cycle=update_cycle,
-            providers=sorted({v["provider"] for v in every}),
-            cycles=sorted({v["update_cycle"] for v in every}),
+            providers=sorted({r.provider for r in every}),
+            cycles=sorted({r.update_cycle for r in every}),
         )
 
     @r.get("/catalog/{entry_id}", response_class=HTMLResponse)

@@ -10,6 +10,7 @@ Every login, failed login and change is an audit event on the replica's own chai
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import secrets as stdlib_secrets
 import threading
@@ -37,6 +38,7 @@ from exchange.portal.errors import (
     UnauthenticatedError,
 )
 from exchange.portal.limits import AddressLimiter, after_failure, locked_for
+from exchange.portal.listing import EntryRow, entry_rows
 from exchange.portal.model import (
     ROLES,
     Account,
@@ -472,6 +474,11 @@ class Portal:
     def entry(self, entry_id: str) -> CatalogEntry | None:
         loaded = self.catalog.entries.get(entry_id)
         return loaded.entry if loaded else None
+
+    @functools.cached_property
+    def entry_rows(self) -> dict[str, EntryRow]:
+        """Every entry as listed (made once: the catalog does not change while we run)."""
+        return entry_rows(self.catalog)
 
     def entries(self) -> dict[str, CatalogEntry]:
         return {e: loaded.entry for e, loaded in self.catalog.entries.items()}
