@@ -116,8 +116,12 @@ def approve(
     at: dt.datetime,
     operators: Collection[str],
     note: str = "",
+    terms: GrantRequest | None = None,
 ) -> Grant:
+    """``terms``: what is granted, if narrower than asked (:func:`narrowed`)."""
     _expect_state(grant, "requested", "approve")
+    if terms is not None:
+        grant = grant.model_copy(update={"request": terms})
     if entry.sharing == "none":
         raise GrantError(f"{entry.id} is never shared (不予共享)", code="NEVER_SHARED")
     # A request made before the catalog described its fields' layout is checked again here.
@@ -132,6 +136,39 @@ def approve(
             code="NOT_APPROVER",
         )
     return _next(grant, state="approved", decision=Decision(by=by, at=at, note=note))
+
+
+def narrowed(
+    request: GrantRequest,
+    fields: Collection[str] | None = None,
+    valid_until: dt.datetime | None = None,
+) -> GrantRequest:
+    """``request`` with fewer fields or an earlier end, as its approver may grant it (never
+    more than was asked: an approver narrows, the consumer asks again for more)."""
+    changes: dict[str, object] = {}
+    if fields is not None:
+        extra = sorted(set(fields) - set(request.fields))
+        if extra:
+            raise GrantError(
+                f"cannot approve fields that were not requested: {', '.join(extra)}",
+                code="NOT_NARROWER",
+            )
+        if not fields:
+            raise GrantError("approve at least one field (or reject)", code="NOT_NARROWER")
+        kept = tuple(f for f in request.fields if f in set(fields))
+        changes["fields"] = kept
+        changes["masks"] = {f: m for f, m in request.masks.items() if f in kept}
+    if valid_until is not None:
+        if valid_until > request.valid_until:
+            raise GrantError(
+                f"cannot approve until {valid_until.isoformat()}: the request ends "
+                f"{request.valid_until.isoformat()}",
+                code="NOT_NARROWER",
+            )
+        if valid_until <= request.valid_from:
+            raise GrantError("the approved period must end after it starts", code="NOT_NARROWER")
+        changes["valid_until"] = valid_until
+    return request.model_copy(update=changes) if changes else request
 
 
 def reject(

@@ -165,10 +165,12 @@ class GrantStore:
             self._save(grant, "grant.approved")
         return grant
 
-    def approve(self, grant_id: str, note: str = "") -> Grant:
+    def approve(self, grant_id: str, note: str = "", terms: GrantRequest | None = None) -> Grant:
+        """``terms``: what is granted, if narrower than asked (``rules.narrowed``)."""
         grant = self.get(grant_id)
         entry = self._entry_of(grant)
-        done = approve(grant, entry, self.actor, self.clock(), self.settings.grants.operators, note)
+        operators = self.settings.grants.operators
+        done = approve(grant, entry, self.actor, self.clock(), operators, note, terms)
         self._save(done, "grant.approved")
         return done
 

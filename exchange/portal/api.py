@@ -35,6 +35,7 @@ __all__ = [
     "AccountBody",
     "AccountChange",
     "AccountView",
+    "Approval",
     "CatalogPage",
     "Decision",
     "DemandAnswer",
@@ -83,6 +84,13 @@ class Me(BaseModel):
 
 class Decision(_Body):
     note: str = Field("", max_length=2000)
+
+
+class Approval(Decision):
+    #: Grant only these of the requested fields (default: all requested).
+    fields: list[str] | None = None
+    #: End earlier than requested (default: as requested).
+    valid_until: dt.datetime | None = None
 
 
 class Rejection(_Body):
@@ -342,8 +350,12 @@ def api_router() -> APIRouter:
         return _grant_view(_portal(request).request(who, grant_request))
 
     @r.post("/grants/{grant_id}/approve")
-    def approve(grant_id: str, body: Decision, who: Caller, request: Request) -> dict[str, Any]:
-        return _grant_view(_portal(request).decide(who, grant_id, True, body.note))
+    def approve(grant_id: str, body: Approval, who: Caller, request: Request) -> dict[str, Any]:
+        """Approve a request as asked, or narrower: fewer fields, an earlier end."""
+        decided = _portal(request).decide(
+            who, grant_id, True, body.note, body.fields, body.valid_until
+        )
+        return _grant_view(decided)
 
     @r.post("/grants/{grant_id}/reject")
     def reject(grant_id: str, body: Rejection, who: Caller, request: Request) -> dict[str, Any]:

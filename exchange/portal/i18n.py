@@ -58,6 +58,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "reason": ("理由", "Reason"),
     "note": ("备注", "Note"),
     "revoke": ("终止", "End"),
+    "renew": ("续期", "Renew"),
     "as_consumer": ("我部门使用的数据", "Data we receive"),
     "as_provider": ("我部门提供的数据", "Data we provide"),
     "nothing": ("无", "None"),

@@ -277,12 +277,14 @@ def page_router() -> APIRouter:
         return page.render("entry.html", entry=view)
 
     @r.get("/grants/new", response_class=HTMLResponse)
-    def request_form(page: Logged, entry: str) -> Response:
+    def request_form(page: Logged, entry: str, renew: Annotated[str, Query()] = "") -> Response:
+        """The request form; ``renew``: one of our grants, its terms filled in for a new
+        period (a renewal is a new request, decided again)."""
         view = _entry_view(page.portal, entry)
         if view is None:
             return page.render("error.html", 404, message=f"no catalog entry {entry!r}")
         today = dt.date.today()
-        form = {
+        form: dict[str, Any] = {
             "fields": [],
             "purpose": "data_verification",
             "purpose_text": "",
@@ -292,6 +294,20 @@ def page_router() -> APIRouter:
             "filter_field": "",
             "filter_prefix": "",
         }
+        if renew:
+            try:
+                old = page.portal.grant(page.person, renew).request
+            except PortalError as exc:
+                raise page.fail(exc) from exc
+            prefix = next((p for p in old.row_filter if p.op == "prefix"), None)
+            form.update(
+                fields=list(old.fields),
+                purpose=old.purpose,
+                purpose_text=old.purpose_text,
+                legal_basis=old.legal_basis,
+                filter_field=prefix.field if prefix else "",
+                filter_prefix=prefix.values[0] if prefix else "",
+            )
         return page.render("request.html", entry=view, form=form, purposes=PURPOSE_LABELS)
 
     @r.post("/grants/new", response_class=HTMLResponse)
@@ -381,22 +397,28 @@ def page_router() -> APIRouter:
         return page.render("inbox.html", pending=pending)
 
     @r.post("/grants/{grant_id}/{action}")
-    def decide(
-        grant_id: str,
-        action: str,
-        page: Logged,
-        csrf: Annotated[str, Form()] = "",
-        note: Annotated[str, Form()] = "",
-        reason: Annotated[str, Form()] = "",
-    ) -> Response:
-        _checked(page, csrf)
+    async def decide(grant_id: str, action: str, page: Logged, request: Request) -> Response:
+        form = await _posted(page, request)
+        note = str(form.get("note", ""))
         try:
             if action == "approve":
-                page.portal.decide(page.person, grant_id, True, note)
+                # The form shows the requested fields checked and the requested end: an
+                # approver unchecks fields or moves the end earlier to grant less.
+                asked = page.portal.grant(page.person, grant_id).request
+                fields: list[str] | None = [str(f) for f in form.getlist("fields")]
+                if "narrow" not in form or set(fields or ()) == set(asked.fields):
+                    fields = None
+                until = _end_of(str(form.get("valid_until", "")))
+                if until is not None and until >= asked.valid_until:
+                    until = None  # the day the request ends: as asked
+                await _in_thread(
+                    lambda: page.portal.decide(page.person, grant_id, True, note, fields, until)
+                )
             elif action == "reject":
-                page.portal.decide(page.person, grant_id, False, reason)
+                reason = str(form.get("reason", ""))
+                await _in_thread(page.portal.decide, page.person, grant_id, False, reason)
             elif action == "revoke":
-                page.portal.revoke(page.person, grant_id, note)
+                await _in_thread(page.portal.revoke, page.person, grant_id, note)
             else:
                 return page.render("error.html", 404, message=f"no action {action!r}")
         except PortalError as exc:
@@ -562,6 +584,18 @@ def _local(ts_ms: int) -> str:
     """An instant as China Standard Time, to the second."""
     at = dt.datetime.fromtimestamp(ts_ms / 1000, tz=dt.timezone(dt.timedelta(hours=8)))
     return at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _end_of(value: str) -> dt.datetime | None:
+    """The end of a form's date (China Standard Time), or ``None`` for no date."""
+    if not value:
+        return None
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        return None
+    cst = dt.timezone(dt.timedelta(hours=8))
+    return dt.datetime.combine(day, dt.time(23, 59, 59), tzinfo=cst)
 
 
 def _day(value: str) -> str:

@@ -25,7 +25,7 @@ from exchange.catalog.load import Catalog
 from exchange.catalog.model import CatalogEntry
 from exchange.config import ExchangeSettings
 from exchange.grants.model import Actor, Grant, GrantRequest
-from exchange.grants.rules import GrantError
+from exchange.grants.rules import GrantError, narrowed
 from exchange.grants.store import GrantStore
 from exchange.portal import policy
 from exchange.portal.errors import (
@@ -531,7 +531,16 @@ class Portal:
         policy.require_requester(principal, request.consumer, self.operators)
         return self._grant_action(principal, lambda s: s.request(request, origin="portal"))
 
-    def decide(self, principal: Principal, grant_id: str, approve: bool, note: str = "") -> Grant:
+    def decide(
+        self,
+        principal: Principal,
+        grant_id: str,
+        approve: bool,
+        note: str = "",
+        fields: Sequence[str] | None = None,
+        valid_until: dt.datetime | None = None,
+    ) -> Grant:
+        """Approve (``fields``/``valid_until``: granting less than asked) or reject."""
         grant = self.grant(principal, grant_id)
         entry = self.entry(grant.request.entry)
         if entry is None:
@@ -541,7 +550,13 @@ class Portal:
             )
         policy.require_decider(principal, grant, entry, self.operators, note, not approve)
         if approve:
-            return self._grant_action(principal, lambda s: s.approve(grant_id, note))
+            if fields is None and valid_until is None:
+                return self._grant_action(principal, lambda s: s.approve(grant_id, note))
+            try:
+                terms = narrowed(grant.request, fields, valid_until)
+            except GrantError as exc:
+                raise BadRequestError(exc.message, code=exc.code) from exc
+            return self._grant_action(principal, lambda s: s.approve(grant_id, note, terms))
         return self._grant_action(principal, lambda s: s.reject(grant_id, note))
 
     def revoke(self, principal: Principal, grant_id: str, note: str = "") -> Grant:

@@ -302,3 +302,20 @@ def test_a_need_is_posted_seen_by_all_and_answered_by_the_named_holder(staffed: 
     assert [d["state"] for d in viewer.get("/api/v1/demands").json() if d["id"] == need["id"]] == [
         "matched"
     ]
+
+
+def test_an_approver_grants_less_than_asked_never_more(staffed: PortalEnv) -> None:
+    env = staffed
+    gid = _request(env, env.person(env.consumer, "c_applicant")).json()["id"]
+    approver = env.person(env.provider, "p_approver")
+    more = approver.post(
+        f"/api/v1/grants/{gid}/approve", {"fields": ["citizen_id", "phone"], "note": "x"}
+    )
+    assert more.status_code == 422 and _error(more) == "NOT_NARROWER"
+    less = approver.post(
+        f"/api/v1/grants/{gid}/approve",
+        {"fields": ["citizen_id", "region_code"], "note": "姓名不予提供"},
+    )
+    assert less.status_code == 200, less.text
+    assert less.json()["request"]["fields"] == ["citizen_id", "region_code"]
+    assert less.json()["state"] == "approved"

@@ -128,6 +128,13 @@ def test_request_approve_and_end_a_grant_in_the_browser(
     assert mine.find_element(By.CLASS_NAME, "status").text.startswith("生效中")
     assert mine.find_element(By.CLASS_NAME, "delivered").text == "5"
     _shot(d, "grants")
+    # Renewing fills the request form in with the grant's terms, for a new period.
+    d.get(str(mine.find_element(By.CLASS_NAME, "renew").get_attribute("href")))
+    checked = d.find_elements(By.CSS_SELECTOR, "input[name=fields]:checked")
+    assert [c.get_attribute("value") for c in checked] == ["citizen_id", "region_code"]
+    assert d.find_element(By.ID, "purpose_text").get_attribute("value") == "低保资格核查"
+    d.get(f"{env.r1.url}/grants")
+    mine = d.find_element(By.CSS_SELECTOR, f"#as-consumer tr.grant[data-grant='{grant_id}']")
     mine.find_element(By.CSS_SELECTOR, "button.revoke").click()
     mine = d.find_element(By.CSS_SELECTOR, f"#as-consumer tr.grant[data-grant='{grant_id}']")
     assert mine.find_element(By.CLASS_NAME, "status").text.startswith("已终止")
