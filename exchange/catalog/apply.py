@@ -69,6 +69,8 @@ def control_topic_specs(topics: TopicSettings) -> list[TopicSpec]:
                 topics.portal_sessions,
                 topics.portal_lockouts,
                 topics.portal_demands,
+                topics.portal_notices,
+                topics.portal_webhooks,
             )
         ),
         # The audit trail is never deleted by retention; its chains are keyed by writer. The

@@ -182,6 +182,9 @@ class TopicSettings(_Section):
     portal_lockouts: str = "exchange.portal-lockouts"
     #: 供需对接清单: data departments need, and the answers (compacted, JSON; all may read).
     portal_demands: str = "exchange.portal-demands"
+    #: Notices to departments (their inbox) and their webhooks' addresses and secrets.
+    portal_notices: str = "exchange.portal-notices"
+    portal_webhooks: str = "exchange.portal-webhooks"
     source_prefix: str = "src."
     delivery_prefix: str = "dlv."
     #: 1 for the single local broker; 3 in production.
@@ -360,6 +363,12 @@ class PortalSettings(_Section):
     token_max_days: int = Field(365, ge=1)
     #: Cookies only over HTTPS (``Secure``). Browsers treat http://localhost as secure too.
     secure_cookies: bool = True
+    #: How often a replica looks for grants ending within 7 days, or ended (their notices).
+    notice_check_s: float = Field(60.0, gt=0)
+    #: A webhook POST is tried this many times (waiting 1, 2, 4 ... s between), each waiting
+    #: at most ``webhook_timeout_s`` for the answer.
+    webhook_attempts: int = Field(5, ge=1, le=10)
+    webhook_timeout_s: float = Field(5.0, gt=0, le=60)
 
 
 class DevPlatformSettings(_Section):

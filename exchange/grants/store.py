@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,11 +99,14 @@ class GrantStore:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         writer: AuditWriter | None = None,
         grants: Callable[[], GrantTable] | None = None,
+        also: Callable[[Grant, str], Sequence[OutRecord]] | None = None,
     ) -> None:
         self.settings = settings
         #: Where the current grants come from: the topic read whole (the CLI), or a table a
         #: service follows (the portal).
         self._grants = grants or (lambda: read_grants(settings))
+        #: Records written with each change, in its transaction (the portal's notices).
+        self._also = also
         self.catalog = catalog
         self.actor = actor
         self.clock = clock
@@ -235,7 +238,8 @@ class GrantStore:
             grant_id=grant.id,
         )
         record = OutRecord(self.settings.topics.grants, grant.id.encode("utf-8"), grant.encode())
-        self._writer.write([happening], with_records=[record])
+        also = self._also(grant, kind) if self._also is not None else ()
+        self._writer.write([happening], with_records=[record, *also])
 
     def close(self) -> None:
         if self._writer is not None and self._owns_writer:

@@ -48,6 +48,8 @@ __all__ = [
     "Rejection",
     "TokenBody",
     "TokenView",
+    "WebhookAnswer",
+    "WebhookBody",
     "api_router",
     "caller",
     "install_error_handlers",
@@ -162,6 +164,18 @@ class DemandAnswer(_Body):
     due: dt.date | None = None
     #: declined: the reason (required); otherwise a note.
     note: str = Field("", max_length=2000)
+
+
+class WebhookBody(_Body):
+    #: Where the department's notices are POSTed (http or https).
+    url: str
+
+
+class WebhookAnswer(BaseModel):
+    department: str
+    url: str
+    #: Shown once: verify X-Exchange-Signature with it.
+    secret: str
 
 
 class EntryView(BaseModel):
@@ -383,6 +397,23 @@ def api_router() -> APIRouter:
             who, demand_id, body.outcome, entry=body.entry, due=body.due, note=body.note
         )
         return answered.model_dump(mode="json")
+
+    @r.get("/notices")
+    def notices(who: Caller, request: Request) -> list[dict[str, Any]]:
+        """The caller's department's inbox, newest first (at most 100)."""
+        return [n.model_dump(mode="json") for n in _portal(request).notices(who)]
+
+    @r.put("/departments/{department}/webhook", response_model=WebhookAnswer)
+    def set_webhook(
+        department: str, body: WebhookBody, who: Caller, request: Request
+    ) -> WebhookAnswer:
+        """Where the department's notices are also POSTed, signed with the secret returned."""
+        hook, secret = _portal(request).set_webhook(who, department, body.url)
+        return WebhookAnswer(department=department, url=hook.url, secret=secret)
+
+    @r.delete("/departments/{department}/webhook", status_code=204)
+    def remove_webhook(department: str, who: Caller, request: Request) -> None:
+        _portal(request).remove_webhook(who, department)
 
     @r.get("/departments/{department}/accounts", response_model=list[AccountView])
     def accounts(department: str, who: Caller, request: Request) -> list[AccountView]:

@@ -22,9 +22,12 @@ __all__ = [
     "Demand",
     "DemandState",
     "Lockout",
+    "Notice",
+    "NoticeKind",
     "Principal",
     "Role",
     "Session",
+    "Webhook",
     "account_id",
 ]
 
@@ -190,4 +193,58 @@ class Demand(_Model):
 
     @classmethod
     def decode(cls, value: bytes) -> Demand:
+        return cls.model_validate_json(value)
+
+
+NoticeKind = Literal[
+    "request_filed",
+    "request_decided",
+    "grant_expiring",
+    "grant_ended",
+    "demand_posted",
+    "demand_answered",
+]
+
+
+class Notice(_Model):
+    """Something a department is told: in its inbox, and by its webhook if it has one.
+
+    ``id`` names what it is about (``grant_ended:<grant>:r<revision>``), so a notice two
+    replicas both found due is written under one key and kept once."""
+
+    id: str
+    department: str
+    kind: NoticeKind
+    at: dt.datetime
+    #: One line, as the inbox shows it.
+    text: str
+    #: Where in the portal it leads.
+    link: str
+    grant_id: str | None = None
+    demand_id: str | None = None
+
+    @classmethod
+    def decode(cls, value: bytes) -> Notice:
+        return cls.model_validate_json(value)
+
+
+class Webhook(_Model):
+    """Where a department's notices are also POSTed, HMAC-signed with ``secret``."""
+
+    department: str
+    url: str
+    #: The signing secret (shown once when set; the portal must keep it to sign).
+    secret: str
+    created_at: dt.datetime
+    created_by: str
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @classmethod
+    def decode(cls, value: bytes) -> Webhook:
         return cls.model_validate_json(value)

@@ -425,6 +425,14 @@ def page_router() -> APIRouter:
             raise page.fail(exc) from exc
         return _redirect("/inbox" if action in ("approve", "reject") else "/grants")
 
+    @r.get("/notices", response_class=HTMLResponse)
+    def notices(page: Logged) -> Response:
+        rows = [
+            {**n.model_dump(), "at_local": _local(int(n.at.timestamp() * 1000))}
+            for n in page.portal.notices(page.person)
+        ]
+        return page.render("notices.html", notices=rows)
+
     @r.get("/demands", response_class=HTMLResponse)
     def demands(page: Logged, state: str = "") -> Response:
         who = page.person

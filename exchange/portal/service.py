@@ -24,6 +24,7 @@ from exchange.audit.writer import AuditWriter, OutRecord
 from exchange.catalog.load import Catalog
 from exchange.catalog.model import CatalogEntry
 from exchange.config import ExchangeSettings
+from exchange.errors import ExchangeError
 from exchange.grants.model import Actor, Grant, GrantRequest
 from exchange.grants.rules import GrantError, narrowed
 from exchange.grants.store import GrantStore
@@ -44,11 +45,14 @@ from exchange.portal.model import (
     Account,
     ApiToken,
     Demand,
+    Notice,
     Principal,
     Role,
     Session,
+    Webhook,
     account_id,
 )
+from exchange.portal.notices import WebhookSender, demand_notices, due_notices, grant_notices
 from exchange.portal.secrets import (
     TOKEN_PREFIX,
     digest,
@@ -116,6 +120,11 @@ class Portal:
         #: The chain's writer is one transaction at a time.
         self._write_lock = threading.Lock()
         self._addresses = AddressLimiter(settings.portal.login_failures_per_ip_per_minute)
+        #: Notices made by the grant change under way (under the write lock).
+        self._made_notices: list[Notice] = []
+        self.webhooks = WebhookSender(settings, self.state.webhook, self._webhook_result)
+        self._stop = threading.Event()
+        self._terms = threading.Thread(target=self._watch_terms, name="portal-terms", daemon=True)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -124,8 +133,14 @@ class Portal:
         self.state.start(self.settings.kafka.request_timeout_s * 4)
         self._writer = AuditWriter.connect(self.settings, f"portal.{self.replica}")
         self.trail.start()
+        self.webhooks.start()
+        self._terms.start()
 
     def stop(self) -> None:
+        self._stop.set()
+        if self._terms.ident is not None:
+            self._terms.join(timeout=10)
+        self.webhooks.stop()
         self.trail.stop()
         self.state.stop()
         if self._writer is not None:
@@ -493,18 +508,34 @@ class Portal:
             clock=self.clock,
             writer=self.writer,
             grants=self.state.grants,
+            also=self._grant_notices,
         )
+
+    def _grant_notices(self, grant: Grant, kind: str) -> list[OutRecord]:
+        """The notices a grant change sends, written in its transaction (and served by this
+        replica once the action ends)."""
+        made = grant_notices(grant, kind, self.entry(grant.request.entry), self.clock())
+        self._made_notices.extend(made)
+        return [self._notice_record(n) for n in made]
+
+    def _notice_record(self, notice: Notice) -> OutRecord:
+        topic = self.settings.topics.portal_notices
+        return OutRecord(topic, notice.id.encode(), notice.encode())
 
     def _grant_action(self, principal: Principal, fn: Callable[[GrantStore], Grant]) -> Grant:
         """Run a grant change with the chain's lock; GrantErrors as portal errors."""
         self.state.sync()
         try:
             with self._write_lock:
+                self._made_notices = []
                 grant = fn(self._store(principal))
+                made, self._made_notices = self._made_notices, []
         except GrantError as exc:
             kind = _GRANT_ERRORS.get(exc.code or "", BadRequestError)
             raise kind(exc.message, code=exc.code) from exc
         self.state.put(self.settings.topics.grants, grant.id, grant)
+        for notice in made:
+            self.state.put(self.settings.topics.portal_notices, notice.id, notice)
         return grant
 
     def grants(self, principal: Principal) -> list[Grant]:
@@ -613,7 +644,10 @@ class Portal:
             "portal.demand.posted",
             principal.name,
             {"demand": demand.id, "title": demand.title, "holder": demand.holder},
-            [(self.settings.topics.portal_demands, demand.id, demand)],
+            [
+                (self.settings.topics.portal_demands, demand.id, demand),
+                *self._notice_rows(demand_notices(demand, self.clock())),
+            ],
         )
         return demand
 
@@ -671,9 +705,91 @@ class Portal:
                 "due": answered.due.isoformat() if answered.due else None,
                 "note": answered.note,
             },
-            [(self.settings.topics.portal_demands, demand_id, answered)],
+            [
+                (self.settings.topics.portal_demands, demand_id, answered),
+                *self._notice_rows(demand_notices(answered, self.clock())),
+            ],
         )
         return answered
+
+    # -- notices and webhooks ----------------------------------------------------------------
+
+    def _notice_rows(self, notices: Sequence[Notice]) -> list[tuple[str, str, Any | None]]:
+        return [(self.settings.topics.portal_notices, n.id, n) for n in notices]
+
+    def notices(self, principal: Principal, limit: int = 100) -> list[Notice]:
+        """The caller's department's inbox, newest first."""
+        mine = [n for n in self.state.notices().values() if n.department == principal.department]
+        return sorted(mine, key=lambda n: n.at, reverse=True)[:limit]
+
+    def set_webhook(self, principal: Principal, department: str, url: str) -> tuple[Webhook, str]:
+        """A department's webhook; the signing secret is returned (shown once)."""
+        policy.require_account_admin(principal, department, self.operators)
+        secret = new_secret()
+        try:
+            hook = Webhook(
+                department=department,
+                url=url.strip(),
+                secret=secret,
+                created_at=self.clock(),
+                created_by=principal.name,
+            )
+        except ValidationError as exc:
+            raise BadRequestError(_first(exc), code="BAD_WEBHOOK") from exc
+        self._write(
+            "portal.webhook.set",
+            principal.name,
+            {"department": department, "url": hook.url},
+            [(self.settings.topics.portal_webhooks, department, hook)],
+        )
+        return hook, secret
+
+    def remove_webhook(self, principal: Principal, department: str) -> None:
+        policy.require_account_admin(principal, department, self.operators)
+        self._write(
+            "portal.webhook.removed",
+            principal.name,
+            {"department": department},
+            [(self.settings.topics.portal_webhooks, department, None)],
+        )
+
+    def _webhook_result(self, notice: Notice, result: str, attempts: int) -> None:
+        """Each webhook delivery is on the trail: sent, or failed after every attempt."""
+        try:
+            self._write(
+                f"portal.webhook.{result}",
+                f"portal.{self.replica}",
+                {"notice": notice.id, "department": notice.department, "attempts": attempts},
+            )
+        except ExchangeError as exc:  # logged; the sender goes on
+            log.warning("cannot audit a webhook delivery: %s", exc)
+
+    def _watch_terms(self) -> None:
+        """Every ``portal.notice_check_s``: the notices grants' terms make due (ending within
+        7 days, ended) that nobody wrote yet. Replicas doing it at once write the same keys."""
+        while not self._stop.wait(self.settings.portal.notice_check_s):
+            try:
+                self._due_notices()
+            except Exception as exc:  # keep watching: the next round tries again
+                log.warning("looking for grants ending: %s", exc)
+
+    def _due_notices(self) -> None:
+        now = self.clock()
+        known = self.state.notices()
+        for grant in self.state.grants().grants.values():
+            due = [
+                n
+                for n in due_notices(grant, self.entry(grant.request.entry), now)
+                if n.id not in known
+            ]
+            if due:
+                self._write(
+                    "portal.notice",
+                    f"portal.{self.replica}",
+                    {"grant": grant.id, "notices": [n.id for n in due]},
+                    self._notice_rows(due),
+                    grant_id=grant.id,
+                )
 
 
 def _person(account: Account) -> str:

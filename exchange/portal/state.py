@@ -16,7 +16,7 @@ from exchange.config import ExchangeSettings
 from exchange.grants.model import Grant
 from exchange.grants.store import GrantTable
 from exchange.kafka.tables import Tables
-from exchange.portal.model import Account, ApiToken, Demand, Lockout, Session
+from exchange.portal.model import Account, ApiToken, Demand, Lockout, Notice, Session, Webhook
 
 __all__ = ["PortalState"]
 
@@ -35,6 +35,8 @@ class PortalState:
                 t.portal_sessions: Session.decode,
                 t.portal_lockouts: Lockout.decode,
                 t.portal_demands: Demand.decode,
+                t.portal_notices: Notice.decode,
+                t.portal_webhooks: Webhook.decode,
                 t.grants: Grant.decode,
                 t.catalog: parse_catalog_record,
             },
@@ -83,6 +85,13 @@ class PortalState:
 
     def demands(self) -> dict[str, Demand]:
         return self.tables.items(self.topics.portal_demands)
+
+    def notices(self) -> dict[str, Notice]:
+        return self.tables.items(self.topics.portal_notices)
+
+    def webhook(self, department: str) -> Webhook | None:
+        found: Webhook | None = self.tables.get(self.topics.portal_webhooks, department)
+        return found
 
     def grant(self, grant_id: str) -> Grant | None:
         found: Grant | None = self.tables.get(self.topics.grants, grant_id)

@@ -49,6 +49,8 @@ def rename_control_topics(exchange_yaml: str, uid: str) -> str:
         "portal-sessions",
         "portal-lockouts",
         "portal-demands",
+        "portal-notices",
+        "portal-webhooks",
     ):
         exchange_yaml = exchange_yaml.replace(f"exchange.{name}\n", f"exchange.{name}.{uid}\n")
     return exchange_yaml

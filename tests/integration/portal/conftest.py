@@ -145,6 +145,9 @@ class PortalEnv:
             + departments,
         )
         project.edit("config/exchange.yaml", "operators: [dsj]", f"operators: [{self.ops}]")
+        # Notices of grants ending are looked for every 2 s (60 s in production).
+        with project.exchange_yaml.open("a", encoding="utf-8") as f:
+            f.write("portal:\n  notice_check_s: 2\n")
         self.settings: ExchangeSettings = project.settings()
         key = self.settings.resolve(self.settings.audit.key_file or Path("x"))
         key.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +157,7 @@ class PortalEnv:
         # A second config, same topics: its sessions end 3 s after login.
         short = root / "config" / "short.yaml"
         short.write_text(
-            project.exchange_yaml.read_text(encoding="utf-8") + "portal:\n  session_max_s: 3\n",
+            project.exchange_yaml.read_text(encoding="utf-8") + "  session_max_s: 3\n",
             encoding="utf-8",
         )
         password = root / "password.txt"

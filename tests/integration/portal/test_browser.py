@@ -16,6 +16,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -62,13 +63,21 @@ def _shot(driver: WebDriver, name: str) -> None:
         driver.save_screenshot(str(SHOTS / f"{name}.png"))
 
 
+def _go(driver: WebDriver, element: WebElement) -> None:
+    """Click something that loads a page, and wait until the old page is gone (finding
+    elements before that finds the old page's)."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 15).until(ec.staleness_of(old))
+
+
 def _login(driver: WebDriver, env: PortalEnv, department: str, username: str) -> None:
     driver.delete_all_cookies()
     driver.get(f"{env.r1.url}/login")
     Select(driver.find_element(By.ID, "department")).select_by_value(department)
     driver.find_element(By.ID, "username").send_keys(username)
     driver.find_element(By.ID, "password").send_keys(PASSWORD)
-    driver.find_element(By.ID, "login").click()
+    _go(driver, driver.find_element(By.ID, "login"))
     WebDriverWait(driver, 10).until(ec.presence_of_element_located((By.ID, "catalog-search")))
 
 
@@ -80,23 +89,23 @@ def test_request_approve_and_end_a_grant_in_the_browser(
     _shot(d, "catalog")
     # Search by a Chinese field name of the entry's schema.
     d.find_element(By.ID, "q").send_keys("公民身份号码")
-    d.find_element(By.ID, "search").click()
+    _go(d, d.find_element(By.ID, "search"))
     rows = d.find_elements(By.CSS_SELECTOR, "#entries tr.entry")
     assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in rows] == [env.entry]
     d.find_element(By.ID, "q").clear()
     d.find_element(By.ID, "q").send_keys("no such words anywhere")
-    d.find_element(By.ID, "search").click()
+    _go(d, d.find_element(By.ID, "search"))
     assert d.find_elements(By.CSS_SELECTOR, "#entries tr.entry") == []
     d.get(f"{env.r1.url}/catalog/{env.entry}")
     assert "sensitive" in d.find_element(By.ID, "fields").get_attribute("innerHTML")
     _shot(d, "entry")
-    d.find_element(By.ID, "request-link").click()
+    _go(d, d.find_element(By.ID, "request-link"))
     for name in ("citizen_id", "region_code"):
         d.find_element(By.CSS_SELECTOR, f"input[name=fields][value={name}]").click()
     d.find_element(By.ID, "purpose_text").send_keys("低保资格核查")
     d.find_element(By.ID, "legal_basis").send_keys("《社会救助暂行办法》第十一条")
     _shot(d, "request")
-    d.find_element(By.ID, "submit-request").click()
+    _go(d, d.find_element(By.ID, "submit-request"))
     status = WebDriverWait(d, 10).until(ec.presence_of_element_located((By.ID, "grant-status")))
     assert status.text == "待审批"
     grant_id = d.find_element(By.TAG_NAME, "h1").text
@@ -106,7 +115,7 @@ def test_request_approve_and_end_a_grant_in_the_browser(
     row = d.find_element(By.CSS_SELECTOR, f"tr.pending[data-grant='{grant_id}']")
     assert "低保资格核查" in row.text
     _shot(d, "inbox")
-    row.find_element(By.CSS_SELECTOR, "button.approve").click()
+    _go(d, row.find_element(By.CSS_SELECTOR, "button.approve"))
     WebDriverWait(d, 10).until(ec.presence_of_element_located((By.ID, "inbox")))
     assert d.find_elements(By.CSS_SELECTOR, f"tr.pending[data-grant='{grant_id}']") == []
 
@@ -135,7 +144,7 @@ def test_request_approve_and_end_a_grant_in_the_browser(
     assert d.find_element(By.ID, "purpose_text").get_attribute("value") == "低保资格核查"
     d.get(f"{env.r1.url}/grants")
     mine = d.find_element(By.CSS_SELECTOR, f"#as-consumer tr.grant[data-grant='{grant_id}']")
-    mine.find_element(By.CSS_SELECTOR, "button.revoke").click()
+    _go(d, mine.find_element(By.CSS_SELECTOR, "button.revoke"))
     mine = d.find_element(By.CSS_SELECTOR, f"#as-consumer tr.grant[data-grant='{grant_id}']")
     assert mine.find_element(By.CLASS_NAME, "status").text.startswith("已终止")
     # In English too.
@@ -167,7 +176,7 @@ def test_post_a_need_and_answer_it_in_the_browser(staffed: PortalEnv, browser: W
     d.find_element(By.ID, "demand-fields").send_keys("male_citizen_id，female_citizen_id")
     d.find_element(By.ID, "demand-purpose").send_keys("家庭关系核查")
     Select(d.find_element(By.ID, "demand-holder")).select_by_value(env.provider)
-    d.find_element(By.ID, "post-demand").click()
+    _go(d, d.find_element(By.ID, "post-demand"))
     row = d.find_element(By.XPATH, "//tr[contains(@class,'demand')][contains(., '婚姻登记信息')]")
     need = row.get_attribute("data-demand")
     assert row.find_element(By.CLASS_NAME, "demand-state").text.startswith("待答复")
@@ -179,13 +188,13 @@ def test_post_a_need_and_answer_it_in_the_browser(staffed: PortalEnv, browser: W
     _shot(d, "demands")
     Select(row.find_element(By.NAME, "outcome")).select_by_value("matched")
     Select(row.find_element(By.NAME, "entry")).select_by_value(env.entry)
-    row.find_element(By.CLASS_NAME, "answer-button").click()
+    _go(d, row.find_element(By.CLASS_NAME, "answer-button"))
 
     _login(d, env, env.consumer, "c_applicant")
     d.get(f"{env.r1.url}/demands")
     row = d.find_element(By.CSS_SELECTOR, f"tr.demand[data-demand='{need}']")
     assert row.find_element(By.CLASS_NAME, "demand-state").text.startswith("已有目录")
     # One click from the answer to the request form for the entry that has the data.
-    row.find_element(By.CLASS_NAME, "request-matched").click()
+    _go(d, row.find_element(By.CLASS_NAME, "request-matched"))
     assert d.find_element(By.ID, "request-form") is not None
     assert env.entry in d.current_url

@@ -9,7 +9,7 @@ from typing import get_args
 from exchange.catalog.model import FieldSpec
 from exchange.grants.model import Status
 from exchange.portal.i18n import MESSAGES, translate
-from exchange.portal.model import DemandState
+from exchange.portal.model import DemandState, NoticeKind
 
 TEMPLATES = Path(__file__).parents[3] / "exchange" / "portal" / "templates"
 
@@ -22,6 +22,7 @@ def test_every_key_the_templates_use_is_in_both_languages() -> None:
     used |= {f"st_{s}" for s in get_args(Status)}
     used |= {"sh_unconditional", "sh_conditional", "sh_none"}
     used |= {f"dm_{s}" for s in get_args(DemandState)}
+    used |= {f"nk_{k}" for k in get_args(NoticeKind)}
     used |= set(get_args(FieldSpec.model_fields["sensitivity"].annotation))
     missing = sorted(k for k in used if k not in MESSAGES or not all(MESSAGES[k]))
     assert not missing, f"not in both languages: {missing}"

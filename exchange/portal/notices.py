@@ -1,0 +1,243 @@
+"""Telling departments: notices for their inbox, and webhooks that carry them out.
+
+What a change tells whom is :func:`grant_notices` and :func:`due_notices`, pure. The notices
+are written with the change they are about, in its transaction (``service.py``), on the
+compacted ``portal_notices``; each replica follows them for the inboxes.
+
+:class:`WebhookSender` POSTs each notice to its department's webhook, if it set one: JSON,
+signed ``X-Exchange-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`` with
+``X-Exchange-Timestamp`` (a receiver refuses old timestamps, so a captured request cannot be
+replayed later) and ``X-Exchange-Notice`` (the notice id: a receiver drops one it has seen). The
+replicas share the work through a consumer group on the notices topic, so each notice is sent
+by one replica; its offset is committed once the POST was answered 2xx or every attempt failed
+(then the failure is logged and counted): at least once, in order per partition. A department
+whose endpoint is down holds back the notices behind its own in that partition for at most
+the attempts' waits (1+2+4+8 s and the timeouts).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError
+
+from exchange.catalog.model import CatalogEntry
+from exchange.config import ExchangeSettings
+from exchange.grants.model import Grant
+from exchange.portal.model import Demand, Notice, NoticeKind, Webhook
+
+__all__ = [
+    "EXPIRING_DAYS",
+    "WebhookSender",
+    "demand_notices",
+    "due_notices",
+    "grant_notices",
+    "sign",
+]
+
+log = logging.getLogger(__name__)
+EXPIRING_DAYS = 7
+_DECIDED = {"grant.approved": "已同意", "grant.rejected": "已驳回"}
+
+
+def _title(entry: CatalogEntry | None, grant: Grant) -> str:
+    return entry.title if entry else grant.request.entry
+
+
+def grant_notices(
+    grant: Grant, kind: str, entry: CatalogEntry | None, at: dt.datetime
+) -> list[Notice]:
+    """Who is told of a grant change (the audit kind ``grant.*``)."""
+    consumer = grant.request.consumer
+    provider = entry.provider if entry else None
+    title = _title(entry, grant)
+    link = f"/grants/{grant.id}"
+
+    def notice(dept: str, what: NoticeKind, text: str, to: str = link) -> Notice:
+        return Notice(
+            id=f"{what}:{grant.id}:r{grant.revision}:{dept}",
+            department=dept,
+            kind=what,
+            at=at,
+            text=text,
+            link=to,
+            grant_id=grant.id,
+        )
+
+    if kind in ("grant.requested", "grant.amended") and provider:
+        return [notice(provider, "request_filed", f"{consumer} 申请 {title}", "/inbox")]
+    if kind in _DECIDED:
+        return [notice(consumer, "request_decided", f"{title} 的申请{_DECIDED[kind]}")]
+    if kind == "grant.revoked":
+        told = [consumer, *([provider] if provider else [])]
+        return [notice(d, "grant_ended", f"{title} 的授权已终止") for d in told]
+    return []
+
+
+def due_notices(grant: Grant, entry: CatalogEntry | None, now: dt.datetime) -> list[Notice]:
+    """Notices a grant's term makes due now: ending within 7 days, or ended."""
+    if grant.state != "approved":
+        return []
+    status = grant.status(now)
+    until = grant.request.valid_until
+    what: NoticeKind
+    if status == "active" and until - now <= dt.timedelta(days=EXPIRING_DAYS):
+        what, text = "grant_expiring", f"{_title(entry, grant)} 的授权将于 {until.date()} 到期"
+    elif status == "expired":
+        what, text = "grant_ended", f"{_title(entry, grant)} 的授权已到期"
+    else:
+        return []
+    told = [grant.request.consumer, *([entry.provider] if entry else [])]
+    return [
+        Notice(
+            id=f"{what}:{grant.id}:r{grant.revision}:{d}",
+            department=d,
+            kind=what,
+            at=now,
+            text=text,
+            link=f"/grants/{grant.id}",
+            grant_id=grant.id,
+        )
+        for d in told
+    ]
+
+
+def demand_notices(demand: Demand, at: dt.datetime) -> list[Notice]:
+    """Who is told of a need: its named holder when posted, its poster when answered."""
+    what: NoticeKind
+    if demand.state == "open":
+        if demand.holder is None:
+            return []
+        dept, what, text = (
+            demand.holder,
+            "demand_posted",
+            f"{demand.department} 需要 {demand.title}",
+        )
+    else:
+        dept, what, text = demand.department, "demand_answered", f"需求 {demand.title} 已答复"
+    return [
+        Notice(
+            id=f"{what}:{demand.id}:{dept}",
+            department=dept,
+            kind=what,
+            at=at,
+            text=text,
+            link="/demands",
+            demand_id=demand.id,
+        )
+    ]
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header's value for ``body`` sent at ``timestamp``."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+class WebhookSender:
+    """One replica's share of the webhook deliveries (a member of the senders' group)."""
+
+    def __init__(
+        self,
+        settings: ExchangeSettings,
+        webhook_of: Callable[[str], Webhook | None],
+        on_result: Callable[[Notice, str, int], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._webhook_of = webhook_of
+        #: Told of each delivery: the notice, "sent" or "failed", the attempts.
+        self._on_result = on_result or (lambda _n, _r, _a: None)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="portal-webhooks", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        topic = self._settings.topics.portal_notices
+        consumer = Consumer(
+            self._settings.kafka.client_config(
+                **{
+                    "group.id": f"{topic}.webhooks",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "isolation.level": "read_committed",
+                }
+            )
+        )
+        consumer.subscribe([topic])
+        try:
+            while not self._stop.is_set():
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("reading %s: %s", topic, err.str())
+                    continue
+                value = msg.value()
+                if value is not None:
+                    self._deliver(value)
+                consumer.commit(message=msg, asynchronous=False)
+        finally:
+            consumer.close()
+
+    def _deliver(self, value: bytes) -> None:
+        try:
+            notice = Notice.decode(value)
+        except ValueError as exc:
+            log.warning("a notice that cannot be read was not sent: %s", exc)
+            return
+        hook = self._webhook_of(notice.department)
+        if hook is None:
+            return
+        body = json.dumps(notice.model_dump(mode="json"), ensure_ascii=False).encode()
+        s = self._settings.portal
+        for attempt in range(1, s.webhook_attempts + 1):
+            if self._post(hook, notice, body, s.webhook_timeout_s):
+                self._on_result(notice, "sent", attempt)
+                return
+            if attempt < s.webhook_attempts and self._stop.wait(2 ** (attempt - 1)):
+                break
+        log.warning(
+            "webhook of %s: notice %s not delivered after %d attempts",
+            notice.department,
+            notice.id,
+            s.webhook_attempts,
+        )
+        self._on_result(notice, "failed", s.webhook_attempts)
+
+    @staticmethod
+    def _post(hook: Webhook, notice: Notice, body: bytes, timeout: float) -> bool:
+        timestamp = str(int(time.time()))
+        request = urllib.request.Request(hook.url, data=body, method="POST")
+        headers: dict[str, Any] = {
+            "Content-Type": "application/json; charset=utf-8",
+            "X-Exchange-Notice": notice.id,
+            "X-Exchange-Timestamp": timestamp,
+            "X-Exchange-Signature": sign(hook.secret, timestamp, body),
+        }
+        for name, header in headers.items():
+            request.add_header(name, header)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return bool(200 <= answer.status < 300)
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            log.info("webhook of %s: %s", notice.department, exc)
+            return False
