@@ -2,9 +2,11 @@
 ``python -m samples.portal_request URL PASSWORD_FILE``.
 
 What the README's demo does: 民政局's applicant (mzj/wang) requests 人口基础信息 for 低保资格核查,
-公安局's approver (gongan/li) finds it in the inbox and approves it. Each logs in with a session
-cookie and sends the session's CSRF token with every change, as the portal's pages do. Prints
-each step; exit 0 when the grant ends up approved.
+公安局's approver (gongan/li) finds it in the inbox and approves it; then mzj posts a need for
+data not in the catalog (death registrations) naming 公安局, which accepts it for cataloguing.
+Each logs in with a session cookie and sends the session's CSRF token with every change, as
+the portal's pages do. Prints
+each step; exit 0 when the grant ends up approved and the need accepted.
 """
 
 from __future__ import annotations
@@ -62,7 +64,24 @@ def main(url: str, password: str) -> int:
     print(f"gongan/li's inbox: {len(waiting)} request(s), {made['id']} {found}")
     done = li.call("POST", f"/api/v1/grants/{made['id']}/approve", {"note": "依法核验，同意"})
     print(f"gongan/li approved {done['id']}: {done['state']}")
-    return 0 if done["state"] == "approved" else 1
+    need = wang.call(
+        "POST",
+        "/api/v1/demands",
+        {
+            "title": "户籍人口死亡登记信息",
+            "purpose": "停发已故人员低保待遇",
+            "fields": ["citizen_id", "death_date"],
+            "holder": "gongan",
+        },
+    )
+    print(f"mzj/wang posted need {need['id']} on 供需对接清单 for gongan: {need['state']}")
+    answered = li.call(
+        "POST",
+        f"/api/v1/demands/{need['id']}/answer",
+        {"outcome": "accepted", "due": (today + dt.timedelta(days=30)).date().isoformat()},
+    )
+    print(f"gongan/li answered {need['id']}: {answered['state']}, catalogued by {answered['due']}")
+    return 0 if done["state"] == "approved" and answered["state"] == "accepted" else 1
 
 
 if __name__ == "__main__":

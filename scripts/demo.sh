@@ -183,7 +183,8 @@ if $secure; then
 fi
 
 if ! $secure; then
-  echo "== through the portal's API: mzj's applicant requests data, gongan's approver approves it"
+  echo "== through the portal's API: mzj's applicant requests data, gongan's approver approves it;"
+  echo "   mzj posts a need on 供需对接清单, gongan accepts it for cataloguing"
   $py -m samples.portal_request "http://127.0.0.1:$portal_port" "$portal_password"
 fi
 
