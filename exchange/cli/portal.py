@@ -23,8 +23,8 @@ accounts_app = typer.Typer(help="Accounts, for the first operator (then the port
 app.add_typer(accounts_app, name="accounts")
 
 
-def _portal(settings: ExchangeSettings, replica: str) -> Portal:
-    return Portal(settings, load_catalog(settings).require_valid(), replica)
+def _portal(settings: ExchangeSettings, replica: str, chain: str | None = None) -> Portal:
+    return Portal(settings, load_catalog(settings).require_valid(), replica, chain=chain)
 
 
 @app.command()
@@ -80,7 +80,7 @@ def add_account(
 ) -> None:
     """Make an account from the shell: the first platform operator, or a department's first
     administrator. Whoever runs it holds the platform's configuration; it is audited as
-    ``operator (shell)`` on the chain portal.shell."""
+    ``operator (shell)`` on the operator's chain security.portal-accounts."""
     settings = state(ctx).settings
     try:
         wanted = parse_roles(roles.split(","))
@@ -95,7 +95,8 @@ def add_account(
             ) from exc
     else:
         password = getpass.getpass(f"password for {department}/{username}: ")
-    portal = _portal(settings, "shell")
+    # The operator's chain (audit.writers: security. is the operator's), not the portal's.
+    portal = _portal(settings, "shell", chain="security.portal-accounts")
     portal.start()
     try:
         existing = portal.state.account(account_id(department, username))

@@ -253,6 +253,7 @@ class AuditSettings(_Section):
     writers: dict[str, str] = Field(
         default_factory=lambda: {
             "router.": "router",
+            "portal.": "portal",
             "grants.": "operator",
             "security.": "operator",
         }

@@ -24,16 +24,16 @@ from exchange.security.principals import SCRAM_ITERATIONS, client_env
 #: The platform's SCRAM users. ``broker`` (the broker to itself) is created when the storage is
 #: formatted, the others through the admin API at every start. ``operator``: the platform
 #: operator (catalog, grants, credentials, ACLs); ``router``; ``monitor``; ``registry``: the
-#: schema registry's storage.
-SCRAM_PRINCIPALS = ("broker", "operator", "router", "monitor", "registry")
+#: schema registry's storage; ``portal``: the departments' portal (its replicas).
+SCRAM_PRINCIPALS = ("broker", "operator", "router", "monitor", "registry", "portal")
 #: Passwords that are not Kafka principals: the controller's, and the registry reader's.
 OTHER_SECRETS = ("controller", "registry-reader")
 #: Allowed everything by the authorizer. The router and the monitor are not: they get ACLs
 #: from ``exchange acl sync`` like every department.
 SUPER_USERS = ("broker", "controller", "operator", "registry")
 #: Registry users allowed to register schemas (``catalog apply``; the router registers
-#: delivery and audit schemas).
-REGISTRY_WRITERS = ("operator", "router")
+#: delivery and audit schemas; the portal the audit schema, if it is first).
+REGISTRY_WRITERS = ("operator", "router", "portal")
 #: The read-only registry login every other principal uses (departments get it in their
 #: ``.env`` files from `exchange dept credentials`): reading schemas needs a login too. One
 #: shared login because the registry's users are fixed at its start, while departments come
@@ -41,7 +41,7 @@ REGISTRY_WRITERS = ("operator", "router")
 REGISTRY_READER = "registry-reader"
 #: Principals that write audit chains, each signing with its own Ed25519 key (made here;
 #: the operator registers them with `exchange audit keys add`).
-AUDIT_WRITERS = ("operator", "router")
+AUDIT_WRITERS = ("operator", "router", "portal")
 MECHANISM = "SCRAM-SHA-512"
 SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
 PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"

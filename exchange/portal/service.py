@@ -108,10 +108,14 @@ class Portal:
         catalog: Catalog,
         replica: str,
         clock: Callable[[], dt.datetime] = _now,
+        chain: str | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.replica = replica
+        #: The audit chain it writes: ``portal.<replica>`` (principal ``portal``), or, for the
+        #: operator's shell, one of the operator's chains.
+        self.chain = chain or f"portal.{replica}"
         self.clock = clock
         self.state = PortalState(settings)
         self.trail = TrailView(settings)
@@ -131,7 +135,7 @@ class Portal:
     def start(self) -> None:
         """Follow the topics (until read to their end) and open the audit chain."""
         self.state.start(self.settings.kafka.request_timeout_s * 4)
-        self._writer = AuditWriter.connect(self.settings, f"portal.{self.replica}")
+        self._writer = AuditWriter.connect(self.settings, self.chain)
         self.trail.start()
         self.webhooks.start()
         self._terms.start()

@@ -29,6 +29,8 @@ ROUTER = "router"
 MONITOR = "monitor"
 #: The platform operator's principal (a super user on the secure platform).
 OPERATOR = "operator"
+#: The departments' portal (``exchange portal serve``): it changes grants for them.
+PORTAL = "portal"
 CONSUMER_PREFIX = "consumer-"
 CONNECTOR_PREFIX = "connector-"
 #: Prefix of the connectors' ``transactional.id`` s (``connector_transactional_id``).
@@ -59,7 +61,7 @@ def principal_for(department: str, role: str) -> str:
 
 def is_managed(principal: str) -> bool:
     """ACLs of these principals are ours: ``acl sync`` adds and removes them."""
-    return principal in (ROUTER, MONITOR) or principal.startswith(
+    return principal in (ROUTER, MONITOR, PORTAL) or principal.startswith(
         (CONSUMER_PREFIX, CONNECTOR_PREFIX)
     )
 
@@ -171,6 +173,29 @@ def desired_acls(
     acls |= _allow(r, "GROUP", READER_GROUPS, "PREFIXED", "READ")
     acls |= _allow(
         r, "TRANSACTIONAL_ID", f"exchange-audit.{ROUTER}.", "PREFIXED", "WRITE", "DESCRIBE"
+    )
+
+    # The portal: its own topics, the grants it changes for departments (checking who asks),
+    # the catalog, the audit trail it writes on portal.<replica> and shows grant by grant, and
+    # the webhook senders' group.
+    po = PORTAL
+    for topic in (
+        t.portal_accounts,
+        t.portal_tokens,
+        t.portal_sessions,
+        t.portal_lockouts,
+        t.portal_demands,
+        t.portal_notices,
+        t.portal_webhooks,
+        t.grants,
+        t.audit,
+    ):
+        acls |= _allow(po, "TOPIC", topic, "LITERAL", "READ", "WRITE", "DESCRIBE")
+    acls |= _allow(po, "TOPIC", t.catalog, "LITERAL", "READ", "DESCRIBE")
+    acls |= _allow(po, "GROUP", READER_GROUPS, "PREFIXED", "READ")
+    acls |= _allow(po, "GROUP", f"{t.portal_notices}.webhooks", "LITERAL", "READ", "DESCRIBE")
+    acls |= _allow(
+        po, "TRANSACTIONAL_ID", f"exchange-audit.{PORTAL}.", "PREFIXED", "WRITE", "DESCRIBE"
     )
 
     m = MONITOR

@@ -10,6 +10,7 @@ import hmac
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -41,7 +42,7 @@ from exchange.catalog.load import load_catalog
 from exchange.client.consumer import DeliveryConsumer
 from exchange.config import ExchangeSettings
 from exchange.grants.model import Actor, GrantRequest
-from exchange.grants.store import GrantStore
+from exchange.grants.store import GrantStore, read_grants
 from exchange.kafka.admin import Admin
 from exchange.kafka.control import publish, read_all
 from exchange.kafka.errors import KafkaOpError, RegistryError
@@ -95,7 +96,7 @@ class SecureExchange:
         self.audit = AuditWriter.connect(self.operator, "security.cli")
         # The platform made the operator's and the router's signing keys; the operator
         # registers them, as `exchange audit keys add` does.
-        for principal in ("operator", "router"):
+        for principal in ("operator", "router", "portal"):
             signer = load_signer(platform.load(self.config, platform.env(principal)))
             assert signer is not None, f"the platform gave {principal} no signing key"
             add_key(self.operator, self.audit, principal, signer.public_raw, "test")
@@ -697,6 +698,149 @@ def test_the_salts_stay_with_the_router(exchange: SecureExchange) -> None:
                 assert secret_bytes not in seen, f"{name} offset {m.offset} holds a secret"
     grants = read_all(monitor.kafka, t.grants)
     assert grants and all(b'"salt"' not in (m.value or b"") for m in grants)
+
+
+def test_departments_act_through_the_portal_running_as_its_own_principal(
+    exchange: SecureExchange, tmp_path: Path
+) -> None:
+    """Issue 22: on the secure platform the portal, as principal ``portal`` with the ACLs
+    `acl sync` gives it, is how departments change grants; what it writes is signed by its
+    registered key on portal.<replica>, and the CLI's --as is the operator's alone."""
+    password = tmp_path / "password"
+    password.write_text("长城-correct-horse-9", encoding="utf-8")
+    operator_env = {**os.environ, **exchange.platform.dev_env, **exchange.platform.env("operator")}
+    for dept, user, roles in (
+        (exchange.late, "wang", "applicant"),
+        (exchange.provider, "li", "approver"),
+    ):
+        made = subprocess.run(
+            [
+                str(EXCHANGE),
+                "--config",
+                str(exchange.config),
+                "portal",
+                "accounts",
+                "add",
+                dept,
+                user,
+                "--roles",
+                roles,
+                "--password-file",
+                str(password),
+            ],
+            env=operator_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path / "portal.log").open("wb")
+    portal = subprocess.Popen(
+        [
+            str(EXCHANGE),
+            "--config",
+            str(exchange.config),
+            "portal",
+            "serve",
+            "--replica",
+            f"{exchange.uid}-sec",
+            "--port",
+            str(port),
+        ],
+        env={**os.environ, **exchange.platform.dev_env, **exchange.platform.env("portal")},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert portal.poll() is None, (tmp_path / "portal.log").read_text()[-3000:]
+            try:
+                if urllib.request.urlopen(f"{url}/api/v1/health", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+
+        def session(dept: str, user: str) -> dict[str, str]:
+            body = json.dumps(
+                {"department": dept, "username": user, "password": "长城-correct-horse-9"}
+            ).encode()
+            request = urllib.request.Request(
+                f"{url}/api/v1/session",
+                data=body,
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                cookie = answer.headers["set-cookie"].split(";")[0]
+                return {
+                    "Cookie": cookie,
+                    "X-CSRF-Token": json.loads(answer.read())["csrf_token"],
+                    "Content-Type": "application/json",
+                }
+
+        def post(headers: dict[str, str], path: str, body: dict[str, Any]) -> dict[str, Any]:
+            request = urllib.request.Request(
+                url + path, data=json.dumps(body).encode(), method="POST", headers=headers
+            )
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                found: dict[str, Any] = json.loads(answer.read())
+                return found
+
+        now = dt.datetime.now(dt.UTC)
+        wang = session(exchange.late, "wang")
+        made = post(
+            wang,
+            "/api/v1/grants",
+            {
+                "entry": exchange.project.entry_id,
+                "fields": ["citizen_id", "region_code"],
+                "purpose": "data_verification",
+                "legal_basis": "测试依据",
+                "valid_from": now.isoformat(),
+                "valid_until": (now + dt.timedelta(days=1)).isoformat(),
+            },
+        )
+        approved = post(
+            session(exchange.provider, "li"), f"/api/v1/grants/{made['id']}/approve", {}
+        )
+        assert approved["state"] == "approved"
+        assert read_grants(exchange.operator).grants[made["id"]].state == "approved"
+    finally:
+        portal.terminate()
+        portal.wait(timeout=60)
+    op = exchange.operator
+    result = verify(read_trail(op), load_key(op), read_register(op).book)
+    chain = result.chains[f"portal.{exchange.uid}-sec"]
+    assert chain.broken is None and chain.events >= 4  # 2 logins, the request, the approval
+    # The accounts made at the operator's shell: on the operator's chain, signed by it.
+    assert result.chains["security.portal-accounts"].broken is None
+    # At a shell, a department's principal cannot claim to be the provider.
+    refused = subprocess.run(
+        [
+            str(EXCHANGE),
+            "--config",
+            str(exchange.config),
+            "grant",
+            "revoke",
+            made["id"],
+            "--as",
+            exchange.provider,
+        ],
+        env={
+            **os.environ,
+            **exchange.platform.dev_env,
+            **exchange.env(f"consumer-{exchange.reader}"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "exchange portal serve" in refused.stderr
 
 
 def test_a_department_cannot_read_or_forge_anothers_connector_positions(

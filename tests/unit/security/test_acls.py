@@ -96,12 +96,26 @@ def test_a_connector_keeps_positions_only_on_its_departments_topic() -> None:
 
 def test_only_the_platform_writes_grants_catalog_and_audit() -> None:
     acls = desired_acls(SETTINGS, PROVIDERS, [approved().terms()], NOW)
-    control = {SETTINGS.topics.grants, SETTINGS.topics.catalog}
-    assert not [a for a in acls if a.name in control and a.operation == "WRITE"]
+    # Grants: the operator (a super user) and the portal, which checks who asks; the catalog:
+    # the operator alone.
+    writers = {
+        (a.principal, a.name)
+        for a in acls
+        if a.name in (SETTINGS.topics.grants, SETTINGS.topics.catalog) and a.operation == "WRITE"
+    }
+    assert writers == {("portal", SETTINGS.topics.grants)}
     audit_writers = {
         a.principal for a in acls if a.name == SETTINGS.topics.audit and a.operation == "WRITE"
     }
-    assert audit_writers == {"router"}
+    assert audit_writers == {"router", "portal"}
+    # The portal writes audit chains only under its own prefix.
+    portal_ids = {
+        a.name for a in acls if a.principal == "portal" and a.resource == "TRANSACTIONAL_ID"
+    }
+    assert portal_ids == {"exchange-audit.portal."}
+    # Nobody else reads the portal's password hashes and sessions.
+    readers = {a.principal for a in acls if a.name == SETTINGS.topics.portal_accounts}
+    assert readers == {"portal"}
     # The router writes deliveries, by prefix, and reads every source topic.
     assert ("TOPIC", "dlv.", "PREFIXED", "WRITE") in of(acls, "router")
     assert ("TOPIC", "src.", "PREFIXED", "READ") in of(acls, "router")
