@@ -205,16 +205,32 @@ class Admin:
         """The first offset still held (after retention) of each partition."""
         return self._list_offsets(partitions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
 
+    def last_write_ms(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """When each partition's newest record was written (ms; KIP-734's max-timestamp
+        offset spec: no record is read, DESCRIBE suffices); partitions with none are left out."""
+        spec = OffsetSpec.max_timestamp()  # type: ignore[no-untyped-call]
+        return {
+            tp: ts for tp, (_offset, ts) in self._offsets_at(partitions, spec).items() if ts >= 0
+        }
+
     def _list_offsets(
         self, partitions: Iterable[tuple[str, int]], spec: OffsetSpec
     ) -> dict[tuple[str, int], int]:
+        return {tp: offset for tp, (offset, _ts) in self._offsets_at(partitions, spec).items()}
+
+    def _offsets_at(
+        self, partitions: Iterable[tuple[str, int]], spec: OffsetSpec
+    ) -> dict[tuple[str, int], tuple[int, int]]:
         wanted = {TopicPartition(t, p): spec for t, p in partitions}
         if not wanted:
             return {}
         found = self._wait(
             self._admin.list_offsets(wanted, request_timeout=self._timeout), "list offsets"
         )
-        return {(tp.topic, tp.partition): int(info.offset) for tp, info in found.items()}
+        return {
+            (tp.topic, tp.partition): (int(info.offset), int(info.timestamp))
+            for tp, info in found.items()
+        }
 
     def consumer_groups(self) -> list[str]:
         future = self._admin.list_consumer_groups(request_timeout=self._timeout)

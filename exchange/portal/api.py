@@ -187,6 +187,8 @@ class EntryView(BaseModel):
     update_cycle: str
     #: name, description (from the record schema) and sensitivity of each field.
     fields: list[dict[str, str]]
+    #: When the provider last published to it (one entry's view only; ``None``: no data).
+    last_update: dt.datetime | None = None
 
 
 class CatalogPage(BaseModel):
@@ -331,10 +333,14 @@ def api_router() -> APIRouter:
 
     @r.get("/catalog/{entry_id}", response_model=EntryView)
     def entry(entry_id: str, who: Caller, request: Request) -> EntryView:
-        found = _portal(request).entry_rows.get(entry_id)
+        """An entry, with when its provider last published to it."""
+        portal = _portal(request)
+        found = portal.entry_rows.get(entry_id)
         if found is None:
             raise NotFoundError(f"no catalog entry {entry_id!r}", code="NO_ENTRY")
-        return _entry_view(found)
+        view = _entry_view(found)
+        view.last_update = portal.last_updates.get(entry_id)
+        return view
 
     @r.get("/grants")
     def grants(who: Caller, request: Request) -> list[dict[str, Any]]:

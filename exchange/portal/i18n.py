@@ -99,6 +99,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "nk_demand_posted": ("新的需求", "need posted"),
     "nk_demand_answered": ("需求已答复", "need answered"),
     "found": ("共", "Found"),
+    "last_update": ("最近更新", "Last update"),
+    "never": ("尚无数据", "no data yet"),
     "page": ("页", "page"),
     "previous": ("上一页", "Previous"),
     "next": ("下一页", "Next"),

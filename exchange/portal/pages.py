@@ -274,7 +274,9 @@ def page_router() -> APIRouter:
         view = _entry_view(page.portal, entry_id)
         if view is None:
             return page.render("error.html", 404, message=f"no catalog entry {entry_id!r}")
-        return page.render("entry.html", entry=view)
+        updated = page.portal.last_updates.get(entry_id)
+        last = _local(int(updated.timestamp() * 1000)) if updated else ""
+        return page.render("entry.html", entry=view, last_update=last)
 
     @r.get("/grants/new", response_class=HTMLResponse)
     def request_form(page: Logged, entry: str, renew: Annotated[str, Query()] = "") -> Response:

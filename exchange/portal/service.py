@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from exchange.audit.events import Happening
 from exchange.audit.writer import AuditWriter, OutRecord
+from exchange.catalog.apply import source_topic
 from exchange.catalog.load import Catalog
 from exchange.catalog.model import CatalogEntry
 from exchange.config import ExchangeSettings
@@ -28,6 +29,7 @@ from exchange.errors import ExchangeError
 from exchange.grants.model import Actor, Grant, GrantRequest
 from exchange.grants.rules import GrantError, narrowed
 from exchange.grants.store import GrantStore
+from exchange.kafka.admin import Admin
 from exchange.portal import policy
 from exchange.portal.errors import (
     BadRequestError,
@@ -128,6 +130,8 @@ class Portal:
         self._made_notices: list[Notice] = []
         self.webhooks = WebhookSender(settings, self.state.webhook, self._webhook_result)
         self._stop = threading.Event()
+        #: When each entry's source topic was last written, refreshed by the terms watcher.
+        self.last_updates: dict[str, dt.datetime] = {}
         self._terms = threading.Thread(target=self._watch_terms, name="portal-terms", daemon=True)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -769,13 +773,35 @@ class Portal:
             log.warning("cannot audit a webhook delivery: %s", exc)
 
     def _watch_terms(self) -> None:
-        """Every ``portal.notice_check_s``: the notices grants' terms make due (ending within
-        7 days, ended) that nobody wrote yet. Replicas doing it at once write the same keys."""
-        while not self._stop.wait(self.settings.portal.notice_check_s):
+        """Every ``portal.notice_check_s``: each entry's last update, and the notices grants'
+        terms make due (ending within 7 days, ended) that nobody wrote yet. Replicas doing it
+        at once write the same keys."""
+        admin = Admin(self.settings.kafka)
+        while True:
+            try:
+                self.last_updates = self._last_updates(admin)
+            except Exception as exc:  # keep watching: the next round tries again
+                log.warning("reading when entries were last updated: %s", exc)
             try:
                 self._due_notices()
-            except Exception as exc:  # keep watching: the next round tries again
+            except Exception as exc:
                 log.warning("looking for grants ending: %s", exc)
+            if self._stop.wait(self.settings.portal.notice_check_s):
+                return
+
+    def _last_updates(self, admin: Admin) -> dict[str, dt.datetime]:
+        """When each entry's source topic was last written (its newest record's timestamp,
+        asked of the broker without reading any record)."""
+        topics = self.settings.topics
+        by_topic = {source_topic(topics, e): e for e in self.catalog.entries}
+        counts = admin.partition_counts()
+        tps = [(t, p) for t in by_topic if t in counts for p in range(counts[t])]
+        out: dict[str, dt.datetime] = {}
+        for (topic, _p), ms in admin.last_write_ms(tps).items():
+            at = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+            entry = by_topic[topic]
+            out[entry] = max(out.get(entry, at), at)
+        return out
 
     def _due_notices(self) -> None:
         now = self.clock()

@@ -192,6 +192,8 @@ def desired_acls(
     ):
         acls |= _allow(po, "TOPIC", topic, "LITERAL", "READ", "WRITE", "DESCRIBE")
     acls |= _allow(po, "TOPIC", t.catalog, "LITERAL", "READ", "DESCRIBE")
+    # When each entry was last updated (the newest record's time: DESCRIBE, no READ).
+    acls |= _allow(po, "TOPIC", t.source_prefix, "PREFIXED", "DESCRIBE")
     acls |= _allow(po, "GROUP", READER_GROUPS, "PREFIXED", "READ")
     acls |= _allow(po, "GROUP", f"{t.portal_notices}.webhooks", "LITERAL", "READ", "DESCRIBE")
     acls |= _allow(

@@ -5,6 +5,7 @@ Screenshots of the main pages go to docs/portal/ (``EXCHANGE_SCREENSHOTS=1``).""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import time
@@ -132,6 +133,13 @@ def test_request_approve_and_end_a_grant_in_the_browser(
     assert d.find_element(By.ID, "delivered-count").text == "5"
     assert "grant.approved" in d.find_element(By.ID, "history").text
     _shot(d, "grant")
+    # The entry shows when its provider last published to it.
+    d.get(f"{env.r1.url}/catalog/{env.entry}")
+    deadline = time.monotonic() + 30
+    while d.find_element(By.ID, "last-update").text == "尚无数据" and time.monotonic() < deadline:
+        time.sleep(1)
+        d.refresh()
+    assert d.find_element(By.ID, "last-update").text.startswith(str(dt.date.today().year))
     d.get(f"{env.r1.url}/grants")
     mine = d.find_element(By.CSS_SELECTOR, f"#as-consumer tr.grant[data-grant='{grant_id}']")
     assert mine.find_element(By.CLASS_NAME, "status").text.startswith("生效中")
