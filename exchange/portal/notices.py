@@ -54,33 +54,40 @@ def _title(entry: CatalogEntry | None, grant: Grant) -> str:
     return entry.title if entry else grant.request.entry
 
 
+def _about_grant(
+    grant: Grant, dept: str, what: NoticeKind, text: str, at: dt.datetime, link: str = ""
+) -> Notice:
+    """A notice about a grant, keyed by what, the grant's revision and who is told."""
+    return Notice(
+        id=f"{what}:{grant.id}:r{grant.revision}:{dept}",
+        department=dept,
+        kind=what,
+        at=at,
+        text=text,
+        link=link or f"/grants/{grant.id}",
+        grant_id=grant.id,
+    )
+
+
+def _both_sides(grant: Grant, entry: CatalogEntry | None) -> list[str]:
+    return [grant.request.consumer, *([entry.provider] if entry else [])]
+
+
 def grant_notices(
     grant: Grant, kind: str, entry: CatalogEntry | None, at: dt.datetime
 ) -> list[Notice]:
     """Who is told of a grant change (the audit kind ``grant.*``)."""
     consumer = grant.request.consumer
-    provider = entry.provider if entry else None
     title = _title(entry, grant)
-    link = f"/grants/{grant.id}"
-
-    def notice(dept: str, what: NoticeKind, text: str, to: str = link) -> Notice:
-        return Notice(
-            id=f"{what}:{grant.id}:r{grant.revision}:{dept}",
-            department=dept,
-            kind=what,
-            at=at,
-            text=text,
-            link=to,
-            grant_id=grant.id,
-        )
-
-    if kind in ("grant.requested", "grant.amended") and provider:
-        return [notice(provider, "request_filed", f"{consumer} 申请 {title}", "/inbox")]
+    if kind in ("grant.requested", "grant.amended") and entry is not None:
+        text = f"{consumer} 申请 {title}"
+        return [_about_grant(grant, entry.provider, "request_filed", text, at, "/inbox")]
     if kind in _DECIDED:
-        return [notice(consumer, "request_decided", f"{title} 的申请{_DECIDED[kind]}")]
+        text = f"{title} 的申请{_DECIDED[kind]}"
+        return [_about_grant(grant, consumer, "request_decided", text, at)]
     if kind == "grant.revoked":
-        told = [consumer, *([provider] if provider else [])]
-        return [notice(d, "grant_ended", f"{title} 的授权已终止") for d in told]
+        text = f"{title} 的授权已终止"
+        return [_about_grant(grant, d, "grant_ended", text, at) for d in _both_sides(grant, entry)]
     return []
 
 
@@ -97,19 +104,7 @@ def due_notices(grant: Grant, entry: CatalogEntry | None, now: dt.datetime) -> l
         what, text = "grant_ended", f"{_title(entry, grant)} 的授权已到期"
     else:
         return []
-    told = [grant.request.consumer, *([entry.provider] if entry else [])]
-    return [
-        Notice(
-            id=f"{what}:{grant.id}:r{grant.revision}:{d}",
-            department=d,
-            kind=what,
-            at=now,
-            text=text,
-            link=f"/grants/{grant.id}",
-            grant_id=grant.id,
-        )
-        for d in told
-    ]
+    return [_about_grant(grant, d, what, text, now) for d in _both_sides(grant, entry)]
 
 
 def demand_notices(demand: Demand, at: dt.datetime) -> list[Notice]:
