@@ -71,8 +71,12 @@ def control_topic_specs(topics: TopicSettings) -> list[TopicSpec]:
                 topics.portal_demands,
                 topics.portal_notices,
                 topics.portal_webhooks,
+                topics.objections,
+                topics.quality_measures,
             )
         ),
+        # Scores' history: what an assessment of any past period is computed from.
+        TopicSpec(topics.quality_scores, 1, rf, forever),
         # The audit trail is never deleted by retention; its chains are keyed by writer. The
         # broker stamps each record with its own time: signing keys' validity is judged by it,
         # not by a time the writer chose (which could backdate a forgery).

@@ -23,6 +23,7 @@ def check_entries(catalog: Catalog, source_prefix: str) -> list[Problem]:
     for loaded in catalog.entries.values():
         problems.extend(_check_identity(loaded, catalog, source_prefix))
         problems.extend(_check_against_schema(loaded))
+        problems.extend(_consistency_problems(loaded, catalog))
         # Kafka warns that '.' and '_' collide in metric names; two such topics are ambiguous.
         topic = source_prefix + loaded.entry.id
         folded = topic.replace(".", "_")
@@ -135,6 +136,42 @@ def _layout_problems(
                     f"layout of {name!r}: chars {list(part.chars)} go past its length "
                     f"{layout.length}",
                     *where,
+                )
+            )
+    return out
+
+
+def _consistency_problems(loaded: LoadedEntry, catalog: Catalog) -> list[Problem]:
+    """A declared cross-entry check names a field of this entry and one of another entry."""
+    out = []
+    src = loaded.source
+    own = record_fields(loaded.schema) if loaded.schema is not None else None
+    seen: set[str] = set()
+    for i, check in enumerate(loaded.entry.checks):
+        if check.id in seen:
+            out.append(src.problem(f"check id {check.id!r} is used twice", "checks", i, "id"))
+        seen.add(check.id)
+        if own is not None and check.field not in own:
+            out.append(
+                src.problem(f"check {check.id}: no field {check.field!r}", "checks", i, "field")
+            )
+        other = catalog.entries.get(check.exists_in)
+        if other is None:
+            out.append(
+                src.problem(
+                    f"check {check.id}: no catalog entry {check.exists_in!r}",
+                    "checks",
+                    i,
+                    "exists_in",
+                )
+            )
+        elif other.schema is not None and check.target_field not in record_fields(other.schema):
+            out.append(
+                src.problem(
+                    f"check {check.id}: {check.exists_in} has no field {check.target_field!r}",
+                    "checks",
+                    i,
+                    "as",
                 )
             )
     return out

@@ -123,6 +123,24 @@ class Retention(_Model):
         return {"cleanup.policy": policy, "retention.ms": str(retention_ms)}
 
 
+class ConsistencyCheck(_Model):
+    """多源核验: every value of ``field`` in this entry's records must be a value of ``as`` in
+    the current records of entry ``exists_in`` (e.g. each insured person's citizen_id is in the
+    population entry). The quality worker counts the records that fail, with samples shown to
+    the two providers (``exchange/quality/checks.py``)."""
+
+    id: Annotated[str, Field(pattern=_ID, max_length=64)]
+    title: str = ""
+    field: str
+    exists_in: str
+    #: The field of ``exists_in`` holding the values (default: the same name).
+    as_field: str | None = Field(None, alias="as")
+
+    @property
+    def target_field(self) -> str:
+        return self.as_field or self.field
+
+
 class CatalogEntry(_Model):
     #: ``<provider>.<name>``; also names the source topic ``src.<id>``.
     id: str
@@ -138,6 +156,15 @@ class CatalogEntry(_Model):
     partitions: Annotated[int, Field(ge=1, le=1000)] = 3
     retention: Retention = Field(default_factory=Retention)
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
+    checks: tuple[ConsistencyCheck, ...] = ()
+
+    @model_serializer(mode="wrap")
+    def _without_empty_checks(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # An entry without checks publishes as before (catalog apply republishes changes only).
+        out = handler(self)
+        if isinstance(out, dict) and not out.get("checks"):
+            out.pop("checks", None)
+        return out
 
     @field_validator("key", mode="before")
     @classmethod

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "monitor": ("exchange.cli.monitor", "monitor"),
     "status": ("exchange.cli.monitor", "status"),
     "portal": ("exchange.cli.portal", "app"),
+    "quality": ("exchange.cli.quality", "app"),
 }
 
 

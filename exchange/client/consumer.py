@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import BaseModel, ValidationError
 
+from exchange.client.portal import PortalClient
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
 from exchange.kafka.control import to_message
@@ -87,8 +88,11 @@ class DeliveryConsumer(Generic[T]):
         *,
         model: type[T] | None = None,
         group_id: str | None = None,
+        portal: PortalClient | None = None,
     ) -> None:
         self.settings = settings
+        #: The portal, with the department's token: for :meth:`file_objection`.
+        self.portal = portal
         self.department = department
         #: One pattern per entry: every grant generation's topic of this department on it
         #: (``TopicSettings.delivery_of``). A grant that changes delivers to a new topic and
@@ -277,6 +281,26 @@ class DeliveryConsumer(Generic[T]):
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             raise KafkaOpError.wrap("cannot commit deliveries", exc) from exc
+
+    def file_objection(
+        self, change: Change[T], fields: Iterable[str], problem: str, evidence: str = ""
+    ) -> dict[str, Any]:
+        """Object to a change received (数据质量异议): ``fields`` are wrong, ``problem`` says
+        how, ``evidence`` how the department knows. It reaches the provider's inbox; the
+        exchange sees the provider's fix in its next version of the record. Returns the
+        objection as filed (``id``, ``state``); needs ``portal=`` and a token with the
+        applicant role."""
+        if self.portal is None:
+            raise ClientError(
+                "objections go through the portal: make the consumer with "
+                "portal=PortalClient(url, token)",
+                code="NO_PORTAL",
+            )
+        if change.grant_id is None or change.key is None:
+            raise ClientError("a change without its grant or key cannot be objected to")
+        return self.portal.file_objection(
+            change.grant_id, change.key, list(fields), problem, evidence, change.event_id
+        )
 
     def close(self) -> None:
         self._consumer.close()

@@ -7,6 +7,7 @@ file. Relative paths in the file are relative to the file's own folder.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from exchange.config.problems import ConfigError, Problem, problems_from_validation
 from exchange.config.yamlfile import load_yaml
+from exchange.quality.calendar import parse_deadline
 
 DEFAULT_CONFIG = Path("config/exchange.yaml")
 CONFIG_ENV = "EXCHANGE_CONFIG_FILE"
@@ -185,6 +187,12 @@ class TopicSettings(_Section):
     #: Notices to departments (their inbox) and their webhooks' addresses and secrets.
     portal_notices: str = "exchange.portal-notices"
     portal_webhooks: str = "exchange.portal-webhooks"
+    #: 数据质量异议: consumers' objections and each step of them (compacted, JSON).
+    objections: str = "exchange.objections"
+    #: The quality worker's latest measures and score per entry (compacted, JSON) ...
+    quality_measures: str = "exchange.quality-measures"
+    #: ... and every score it took, the history (kept forever, like the audit trail).
+    quality_scores: str = "exchange.quality-scores"
     source_prefix: str = "src."
     delivery_prefix: str = "dlv."
     #: 1 for the single local broker; 3 in production.
@@ -372,6 +380,63 @@ class PortalSettings(_Section):
     webhook_timeout_s: float = Field(5.0, gt=0, le=60)
 
 
+def _default_deadlines() -> dict[str, str]:
+    return {
+        "filed": "5 working days",
+        "investigating": "5 working days",
+        "accepted": "10 working days",
+        "rejected": "5 working days",
+        "fixed": "5 working days",
+    }
+
+
+class QualitySettings(_Section):
+    """Data quality: objections' deadlines and the quality worker (``exchange quality run``)."""
+
+    #: Per objection state, how long its step may take before the operators are told
+    #: ('5 working days', '2 days', '8 hours', '30 seconds'); a state not named has none.
+    deadlines: dict[str, str] = Field(default_factory=_default_deadlines)
+    #: Public holidays (法定节假日) and weekend days that are working days (调休), for
+    #: working-day deadlines; judged at UTC+``utc_offset_hours``.
+    holidays: tuple[dt.date, ...] = ()
+    workdays: tuple[dt.date, ...] = ()
+    utc_offset_hours: float = Field(8.0, ge=-12, le=14)
+    metrics_port: int = Field(9330, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    #: How often measures are published and deadlines looked at.
+    interval_s: float = Field(15.0, gt=0)
+    #: An entry is late when its last change is older than its update cycle times this.
+    late_factor: float = Field(1.5, ge=1)
+    #: The worker's CPU priority (``nice``): measures are background work and must not slow
+    #: the router on a shared host.
+    nice: int = Field(19, ge=0, le=19)
+    #: How many mismatching values of a cross-entry check are kept as samples.
+    check_samples: int = Field(20, ge=0, le=1000)
+    #: The score's parts and their weights (``docs/quality.md``): completeness, validity,
+    #: timeliness, objections, consistency.
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "completeness": 30.0,
+            "validity": 30.0,
+            "timeliness": 20.0,
+            "objections": 10.0,
+            "consistency": 10.0,
+        }
+    )
+    #: A score per entry is added to the history (``topics.quality_scores``) this often.
+    score_every_s: float = Field(3600.0, gt=0)
+
+    @field_validator("deadlines")
+    @classmethod
+    def _deadlines(cls, value: dict[str, str]) -> dict[str, str]:
+        states = ("filed", "investigating", "accepted", "rejected", "fixed")
+        for state, text in value.items():
+            if state not in states:
+                raise ValueError(f"{state!r} is not a state with a deadline ({', '.join(states)})")
+            parse_deadline(text)
+        return value
+
+
 class DevPlatformSettings(_Section):
     """The local platform started by ``exchange dev up`` (development, demo and tests)."""
 
@@ -408,6 +473,7 @@ class ExchangeSettings(BaseSettings):
     router: RouterSettings = Field(default_factory=RouterSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     portal: PortalSettings = Field(default_factory=PortalSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
     dev: DevPlatformSettings = Field(default_factory=DevPlatformSettings)
     #: The folder relative paths are resolved against (the config file's folder).
     base_dir: Path = Path(".")

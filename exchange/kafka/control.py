@@ -33,6 +33,8 @@ class Message:
     #: When the broker appended the record, if its topic stamps records so
     #: (``message.timestamp.type=LogAppendTime``); ``None`` when the writer chose the time.
     appended_ms: int | None = None
+    #: The record's timestamp, whoever set it (the producer, or the broker as above).
+    ts_ms: int | None = None
 
 
 def read_table(settings: KafkaSettings, topic: str, *, committed: bool = False) -> dict[str, bytes]:
@@ -206,6 +208,7 @@ def to_message(msg: Any) -> Message:
         msg.value(),
         headers,
         int(ts) if kind == TIMESTAMP_LOG_APPEND_TIME else None,
+        int(ts) if kind else None,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -95,8 +95,12 @@ class RecordCounter:
     before the first read is not counted (a restarted monitor counts what the topics hold).
     """
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    def __init__(
+        self, settings: KafkaSettings, on_record: Callable[[Message], None] | None = None
+    ) -> None:
         self._settings = settings
+        #: Given each record read (the quality worker measures them; the monitor only counts).
+        self._on_record = on_record
         self._consumer: Consumer | None = None
         #: Per assigned partition, the offset after the last record read (or its end marker).
         self._next: dict[tuple[str, int], int] = {}
@@ -144,6 +148,8 @@ class RecordCounter:
                 offset = int(msg.offset() or 0)
                 self._next[tp] = offset + 1
                 self.counts[tp[0]] += 1
+                if self._on_record is not None:
+                    self._on_record(to_message(msg))
                 if tp in pending and offset + 1 >= pending[tp]:
                     del pending[tp]
         self.caught_up = not pending

@@ -29,6 +29,7 @@ from exchange.portal.errors import (
 from exchange.portal.listing import PAGE_SIZE, EntryRow, search
 from exchange.portal.model import Account, ApiToken, Principal, Role
 from exchange.portal.service import Portal
+from exchange.quality.objections import Objection
 
 __all__ = [
     "SESSION_COOKIE",
@@ -45,6 +46,9 @@ __all__ = [
     "LoginAnswer",
     "LoginBody",
     "Me",
+    "ObjectionBody",
+    "ObjectionStepBody",
+    "ObjectionView",
     "Rejection",
     "TokenBody",
     "TokenView",
@@ -178,6 +182,46 @@ class WebhookAnswer(BaseModel):
     secret: str
 
 
+class ObjectionBody(_Body):
+    #: The grant the record was received under.
+    grant_id: str
+    #: The record's key as received (the business key, or its hash under a hashing grant).
+    key: str
+    #: The fields that are wrong (delivered under the grant).
+    fields: list[str] = Field(..., min_length=1)
+    #: What is wrong.
+    problem: str
+    #: How the department knows (a document number, the value it has on file).
+    evidence: str = ""
+    #: The record's delivered ``event_id``, if known: names the very version objected to.
+    event: str | None = None
+
+
+class ObjectionStepBody(_Body):
+    #: Why (required to reject or reopen).
+    note: str = Field("", max_length=2000)
+
+
+class ObjectionView(BaseModel):
+    id: str
+    grant_id: str
+    entry: str
+    provider: str
+    consumer: str
+    key: str
+    event: str | None
+    fields: list[str]
+    problem: str
+    evidence: str
+    state: str
+    round: int
+    #: Each step: state, at, by, note.
+    history: list[dict[str, Any]]
+    #: When the current step is due; and when it was escalated for being late.
+    due_at: dt.datetime | None
+    escalated_at: dt.datetime | None
+
+
 class EntryView(BaseModel):
     id: str
     title: str
@@ -241,6 +285,11 @@ def _entry_view(e: EntryRow) -> EntryView:
 def _grant_view(g: Grant) -> dict[str, Any]:
     out: dict[str, Any] = g.model_dump(mode="json")
     return out
+
+
+def _objection_view(o: Objection) -> ObjectionView:
+    # Not ``located``: where the version is in the source is the router's secret.
+    return ObjectionView(**o.model_dump(mode="json", exclude={"located"}))
 
 
 def _portal(request: Request) -> Portal:
@@ -403,6 +452,39 @@ def api_router() -> APIRouter:
             who, demand_id, body.outcome, entry=body.entry, due=body.due, note=body.note
         )
         return answered.model_dump(mode="json")
+
+    @r.get("/objections", response_model=list[ObjectionView])
+    def objections(who: Caller, request: Request, state: str | None = None) -> list[ObjectionView]:
+        """数据质量异议 that concern the caller's department (filed by it or on its entries)."""
+        return [_objection_view(o) for o in _portal(request).objections.list(who, state)]
+
+    @r.post("/objections", response_model=ObjectionView, status_code=201)
+    def file_objection(body: ObjectionBody, who: Caller, request: Request) -> ObjectionView:
+        """Object to a record received: it reaches the provider's inbox and webhook."""
+        portal = _portal(request)
+        grant = portal.grant(who, body.grant_id)
+        made = portal.objections.file(
+            who, grant, body.key, body.fields, body.problem, body.evidence, body.event
+        )
+        return _objection_view(made)
+
+    @r.get("/objections/{objection_id}", response_model=ObjectionView)
+    def objection(objection_id: str, who: Caller, request: Request) -> ObjectionView:
+        return _objection_view(_portal(request).objections.get(who, objection_id))
+
+    @r.post("/objections/{objection_id}/{action}", response_model=ObjectionView)
+    def objection_step(
+        objection_id: str,
+        action: Literal["investigate", "accept", "reject", "confirm", "reopen"],
+        body: ObjectionStepBody,
+        who: Caller,
+        request: Request,
+    ) -> ObjectionView:
+        """The provider investigates, accepts or rejects (with its reason); the consumer
+        confirms a fix or a rejection, or reopens (with its reason). Fixes are found by the
+        exchange from the provider's next version of the record."""
+        moved = _portal(request).objections.act(who, objection_id, action, body.note)
+        return _objection_view(moved)
 
     @r.get("/notices")
     def notices(who: Caller, request: Request) -> list[dict[str, Any]]:

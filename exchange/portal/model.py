@@ -203,6 +203,9 @@ NoticeKind = Literal[
     "grant_ended",
     "demand_posted",
     "demand_answered",
+    "objection_filed",
+    "objection_changed",
+    "objection_escalated",
 ]
 
 
@@ -222,6 +225,7 @@ class Notice(_Model):
     link: str
     grant_id: str | None = None
     demand_id: str | None = None
+    objection_id: str | None = None
 
     @classmethod
     def decode(cls, value: bytes) -> Notice:

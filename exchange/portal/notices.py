@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError
@@ -35,13 +35,16 @@ from exchange.catalog.model import CatalogEntry
 from exchange.config import ExchangeSettings
 from exchange.grants.model import Grant
 from exchange.portal.model import Demand, Notice, NoticeKind, Webhook
+from exchange.quality.objections import Objection
 
 __all__ = [
     "EXPIRING_DAYS",
     "WebhookSender",
     "demand_notices",
     "due_notices",
+    "escalation_notices",
     "grant_notices",
+    "objection_notices",
     "sign",
 ]
 
@@ -131,6 +134,56 @@ def demand_notices(demand: Demand, at: dt.datetime) -> list[Notice]:
             demand_id=demand.id,
         )
     ]
+
+
+#: What each objection state tells, and whom: the side that moves next.
+_OBJECTION_TEXT: dict[str, tuple[str, str]] = {
+    "filed": ("provider", "{consumer} 对 {entry} 的数据提出质量异议"),
+    "investigating": ("consumer", "{entry} 的质量异议正在排查"),
+    "accepted": ("consumer", "{entry} 的质量异议已受理，待纠错"),
+    "rejected": ("consumer", "{entry} 的质量异议被驳回"),
+    "fixed": ("both", "{entry} 的质量异议已纠错，请确认"),
+    "confirmed": ("provider", "{entry} 的质量异议已确认解决"),
+}
+
+
+def objection_notices(objection: Objection, title: str, at: dt.datetime) -> list[Notice]:
+    """Who is told of an objection's step: the side whose move it is now."""
+    side, text = _OBJECTION_TEXT[objection.state]
+    depts = {
+        "provider": [objection.provider],
+        "consumer": [objection.consumer],
+        "both": [objection.consumer, objection.provider],
+    }[side]
+    kind: NoticeKind = "objection_filed" if objection.state == "filed" else "objection_changed"
+    line = text.format(consumer=objection.consumer, entry=title)
+    return [_about_objection(objection, d, kind, line, at) for d in depts]
+
+
+def escalation_notices(
+    objection: Objection, title: str, operators: Iterable[str], at: dt.datetime
+) -> list[Notice]:
+    """A step past its deadline: the operators are told, and the side that is late."""
+    late = objection.consumer if objection.state in ("fixed", "rejected") else objection.provider
+    text = f"{title} 的质量异议 {objection.id} 超过办理时限（{objection.state}）"
+    return [
+        _about_objection(objection, d, "objection_escalated", text, at)
+        for d in dict.fromkeys([*operators, late])
+    ]
+
+
+def _about_objection(
+    objection: Objection, dept: str, kind: NoticeKind, text: str, at: dt.datetime
+) -> Notice:
+    return Notice(
+        id=f"{kind}:{objection.id}:s{len(objection.history)}:{dept}",
+        department=dept,
+        kind=kind,
+        at=at,
+        text=text,
+        link=f"/objections/{objection.id}",
+        objection_id=objection.id,
+    )
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

@@ -14,13 +14,18 @@ from exchange.catalog.model import CatalogEntry
 from exchange.grants.model import Grant
 from exchange.portal.errors import BadRequestError, ForbiddenError, NotFoundError
 from exchange.portal.model import ROLES, TOKEN_ROLES, Principal, Role
+from exchange.quality.objections import Objection, Side
 
 __all__ = [
     "concerns",
+    "objection_concerns",
+    "objection_side",
     "require_account_admin",
     "require_decider",
     "require_demand_answerer",
     "require_demand_poster",
+    "require_objection_visible",
+    "require_objector",
     "require_requester",
     "require_revoker",
     "require_roles_grantable",
@@ -188,4 +193,45 @@ def require_demand_answerer(p: Principal, holder: str | None, operators: Collect
     raise ForbiddenError(
         f"{p.name} may not answer this need: {named}a platform operator may",
         code="NOT_ANSWERER",
+    )
+
+
+def objection_concerns(p: Principal, objection: Objection, operators: Collection[str]) -> bool:
+    """An objection concerns the consumer that filed it, the entry's provider, and the
+    platform operators (who are told when it is late)."""
+    return p.department in (objection.consumer, objection.provider) or _operator(p, operators)
+
+
+def require_objection_visible(
+    p: Principal, objection: Objection, operators: Collection[str]
+) -> None:
+    if not objection_concerns(p, objection, operators):
+        raise NotFoundError(f"no objection {objection.id!r}", code="NO_SUCH_OBJECTION")
+
+
+def require_objector(p: Principal, grant: Grant) -> None:
+    """A grant's consumer objects to what it received under it: its applicants or approvers
+    (people, or the department's systems by token)."""
+    if p.department != grant.request.consumer:
+        raise NotFoundError(f"no grant {grant.id!r}", code="NO_SUCH_GRANT")
+    if not (p.has("applicant") or p.has("approver")):
+        raise ForbiddenError(
+            f"{p.name} may not file objections: that needs the applicant or approver role in "
+            f"{p.department}",
+            code="NOT_APPLICANT",
+        )
+
+
+def objection_side(p: Principal, objection: Objection, operators: Collection[str]) -> Side:
+    """Which side ``p`` acts for on an objection: the provider's approvers answer it, the
+    consumer's applicants and approvers confirm or reopen it. Operators watch, not act."""
+    require_objection_visible(p, objection, operators)
+    if p.department == objection.provider and p.has("approver"):
+        return "provider"
+    if p.department == objection.consumer and (p.has("applicant") or p.has("approver")):
+        return "consumer"
+    raise ForbiddenError(
+        f"{p.name} may not act on {objection.id}: its provider's approvers answer it, its "
+        "consumer's applicants or approvers confirm or reopen it",
+        code="NOT_ALLOWED",
     )

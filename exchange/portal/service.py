@@ -55,6 +55,7 @@ from exchange.portal.model import (
     account_id,
 )
 from exchange.portal.notices import WebhookSender, demand_notices, due_notices, grant_notices
+from exchange.portal.objections import ObjectionDesk
 from exchange.portal.secrets import (
     TOKEN_PREFIX,
     digest,
@@ -133,6 +134,15 @@ class Portal:
         #: When each entry's source topic was last written, refreshed by the terms watcher.
         self.last_updates: dict[str, dt.datetime] = {}
         self._terms = threading.Thread(target=self._watch_terms, name="portal-terms", daemon=True)
+        self.objections = ObjectionDesk(
+            settings,
+            self.state,
+            lambda kind, actor, details, records: self._write(
+                kind, actor, details, records, grant_id=details["grant"]
+            ),
+            self.entry,
+            clock,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 

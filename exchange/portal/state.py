@@ -17,6 +17,7 @@ from exchange.grants.model import Grant
 from exchange.grants.store import GrantTable
 from exchange.kafka.tables import Tables
 from exchange.portal.model import Account, ApiToken, Demand, Lockout, Notice, Session, Webhook
+from exchange.quality.objections import Objection
 
 __all__ = ["PortalState"]
 
@@ -37,6 +38,7 @@ class PortalState:
                 t.portal_demands: Demand.decode,
                 t.portal_notices: Notice.decode,
                 t.portal_webhooks: Webhook.decode,
+                t.objections: Objection.decode,
                 t.grants: Grant.decode,
                 t.catalog: parse_catalog_record,
             },
@@ -92,6 +94,13 @@ class PortalState:
     def webhook(self, department: str) -> Webhook | None:
         found: Webhook | None = self.tables.get(self.topics.portal_webhooks, department)
         return found
+
+    def objection(self, objection_id: str) -> Objection | None:
+        found: Objection | None = self.tables.get(self.topics.objections, objection_id)
+        return found
+
+    def objections(self) -> dict[str, Objection]:
+        return self.tables.items(self.topics.objections)
 
     def grant(self, grant_id: str) -> Grant | None:
         found: Grant | None = self.tables.get(self.topics.grants, grant_id)

@@ -20,7 +20,7 @@ from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError
 from exchange.files import make_secret, read_hex_secret
 
-__all__ = ["GrantSalts", "SaltSecretError"]
+__all__ = ["GrantSalts", "SaltSecretError", "read_salts"]
 
 
 class SaltSecretError(ExchangeError):
@@ -57,6 +57,12 @@ class GrantSalts:
             )
         made = False if secure else make_secret(path)
         return cls(_read(path)), made
+
+
+def read_salts(settings: ExchangeSettings) -> GrantSalts:
+    """The router's secret for a process beside the router that must hash as it does (the
+    quality worker, finding the record a consumer names by its hashed key); never made here."""
+    return GrantSalts(_read(settings.resolve(settings.router.salt_secret_file)))
 
 
 def _read(path: Path) -> bytes:

@@ -51,6 +51,9 @@ def rename_control_topics(exchange_yaml: str, uid: str) -> str:
         "portal-demands",
         "portal-notices",
         "portal-webhooks",
+        "objections",
+        "quality-measures",
+        "quality-scores",
     ):
         exchange_yaml = exchange_yaml.replace(f"exchange.{name}\n", f"exchange.{name}.{uid}\n")
     return exchange_yaml
