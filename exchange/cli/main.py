@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("exchange.cli.monitor", "status"),
     "portal": ("exchange.cli.portal", "app"),
     "quality": ("exchange.cli.quality", "app"),
+    "report": ("exchange.cli.report", "app"),
 }
 
 

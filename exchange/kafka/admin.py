@@ -213,6 +213,14 @@ class Admin:
             tp: ts for tp, (_offset, ts) in self._offsets_at(partitions, spec).items() if ts >= 0
         }
 
+    def offsets_at_time(
+        self, partitions: Iterable[tuple[str, int]], ms: int
+    ) -> dict[tuple[str, int], int]:
+        """Each partition's first offset whose record is stamped at or after ``ms``; -1 where
+        none is (every record is older)."""
+        spec = OffsetSpec.for_timestamp(ms)
+        return self._list_offsets(partitions, spec)
+
     def _list_offsets(
         self, partitions: Iterable[tuple[str, int]], spec: OffsetSpec
     ) -> dict[tuple[str, int], int]:

@@ -486,6 +486,29 @@ def api_router() -> APIRouter:
         moved = _portal(request).objections.act(who, objection_id, action, body.note)
         return _objection_view(moved)
 
+    @r.get("/catalog/{entry_id}/quality")
+    def quality(entry_id: str, who: Caller, request: Request) -> dict[str, Any]:
+        """The entry's quality measures and score, as the quality worker last took them
+        (``docs/quality.md``); a check's failing values only for the providers concerned."""
+        found = _portal(request).measures(who, entry_id)
+        if found is None:
+            raise NotFoundError(f"no measures of {entry_id!r} yet", code="NO_MEASURES")
+        return found
+
+    @r.get("/reports/assessment")
+    def assessment(
+        who: Caller, request: Request, period: Annotated[str, Query(max_length=16)]
+    ) -> dict[str, Any]:
+        """监督考核 per department over a quarter (2026Q4), month (2026-11) or year; platform
+        operators only."""
+        when, rows = _portal(request).assessment(who, period)
+        return {
+            "period": when.label,
+            "start": when.start.isoformat(),
+            "end": when.end.isoformat(),
+            "departments": [r.__dict__ for r in rows],
+        }
+
     @r.get("/notices")
     def notices(who: Caller, request: Request) -> list[dict[str, Any]]:
         """The caller's department's inbox, newest first (at most 100)."""

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from exchange.portal.api import api_router, install_error_handlers
 from exchange.portal.pages import install_page_errors, page_router
+from exchange.portal.quality_pages import quality_router
 from exchange.portal.service import Portal
 
 __all__ = ["create_app"]
@@ -41,4 +42,5 @@ def create_app(portal: Portal) -> FastAPI:
     install_page_errors(app)
     app.include_router(api_router())
     app.include_router(page_router())
+    app.include_router(quality_router())
     return app

@@ -276,7 +276,8 @@ def page_router() -> APIRouter:
             return page.render("error.html", 404, message=f"no catalog entry {entry_id!r}")
         updated = page.portal.last_updates.get(entry_id)
         last = _local(int(updated.timestamp() * 1000)) if updated else ""
-        return page.render("entry.html", entry=view, last_update=last)
+        measures = page.portal.measures(page.person, entry_id)
+        return page.render("entry.html", entry=view, last_update=last, measures=measures)
 
     @r.get("/grants/new", response_class=HTMLResponse)
     def request_form(page: Logged, entry: str, renew: Annotated[str, Query()] = "") -> Response:
@@ -389,7 +390,12 @@ def page_router() -> APIRouter:
         activity = page.portal.activity(page.person, grant_id)
         for item in [*activity["recent"], *activity["history"]]:
             item["at"] = _local(item["ts_ms"])
-        return page.render("grant.html", grant=view, activity=activity)
+        try:
+            policy.require_objector(page.person, found)
+            may_object = found.decision is not None and found.state in ("approved", "revoked")
+        except PortalError:
+            may_object = False
+        return page.render("grant.html", grant=view, activity=activity, may_object=may_object)
 
     @r.get("/inbox", response_class=HTMLResponse)
     def inbox(page: Logged) -> Response:

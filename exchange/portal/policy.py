@@ -26,6 +26,7 @@ __all__ = [
     "require_demand_poster",
     "require_objection_visible",
     "require_objector",
+    "require_operator",
     "require_requester",
     "require_revoker",
     "require_roles_grantable",
@@ -235,3 +236,12 @@ def objection_side(p: Principal, objection: Objection, operators: Collection[str
         "consumer's applicants or approvers confirm or reopen it",
         code="NOT_ALLOWED",
     )
+
+
+def require_operator(p: Principal, operators: Collection[str]) -> None:
+    """Platform-wide reports are the platform operators' (大数据局)."""
+    if not _operator(p, operators):
+        raise ForbiddenError(
+            f"{p.name} is not a platform operator: reports are for the operators",
+            code="NOT_OPERATOR",
+        )

@@ -68,6 +68,8 @@ from exchange.portal.secrets import (
 )
 from exchange.portal.state import PortalState
 from exchange.portal.trail import TrailView
+from exchange.quality.assessment import Assessment, Period, parse_period
+from exchange.quality.report import gather_assessment
 
 __all__ = ["Login", "Portal", "parse_roles"]
 
@@ -729,6 +731,35 @@ class Portal:
             ],
         )
         return answered
+
+    # -- quality -----------------------------------------------------------------------------
+
+    def measures(self, principal: Principal, entry_id: str) -> dict[str, Any] | None:
+        """An entry's quality measures (every department sees them: they judge the provider's
+        work, not its data); the checks' failing values only for the providers concerned."""
+        found = self.state.measures(entry_id)
+        entry = self.entry(entry_id)
+        if found is None or entry is None:
+            return None
+        concerned = {entry.provider} | {
+            e.provider for c in entry.checks if (e := self.entry(c.exists_in)) is not None
+        }
+        if principal.department in concerned:
+            return found
+        return {
+            **found,
+            "checks": [{**c, "samples": []} for c in found.get("checks", [])],
+        }
+
+    def assessment(self, principal: Principal, period: str) -> tuple[Period, list[Assessment]]:
+        """监督考核 of every department over ``period`` (platform operators only)."""
+        policy.require_operator(principal, self.operators)
+        try:
+            when = parse_period(period, self.settings.quality.utc_offset_hours)
+        except ValueError as exc:
+            raise BadRequestError(str(exc), code="BAD_PERIOD") from exc
+        names = {d: dept.name for d, dept in self.catalog.departments.items()}
+        return when, gather_assessment(self.settings, when, names)
 
     # -- notices and webhooks ----------------------------------------------------------------
 

@@ -9,6 +9,7 @@ replica a moment ago is found by :meth:`PortalState.sync`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from exchange.catalog.published import PublishedCatalogEntry, parse_catalog_record
@@ -39,6 +40,7 @@ class PortalState:
                 t.portal_notices: Notice.decode,
                 t.portal_webhooks: Webhook.decode,
                 t.objections: Objection.decode,
+                t.quality_measures: json.loads,
                 t.grants: Grant.decode,
                 t.catalog: parse_catalog_record,
             },
@@ -101,6 +103,11 @@ class PortalState:
 
     def objections(self) -> dict[str, Objection]:
         return self.tables.items(self.topics.objections)
+
+    def measures(self, entry_id: str) -> dict[str, Any] | None:
+        """The quality worker's latest measures of an entry (``quality/measures.py``)."""
+        found: dict[str, Any] | None = self.tables.get(self.topics.quality_measures, entry_id)
+        return found
 
     def grant(self, grant_id: str) -> Grant | None:
         found: Grant | None = self.tables.get(self.topics.grants, grant_id)

@@ -206,3 +206,54 @@ def test_post_a_need_and_answer_it_in_the_browser(staffed: PortalEnv, browser: W
     _go(d, row.find_element(By.CLASS_NAME, "request-matched"))
     assert d.find_element(By.ID, "request-form") is not None
     assert env.entry in d.current_url
+
+
+def test_object_to_a_record_and_answer_it_in_the_browser(
+    staffed: PortalEnv, browser: WebDriver
+) -> None:
+    env, d = staffed, browser
+    made = env.person(env.consumer, "c_applicant").post("/api/v1/grants", env.request_body())
+    assert made.status_code == 201, made.text
+    grant_id = made.json()["id"]
+    approver = env.person(env.provider, "p_approver")
+    assert approver.post(f"/api/v1/grants/{grant_id}/approve", {}).status_code == 200
+
+    _login(d, env, env.consumer, "c_applicant")
+    d.get(f"{env.r1.url}/grants/{grant_id}")
+    d.find_element(By.ID, "key").send_keys("140602198001010011")
+    d.find_element(By.ID, "field-name").click()
+    d.find_element(By.ID, "problem").send_keys("姓名与户籍档案不符")
+    d.find_element(By.ID, "evidence").send_keys("户籍档案 2026-118")
+    _go(d, d.find_element(By.ID, "file-objection"))
+    state = d.find_element(By.ID, "objection-state")
+    assert state.get_attribute("data-state") == "filed" and state.text.startswith("已上报")
+    objection_id = d.find_element(By.TAG_NAME, "h1").text.split()[-1]
+    # The consumer cannot answer its own objection: no provider actions on its page.
+    assert d.find_elements(By.ID, "do-accept") == []
+
+    _login(d, env, env.provider, "p_approver")
+    d.get(f"{env.r1.url}/notices")
+    told = d.find_element(By.CSS_SELECTOR, "tr.notice[data-kind='objection_filed']")
+    _go(d, told.find_element(By.TAG_NAME, "a"))
+    assert d.find_element(By.ID, "problem").text == "姓名与户籍档案不符"
+    _go(d, d.find_element(By.ID, "do-investigate"))
+    assert d.find_element(By.ID, "objection-state").get_attribute("data-state") == "investigating"
+    d.find_element(By.ID, "note-accept").send_keys("核实有误，下次导出更正")
+    _go(d, d.find_element(By.ID, "do-accept"))
+    assert d.find_element(By.ID, "objection-state").get_attribute("data-state") == "accepted"
+    steps = d.find_elements(By.CSS_SELECTOR, "#steps tr.step")
+    assert [s.get_attribute("data-state") for s in steps] == ["filed", "investigating", "accepted"]
+    assert "核实有误" in steps[-1].text
+    _shot(d, "objection")
+    d.get(f"{env.r1.url}/objections?state=accepted")
+    listed = d.find_elements(By.CSS_SELECTOR, "#objections tr.objection")
+    assert objection_id in [r.find_element(By.TAG_NAME, "a").text for r in listed]
+
+    # The operators' assessment page lists every department, printable.
+    _login(d, env, env.ops, "root")
+    d.get(f"{env.r1.url}/reports/assessment")
+    rows = d.find_elements(By.CSS_SELECTOR, "#assessment tr.assessed")
+    assert env.provider in [r.find_elements(By.TAG_NAME, "td")[1].text for r in rows]
+    _shot(d, "assessment")
+    d.get(str(d.find_element(By.ID, "printable").get_attribute("href")))
+    assert "数据归集共享工作考核" in d.find_element(By.TAG_NAME, "h1").text

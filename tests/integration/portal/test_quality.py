@@ -6,7 +6,11 @@ escalated to the operators."""
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
 import json
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +21,7 @@ import pytest
 
 from exchange.audit.trail import read_trail
 from exchange.client import Change, DeliveryConsumer, PortalClient
-from exchange.kafka.control import publish, read_table
+from exchange.kafka.control import publish, read_all, read_table
 from exchange.kafka.registry import Registry
 from exchange.kafka.wire import AvroCodec
 from tests.integration.portal.conftest import Caller, PortalEnv, Replica
@@ -265,3 +269,103 @@ def test_who_may_object(quality: QualityEnv) -> None:
     applicant = env.person(env.consumer, "c_applicant")
     wrong_field = applicant.post("/api/v1/objections", {**body, "fields": ["phone"]})
     assert wrong_field.json()["error"]["code"] == "BAD_FIELDS"
+
+
+def _quarter(now: dt.datetime) -> tuple[str, dt.datetime, dt.datetime]:
+    """This quarter in China Standard Time, computed here apart from the report's own code."""
+    cst = dt.timezone(dt.timedelta(hours=8))
+    local = now.astimezone(cst)
+    q = (local.month - 1) // 3
+    start = dt.datetime(local.year, 3 * q + 1, 1, tzinfo=cst)
+    end = dt.datetime(local.year + (q == 3), (3 * q + 3) % 12 + 1, 1, tzinfo=cst)
+    return f"{local.year}Q{q + 1}", start, end
+
+
+def test_the_assessment_report_equals_the_topics(quality: QualityEnv) -> None:
+    env = quality.env
+    s = env.settings
+    label, start, end = _quarter(dt.datetime.now(dt.UTC))
+    inside = lambda at: start <= dt.datetime.fromisoformat(at) < end  # noqa: E731
+    _wait(
+        "the worker's score history names the provider",
+        lambda: any(
+            json.loads(m.value or b"{}").get("department") == env.provider
+            for m in read_all(s.kafka, s.topics.quality_scores)
+        ),
+        log=quality.log,
+    )
+    made = subprocess.run(
+        [
+            str(EXCHANGE),
+            "--config",
+            str(env.project.exchange_yaml),
+            "report",
+            "assessment",
+            "--period",
+            label,
+            "--format",
+            "csv",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = {r["department"]: r for r in csv.DictReader(io.StringIO(made.stdout))}
+
+    # The same figures, straight from the topics.
+    grants = [json.loads(v) for v in read_table(s.kafka, s.topics.grants).values()]
+    asked = [g for g in grants if g["request"]["entry"] == env.entry and inside(g["requested_at"])]
+    decided = [
+        (
+            dt.datetime.fromisoformat(g["decision"]["at"])
+            - dt.datetime.fromisoformat(g["requested_at"])
+        ).total_seconds()
+        / 3600
+        for g in asked
+        if g.get("decision")
+    ]
+    objections = [
+        json.loads(v)
+        for v in read_table(s.kafka, s.topics.objections).values()
+        if json.loads(v)["provider"] == env.provider
+    ]
+    raised = [o for o in objections if inside(o["history"][0]["at"])]
+    resolved = [
+        (
+            dt.datetime.fromisoformat(o["history"][-1]["at"])
+            - dt.datetime.fromisoformat(o["history"][0]["at"])
+        ).total_seconds()
+        / 3600
+        for o in raised
+        if o["state"] == "confirmed"
+    ]
+    shared = 0
+    for e in read_trail(s):
+        ev = e.event
+        if ev is None or ev.kind != "delivery.receipt":
+            continue
+        if not start.timestamp() * 1000 <= ev.ts_ms < end.timestamp() * 1000:
+            continue
+        details = json.loads(ev.details or "{}")
+        rows = details.get("receipts") or [{**details, "entry": ev.entry}]
+        shared += sum(int(r.get("count") or 0) for r in rows if r.get("entry") == env.entry)
+    scores = [json.loads(m.value or b"{}") for m in read_all(s.kafka, s.topics.quality_scores)]
+    own = [
+        r["score"]
+        for r in scores
+        if r.get("entry") is None and r["department"] == env.provider and inside(r["at"])
+    ]
+
+    row = report[env.provider]
+    assert (row["entries"], row["with_data"], row["collection_rate"]) == ("1", "1", "1.0")
+    assert int(row["requests"]) == len(asked) >= 3
+    assert int(row["decided"]) == len(decided)
+    assert float(row["median_decision_h"]) == pytest.approx(statistics.median(decided), abs=1e-3)
+    assert int(row["objections"]) == len(raised) >= 2
+    assert int(row["resolved"]) == len(resolved) == 1
+    assert float(row["median_resolve_h"]) == pytest.approx(statistics.median(resolved), abs=1e-3)
+    assert int(row["shared_records"]) == shared >= 5
+    assert float(row["quality"]) == pytest.approx(sum(own) / len(own), abs=1e-3)
+    assert row["rank"] == "1"
+    # A department that provides nothing is listed, not ranked.
+    assert report[env.consumer]["entries"] == "0" and report[env.consumer]["rank"] == ""
