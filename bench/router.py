@@ -345,8 +345,14 @@ def stop_workers(env: RouterEnv, processes: list[subprocess.Popen[bytes]]) -> No
     env.process = None
 
 
-def route(env: RouterEnv, records: list[tuple[str, bytes]], workers: int) -> float:
-    """Records/s routed by ``workers`` router workers on the live path (see the module doc)."""
+def route(
+    env: RouterEnv,
+    records: list[tuple[str, bytes]],
+    workers: int,
+    on_start: Callable[[], None] = lambda: None,
+) -> float:
+    """Records/s routed by ``workers`` router workers on the live path (see the module doc);
+    ``on_start`` is called as the workers are started (``bench.quality`` resumes its worker)."""
     with running_router(env, workers):
         pass  # joined, backfills handed over on the empty source; stopped again
     produce_all(env.settings, env.project.source_topic, records)
@@ -356,6 +362,7 @@ def route(env: RouterEnv, records: list[tuple[str, bytes]], workers: int) -> flo
     ends = admin.end_offsets(source)
     delivered = [(env.delivery_topic(env.consumers[c]), p) for c, _t in GRANTS for p in range(4)]
     before = sum(admin.end_offsets(delivered).values())
+    on_start()
     processes = start_workers(env, workers)
     try:
         first_at = None

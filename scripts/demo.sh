@@ -2,8 +2,9 @@
 # The sample exchange, end to end on the local platform: catalog and grants applied, each sample
 # department's connector publishes its source data (GBK CSV with bad rows, XLSX, SQLite, HTTP
 # push), the router delivers to the granted consumers, a department requests data through the
-# portal's API and the provider approves it, and the audit trail is verified. The portal stays
-# running at the end (its URL and the sample accounts are printed).
+# portal's API and the provider approves it, a consumer objects to a wrong record and the
+# provider's next export fixes it (the exchange finds the fix; 数据质量异议), and the audit trail
+# is verified. The portal stays running at the end (its URL and the sample accounts are printed).
 #
 # --secure: the same on the secure platform (SASL/SCRAM over TLS, broker ACLs derived from the
 # grants, data in .exchange-secure/): every connector, the router and each consumer act as their
@@ -92,8 +93,16 @@ echo "== the router (faust-streaming), in the background"
 mkdir -p .exchange
 env $(env_of router) $x router --worker-id demo --metrics-port 0 --log-level warning > .exchange/router-demo.log 2>&1 &
 router=$!
+quality=
+if ! $secure; then
+  echo "== the quality worker (measures, objections' fixes), in the background, every 2 s"
+  EXCHANGE_QUALITY__INTERVAL_S=2 $x quality run --name demo --metrics-port 0 --log-level warning \
+    > .exchange/quality-demo.log 2>&1 &
+  quality=$!
+fi
 stop_router() {
   kill -TERM "$router" 2>/dev/null && wait "$router" 2>/dev/null || true
+  if [ -n "$quality" ]; then kill -TERM "$quality" 2>/dev/null && wait "$quality" 2>/dev/null || true; fi
   if $secure; then kill -TERM "$watch" 2>/dev/null && wait "$watch" 2>/dev/null || true; fi
 }
 # On a failure the portal goes too; a demo that ends well leaves it running.
@@ -186,6 +195,24 @@ if ! $secure; then
   echo "== through the portal's API: mzj's applicant requests data, gongan's approver approves it;"
   echo "   mzj posts a need on 供需对接清单, gongan accepts it for cataloguing"
   $py -m samples.portal_request "http://127.0.0.1:$portal_port" "$portal_password"
+
+  echo "== 数据质量异议: mzj's system objects (SDK) to the name of 140602********0011, gongan accepts;"
+  echo "   gongan's next export corrects it, the exchange finds the fix, mzj confirms"
+  $py -m samples.portal_objection file "http://127.0.0.1:$portal_port" "$portal_password" .exchange/objection-demo.id
+  $py - "$work/gongan/inbox/population-fixed.csv" "$moved" <<'PY'
+import sys
+text = open("samples/data/gongan/population.csv", "rb").read().decode("gbk")
+lines = [
+    line.replace(",140602,", ",140603,").replace("许桂红", "许桂虹")
+    if line.startswith(sys.argv[2] + ",") else line
+    for line in text.splitlines()
+]
+open(sys.argv[1], "wb").write(("\n".join(lines) + "\n").encode("gbk"))
+PY
+  as connector-gongan $x connector run config/connectors/gongan-population.yaml --once --log-level warning
+  $py -m samples.portal_objection close "http://127.0.0.1:$portal_port" "$portal_password" .exchange/objection-demo.id
+  echo "== the quality of each entry (exchange quality run publishes it; the portal shows it)"
+  $x report assessment --period "$(date -u +%Y)Q$(( ($(date -u +%-m) - 1) / 3 + 1 ))"
 fi
 
 echo "== the platform's figures (exchange status; exchange monitor serves them to Prometheus)"

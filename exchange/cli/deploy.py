@@ -70,7 +70,7 @@ def secure_files(
     # One folder per platform client, each mounted alone into its containers; the writers'
     # public keys for the operator to register; the folder department credentials go to
     # (volume subpaths must exist before they are mounted).
-    for principal in ("operator", "router", "monitor", "portal"):
+    for principal in ("operator", "router", "monitor", "portal", "quality"):
         secure.write_bundle(files, ep, principal, secrets / "principals" / principal)
     for principal in secure.AUDIT_WRITERS:
         public = Signer.load(files.signing_key_file(principal)).public_raw.hex()

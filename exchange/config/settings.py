@@ -262,6 +262,7 @@ class AuditSettings(_Section):
         default_factory=lambda: {
             "router.": "router",
             "portal.": "portal",
+            "quality.": "quality",
             "grants.": "operator",
             "security.": "operator",
         }
@@ -410,6 +411,19 @@ class QualitySettings(_Section):
     #: The worker's CPU priority (``nice``): measures are background work and must not slow
     #: the router on a shared host.
     nice: int = Field(19, ge=0, le=19)
+    #: The worker waits while the router is this many source records behind and moving
+    #: (0: never waits) ...
+    yield_to_router_records: int = Field(1000, ge=0)
+    #: ... but for at most this long at once.
+    max_yield_s: float = Field(300.0, gt=0)
+    #: Objections not yet confirmed one grant may have at once: a consumer cannot flood its
+    #: provider's inbox.
+    max_open_per_grant: int = Field(200, ge=1)
+    #: Times an objection may be reopened; then the consumer asks the operators instead (each
+    #: round is another pass over the entry's source topic).
+    max_rounds: int = Field(5, ge=1)
+    #: Source topics read from their start per round to locate new objections.
+    locate_entries_per_round: int = Field(2, ge=1)
     #: How many mismatching values of a cross-entry check are kept as samples.
     check_samples: int = Field(20, ge=0, le=1000)
     #: The score's parts and their weights (``docs/quality.md``): completeness, validity,

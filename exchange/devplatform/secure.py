@@ -24,8 +24,9 @@ from exchange.security.principals import SCRAM_ITERATIONS, client_env
 #: The platform's SCRAM users. ``broker`` (the broker to itself) is created when the storage is
 #: formatted, the others through the admin API at every start. ``operator``: the platform
 #: operator (catalog, grants, credentials, ACLs); ``router``; ``monitor``; ``registry``: the
-#: schema registry's storage; ``portal``: the departments' portal (its replicas).
-SCRAM_PRINCIPALS = ("broker", "operator", "router", "monitor", "registry", "portal")
+#: schema registry's storage; ``portal``: the departments' portal (its replicas); ``quality``:
+#: the quality worker.
+SCRAM_PRINCIPALS = ("broker", "operator", "router", "monitor", "registry", "portal", "quality")
 #: Passwords that are not Kafka principals: the controller's, and the registry reader's.
 OTHER_SECRETS = ("controller", "registry-reader")
 #: Allowed everything by the authorizer. The router and the monitor are not: they get ACLs
@@ -41,7 +42,7 @@ REGISTRY_WRITERS = ("operator", "router", "portal")
 REGISTRY_READER = "registry-reader"
 #: Principals that write audit chains, each signing with its own Ed25519 key (made here;
 #: the operator registers them with `exchange audit keys add`).
-AUDIT_WRITERS = ("operator", "router", "portal")
+AUDIT_WRITERS = ("operator", "router", "portal", "quality")
 MECHANISM = "SCRAM-SHA-512"
 SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
 PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
@@ -201,7 +202,11 @@ def _principal_env(files: SecureFiles, endpoints: Endpoints, principal: str, pla
             else None
         ),
         salt_secret_file=(
-            place(files.salt_secret_file, "salt-secret") if principal == "router" else None
+            # The quality worker hashes as the router does, to find the record a consumer
+            # names by its hashed key or event id (quality/worker.py).
+            place(files.salt_secret_file, "salt-secret")
+            if principal in ("router", "quality")
+            else None
         ),
     )
 

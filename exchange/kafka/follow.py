@@ -102,6 +102,7 @@ class RecordCounter:
         #: Given each record read (the quality worker measures them; the monitor only counts).
         self._on_record = on_record
         self._consumer: Consumer | None = None
+        self._paused = False
         #: Per assigned partition, the offset after the last record read (or its end marker).
         self._next: dict[tuple[str, int], int] = {}
         self._wanted: dict[str, int] = {}
@@ -117,6 +118,7 @@ class RecordCounter:
         partition count) within ``budget_s``; topics no longer named, or refused to this
         principal (:attr:`refused`), are dropped."""
         consumer = self._client()
+        self.pause(False)
         timeout = self._settings.request_timeout_s
         self._follow(consumer, {t: n for t, n in topics.items() if t not in self.refused})
         pending = {}
@@ -154,6 +156,17 @@ class RecordCounter:
                     del pending[tp]
         self.caught_up = not pending
         return self.counts
+
+    def pause(self, paused: bool) -> None:
+        """Stop (or restart) fetching: librdkafka fetches ahead into its queue even while
+        nobody calls :meth:`update`, which costs the broker and this process as much as
+        reading (the quality worker pauses while the router is busy)."""
+        if self._consumer is None or paused == self._paused:
+            return
+        assigned = self._consumer.assignment()
+        if assigned:
+            (self._consumer.pause if paused else self._consumer.resume)(assigned)
+        self._paused = paused
 
     def _refuse(self, consumer: Consumer, topic: str, why: object) -> None:
         if topic in self.refused:

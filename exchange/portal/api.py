@@ -188,7 +188,7 @@ class ObjectionBody(_Body):
     #: The record's key as received (the business key, or its hash under a hashing grant).
     key: str
     #: The fields that are wrong (delivered under the grant).
-    fields: list[str] = Field(..., min_length=1)
+    fields: list[str] = Field(..., min_length=1, max_length=64)
     #: What is wrong.
     problem: str
     #: How the department knows (a document number, the value it has on file).
@@ -489,10 +489,11 @@ def api_router() -> APIRouter:
     @r.get("/catalog/{entry_id}/quality")
     def quality(entry_id: str, who: Caller, request: Request) -> dict[str, Any]:
         """The entry's quality measures and score, as the quality worker last took them
-        (``docs/quality.md``); a check's failing values only for the providers concerned."""
+        (``docs/quality.md``): for its provider, the departments granted it and the
+        operators; a check's failing values only for the provider."""
         found = _portal(request).measures(who, entry_id)
         if found is None:
-            raise NotFoundError(f"no measures of {entry_id!r} yet", code="NO_MEASURES")
+            raise NotFoundError(f"no measures of {entry_id!r} for you", code="NO_MEASURES")
         return found
 
     @r.get("/reports/assessment")

@@ -25,6 +25,7 @@ from exchange.portal.errors import (
     ForbiddenError,
     NotFoundError,
     PortalError,
+    TooManyAttemptsError,
 )
 from exchange.portal.model import Principal
 from exchange.portal.notices import objection_notices
@@ -64,6 +65,8 @@ class ObjectionDesk:
         self.topic = settings.topics.objections
         self.operators: Collection[str] = settings.grants.operators
         q = settings.quality
+        self.max_open = q.max_open_per_grant
+        self.max_rounds = q.max_rounds
         self.due = step_deadlines(q.deadlines, q.holidays, q.workdays, q.utc_offset_hours)
         self.state = state
         self._write = write
@@ -102,9 +105,24 @@ class ObjectionDesk:
         """An objection to the record ``key`` (as delivered) received under ``grant``: only
         fields the grant delivers, only a grant that was in force."""
         policy.require_objector(p, grant)
-        if grant.state not in ("approved", "revoked") or grant.decision is None:
+        if (
+            grant.state not in ("approved", "revoked")
+            or grant.decision is None
+            or grant.request.valid_from > self.clock()
+        ):
             raise ConflictError(
                 f"{grant.id} never delivered anything ({grant.state})", code="NOT_DELIVERED"
+            )
+        open_now = sum(
+            1
+            for o in self.state.objections().values()
+            if o.grant_id == grant.id and o.state != "confirmed"
+        )
+        if open_now >= self.max_open:
+            raise TooManyAttemptsError(
+                f"{grant.id} has {open_now} objections not yet confirmed (at most "
+                f"{self.max_open}): confirm or wait for the answered ones first",
+                code="TOO_MANY_OBJECTIONS",
             )
         unknown = sorted(set(fields) - set(grant.request.fields))
         if unknown:
@@ -141,10 +159,15 @@ class ObjectionDesk:
 
     def act(self, p: Principal, objection_id: str, action: str, note: str = "") -> Objection:
         """investigate, accept or reject (the provider); confirm or reopen (the consumer)."""
+        # Read what is committed now: the quality worker may have moved it a moment ago (found
+        # its fix, escalated it), and a step taken from an older copy would undo that.
+        self.state.sync()
         current = self.get(p, objection_id)
         side = policy.objection_side(p, current, self.operators)
         try:
-            moved = advance(current, action, side, p.name, self.clock(), self.due, note)
+            moved = advance(
+                current, action, side, p.name, self.clock(), self.due, note, self.max_rounds
+            )
         except ObjectionError as exc:
             raise _REFUSALS[exc.refusal](exc.message, code=exc.code) from exc
         self._save(event_kind(action), p.name, moved, self._entry(moved.entry))

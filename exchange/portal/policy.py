@@ -18,6 +18,7 @@ from exchange.quality.objections import Objection, Side
 
 __all__ = [
     "concerns",
+    "is_operator",
     "objection_concerns",
     "objection_side",
     "require_account_admin",
@@ -38,6 +39,10 @@ __all__ = [
 def _operator(p: Principal, operators: Collection[str]) -> bool:
     """A platform operator: the role, held in an operator department."""
     return p.has("operator") and p.department in operators
+
+
+def is_operator(p: Principal, operators: Collection[str]) -> bool:
+    return _operator(p, operators)
 
 
 def concerns(

@@ -735,21 +735,27 @@ class Portal:
     # -- quality -----------------------------------------------------------------------------
 
     def measures(self, principal: Principal, entry_id: str) -> dict[str, Any] | None:
-        """An entry's quality measures (every department sees them: they judge the provider's
-        work, not its data); the checks' failing values only for the providers concerned."""
+        """An entry's quality measures, for its provider, the platform operators and the
+        departments granted it (record counts and null shares say something of the data
+        itself: not for everyone); ``None`` for anyone else. A check's failing values (the
+        entry's own records' values) only for its provider."""
         found = self.state.measures(entry_id)
         entry = self.entry(entry_id)
         if found is None or entry is None:
             return None
-        concerned = {entry.provider} | {
-            e.provider for c in entry.checks if (e := self.entry(c.exists_in)) is not None
-        }
-        if principal.department in concerned:
+        me = principal.department
+        if me == entry.provider:
             return found
-        return {
-            **found,
-            "checks": [{**c, "samples": []} for c in found.get("checks", [])],
-        }
+        granted = any(
+            g.request.entry == entry_id
+            and g.request.consumer == me
+            and g.decision is not None
+            and g.state in ("approved", "revoked")
+            for g in self.state.grants().grants.values()
+        )
+        if not (granted or policy.is_operator(principal, self.operators)):
+            return None
+        return {**found, "checks": [{**c, "samples": []} for c in found.get("checks", [])]}
 
     def assessment(self, principal: Principal, period: str) -> tuple[Period, list[Assessment]]:
         """监督考核 of every department over ``period`` (platform operators only)."""

@@ -11,8 +11,9 @@ Per department, over ``[start, end)`` of the period (at UTC+``utc_offset_hours``
 - timeliness: the mean of its entries' timeliness in the period's scores (1 = on time);
 - quality: the mean of its score in the period's history;
 - grant requests on its entries filed in the period, how many it decided, the median hours
-  to decide; objections filed on its entries in the period, how many were confirmed resolved
-  before its end, the median hours to resolve; records delivered from its entries;
+  to decide; objections filed on its entries in the period, how many it had settled (fixed, or
+  rejected with its reason) before its end, the median hours from filing to that; records
+  delivered from its entries;
 - points (0-100): the weighted mean (as the quality score is) of 归集率 (30), quality (30),
   timeliness (20), requests decided (10) and objections resolved (10), over the parts that
   apply; the ranking orders departments that provide entries by points.
@@ -143,9 +144,9 @@ def assess(
         ]
         raised = [o for o in filed if o.provider == dept]
         resolved = [
-            _hours(o.filed_at, o.resolved_at)
+            _hours(o.filed_at, o.answered_at)
             for o in raised
-            if o.resolved_at is not None and o.resolved_at < period.end
+            if o.answered_at is not None and o.answered_at < period.end
         ]
         own_scores = [s.score for s in in_period if s.entry is None and s.department == dept]
         timely = [

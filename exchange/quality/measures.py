@@ -101,8 +101,9 @@ class ObjectionFigures:
     open: int
     #: Waiting for the provider (filed, investigating, accepted): these lower the score.
     waiting: int
+    #: Settled by the provider (fixed, or rejected with its reason), confirmed or not.
     resolved: int
-    #: Median time from filing to the last confirmation, of those resolved.
+    #: Median time from filing to the provider's settling, of those resolved.
     median_resolve_s: float | None
 
 
@@ -171,15 +172,14 @@ class Measures:
 
 
 def objection_figures(objections: Iterable[Objection]) -> ObjectionFigures:
-    waiting = resolved = opened = 0
+    waiting = opened = 0
     times = []
     for o in objections:
-        if o.state == "confirmed":
-            resolved += 1
-            times.append((o.history[-1].at - o.filed_at).total_seconds())
-        else:
-            opened += 1
-            waiting += o.state in WAITING_FOR_PROVIDER
+        opened += o.state != "confirmed"
+        waiting += o.state in WAITING_FOR_PROVIDER
+        if o.answered_at is not None:
+            times.append((o.answered_at - o.filed_at).total_seconds())
+    resolved = len(times)
     return ObjectionFigures(
         open=opened,
         waiting=waiting,

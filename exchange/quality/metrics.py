@@ -53,7 +53,7 @@ class QualityMetrics:
         )
         self.resolve = gauge(
             "exchange_quality_objection_resolve_median_seconds",
-            "Median time from filing to confirmation",
+            "Median time from filing to the provider settling it (fixed or rejected)",
             ("entry",),
         )
         self.checked = gauge(

@@ -155,6 +155,17 @@ class Objection(_Model):
         """When it was last confirmed (``None`` while open)."""
         return self.history[-1].at if self.state == "confirmed" else None
 
+    @property
+    def answered_at(self) -> dt.datetime | None:
+        """When the provider's side last settled it (fixed or rejected), if it stands settled
+        (``None`` while waiting for the provider). The provider's figures count this, not the
+        consumer's confirmation: a consumer that never confirms does not lower them."""
+        if self.state in WAITING_FOR_PROVIDER:
+            return None
+        return next(
+            (s.at for s in reversed(self.history) if s.state in ("fixed", "rejected")), None
+        )
+
     @classmethod
     def decode(cls, value: bytes) -> Objection:
         return cls.model_validate_json(value)
@@ -168,6 +179,7 @@ def advance(
     at: dt.datetime,
     due: Callable[[ObjectionState, dt.datetime], dt.datetime | None],
     note: str = "",
+    max_rounds: int = 5,
 ) -> Objection:
     """The objection after ``action`` by ``side``, or :class:`ObjectionError` saying why not.
     ``due(state, at)`` is the deadline of a step begun at ``at`` (``quality.deadlines``)."""
@@ -193,6 +205,13 @@ def advance(
     if action in _REASONED and not note:
         raise ObjectionError(
             f"{action} needs its reason", code="REASON_REQUIRED", refusal="bad_request"
+        )
+    if action == "reopen" and objection.round >= max_rounds:
+        raise ObjectionError(
+            f"{objection.id} was reopened {objection.round - 1} times already: ask the "
+            "platform operators to settle it",
+            code="TOO_MANY_ROUNDS",
+            refusal="conflict",
         )
     update: dict[str, Any] = {
         "state": target,

@@ -31,6 +31,8 @@ MONITOR = "monitor"
 OPERATOR = "operator"
 #: The departments' portal (``exchange portal serve``): it changes grants for them.
 PORTAL = "portal"
+#: The quality worker (``exchange quality run``): reads what departments publish, as the router.
+QUALITY = "quality"
 CONSUMER_PREFIX = "consumer-"
 CONNECTOR_PREFIX = "connector-"
 #: Prefix of the connectors' ``transactional.id`` s (``connector_transactional_id``).
@@ -61,7 +63,7 @@ def principal_for(department: str, role: str) -> str:
 
 def is_managed(principal: str) -> bool:
     """ACLs of these principals are ours: ``acl sync`` adds and removes them."""
-    return principal in (ROUTER, MONITOR, PORTAL) or principal.startswith(
+    return principal in (ROUTER, MONITOR, PORTAL, QUALITY) or principal.startswith(
         (CONSUMER_PREFIX, CONNECTOR_PREFIX)
     )
 
@@ -187,17 +189,38 @@ def desired_acls(
         t.portal_demands,
         t.portal_notices,
         t.portal_webhooks,
+        t.objections,
         t.grants,
         t.audit,
     ):
         acls |= _allow(po, "TOPIC", topic, "LITERAL", "READ", "WRITE", "DESCRIBE")
-    acls |= _allow(po, "TOPIC", t.catalog, "LITERAL", "READ", "DESCRIBE")
+    # The catalog; each entry's quality measures and, for the operators' assessment, the
+    # score history.
+    for topic in (t.catalog, t.quality_measures, t.quality_scores):
+        acls |= _allow(po, "TOPIC", topic, "LITERAL", "READ", "DESCRIBE")
     # When each entry was last updated (the newest record's time: DESCRIBE, no READ).
     acls |= _allow(po, "TOPIC", t.source_prefix, "PREFIXED", "DESCRIBE")
     acls |= _allow(po, "GROUP", READER_GROUPS, "PREFIXED", "READ")
     acls |= _allow(po, "GROUP", f"{t.portal_notices}.webhooks", "LITERAL", "READ", "DESCRIBE")
     acls |= _allow(
         po, "TRANSACTIONAL_ID", f"exchange-audit.{PORTAL}.", "PREFIXED", "WRITE", "DESCRIBE"
+    )
+
+    # The quality worker: every source record and dead letter (its measures), the grants (to
+    # find an objected record under its grant's hashing), objections and their notices, its
+    # measures and scores, and the audit chain it writes on quality.<name>.
+    q = QUALITY
+    acls |= _allow(q, "TOPIC", t.source_prefix, "PREFIXED", "READ", "DESCRIBE")
+    for topic in (t.dlq, t.grants, t.catalog):
+        acls |= _allow(q, "TOPIC", topic, "LITERAL", "READ", "DESCRIBE")
+    for topic in (t.objections, t.quality_measures, t.quality_scores, t.audit):
+        acls |= _allow(q, "TOPIC", topic, "LITERAL", "READ", "WRITE", "DESCRIBE")
+    acls |= _allow(q, "TOPIC", t.portal_notices, "LITERAL", "WRITE", "DESCRIBE")
+    acls |= _allow(q, "GROUP", READER_GROUPS, "PREFIXED", "READ")
+    # Whether the router is busy (its committed offsets), to give way to it.
+    acls |= _allow(q, "GROUP", settings.router.group_id, "LITERAL", "DESCRIBE")
+    acls |= _allow(
+        q, "TRANSACTIONAL_ID", f"exchange-audit.{QUALITY}.", "PREFIXED", "WRITE", "DESCRIBE"
     )
 
     m = MONITOR

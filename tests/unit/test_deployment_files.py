@@ -57,13 +57,14 @@ def test_compose_runs_real_commands_and_prometheus_scrapes_their_ports(name: str
             if isinstance(volume, str) and volume.startswith("./"):
                 assert (ROOT / volume.split(":")[0]).exists(), f"{service_name} mounts {volume}"
     targets = _scrape_targets()
-    assert len(targets) == 6
+    assert len(targets) == 7
     for target in targets:
         host, port = target.split(":")
         assert port in exposed[host], f"Prometheus scrapes {target}, which {host} does not expose"
     settings = ExchangeSettings()
     assert "9310" in exposed["router"] and settings.router.metrics_port == 9310
     assert "9320" in exposed["monitor"] and settings.monitor.metrics_port == 9320
+    assert "9330" in exposed["quality"] and settings.quality.metrics_port == 9330
     for connector in (
         "gongan-population",
         "scjg-legal-entities",

@@ -330,14 +330,17 @@ def test_the_assessment_report_equals_the_topics(quality: QualityEnv) -> None:
         if json.loads(v)["provider"] == env.provider
     ]
     raised = [o for o in objections if inside(o["history"][0]["at"])]
+    # Settled by the provider (fixed or rejected): from filing to its last such answer.
     resolved = [
         (
-            dt.datetime.fromisoformat(o["history"][-1]["at"])
+            dt.datetime.fromisoformat(
+                [s for s in o["history"] if s["state"] in ("fixed", "rejected")][-1]["at"]
+            )
             - dt.datetime.fromisoformat(o["history"][0]["at"])
         ).total_seconds()
         / 3600
         for o in raised
-        if o["state"] == "confirmed"
+        if o["state"] in ("fixed", "rejected", "confirmed")
     ]
     shared = 0
     for e in read_trail(s):

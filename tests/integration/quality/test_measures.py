@@ -171,12 +171,16 @@ def test_late_entries_checks_completeness_and_validity(measured: MeasuredExchang
     assert set(check["samples"]) == planted
     assert p["score"] < i["score"]
 
-    history = [
-        json.loads(r.value or b"{}")
-        for r in read_all(m.settings.kafka, m.settings.topics.quality_scores)
-    ]
-    assert {h["entry"] for h in history if h["entry"]} >= {m.people, m.insured}
-    assert any(h["entry"] is None and h["department"] == m.project.uid for h in history)
+    # The score history is written right after the measures.
+    def history() -> list[dict[str, Any]]:
+        topic = m.settings.topics.quality_scores
+        return [json.loads(r.value or b"{}") for r in read_all(m.settings.kafka, topic)]
+
+    deadline = time.monotonic() + 30
+    while not {h["entry"] for h in history()} >= {m.people, m.insured}:
+        assert time.monotonic() < deadline, history()
+        time.sleep(0.5)
+    assert any(h["entry"] is None and h["department"] == m.project.uid for h in history())
 
     metrics = m.metrics()
     assert f'exchange_quality_late{{entry="{m.people}"}} 1.0' in metrics

@@ -17,6 +17,7 @@ from prometheus_client.core import Metric
 import connectors.metrics
 import exchange.routing.metrics
 from exchange.monitor.collector import families, health_families
+from exchange.quality.metrics import QualityMetrics
 from tests.conftest import ROOT
 
 PROMETHEUS = ROOT / "config" / "prometheus"
@@ -34,10 +35,12 @@ def _series_names(metrics: Iterable[Metric]) -> set[str]:
 
 
 def exported() -> set[str]:
-    """Every series name of ours a process can expose: router, connectors, monitor."""
+    """Every series name of ours a process can expose: router, connectors, monitor, the quality
+    worker."""
     assert exchange.routing.metrics and connectors.metrics  # imported: registered globally
     ours = [m for m in REGISTRY.collect() if m.name.startswith("exchange_")]
-    return _series_names([*ours, *families(None), *health_families(None)])
+    quality = list(QualityMetrics().registry.collect())
+    return _series_names([*ours, *families(None), *health_families(None), *quality])
 
 
 def named_in(expr: str) -> set[str]:

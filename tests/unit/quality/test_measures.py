@@ -70,13 +70,17 @@ def test_objections_waiting_lower_the_score_and_time_to_resolve_is_the_median(
     base = make_objection()
     t0 = base.filed_at
 
-    def resolved(hours: int) -> Objection:
-        done = Step(state="confirmed", at=t0 + dt.timedelta(hours=hours), by="mzj/wang")
-        return base.model_copy(update={"state": "confirmed", "history": (*base.history, done)})
+    def settled(hours: int, confirmed: bool = True) -> Objection:
+        at = t0 + dt.timedelta(hours=hours)
+        steps = [Step(state="rejected", at=at, by="gongan/li", note="登记无误")]
+        if confirmed:
+            steps.append(Step(state="confirmed", at=at + dt.timedelta(days=9), by="mzj/wang"))
+        state = "confirmed" if confirmed else "rejected"
+        return base.model_copy(update={"state": state, "history": (*base.history, *steps)})
 
-    figures = objection_figures(
-        [resolved(2), resolved(4), resolved(30), base, base.model_copy(update={"state": "fixed"})]
-    )
+    # Settled by the provider counts from filing to its answer, whenever the consumer confirms
+    # (or never does).
+    figures = objection_figures([settled(2), settled(4), settled(30, confirmed=False), base])
     assert figures == ObjectionFigures(open=2, waiting=1, resolved=3, median_resolve_s=4 * 3600)
     m = measure("e", "d", "on_change", EntryTally(fields=()), figures, (), NOW)
     assert m.parts["objections"] == 0.5

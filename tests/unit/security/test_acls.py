@@ -107,7 +107,7 @@ def test_only_the_platform_writes_grants_catalog_and_audit() -> None:
     audit_writers = {
         a.principal for a in acls if a.name == SETTINGS.topics.audit and a.operation == "WRITE"
     }
-    assert audit_writers == {"router", "portal"}
+    assert audit_writers == {"router", "portal", "quality"}
     # The portal writes audit chains only under its own prefix.
     portal_ids = {
         a.name for a in acls if a.principal == "portal" and a.resource == "TRANSACTIONAL_ID"
@@ -119,6 +119,26 @@ def test_only_the_platform_writes_grants_catalog_and_audit() -> None:
     # The router writes deliveries, by prefix, and reads every source topic.
     assert ("TOPIC", "dlv.", "PREFIXED", "WRITE") in of(acls, "router")
     assert ("TOPIC", "src.", "PREFIXED", "READ") in of(acls, "router")
+
+
+def test_the_quality_worker_reads_sources_and_writes_only_quality_topics() -> None:
+    acls = desired_acls(SETTINGS, PROVIDERS, [approved().terms()], NOW)
+    t = SETTINGS.topics
+    quality = of(acls, "quality")
+    assert ("TOPIC", "src.", "PREFIXED", "READ") in quality
+    written = {name for kind, name, _p, op in quality if kind == "TOPIC" and op == "WRITE"}
+    assert written == {
+        t.objections,
+        t.quality_measures,
+        t.quality_scores,
+        t.audit,
+        t.portal_notices,
+    }
+    assert ("TRANSACTIONAL_ID", "exchange-audit.quality.", "PREFIXED", "WRITE") in quality
+    # Never deliveries, grants or the portal's accounts; objections only with the portal.
+    assert not any(name.startswith("dlv.") for _k, name, _p, _o in quality)
+    writers = {a.principal for a in acls if a.name == t.objections and a.operation == "WRITE"}
+    assert writers == {"portal", "quality"}
 
 
 def test_plan_adds_the_missing_removes_the_stale_and_leaves_others_alone() -> None:
