@@ -49,7 +49,8 @@ def assessment(
     if format_ == "table":
         table = output.make_table(
             f"数据归集共享工作考核 {when.label}",
-            [h for h, _n in COLUMNS],
+            # The Chinese headings only: the terminal is narrow (CSV and HTML have both).
+            [h.split(" ")[0] for h, _n in COLUMNS],
             [cells(r) for r in rows],
         )
         if out is None:
