@@ -496,6 +496,15 @@ def api_router() -> APIRouter:
             raise NotFoundError(f"no measures of {entry_id!r} for you", code="NO_MEASURES")
         return found
 
+    @r.get("/catalog/{entry_id}/quality/history")
+    def quality_history(entry_id: str, who: Caller, request: Request) -> list[dict[str, Any]]:
+        """The entry's latest scores (newest first) with each part of the score: what lowered
+        it, and when. As ``/quality``: its provider, the departments granted it, operators."""
+        rows = _portal(request).score_history(who, entry_id)
+        if rows is None:
+            raise NotFoundError(f"no quality of {entry_id!r} for you", code="NO_MEASURES")
+        return [{"at": r.at.isoformat(), "score": r.score, "parts": dict(r.parts)} for r in rows]
+
     @r.get("/reports/assessment")
     def assessment(
         who: Caller, request: Request, period: Annotated[str, Query(max_length=16)]

@@ -277,7 +277,13 @@ def page_router() -> APIRouter:
         updated = page.portal.last_updates.get(entry_id)
         last = _local(int(updated.timestamp() * 1000)) if updated else ""
         measures = page.portal.measures(page.person, entry_id)
-        return page.render("entry.html", entry=view, last_update=last, measures=measures)
+        history = [
+            {"at": _local(int(r.at.timestamp() * 1000)), "score": r.score, "parts": r.parts}
+            for r in (page.portal.score_history(page.person, entry_id) or [])[:12]
+        ]
+        return page.render(
+            "entry.html", entry=view, last_update=last, measures=measures, history=history
+        )
 
     @r.get("/grants/new", response_class=HTMLResponse)
     def request_form(page: Logged, entry: str, renew: Annotated[str, Query()] = "") -> Response:

@@ -68,7 +68,8 @@ from exchange.portal.secrets import (
 )
 from exchange.portal.state import PortalState
 from exchange.portal.trail import TrailView
-from exchange.quality.assessment import Assessment, Period, parse_period
+from exchange.quality.assessment import Assessment, Period, ScoreRow, parse_period
+from exchange.quality.history import ScoreHistory, history_key
 from exchange.quality.report import gather_assessment
 
 __all__ = ["Login", "Portal", "parse_roles"]
@@ -136,6 +137,8 @@ class Portal:
         #: When each entry's source topic was last written, refreshed by the terms watcher.
         self.last_updates: dict[str, dt.datetime] = {}
         self._terms = threading.Thread(target=self._watch_terms, name="portal-terms", daemon=True)
+        #: Each entry's and department's latest scores, read by the terms watcher.
+        self.scores = ScoreHistory(settings)
         self.objections = ObjectionDesk(
             settings,
             self.state,
@@ -161,6 +164,7 @@ class Portal:
         if self._terms.ident is not None:
             self._terms.join(timeout=10)
         self.webhooks.stop()
+        self.scores.close()
         self.trail.stop()
         self.state.stop()
         if self._writer is not None:
@@ -741,21 +745,31 @@ class Portal:
         entry's own records' values) only for its provider."""
         found = self.state.measures(entry_id)
         entry = self.entry(entry_id)
-        if found is None or entry is None:
+        if found is None or entry is None or not self._sees_quality(principal, entry):
             return None
-        me = principal.department
-        if me == entry.provider:
+        if principal.department == entry.provider:
             return found
-        granted = any(
-            g.request.entry == entry_id
+        return {**found, "checks": [{**c, "samples": []} for c in found.get("checks", [])]}
+
+    def score_history(self, principal: Principal, entry_id: str) -> list[ScoreRow] | None:
+        """The entry's latest scores with their parts, newest first (as :meth:`measures`,
+        for the provider, the departments granted it and the operators)."""
+        entry = self.entry(entry_id)
+        if entry is None or not self._sees_quality(principal, entry):
+            return None
+        return self.scores.of(history_key(entry_id, entry.provider))
+
+    def _sees_quality(self, principal: Principal, entry: CatalogEntry) -> bool:
+        me = principal.department
+        if me == entry.provider or policy.is_operator(principal, self.operators):
+            return True
+        return any(
+            g.request.entry == entry.id
             and g.request.consumer == me
             and g.decision is not None
             and g.state in ("approved", "revoked")
             for g in self.state.grants().grants.values()
         )
-        if not (granted or policy.is_operator(principal, self.operators)):
-            return None
-        return {**found, "checks": [{**c, "samples": []} for c in found.get("checks", [])]}
 
     def assessment(self, principal: Principal, period: str) -> tuple[Period, list[Assessment]]:
         """监督考核 of every department over ``period`` (platform operators only)."""
@@ -829,6 +843,10 @@ class Portal:
                 self.last_updates = self._last_updates(admin)
             except Exception as exc:  # keep watching: the next round tries again
                 log.warning("reading when entries were last updated: %s", exc)
+            try:
+                self.scores.update()
+            except Exception as exc:
+                log.warning("reading the score history: %s", exc)
             try:
                 self._due_notices()
             except Exception as exc:

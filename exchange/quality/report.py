@@ -30,7 +30,7 @@ from exchange.kafka.control import read_all, read_table
 from exchange.quality.assessment import Assessment, Period, ScoreRow, assess
 from exchange.quality.objections import Objection
 
-__all__ = ["COLUMNS", "as_csv", "as_html", "cells", "gather_assessment"]
+__all__ = ["COLUMNS", "as_csv", "as_html", "cells", "gather_assessment", "parse_score_row"]
 
 #: The report's columns: (heading, what it holds).
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -71,7 +71,7 @@ def gather_assessment(
     grants = [Grant.decode(v) for v in read_table(settings.kafka, t.grants).values()]
     objections = [Objection.decode(v) for v in read_table(settings.kafka, t.objections).values()]
     progress("reading the score history")
-    scores = [_score_row(m.value) for m in read_all(settings.kafka, t.quality_scores)]
+    scores = [parse_score_row(m.value) for m in read_all(settings.kafka, t.quality_scores)]
     progress("reading the delivery receipts on the audit trail")
     delivered: Counter[str] = Counter()
     for read in read_trail(settings):
@@ -110,7 +110,8 @@ def _entries_with_data(admin: Admin, topics: dict[str, str], period: Period) -> 
     return out
 
 
-def _score_row(raw: bytes | None) -> ScoreRow | None:
+def parse_score_row(raw: bytes | None) -> ScoreRow | None:
+    """One record of the score history; ``None`` for one that is not (set aside)."""
     try:
         row = json.loads(raw or b"")
         return ScoreRow(

@@ -372,3 +372,23 @@ def test_the_assessment_report_equals_the_topics(quality: QualityEnv) -> None:
     assert row["rank"] == "1"
     # A department that provides nothing is listed, not ranked.
     assert report[env.consumer]["entries"] == "0" and report[env.consumer]["rank"] == ""
+
+
+def test_a_department_sees_its_entrys_score_history(quality: QualityEnv) -> None:
+    env = quality.env
+    provider = env.person(env.provider, "p_approver")
+    path = f"/api/v1/catalog/{env.entry}/quality/history"
+    rows = _wait(
+        "the portal reads the score history",
+        lambda: (a := provider.get(path)).status_code == 200 and a.json(),
+        log=quality.log,
+    )
+    # Each row with the parts that applied then (completeness only once the entry has data).
+    assert {"timeliness", "objections"} <= set(rows[0]["parts"])
+    assert 0 <= rows[0]["score"] <= 100
+    current = provider.get(f"/api/v1/catalog/{env.entry}/quality").json()
+    assert current["entry"] == env.entry and "null_share" in current
+    # A department with no grant on the entry sees neither.
+    bystander = env.person(env.bystander, "b_approver")
+    assert bystander.get(path).status_code == 404
+    assert bystander.get(f"/api/v1/catalog/{env.entry}/quality").status_code == 404
