@@ -209,14 +209,15 @@ class QualityWorker:
             self.checks.update(entry, msg.key, None)
             return
         try:
-            record = self._decode(msg.value)
+            after = _after(self._decode(msg.value))
         except (WireFormatError, RegistryError, ValueError) as exc:
+            # A department writes its own source topics: bytes of any making, framed with any
+            # registered schema, are counted and passed over (the router dead-letters them).
             self.undecodable[entry] += 1
             log.debug(
                 "undecodable record at %s/%s/%s: %s", msg.topic, msg.partition, msg.offset, exc
             )
             return
-        after = None if record.get("op") == "d" else record.get("after")
         tally = self.tallies.get(entry)
         if tally is not None:
             # Source records carry their writer's time: one stamped in the year 9999 must not
@@ -280,6 +281,8 @@ class QualityWorker:
             step()
         except ExchangeError as exc:
             log.warning("objection %s: %s (tried again next round)", objection_id, exc)
+        except Exception:  # one objection's bug must not stop the others' (nor the measures)
+            log.exception("objection %s (tried again next round)", objection_id)
 
     def _refresh_catalog(self) -> None:
         catalog = read_published(self.settings)
@@ -441,9 +444,9 @@ class QualityWorker:
             return _Version(partition, msg.offset, msg.ts_ms or 0, msg.key, None, None)
         try:
             record = self._decode(msg.value)
+            after = _after(record)
         except (WireFormatError, RegistryError, ValueError):
             return None
-        after = None if record.get("op") == "d" else record.get("after")
         event_id = record.get("event_id")
         return _Version(partition, msg.offset, msg.ts_ms or 0, msg.key, event_id, after)
 
@@ -641,6 +644,18 @@ def _score_row(
 ) -> bytes:
     row = {"at": at.isoformat(), "entry": entry, "department": department, "score": score}
     return json.dumps({**row, "parts": parts}, ensure_ascii=False).encode()
+
+
+def _after(record: Any) -> dict[str, Any] | None:
+    """A change envelope's record (``None`` for a delete); :class:`ValueError` for anything
+    that is not a change envelope."""
+    op = record.get("op") if isinstance(record, dict) else None
+    after = record.get("after") if isinstance(record, dict) else None
+    if op == "d":
+        return None
+    if op not in ("c", "u", "r") or not isinstance(after, dict):
+        raise ValueError("not a change envelope with a record")
+    return after
 
 
 def _view(plan: DeliveryPlan, after: dict[str, Any] | None) -> dict[str, Any] | None:
